@@ -1,0 +1,100 @@
+"""tenantry's own X.509 certificate authority, for ingress certificates (and later agents).
+
+Clients trust `DATA_DIR/ca.pem`; the key stays in `DATA_DIR/ca-key.pem` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tenantry.core.crypto import write_private
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    cert_pem: str
+    key_pem: str
+    not_after: dt.datetime
+
+    def __repr__(self) -> str:
+        return f"IssuedCert(not_after={self.not_after.isoformat()}, key=**********)"
+
+
+class CertificateAuthority:
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self._cert = cert
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"CertificateAuthority({self._cert.subject.rfc4514_string()})"
+
+    @property
+    def cert_pem(self) -> str:
+        return self._cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> CertificateAuthority:
+        cert_path, key_path = data_dir / "ca.pem", data_dir / "ca-key.pem"
+        if cert_path.exists() and key_path.exists():
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tenantry local CA"),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tenantry")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        cert_path.chmod(0o644)
+        return cls(cert, key)
+
+    def issue_server_cert(self, hostnames: list[str], *, days: int = 90) -> IssuedCert:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        not_after = now + dt.timedelta(days=days)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        chain = cert.public_bytes(serialization.Encoding.PEM).decode() + self.cert_pem
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        return IssuedCert(cert_pem=chain, key_pem=key_pem, not_after=not_after)

@@ -1,0 +1,22 @@
+"""Events: what happened, when, to which ISV, platform and host."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from tenantry.core.models import Event
+
+KINDS = frozenset({
+    "PLATFORM_CREATED", "DEPLOYED", "UPGRADED", "UPGRADE_FAILED", "ROLLED_BACK", "STOPPED",
+    "STARTED", "DESTROYED", "PLATFORM_FAILED", "HOST_ENROLLED", "HOST_ONLINE", "HOST_OFFLINE",
+    "RELEASE_UPLOADED", "ISV_CREATED", "TENANT_CREATED",
+})
+
+
+def emit(session: Session, kind: str, message: str, *, isv_id: str | None = None,
+         platform_id: str | None = None, host_id: str | None = None,
+         job_id: int | None = None) -> None:
+    """Add an event to the caller's transaction; it is stored when the use case commits."""
+    assert kind in KINDS, kind
+    session.add(Event(kind=kind, message=message, isv_id=isv_id, platform_id=platform_id,
+                      host_id=host_id, job_id=job_id))

@@ -1,0 +1,151 @@
+"""Durable jobs: a `jobs` row with ordered steps, run by a procrastinate task.
+
+A job is queued in the same transaction that records it (we call procrastinate's own
+defer function in SQL), so a crash can never leave a recorded job that nobody will run.
+The runner executes the steps in order and records each one; a step that was `running`
+when a process died is simply run again, so every step must be idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from tenantry.core.db import utcnow
+from tenantry.core.errors import TenantryError
+from tenantry.core.models import Job, JobStep
+from tenantry.core.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+QUEUE = "jobs"
+TASK = "tenantry.run_job"
+
+
+@dataclass
+class StepContext:
+    runtime: Runtime
+    job_id: int
+    platform_id: str | None
+    params: dict[str, object]
+
+
+Step = Callable[[StepContext], None]
+
+
+class StepFailed(Exception):
+    """A step failed in a way the job's failure handler should see (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    steps: tuple[tuple[str, Step], ...]
+    on_failure: Callable[[StepContext, str], None] | None = None
+    on_success: Callable[[StepContext], None] | None = None
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kind_named(name: str) -> JobKind:
+    return _KINDS[name]
+
+
+def create_job(session: Session, *, kind: JobKind, isv_id: str | None, platform_id: str | None,
+               params: dict[str, object] | None = None) -> Job:
+    """Record a job with its steps and queue it, inside the caller's transaction."""
+    job = Job(kind=kind.name, isv_id=isv_id, platform_id=platform_id, params=params or {},
+              state="queued")
+    job.steps = [JobStep(position=i, name=name) for i, (name, _) in enumerate(kind.steps)]
+    session.add(job)
+    session.flush()
+    lock = f"platform:{platform_id}" if platform_id else None
+    session.execute(
+        text("SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, NULL, "
+             "CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1])"),
+        {"queue": QUEUE, "task": TASK, "lock": lock, "args": json.dumps({"job_id": job.id})},
+    )
+    return job
+
+
+def _set_step(runtime: Runtime, step_id: int, state: str, error: str | None = None) -> None:
+    with runtime.sessions() as session:
+        step = session.get(JobStep, step_id)
+        assert step is not None
+        step.state = state
+        if state == "running":
+            step.started_at = step.started_at or utcnow()
+        else:
+            step.ended_at = utcnow()
+        step.error = error
+        session.commit()
+
+
+def run_job(runtime: Runtime, job_id: int) -> None:
+    with runtime.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state in ("succeeded", "failed"):
+            return
+        job.state = "running"
+        job.started_at = job.started_at or utcnow()
+        session.commit()
+        kind = kind_named(job.kind)
+        ctx = StepContext(runtime=runtime, job_id=job.id, platform_id=job.platform_id,
+                          params=dict(job.params))
+        steps = [(s.id, s.name, s.state, s.error) for s in job.steps]
+    functions = dict(kind.steps)
+    error: str | None = None
+    for step_id, name, state, stored_error in steps:
+        if state in ("done", "skipped"):
+            continue
+        if state == "failed":  # died while recovering from this failure: recover again
+            error = stored_error or f"{name}: failed"
+            break
+        _set_step(runtime, step_id, "running")
+        try:
+            functions[name](ctx)
+        except (StepFailed, TenantryError) as exc:
+            error = f"{name}: {exc}"
+        except Exception as exc:  # a bug or an outage: record it, never lose the job silently
+            log.error("job %s step %s crashed:\n%s", job_id, name, traceback.format_exc())
+            error = f"{name}: {type(exc).__name__}: {exc}"
+        if error is not None:
+            _set_step(runtime, step_id, "failed", error)
+            _skip_rest(runtime, job_id)
+            break
+        _set_step(runtime, step_id, "done")
+    if error is not None and kind.on_failure is not None:
+        try:
+            kind.on_failure(ctx, error)
+        except Exception as exc:
+            log.error("job %s failure handler crashed:\n%s", job_id, traceback.format_exc())
+            error = f"{error}; and recovering failed: {exc}"
+    elif error is None and kind.on_success is not None:
+        kind.on_success(ctx)
+    with runtime.sessions() as session:
+        job2 = session.get(Job, job_id)
+        assert job2 is not None
+        job2.state = "failed" if error else "succeeded"
+        job2.error = error
+        job2.ended_at = utcnow()
+        session.commit()
+
+
+def _skip_rest(runtime: Runtime, job_id: int) -> None:
+    with runtime.sessions() as session:
+        for step in session.scalars(select(JobStep).where(JobStep.job_id == job_id,
+                                                          JobStep.state == "pending")):
+            step.state = "skipped"
+        session.commit()
