@@ -1,0 +1,384 @@
+"""ServiceManager on supervisord, for hosts without systemd (containers, CI, laptops).
+
+supervisord runs detached in its own session (it daemonizes itself), so killing the agent,
+or its whole process group, leaves the platforms running; the next agent adopts it through
+the pidfile and the XML-RPC socket. Each program is one file `programs/<name>.conf`
+(mode 0600: its environment holds secrets) whose first line records the spec digest.
+
+Crash safety: `observe` asks supervisord to re-read its files (`reloadConfig`, like
+`supervisorctl reread`) and reports any program whose file and running config differ with
+an empty digest, so the convergence loop puts or removes it again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any, cast
+
+from tenantry.agent import unixusers
+from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
+from tenantry.core.errors import InvalidInput, NotFound, Unavailable
+
+_DIGEST_PREFIX = "; tenantry-digest: "
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
+# supervisor.xmlrpc.Faults
+_BAD_NAME, _NOT_RUNNING, _ALREADY_STARTED, _ALREADY_ADDED = 10, 70, 60, 90
+# configparser (as supervisord sets it up) cuts a value at whitespace followed by ; or #.
+_INLINE_COMMENT = re.compile(r"\s[;#]")
+_MINIMAL_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self._path = path
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixHTTPConnection(self._path, self._timeout)
+
+
+def _ini(value: str, what: str) -> str:
+    """Make `value` safe for supervisord's config parser ('%' is expanded, so write '%%')."""
+    if any(c in value for c in "\r\n\0"):
+        raise InvalidInput(f"{what} must not contain a newline or NUL", field=what)
+    if _INLINE_COMMENT.search(value):
+        raise InvalidInput(f"{what} must not contain whitespace before ';' or '#'", field=what)
+    if "%(here)s" in value:  # supervisord replaces this literally, even inside '%%(here)s'
+        raise InvalidInput(f"{what} must not contain '%(here)s'", field=what)
+    return value.replace("%", "%%")
+
+
+def _quote_arg(arg: str) -> str:
+    """Quote for shlex.split (POSIX): a backslash before each special character.
+
+    Backslashes keep ';' and '#' from following whitespace, which configparser would take
+    for an inline comment; whitespace itself is single-quoted, since configparser strips a
+    trailing backslash-space.
+    """
+    if arg == "":
+        return "''"
+    if any(c in arg for c in "\r\n\0"):
+        raise InvalidInput("command arguments must not contain a newline or NUL", field="command")
+    if "%(here)s" in arg:
+        raise InvalidInput("command arguments must not contain '%(here)s'", field="command")
+    quoted = "".join(
+        c if c.isalnum() or c in "_./-=:,@+" else f"'{c}'" if c.isspace() else "\\" + c for c in arg
+    )
+    return quoted.replace("%", "%%")
+
+
+def _env_value(value: str) -> str:
+    """Quote for supervisord's `environment=` (a non-POSIX shlex, then strip of quotes)."""
+    if value[:1] in ("'", '"') or value[-1:] in ("'", '"'):
+        raise InvalidInput(
+            "environment values must not start or end with a quote", field="environment"
+        )
+    quote = '"' if '"' not in value else "'"
+    if quote in value:
+        raise InvalidInput(
+            "environment values must not hold both kinds of quotes", field="environment"
+        )
+    return quote + _ini(value, "environment") + quote
+
+
+def render_program(spec: ProgramSpec, *, default_log: Path, as_root: bool) -> str:
+    lines = [
+        f"{_DIGEST_PREFIX}{spec.digest()}",
+        f"[program:{spec.name}]",
+        "command=" + " ".join(_quote_arg(a) for a in spec.command),
+        "autostart=true",
+        "autorestart=true",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "stopwaitsecs=10",
+        f"stopsignal={spec.stop_signal}",
+        f"startsecs={spec.start_seconds}",
+        "redirect_stderr=true",
+        "stdout_logfile=" + _ini(spec.log_file or str(default_log), "log_file"),
+        "stdout_logfile_maxbytes=10MB",
+        "stdout_logfile_backups=3",
+    ]
+    if spec.environment:
+        pairs = (f"{k}={_env_value(v)}" for k, v in sorted(spec.environment.items()))
+        lines.append("environment=" + ",".join(pairs))
+    if spec.directory:
+        lines.append("directory=" + _ini(spec.directory, "directory"))
+    # user= needs a root supervisord; without root every program runs as the agent's user.
+    if spec.user and as_root:
+        lines.append("user=" + _ini(spec.user, "user"))
+    return "\n".join(lines) + "\n"
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write atomically with mode 0600 (never briefly world-readable)."""
+    if path.exists() and path.read_text() == content:
+        os.chmod(path, 0o600)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # an orphan reparented to us (a subreaper, or PID 1 in a container) may be a zombie
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class SupervisordManager(ServiceManager):
+    def __init__(self, root: Path) -> None:
+        root = Path(root).absolute()
+        if not _SAFE_PATH.fullmatch(str(root)):
+            raise InvalidInput(f"service root {str(root)!r} has unsafe characters", field="root")
+        self.root = root
+        self.conf = root / "supervisord.conf"
+        self.sock = root / "supervisor.sock"
+        self.pidfile = root / "supervisord.pid"
+        self.programs = root / "programs"
+        self.logs = root / "logs"
+        if len(str(self.sock)) > 100:
+            raise InvalidInput(f"service root {str(root)!r} is too long for a unix socket")
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _rpc(self, timeout: float = 30) -> Any:
+        proxy = xmlrpc.client.ServerProxy(
+            "http://localhost/RPC2", transport=_UnixTransport(str(self.sock), timeout)
+        )
+        return proxy.supervisor
+
+    def _call(self, method: str, *args: Any, ignore: tuple[int, ...] = ()) -> Any:
+        try:
+            return getattr(self._rpc(), method)(*args)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode in ignore:
+                return None
+            if exc.faultCode == _BAD_NAME:
+                raise NotFound(f"supervisord: {method}: {exc.faultString}") from None
+            raise Unavailable(f"supervisord: {method}: {exc.faultString}") from None
+        except OSError as exc:
+            raise Unavailable(f"supervisord at {self.sock} is not reachable: {exc}") from None
+
+    def _daemon_pid(self) -> int | None:
+        """The pid of a live supervisord answering on our socket, else None."""
+        try:
+            return int(self._rpc(timeout=5).getPID())
+        except (OSError, xmlrpc.client.Error):
+            return None
+
+    def _pidfile_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _write_main_conf(self) -> None:
+        content = f"""\
+; written by tenantry; rewritten on every start
+[unix_http_server]
+file={self.sock}
+chmod=0700
+
+[supervisord]
+pidfile={self.pidfile}
+logfile={self.logs}/supervisord.log
+logfile_maxbytes=10MB
+logfile_backups=3
+childlogdir={self.logs}
+directory={self.root}
+nodaemon=false
+umask=022
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{self.sock}
+
+[include]
+files = {self.programs}/*.conf
+"""
+        _write_private(self.conf, content)
+
+    # --- contract -------------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        for d in (self.root, self.programs, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        self._write_main_conf()
+        if self._daemon_pid() is not None:
+            return
+        pid = self._pidfile_pid()
+        if pid is not None and _pid_alive(pid) and self._is_supervisord(pid):
+            # Possibly still starting up: give it a moment to open its socket.
+            if self._wait_up(5):
+                return
+            raise Unavailable(f"supervisord pid {pid} runs but does not answer on {self.sock}")
+        self.pidfile.unlink(missing_ok=True)
+        self.sock.unlink(missing_ok=True)
+        binary = shutil.which("supervisord") or "/usr/bin/supervisord"
+        if not os.path.exists(binary):
+            raise Unavailable("supervisord not found: install the Debian package supervisor")
+        out = self.logs / "supervisord.out"
+        with open(out, "ab") as log:
+            # supervisord forks, calls setsid and the parent exits: nothing of it stays in
+            # the agent's session, process group or child list.
+            proc = subprocess.run(
+                [binary, "-c", str(self.conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=_MINIMAL_ENV,
+                cwd=self.root,
+                start_new_session=True,
+                timeout=30,
+                check=False,
+            )
+        if proc.returncode != 0 or not self._wait_up(15):
+            raise Unavailable(
+                "supervisord did not start:\n"
+                + _tail(out)
+                + "\n"
+                + _tail(self.logs / "supervisord.log")
+            )
+
+    @staticmethod
+    def _is_supervisord(pid: int) -> bool:
+        try:
+            return b"supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def _wait_up(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._daemon_pid() is not None:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _reread(self) -> tuple[list[str], list[str], list[str]]:
+        added, changed, removed = self._call("reloadConfig")[0]
+        return list(added), list(changed), list(removed)
+
+    def _file_digest(self, name: str) -> str:
+        try:
+            with open(self.programs / f"{name}.conf") as f:
+                first = f.readline()
+        except OSError:
+            return ""
+        return first[len(_DIGEST_PREFIX) :].strip() if first.startswith(_DIGEST_PREFIX) else ""
+
+    def observe(self) -> dict[str, ProgramStatus]:
+        added, changed, removed = self._reread()
+        stale = set(changed) | set(removed)
+        result: dict[str, ProgramStatus] = {}
+        for info in cast(list[dict[str, Any]], self._call("getAllProcessInfo")):
+            name = str(info["group"])
+            result[name] = ProgramStatus(
+                name=name,
+                digest="" if name in stale else self._file_digest(name),
+                state=str(info["statename"]),
+                pid=int(info["pid"]) or None,
+            )
+        for name in added:  # configured on disk, not loaded (a crash between two steps)
+            result[name] = ProgramStatus(name=name, digest="", state="STOPPED", pid=None)
+        return dict(sorted(result.items()))
+
+    def put(self, spec: ProgramSpec) -> None:
+        content = render_program(
+            spec, default_log=self.logs / f"{spec.name}.log", as_root=unixusers.running_as_root()
+        )
+        path = self.programs / f"{spec.name}.conf"
+        previous = path.read_text() if path.exists() else None
+        _write_private(path, content)
+        try:
+            added, changed, _ = self._reread()
+        except Unavailable:
+            # One unreadable file would block every later reread: put the old one back.
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write_private(path, previous)
+            raise
+        namespec = f"{spec.name}:{spec.name}"
+        if spec.name in changed:
+            self._call("stopProcess", namespec, True, ignore=(_NOT_RUNNING, _BAD_NAME))
+            self._call("removeProcessGroup", spec.name, ignore=(_BAD_NAME,))
+            self._call("addProcessGroup", spec.name, ignore=(_ALREADY_ADDED,))
+        elif spec.name in added:
+            self._call("addProcessGroup", spec.name, ignore=(_ALREADY_ADDED,))
+        info = self._call("getProcessInfo", namespec)
+        if info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+            self._call("startProcess", namespec, False, ignore=(_ALREADY_STARTED,))
+
+    def start(self, name: str) -> None:
+        self._call("startProcess", f"{name}:{name}", False, ignore=(_ALREADY_STARTED,))
+
+    def stop(self, name: str) -> None:
+        self._call("stopProcess", f"{name}:{name}", True, ignore=(_NOT_RUNNING,))
+
+    def remove(self, name: str) -> None:
+        (self.programs / f"{name}.conf").unlink(missing_ok=True)
+        names = {str(i["group"]) for i in self._call("getAllProcessInfo")}
+        if name in names:
+            self._call("stopProcess", f"{name}:{name}", True, ignore=(_NOT_RUNNING,))
+            self._call("removeProcessGroup", name, ignore=(_BAD_NAME,))
+        self._reread()  # forget the unlinked file's config too
+
+    def shutdown(self, timeout: float = 60) -> None:
+        pid = self._daemon_pid()
+        if pid is None:
+            return
+        # supervisord stops every program (whole process groups) before it exits.
+        self._call("shutdown")
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise Unavailable(f"supervisord pid {pid} did not exit in {timeout}s; killed")
+            time.sleep(0.05)

@@ -1,0 +1,82 @@
+"""Per-platform Unix users: each platform's processes and data belong to their own user.
+
+Without root, every function degrades to a no-op and processes run as the agent's user
+(laptops, CI), so the same convergence code works in both places.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from tenantry.core.errors import InvalidInput, Unavailable
+
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _check(name: str) -> None:
+    if not _USER_RE.fullmatch(name):
+        raise InvalidInput(f"bad Unix user name {name!r}", field="user")
+
+
+def _exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise Unavailable(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+def ensure_user(name: str, home: Path | None = None) -> None:
+    _check(name)
+    if not running_as_root() or _exists(name):
+        return
+    argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+    if home is not None:
+        argv += ["--home-dir", str(home)]
+    try:
+        _run([*argv, "--user-group", name])
+    except Unavailable:
+        if not _exists(name):  # another agent may have won the race
+            raise
+
+
+def remove_user(name: str) -> None:
+    _check(name)
+    if not running_as_root() or not _exists(name):
+        return
+    _run(["userdel", name])
+
+
+def chown_tree(path: Path, user: str | None) -> None:
+    if user is None or not running_as_root():
+        return
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise InvalidInput(f"no Unix user {user!r}", field="user") from None
+    os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.chown(dirpath, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+        for entry in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, entry), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def run_as(user: str | None, argv: Sequence[str]) -> list[str]:
+    if user is not None and running_as_root():
+        return ["runuser", "-u", user, "--", *argv]
+    return list(argv)

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tenantry.agent import ingress
+from tenantry.agent.supervisord import SupervisordManager
+
+HOST = "app.isv.localhost"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_ca_and_leaf(hostname: str) -> tuple[str, str, str]:
+    """(ca_pem, leaf_cert_pem, leaf_key_pem), valid for an hour."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("tenantry test CA"))
+        .issuer_name(_name("tenantry test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hostname))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return ca.public_bytes(pem).decode(), leaf.public_bytes(pem).decode(), key_pem
+
+
+def test_render_config_is_deterministic_and_route_hides_key() -> None:
+    _, cert, key = make_ca_and_leaf(HOST)
+    a = ingress.Route(hostname=HOST, upstreams=("127.0.0.1:9002", "127.0.0.1:9001"),
+                      cert_pem=cert, key_pem=key)  # fmt: skip
+    b = ingress.Route(hostname="b.isv.localhost", upstreams=("127.0.0.1:9003",),
+                      cert_pem=cert, key_pem=key)  # fmt: skip
+    one = ingress.render_config(listen="127.0.0.1:8443", admin="unix//x/a.sock", routes=[a, b])
+    two = ingress.render_config(listen="127.0.0.1:8443", admin="unix//x/a.sock", routes=[b, a])
+    assert one == two
+    routes = one["apps"]["http"]["servers"]["ingress"]["routes"]
+    assert [r["match"][0]["host"] for r in routes[:2]] == [[HOST], ["b.isv.localhost"]]
+    assert routes[0]["handle"][0]["upstreams"] == [
+        {"dial": "127.0.0.1:9001"}, {"dial": "127.0.0.1:9002"}
+    ]  # fmt: skip
+    assert routes[-1]["handle"][0]["status_code"] == 404
+    assert key not in repr(a) and "PRIVATE" not in repr(a)
+
+
+@pytest.fixture
+def upstream(short_tmp: Path, free_port: Callable[[], int]) -> Iterator[int]:
+    site = short_tmp / "site"
+    site.mkdir()
+    (site / "index.html").write_text("hello from upstream\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(site)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
+def test_caddy_routes_by_host_with_our_certificate(
+    supervisor: SupervisordManager,
+    short_tmp: Path,
+    free_port: Callable[[], int],
+    upstream: int,
+    wait_for: Callable[..., None],
+) -> None:
+    ca_pem, cert, key = make_ca_and_leaf(HOST)
+    root = short_tmp / "caddy"
+    admin = f"unix/{root}/admin.sock"
+    spec = ingress.program_spec(name="caddy", root=root, admin=admin, log_file=None)
+    assert spec.environment["HOME"].startswith(str(root))
+    supervisor.put(spec)
+    caddy = ingress.CaddyAdmin(admin)
+    wait_for(caddy.is_up, timeout=20, what="caddy admin API")
+
+    port = free_port()
+    route = ingress.Route(hostname=HOST, upstreams=(f"127.0.0.1:{upstream}",),
+                          cert_pem=cert, key_pem=key)  # fmt: skip
+    config = ingress.render_config(
+        listen=f"127.0.0.1:{port}", admin=admin, routes=[route], log_file=str(root / "caddy.log")
+    )
+    caddy.load(config)
+    assert caddy.current() == config
+
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    with httpx.Client(verify=ctx, timeout=10) as client:
+
+        def get(host: str) -> httpx.Response:
+            return client.get(
+                f"https://127.0.0.1:{port}/",
+                headers={"Host": host},
+                extensions={"sni_hostname": HOST},
+            )
+
+        ok = get(HOST)
+        assert ok.status_code == 200 and ok.text == "hello from upstream\n"
+        assert get("nobody.isv.localhost").status_code == 404
+
+    bad = dict(config, apps={"http": {"servers": {"x": {"listen": ["not an address"]}}}})
+    with pytest.raises(Exception, match="Caddy rejected"):
+        caddy.load(bad)
+    caddy.close()

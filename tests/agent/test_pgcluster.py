@@ -1,0 +1,121 @@
+# ruff: noqa: S105, S106  (throwaway passwords for a throwaway cluster)
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tenantry.agent import pgcluster, unixusers
+from tenantry.agent.supervisord import SupervisordManager
+from tenantry.core.errors import InvalidInput, Unavailable
+
+try:
+    pgcluster.pg_bin("postgres")
+except Unavailable:  # pragma: no cover - the project's setup installs it
+    pytest.skip("PostgreSQL is not installed", allow_module_level=True)
+
+OWNER = "tenantry-t1"
+PASSWORD = "pa'ss %w0rd;\"x@y/z"
+
+
+def test_database_url_quotes_the_password() -> None:
+    url = pgcluster.database_url(role="app", password="a@b:c/d%", dbname="appdb", port=5433)
+    assert url == "postgresql://app:a%40b%3Ac%2Fd%25@127.0.0.1:5433/appdb"
+
+
+def test_sizes_and_bad_names() -> None:
+    assert set(pgcluster.SIZES) == {"s", "m", "l"}
+    with pytest.raises(InvalidInput):
+        pgcluster.ClusterSpec(
+            datadir=Path("/x"), port=5432, owner=None, size="xl", socket_dir=Path("/y")
+        )
+
+
+@pytest.mark.slow
+def test_cluster_from_template_under_supervisord(
+    supervisor: SupervisordManager, short_tmp: Path, free_port: Callable[[], int]
+) -> None:
+    as_root = unixusers.running_as_root()
+    owner = OWNER if as_root else None
+    unixusers.ensure_user(OWNER)
+    port = free_port()
+    spec = pgcluster.ClusterSpec(
+        datadir=short_tmp / "p1" / "data",
+        port=port,
+        owner=owner,
+        size="s",
+        socket_dir=short_tmp / "p1" / "run",
+    )
+    template = short_tmp / "template"
+    try:
+        pgcluster.init_cluster(spec, template_dir=template)
+        pgcluster.init_cluster(spec, template_dir=template)  # idempotent
+        assert stat.S_IMODE(spec.datadir.stat().st_mode) == 0o700
+        assert stat.S_IMODE(spec.socket_dir.stat().st_mode) == 0o700
+
+        started = time.monotonic()
+        program = pgcluster.program_spec(spec, name="pg-p1", log_file=str(short_tmp / "pg.log"))
+        supervisor.put(program)
+        pgcluster.wait_ready(spec, timeout=30)
+        pgcluster.ensure_database(spec, role="app", password=PASSWORD, dbname="appdb")
+        pgcluster.ensure_database(spec, role="app", password=PASSWORD, dbname="appdb")
+        assert time.monotonic() - started < 5
+
+        url = pgcluster.database_url(role="app", password=PASSWORD, dbname="appdb", port=port)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("app",)
+        bad = pgcluster.database_url(role="app", password="wrong", dbname="appdb", port=port)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(bad)
+
+        pgcluster.ensure_database(spec, role="other", password="o-pass", dbname="otherdb")
+        other = pgcluster.database_url(role="other", password="o-pass", dbname="appdb", port=port)
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(other)
+        # The superuser is only reachable over the socket, never by TCP.
+        su = pgcluster.database_url(role="postgres", password="x", dbname="postgres", port=port)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(su)
+        assert PASSWORD not in (short_tmp / "pg.log").read_text()
+
+        if as_root:
+            assert spec.datadir.stat().st_uid == pwd.getpwnam(OWNER).pw_uid
+            peek = subprocess.run(
+                unixusers.run_as("nobody", ["ls", str(spec.datadir)]),
+                capture_output=True,
+                check=False,
+            )
+            assert peek.returncode != 0
+    finally:
+        supervisor.remove("pg-p1")
+        pgcluster.remove_cluster(spec)
+    assert not spec.datadir.exists() and not spec.socket_dir.exists()
+    if as_root:
+        unixusers.remove_user(OWNER)
+
+
+@pytest.mark.slow
+def test_half_made_datadir_is_wiped_and_recreated(
+    short_tmp: Path, free_port: Callable[[], int]
+) -> None:
+    spec = pgcluster.ClusterSpec(
+        datadir=short_tmp / "p2" / "data",
+        port=free_port(),
+        owner=None,
+        size="s",
+        socket_dir=short_tmp / "p2" / "run",
+    )
+    spec.datadir.mkdir(parents=True)
+    (spec.datadir / "junk").write_text("left by a crash")
+    pgcluster.init_cluster(spec, template_dir=short_tmp / "template")
+    assert (spec.datadir / "PG_VERSION").exists()
+    assert not (spec.datadir / "junk").exists()
+    assert f"port = {spec.port}" in (spec.datadir / "tenantry.conf").read_text()
+    assert os.listdir(spec.socket_dir) == []

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tenantry.agent.services import ProgramSpec
+from tenantry.agent.supervisord import SupervisordManager
+from tenantry.agent.testing import FakeServiceManager
+from tenantry.core.errors import InvalidInput
+
+Wait = Callable[..., None]
+
+TRICKY = {
+    "QUOTES": 'say "hi", it is 100%',
+    "SINGLE": "it's, 50% off; (really) $HOME \\n",
+    "PCT": "%(ENV_HOME)s %s %%",
+    "EMPTY": "",
+}
+
+
+def sleeper(name: str, out: Path | None = None, env: dict[str, str] | None = None) -> ProgramSpec:
+    code = (
+        "import json, os, sys, time; "
+        "len(sys.argv) > 1 and open(sys.argv[1], 'w').write(json.dumps(dict(os.environ))); "
+        "time.sleep(3600)"
+    )
+    argv = (sys.executable, "-c", code) + ((str(out),) if out else ())
+    return ProgramSpec(name=name, command=argv, environment=env or {})
+
+
+def alive(pid: int) -> bool:
+    """True unless gone or a zombie (an orphan may be reparented to a non-reaping PID 1)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def running(m: SupervisordManager, name: str) -> bool:
+    st = m.observe().get(name)
+    return st is not None and st.state == "RUNNING" and st.pid is not None
+
+
+def test_spec_repr_hides_environment_values_and_digest_tracks_fields() -> None:
+    spec = ProgramSpec(name="web-1", command=("app",), environment={"DB_URL": "postgres://x:pw@h"})
+    assert "pw@h" not in repr(spec) and "pw@h" not in str(spec)
+    assert "DB_URL" in repr(spec)
+    same = ProgramSpec(name="web-1", command=("app",), environment={"DB_URL": "postgres://x:pw@h"})
+    assert spec.digest() == same.digest()
+    changed = ProgramSpec(name="web-1", command=("app",), environment={"DB_URL": "other"})
+    assert spec.digest() != changed.digest()
+    with pytest.raises(InvalidInput):
+        ProgramSpec(name="Bad Name", command=("x",), environment={})
+
+
+def test_fake_service_manager_records_only_needed_actions() -> None:
+    fake = FakeServiceManager()
+    fake.ensure_started()
+    spec = ProgramSpec(name="web", command=("app",), environment={})
+    fake.put(spec)
+    fake.put(spec)  # same digest, running: no-op
+    assert fake.observe()["web"].state == "RUNNING"
+    assert fake.observe()["web"].digest == spec.digest()
+    fake.stop("web")
+    assert fake.observe()["web"].state == "STOPPED"
+    fake.start("web")
+    fake.remove("web")
+    fake.remove("web")  # absent: no-op
+    assert fake.observe() == {}
+    assert fake.calls == [
+        ("ensure_started", ""),
+        ("put", "web"),
+        ("stop", "web"),
+        ("start", "web"),
+        ("remove", "web"),
+    ]
+
+
+@pytest.mark.slow
+def test_supervisord_put_replace_stop_start_remove(
+    supervisor: SupervisordManager, short_tmp: Path, wait_for: Wait
+) -> None:
+    out = short_tmp / "env.json"
+    spec = sleeper("app-1", out, TRICKY)
+    supervisor.put(spec)
+    wait_for(lambda: running(supervisor, "app-1"), what="app-1 RUNNING")
+    status = supervisor.observe()["app-1"]
+    assert status.digest == spec.digest()
+    conf = supervisor.programs / "app-1.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    wait_for(out.exists, what="env dump")
+    env = json.loads(out.read_text())
+    assert {k: env[k] for k in TRICKY} == TRICKY
+
+    supervisor.put(spec)  # unchanged: keeps its process
+    assert supervisor.observe()["app-1"].pid == status.pid
+
+    changed = sleeper("app-1", out, {**TRICKY, "EXTRA": "1"})
+    supervisor.put(changed)
+    wait_for(lambda: running(supervisor, "app-1"), what="app-1 RUNNING again")
+    after = supervisor.observe()["app-1"]
+    assert after.digest == changed.digest() and after.pid != status.pid
+
+    supervisor.stop("app-1")
+    assert supervisor.observe()["app-1"].state == "STOPPED"
+    assert conf.exists()
+    supervisor.start("app-1")
+    wait_for(lambda: running(supervisor, "app-1"), what="app-1 restarted")
+
+    supervisor.remove("app-1")
+    assert "app-1" not in supervisor.observe()
+    assert not conf.exists()
+    supervisor.remove("app-1")  # absent: no-op
+
+
+@pytest.mark.slow
+def test_unrepresentable_value_is_refused_and_leaves_nothing(
+    supervisor: SupervisordManager,
+) -> None:
+    with pytest.raises(InvalidInput):
+        supervisor.put(sleeper("bad", env={"X": "a ;comment"}))
+    assert not (supervisor.programs / "bad.conf").exists()
+    assert "bad" not in supervisor.observe()
+
+
+@pytest.mark.slow
+def test_programs_survive_sigkill_of_the_agent_and_are_adopted(
+    short_tmp: Path, wait_for: Wait, kill_supervisord: Callable[[Path], None]
+) -> None:
+    root = short_tmp / "sv"
+    agent = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from tenantry.agent.services import ProgramSpec
+        from tenantry.agent.supervisord import SupervisordManager
+        m = SupervisordManager(Path({str(root)!r}))
+        m.ensure_started()
+        argv = (sys.executable, "-c", "import time; time.sleep(3600)")
+        m.put(ProgramSpec(name="keep", command=argv, environment={{}}))
+        print("ready", flush=True)
+        time.sleep(3600)
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", agent], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        manager = SupervisordManager(root)
+        wait_for(lambda: running(manager, "keep"), what="keep RUNNING")
+        before = manager.observe()["keep"].pid
+        daemon = int((root / "supervisord.pid").read_text())
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent and its whole process group
+        proc.wait(10)
+
+        adopter = SupervisordManager(root)
+        adopter.ensure_started()
+        assert int((root / "supervisord.pid").read_text()) == daemon
+        assert adopter.observe()["keep"].pid == before
+        assert before is not None and alive(before)
+
+        adopter.shutdown()
+        assert not alive(daemon)
+        wait_for(lambda: not alive(before), what="program gone")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        kill_supervisord(root)
+
+
+@pytest.mark.slow
+def test_stale_pidfile_starts_a_new_daemon(
+    short_tmp: Path, wait_for: Wait, kill_supervisord: Callable[[Path], None]
+) -> None:
+    root = short_tmp / "sv"
+    manager = SupervisordManager(root)
+    try:
+        manager.ensure_started()
+        manager.put(sleeper("again"))
+        old = int((root / "supervisord.pid").read_text())
+        manager.shutdown()
+        (root / "supervisord.pid").write_text(f"{old}\n")  # left behind by a crash
+        manager.ensure_started()
+        assert int((root / "supervisord.pid").read_text()) != old
+        wait_for(lambda: running(manager, "again"), what="configured program back")
+    finally:
+        kill_supervisord(root)
