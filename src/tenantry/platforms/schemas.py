@@ -159,3 +159,25 @@ class PlatformFilter(BaseModel):
     tenant: str | None = None
     region: str | None = None
     state: str | None = None
+
+
+class PlatformAccepted(BaseModel):
+    """A platform and the job that is now working on it."""
+
+    platform: PlatformPublic
+    job_id: int
+
+
+class EnrollRequest(_In):
+    token: str = Field(max_length=200)
+    name: str = Field(max_length=40)
+    region: str = Field(max_length=40)
+    address: str = Field(default="127.0.0.1", max_length=100)
+    ingress_port: int
+    port_min: int = 20000
+    port_max: int = 29999
+
+
+class EnrollResponse(BaseModel):
+    host_id: str
+    agent_token: str

@@ -1,0 +1,421 @@
+"""Convergence: observe the host, compare with the desired state, act on the difference.
+
+`plan_platform` is pure: facts and the desired platform in, a list of actions out. The
+agent applies the actions in order; each is idempotent, so a pass cut short by a crash is
+simply planned and applied again. `--plan` prints the actions instead of applying them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tenantry.agent import ingress, pgcluster, releases, unixusers
+from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
+from tenantry.core.crypto import write_private
+
+INGRESS_PROGRAM = "ingress"
+MIGRATION_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class Action:
+    description: str
+    run: Callable[[], None] = field(compare=False, repr=False)
+
+
+@dataclass
+class HostPaths:
+    root: Path
+
+    @property
+    def platforms(self) -> Path:
+        return self.root / "platforms"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def bundles(self) -> Path:
+        return self.root / "bundles"
+
+    @property
+    def pg_template(self) -> Path:
+        return self.root / "pg-template"
+
+    @property
+    def ingress(self) -> Path:
+        return self.root / "ingress"
+
+    @property
+    def services(self) -> Path:
+        return self.root / "services"
+
+    def platform(self, pid: str) -> Path:
+        return self.platforms / pid
+
+    def socket_dir(self, pid: str) -> Path:
+        """Unix socket paths are short (108 bytes): keep them under the temp dir."""
+        tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
+        return Path(tempfile.gettempdir()) / f"tnt-{tag}" / pid
+
+    def ingress_admin(self) -> str:
+        tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
+        return f"unix/{Path(tempfile.gettempdir()) / f'tnt-{tag}' / 'caddy-admin.sock'}"
+
+    def prepare(self) -> None:
+        for d in (self.root, self.platforms, self.releases, self.bundles, self.ingress):
+            d.mkdir(parents=True, exist_ok=True)
+        # Platform users must be able to walk to their own directory and to the releases.
+        for d in (self.root, self.platforms, self.releases):
+            d.chmod(0o711 if d != self.releases else 0o755)
+        Path(self.ingress_admin()[len("unix/"):]).parent.mkdir(mode=0o711, exist_ok=True)
+
+
+@dataclass
+class PlatformFacts:
+    """What is true on this host for one platform, read before planning."""
+
+    programs: dict[str, ProgramStatus]
+    cluster_initialized: bool
+    database_marker: str | None
+    built: set[str]
+    migrations: dict[str, str]
+    healthy_ports: set[int]
+    user_exists: bool
+    dir_exists: bool
+
+
+def unix_user(pid: str) -> str | None:
+    return f"tp-{pid}" if unixusers.running_as_root() else None
+
+
+def cluster_spec(paths: HostPaths, p: dict[str, Any]) -> pgcluster.ClusterSpec:
+    return pgcluster.ClusterSpec(datadir=paths.platform(p["id"]) / "pgdata",
+                                 port=int(p["database"]["port"]), owner=unix_user(p["id"]),
+                                 size=p["size"], socket_dir=paths.socket_dir(p["id"]))
+
+
+def database_marker(p: dict[str, Any]) -> str:
+    db = p["database"]
+    return hashlib.sha256(json.dumps([db["role"], db["dbname"], db["password"]]).encode()
+                          ).hexdigest()
+
+
+def _release(p: dict[str, Any], rid: str) -> dict[str, Any]:
+    return next(r for r in p["releases"] if r["id"] == rid)
+
+
+def slot_programs(paths: HostPaths, p: dict[str, Any], slot: str,
+                  info: dict[str, Any]) -> list[ProgramSpec]:
+    release = _release(p, info["release_id"])
+    manifest = release["manifest"]
+    rpath = releases.release_dir(paths.releases, release["digest"])
+    db = p["database"]
+    base_env = {
+        **releases.process_env(rpath),
+        "DATABASE_URL": pgcluster.database_url(role=db["role"], password=db["password"],
+                                               dbname=db["dbname"], port=int(db["port"])),
+        "TENANTRY_PLATFORM": f"{p['isv']}/{p['name']}",
+        "TENANTRY_TENANTS": ",".join(p.get("tenants", [])),
+        "TENANTRY_RELEASE": f"{release['app']}@{release['version']}",
+        "HOME": str(paths.platform(p["id"])),
+    }
+    logs = paths.platform(p["id"]) / "logs"
+    specs: list[ProgramSpec] = []
+    for proc, argv in sorted(manifest["processes"].items()):
+        count = len(info["ports"]) if proc == "web" else 1
+        for i in range(count):
+            name = f"{p['id']}-{slot}-{proc}-{i}"
+            env = dict(base_env)
+            if proc == "web":
+                env["PORT"] = str(info["ports"][i])
+            specs.append(ProgramSpec(name=name, command=tuple(argv), environment=env,
+                                     user=unix_user(p["id"]),
+                                     directory=str(releases.app_dir(rpath)),
+                                     log_file=str(logs / f"{name}.log"), start_seconds=1))
+    return specs
+
+
+def db_program(paths: HostPaths, p: dict[str, Any]) -> ProgramSpec:
+    return pgcluster.program_spec(cluster_spec(paths, p), name=f"{p['id']}-db",
+                                  log_file=str(paths.platform(p["id"]) / "logs" / "postgres.log"))
+
+
+def _migrations_file(paths: HostPaths, pid: str) -> Path:
+    return paths.platform(pid) / "migrations.json"
+
+
+def read_migrations(paths: HostPaths, pid: str) -> dict[str, str]:
+    path = _migrations_file(paths, pid)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def observe_platform(paths: HostPaths, p: dict[str, Any],
+                     programs: dict[str, ProgramStatus]) -> PlatformFacts:
+    pid = p["id"]
+    root = paths.platform(pid)
+    marker = root / "database.marker"
+    built = {r["id"] for r in p.get("releases", [])
+             if (releases.release_dir(paths.releases, r["digest"]) / releases.BUILT).exists()}
+    mine = {n: s for n, s in programs.items() if n.startswith(f"{pid}-")}
+    healthy: set[int] = set()
+    for slot, info in p.get("slots", {}).items():
+        if info["release_id"] not in built:
+            continue
+        path = _release(p, info["release_id"])["manifest"]["health_path"]
+        for i, port in enumerate(info["ports"]):
+            status = mine.get(f"{pid}-{slot}-web-{i}")
+            if status and status.state == "RUNNING" and _healthy(int(port), path):
+                healthy.add(int(port))
+    user = unix_user(pid)
+    return PlatformFacts(
+        programs=mine,
+        cluster_initialized=(root / "pgdata" / "PG_VERSION").exists(),
+        database_marker=marker.read_text() if marker.exists() else None,
+        built=built,
+        migrations=read_migrations(paths, pid),
+        healthy_ports=healthy,
+        user_exists=user is None or _user_exists(user),
+        dir_exists=root.exists(),
+    )
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _healthy(port: int, path: str) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def release_python() -> str:
+    """The interpreter release virtualenvs are made from.
+
+    Every platform user must be able to execute it, so not one under a private home (a
+    pyenv in /root, say): the system's python3 (Debian python3-venv) when there is one.
+    """
+    system = Path("/usr/bin/python3")
+    return str(system) if system.exists() else sys.executable
+
+
+class Effects:
+    """The side effects the plan's actions call; one object so tests can swap it."""
+
+    def __init__(self, paths: HostPaths, services: ServiceManager,
+                 fetch_bundle: Callable[[str, Path], None]) -> None:
+        self.paths = paths
+        self.services = services
+        self.fetch_bundle = fetch_bundle
+
+    def make_home(self, p: dict[str, Any]) -> None:
+        user = unix_user(p["id"])
+        if user:
+            unixusers.ensure_user(user)
+        root = self.paths.platform(p["id"])
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        root.chmod(0o700)
+        unixusers.chown_tree(root, user)
+        # Logs are written by the service manager (root), read by the operator.
+        (root / "logs").chmod(0o700)
+
+    def init_cluster(self, p: dict[str, Any]) -> None:
+        pgcluster.init_cluster(cluster_spec(self.paths, p), template_dir=self.paths.pg_template)
+
+    def ensure_database(self, p: dict[str, Any]) -> None:
+        spec = cluster_spec(self.paths, p)
+        pgcluster.wait_ready(spec, timeout=60)
+        db = p["database"]
+        pgcluster.ensure_database(spec, role=db["role"], password=db["password"],
+                                  dbname=db["dbname"])
+        (self.paths.platform(p["id"]) / "database.marker").write_text(database_marker(p))
+
+    def build(self, release: dict[str, Any]) -> None:
+        tarball = self.paths.bundles / f"{release['digest'].removeprefix('sha256:')}.tar.gz"
+        if not tarball.exists():
+            self.fetch_bundle(release["digest"], tarball)
+        releases.build_release(tarball=tarball, digest=release["digest"],
+                               releases_dir=self.paths.releases, python=release_python())
+
+    def migrate(self, p: dict[str, Any], migration: dict[str, Any]) -> None:
+        """Run the release command once; its outcome is recorded before anything else."""
+        spec = cluster_spec(self.paths, p)
+        pgcluster.wait_ready(spec, timeout=60)
+        release = _release(p, migration["release_id"])
+        rpath = releases.release_dir(self.paths.releases, release["digest"])
+        env = dict(slot_programs(self.paths, p, "m", {"release_id": release["id"], "ports": [0]}
+                                 )[0].environment)
+        env.pop("PORT", None)
+        argv = unixusers.run_as(unix_user(p["id"]), release["manifest"]["release_command"])
+        try:
+            done = subprocess.run(argv, cwd=releases.app_dir(rpath), env=env, capture_output=True,
+                                  text=True, timeout=MIGRATION_TIMEOUT)
+            ok = done.returncode == 0
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, tail = False, str(exc)
+        results = read_migrations(self.paths, p["id"])
+        results[migration["id"]] = "ok" if ok else f"failed: {tail or 'exit status non-zero'}"
+        write_private(_migrations_file(self.paths, p["id"]), json.dumps(results).encode())
+
+    def remove_platform(self, p: dict[str, Any]) -> None:
+        for name in list(self.services.observe()):
+            if name.startswith(f"{p['id']}-"):
+                self.services.remove(name)
+        if (self.paths.platform(p["id"]) / "pgdata").exists() or \
+                self.paths.socket_dir(p["id"]).exists():
+            pgcluster.remove_cluster(cluster_spec(self.paths, p))
+        shutil.rmtree(self.paths.platform(p["id"]), ignore_errors=True)
+        user = unix_user(p["id"])
+        if user:
+            unixusers.remove_user(user)
+
+
+def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[Action]:
+    pid = p["id"]
+    actions: list[Action] = []
+    if p.get("absent"):
+        if facts.programs or facts.dir_exists or (unix_user(pid) and facts.user_exists):
+            actions.append(Action(f"{pid}: remove every process, the cluster, files and user",
+                                  lambda: fx.remove_platform(p)))
+        return actions
+    if not facts.dir_exists or not facts.user_exists:
+        actions.append(Action(f"{pid}: create home and Unix user", lambda: fx.make_home(p)))
+    if not facts.cluster_initialized:
+        actions.append(Action(f"{pid}: create PostgreSQL cluster on port "
+                              f"{p['database']['port']}", lambda: fx.init_cluster(p)))
+    wanted: dict[str, ProgramSpec] = {}
+    dbspec = db_program(fx.paths, p)
+    running = bool(p.get("running"))
+    current_db = facts.programs.get(dbspec.name)
+    if running:
+        if current_db is None or current_db.digest != dbspec.digest() or \
+                current_db.state not in ("RUNNING", "STARTING"):
+            actions.append(Action(f"{pid}: run PostgreSQL", lambda: fx.services.put(dbspec)))
+        if facts.database_marker != database_marker(p):
+            actions.append(Action(f"{pid}: create role and database",
+                                  lambda: fx.ensure_database(p)))
+    wanted[dbspec.name] = dbspec
+    for release in p.get("releases", []):
+        if release["id"] not in facts.built:
+            actions.append(Action(f"build {release['app']}@{release['version']}",
+                                  lambda r=release: fx.build(r)))  # type: ignore[misc]
+    done = dict(facts.migrations)
+    for migration in p.get("migrations", []):
+        if migration["id"] not in done and running:
+            release = _release(p, migration["release_id"])
+            actions.append(Action(
+                f"{pid}: run release command of {release['app']}@{release['version']}",
+                lambda m=migration: fx.migrate(p, m)))  # type: ignore[misc]
+            done[migration["id"]] = "pending"
+    for slot, info in sorted(p.get("slots", {}).items()):
+        after = info.get("after_migration")
+        if after and not done.get(after, "").startswith(("ok", "pending")):
+            continue  # never start code whose migration failed or has not run
+        for spec in slot_programs(fx.paths, p, slot, info):
+            wanted[spec.name] = spec
+            if not (running and info.get("running", True)):
+                continue
+            current = facts.programs.get(spec.name)
+            # FATAL stays FATAL: restarting it here would hide a broken release from the job.
+            if current is None or current.digest != spec.digest() or current.state in (
+                    "STOPPED", "EXITED"):
+                actions.append(Action(f"{pid}: run {spec.name}",
+                                      lambda s=spec: fx.services.put(s)))  # type: ignore[misc]
+    for name, status in sorted(facts.programs.items()):
+        if name not in wanted:
+            actions.append(Action(f"{pid}: remove {name}",
+                                  lambda n=name: fx.services.remove(n)))  # type: ignore[misc]
+        elif not running and status.state in ("RUNNING", "STARTING", "BACKOFF"):
+            actions.append(Action(f"{pid}: stop {name}",
+                                  lambda n=name: fx.services.stop(n)))  # type: ignore[misc]
+    return actions
+
+
+def report_platform(p: dict[str, Any], facts: PlatformFacts, paths: HostPaths,
+                    error: str | None, route_slot: str | None) -> dict[str, Any]:
+    if p.get("absent"):
+        gone = not facts.programs and not facts.dir_exists
+        return {"gen": p["gen"], "absent": gone, "error": error}
+    dbname = f"{p['id']}-db"
+    db_status = facts.programs.get(dbname)
+    if db_status is None or db_status.state != "RUNNING":
+        database = "stopped"
+    elif facts.database_marker == database_marker(p):
+        database = "ready"
+    else:
+        database = "starting"
+    slots: dict[str, Any] = {}
+    for slot, info in p.get("slots", {}).items():
+        names = [n for n in facts.programs if n.startswith(f"{p['id']}-{slot}-")]
+        states = {facts.programs[n].state for n in names}
+        ports = [int(x) for x in info["ports"]]
+        after = info.get("after_migration")
+        if after and facts.migrations.get(after, "").startswith("failed"):
+            slots[slot] = {"state": "failed", "healthy": False,
+                           "detail": f"migration {after} failed"}
+            continue
+        if not names:
+            state = "stopped"
+        elif states & {"FATAL"}:
+            state = "failed"
+        elif states <= {"RUNNING"}:
+            state = "running"
+        elif states & {"RUNNING", "STARTING", "BACKOFF"}:
+            state = "starting"
+        else:
+            state = "stopped"
+        detail = ""
+        if state == "failed":
+            detail = _log_tail(paths.platform(p["id"]) / "logs", names)
+        slots[slot] = {"state": state, "healthy": bool(ports) and set(ports) <= facts.healthy_ports,
+                       "detail": detail}
+    return {"gen": p["gen"], "database": database,
+            "releases": {rid: "built" for rid in facts.built},
+            "migrations": facts.migrations, "slots": slots, "route_slot": route_slot,
+            "absent": False, "error": error}
+
+
+def _log_tail(logs: Path, names: list[str]) -> str:
+    for name in sorted(names):
+        path = logs / f"{name}.log"
+        if path.exists():
+            lines = path.read_text(errors="replace").strip().splitlines()[-3:]
+            if lines:
+                return " | ".join(lines)[-500:]
+    return "the process exited (no output)"
+
+
+def ingress_routes(paths: HostPaths, desired: dict[str, Any]) -> list[ingress.Route]:
+    routes = []
+    for p in desired["platforms"]:
+        route = p.get("route")
+        if not route or p.get("absent") or not p.get("running"):
+            continue
+        slot = p["slots"].get(route["slot"])
+        if not slot:
+            continue
+        routes.append(ingress.Route(
+            hostname=route["hostname"],
+            upstreams=tuple(f"127.0.0.1:{port}" for port in slot["ports"]),
+            cert_pem=route["cert_pem"], key_pem=route["key_pem"]))
+    return routes

@@ -1,0 +1,278 @@
+"""The host agent: enroll once, then pull desired state, converge, report, repeat.
+
+The agent holds no state the control plane cannot give back, except its credentials and
+the outcome of release commands it ran. It survives the control plane going away: the
+services it started keep running under the service manager, and it catches up when the
+control plane answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tenantry.agent import converge, ingress
+from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
+from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
+from tenantry.agent.supervisord import SupervisordManager
+from tenantry.core.errors import TenantryError, Unavailable
+
+log = logging.getLogger("tenantry.agent")
+
+IDLE_WAIT = 2.0  # long-poll when everything is converged; also the health-report period
+
+
+@dataclass
+class AgentOptions:
+    data_dir: Path
+    server: str | None = None
+    enroll_token: str | None = None
+    region: str = "local"
+    name: str | None = None
+    ingress_port: int = 8443
+    port_min: int = 20000
+    port_max: int = 29999
+    stop_services_on_exit: bool = False
+
+
+class _Serialized(ServiceManager):
+    """Platforms converge in parallel threads; the service manager sees one call at a time."""
+
+    def __init__(self, inner: ServiceManager) -> None:
+        self._inner = inner
+        self._lock = threading.RLock()
+
+    def ensure_started(self) -> None:
+        with self._lock:
+            self._inner.ensure_started()
+
+    def observe(self) -> dict[str, ProgramStatus]:
+        with self._lock:
+            return self._inner.observe()
+
+    def put(self, spec: ProgramSpec) -> None:
+        with self._lock:
+            self._inner.put(spec)
+
+    def start(self, name: str) -> None:
+        with self._lock:
+            self._inner.start(name)
+
+    def stop(self, name: str) -> None:
+        with self._lock:
+            self._inner.stop(name)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._inner.remove(name)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._inner.shutdown()
+
+
+class Agent:
+    def __init__(self, options: AgentOptions, services: ServiceManager | None = None) -> None:
+        self.options = options
+        self.paths = converge.HostPaths(options.data_dir)
+        self.services = _Serialized(services or SupervisordManager(self.paths.services))
+        self._loaded_hosts: frozenset[str] = frozenset()
+        self.stopping = threading.Event()
+        self._client: ControlPlaneClient | None = None
+        self._caddy = ingress.CaddyAdmin(self.paths.ingress_admin())
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="converge")
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.options.data_dir / "agent.json"
+
+    def connect(self) -> ControlPlaneClient:
+        creds = Credentials.load(self.credentials_file)
+        if creds is None:
+            if not (self.options.server and self.options.enroll_token):
+                raise Unavailable("this agent is not enrolled: give --server and --enroll-token")
+            creds = enroll(server=self.options.server, token=self.options.enroll_token,
+                           name=self.options.name, region=self.options.region,
+                           ingress_port=self.options.ingress_port,
+                           port_min=self.options.port_min, port_max=self.options.port_max)
+            creds.save(self.credentials_file)
+            log.info("enrolled as host %s", creds.host_id)
+        elif self.options.server and self.options.server != creds.server:
+            creds = Credentials(server=self.options.server, host_id=creds.host_id,
+                                token=creds.token)
+            creds.save(self.credentials_file)
+        self._client = ControlPlaneClient(creds)
+        return self._client
+
+    # ------------------------------------------------------------ one pass
+
+    def plan(self, desired: dict[str, Any]) -> list[converge.Action]:
+        fx = self._effects()
+        programs = self.services.observe()
+        actions: list[converge.Action] = []
+        for p in desired["platforms"]:
+            facts = converge.observe_platform(self.paths, p, programs)
+            actions.extend(converge.plan_platform(p, facts, fx))
+        actions.extend(self._plan_orphans(desired, programs))
+        return actions
+
+    def _effects(self) -> converge.Effects:
+        assert self._client is not None
+        return converge.Effects(self.paths, self.services, self._client.download_bundle)
+
+    def _plan_orphans(self, desired: dict[str, Any],
+                      programs: dict[str, Any]) -> list[converge.Action]:
+        """Processes and directories of platforms the control plane no longer knows."""
+        known = {p["id"] for p in desired["platforms"]}
+        actions = []
+        for name in sorted(programs):
+            if name != converge.INGRESS_PROGRAM and name.split("-", 1)[0] not in known:
+                actions.append(converge.Action(f"remove orphan process {name}",
+                                               lambda n=name: self.services.remove(n)))
+        return actions
+
+    def converge_platform(self, p: dict[str, Any], fx: converge.Effects) -> dict[str, Any]:
+        error: str | None = None
+        for _ in range(3):  # a pass may enable the next (cluster up → database → migration)
+            programs = self.services.observe()
+            facts = converge.observe_platform(self.paths, p, programs)
+            actions = converge.plan_platform(p, facts, fx)
+            if not actions:
+                break
+            for action in actions:
+                log.info("%s", action.description)
+                try:
+                    action.run()
+                except (TenantryError, OSError, httpx.HTTPError) as exc:
+                    error = f"{action.description}: {exc}"
+                    log.warning("%s", error)
+                    break
+                except Exception as exc:
+                    error = f"{action.description}: {type(exc).__name__}: {exc}"
+                    log.error("%s\n%s", error, traceback.format_exc())
+                    break
+            if error:
+                break
+        programs = self.services.observe()
+        facts = converge.observe_platform(self.paths, p, programs)
+        return converge.report_platform(p, facts, self.paths, error, self._route_slot(p))
+
+    def _route_slot(self, p: dict[str, Any]) -> str | None:
+        route = p.get("route")
+        if not route or not p.get("running") or p.get("absent"):
+            return None
+        return str(route["slot"]) if route["hostname"] in self._loaded_hosts else None
+
+    def converge_ingress(self, desired: dict[str, Any]) -> None:
+        spec = ingress.program_spec(name=converge.INGRESS_PROGRAM, root=self.paths.ingress,
+                                    admin=self.paths.ingress_admin(),
+                                    log_file=str(self.paths.ingress / "caddy.log"))
+        current = self.services.observe().get(converge.INGRESS_PROGRAM)
+        if current is None or current.digest != spec.digest() or current.state != "RUNNING":
+            self.services.put(spec)
+        deadline = time.monotonic() + 15
+        while not self._caddy.is_up():
+            if time.monotonic() > deadline:
+                raise Unavailable("Caddy's admin API did not come up; see "
+                                  f"{self.paths.ingress / 'caddy.log'}")
+            time.sleep(0.05)
+        routes = converge.ingress_routes(self.paths, desired)
+        config = ingress.render_config(
+            listen=f"127.0.0.1:{desired['host']['ingress_port']}",
+            admin=self.paths.ingress_admin(), routes=routes,
+            log_file=str(self.paths.ingress / "access.log"))
+        if self._caddy.current() != config:
+            log.info("ingress: load %d route(s)", len(routes))
+            self._caddy.load(config)
+        route_slots = {r.hostname for r in routes}
+        self._loaded_hosts = frozenset(route_slots)
+
+    def run_once(self, desired: dict[str, Any]) -> bool:
+        """Converge everything once and report; True when nothing was left to do."""
+        assert self._client is not None
+        fx = self._effects()
+        platforms = desired["platforms"]
+        ingress_error = None
+        try:
+            self.converge_ingress(desired)
+        except (TenantryError, OSError, httpx.HTTPError) as exc:
+            ingress_error = str(exc)
+            log.warning("ingress: %s", exc)
+        reports: dict[str, Any] = {}
+        futures = {p["id"]: self._pool.submit(self.converge_platform, p, fx) for p in platforms}
+        for pid, future in futures.items():
+            reports[pid] = future.result()
+        # Routes whose slots just became ready are loaded now, not a whole pass later.
+        if ingress_error is None:
+            try:
+                self.converge_ingress(desired)
+                for p in platforms:
+                    reports[p["id"]]["route_slot"] = self._route_slot(p)
+            except (TenantryError, OSError, httpx.HTTPError) as exc:
+                ingress_error = str(exc)
+        for action in self._plan_orphans(desired, self.services.observe()):
+            log.info("%s", action.description)
+            action.run()
+        self._client.report({"platforms": reports, "ingress_error": ingress_error,
+                             "agent_time": time.time()})
+        return all(_settled(p, reports[p["id"]]) for p in platforms) and ingress_error is None
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        self.paths.prepare()
+        client = self.connect()
+        self.services.ensure_started()
+        generation, settled, backoff = 0, False, 0.5
+        while not self.stopping.is_set():
+            try:
+                desired = client.desired(generation=generation,
+                                         wait=IDLE_WAIT if settled else 0)
+                generation = int(desired["generation"])
+                settled = self.run_once(desired)
+                backoff = 0.5
+                if not settled:
+                    self.stopping.wait(0.2)
+            except (httpx.HTTPError, Unavailable) as exc:
+                log.warning("control plane unreachable (%s); services keep running", exc)
+                settled = False
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        client.close()
+        self._pool.shutdown(wait=True)
+        if self.options.stop_services_on_exit:
+            log.info("stopping every service on this host")
+            self.services.shutdown()
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+
+def _settled(p: dict[str, Any], report: dict[str, Any]) -> bool:
+    if report.get("error"):
+        return False
+    if p.get("absent"):
+        return bool(report.get("absent"))
+    if not p.get("running"):
+        return True
+    slots = report.get("slots", {})
+    want_route = p.get("route") is not None
+    return (report.get("database") == "ready"
+            and all(s.get("healthy") or s.get("state") == "failed" for s in slots.values())
+            and (not want_route or report.get("route_slot") == p["route"]["slot"]))
+
+
+def run_agent(options: AgentOptions) -> None:
+    agent = Agent(options)
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)
+    agent.run()

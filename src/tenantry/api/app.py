@@ -1,0 +1,30 @@
+"""The FastAPI application factory: API under /api/v1, portal pages at /."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from tenantry import __version__
+from tenantry.api import errors
+from tenantry.core.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    import tenantry.platforms.jobs  # noqa: F401  (registers the job kinds the API queues)
+    from tenantry.platforms.agent_api import router as agent_router
+    from tenantry.platforms.api import router as platforms_router
+    from tenantry.portal.pages import mount as mount_portal
+
+    app = FastAPI(title="tenantry", version=__version__, openapi_url="/api/v1/openapi.json",
+                  docs_url="/api/v1/docs", redoc_url=None)
+    app.state.runtime = runtime
+    errors.install(app)
+    app.include_router(platforms_router, prefix="/api/v1")
+    app.include_router(agent_router, prefix="/api/v1")
+
+    @app.get("/api/v1/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    mount_portal(app)
+    return app

@@ -1,0 +1,49 @@
+"""The one place that turns library errors into HTTP answers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tenantry.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    TenantryError,
+    Unavailable,
+)
+
+STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, NotAllowed: 403, Unavailable: 503}
+
+
+def error_body(code: str, message: str, field: str | None) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(TenantryError)
+    async def _tenantry(request: Request, exc: TenantryError) -> JSONResponse:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        if isinstance(exc, NotAllowed) and "token" in exc.message:
+            status = 401
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        message = str(first.get("msg", "invalid request"))
+        if field:
+            message = f"{field}: {message}"
+        return JSONResponse(error_body("invalid_input", message, field), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}.get(
+            exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail), None), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))

@@ -1,0 +1,146 @@
+"""Commands that run things: `up`, `agent`, and the internal servers `up` starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tenantry.cli.main import app
+from tenantry.cli.output import err, handle_errors
+from tenantry.core.config import load_settings, parse_listen
+from tenantry.core.errors import InvalidInput
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+@app.command("up")
+@handle_errors
+def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is kept.")] = None,
+       listen: Annotated[str | None, typer.Option(help="API and portal address HOST:PORT "
+                                                  "(default 127.0.0.1:8080).")] = None,
+       ingress_port: Annotated[int | None, typer.Option(help="HTTPS port of the platforms "
+                                                        "(default 8443).")] = None,
+       demo: Annotated[bool, typer.Option("--demo", help="Create a demo ISV with two "
+                                          "platforms.")] = False) -> None:
+    """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
+    from tenantry.core.up import ControlPlane
+
+    settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port)
+    plane = ControlPlane(settings=settings, demo=demo)
+    plane.preflight()
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        plane.stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        err.print(f"tenantry: data dir {settings.data_dir}")
+        plane.prepare_store()
+        plane.spawn()
+        err.print(f"tenantry: portal and API at [bold]{plane.api_url}/[/bold]")
+        err.print(f"tenantry: admin password in {settings.data_dir / 'admin-password'}, "
+                  f"API token in {settings.data_dir / 'admin-token'} (both mode 0600)")
+        err.print(f"tenantry: clients trust {settings.data_dir / 'ca.pem'}; "
+                  f"platforms at https://NAME.ISV.{settings.domain}:{settings.ingress_port}/")
+        if demo:
+            from tenantry.cli.demo import run_demo
+
+            run_demo(settings, plane.stopping)
+        err.print("tenantry: running; Ctrl-C stops everything")
+        plane.watch()
+    finally:
+        err.print("tenantry: stopping ...")
+        plane.shutdown()
+        err.print("tenantry: stopped")
+
+
+@app.command("agent")
+@handle_errors
+def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory.")],
+          server: Annotated[str | None, typer.Option(help="Control-plane URL.")] = None,
+          enroll_token: Annotated[str | None, typer.Option(
+              envvar="TENANTRY_ENROLL_TOKEN",
+              help="One-time token from `tenantry host enroll-token`.")] = None,
+          region: Annotated[str, typer.Option(help="Region this host is in.")] = "local",
+          name: Annotated[str | None, typer.Option(help="Host name (default: hostname).")]
+          = None,
+          ingress_port: Annotated[int, typer.Option(help="HTTPS port of this host's ingress.")]
+          = 8443,
+          port_range: Annotated[str, typer.Option(help="Ports for platforms, MIN-MAX.")]
+          = "20000-29999",
+          plan: Annotated[bool, typer.Option("--plan", help="Print what would be done, and "
+                                             "exit.")] = False,
+          stop_services_on_exit: Annotated[bool, typer.Option(
+              "--stop-services-on-exit", help="Stop every platform when the agent stops.")]
+          = False) -> None:
+    """Run the host agent: enroll once, then converge this host to its desired state."""
+    from tenantry.agent.main import Agent, AgentOptions, run_agent
+
+    low, sep, high = port_range.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit():
+        raise InvalidInput("port range must be MIN-MAX, e.g. 20000-29999", field="port_range")
+    if server is not None and not server.startswith(("http://", "https://")):
+        raise InvalidInput("server must be an http(s):// URL", field="server")
+    options = AgentOptions(data_dir=data_dir.absolute(), server=server,
+                           enroll_token=enroll_token or None, region=region, name=name,
+                           ingress_port=ingress_port, port_min=int(low), port_max=int(high),
+                           stop_services_on_exit=stop_services_on_exit)
+    _logging()
+    if plan:
+        the_agent = Agent(options)
+        client = the_agent.connect()
+        desired = client.desired(generation=0, wait=0)
+        actions = the_agent.plan(desired)
+        for action in actions:
+            print(action.description)
+        if not actions:
+            err.print("nothing to do: this host is converged")
+        return
+    run_agent(options)
+
+
+@app.command("serve-api", hidden=True)
+@handle_errors
+def serve_api(data_dir: Annotated[Path, typer.Option()],
+              listen: Annotated[str, typer.Option()] = "127.0.0.1:8080") -> None:
+    """Internal: the API and portal server that `up` runs."""
+    import uvicorn
+
+    from tenantry.api.app import create_app
+    from tenantry.core.runtime import make_runtime
+
+    host, port = parse_listen(listen)
+    settings = load_settings(data_dir=data_dir, listen=listen)
+    uvicorn.run(create_app(make_runtime(settings)), host=host, port=port, log_level="warning",
+                access_log=False)
+
+
+@app.command("serve-worker", hidden=True)
+@handle_errors
+def serve_worker(data_dir: Annotated[Path, typer.Option()]) -> None:
+    """Internal: the job worker that `up` runs."""
+    from tenantry.core.runtime import make_runtime
+    from tenantry.core.worker import run_worker
+
+    _logging()
+    settings = load_settings(data_dir=data_dir)
+    asyncio.run(run_worker(make_runtime(settings)))
+
+
+if __name__ == "__main__":
+    app()

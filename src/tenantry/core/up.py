@@ -1,0 +1,223 @@
+"""`tenantry up`: run the whole control plane and a local agent in the foreground.
+
+Process tree: this process supervises three children (API, worker, agent), each in its own
+process group so that Ctrl-C reaches us alone and we stop them in order. Each child gets
+PR_SET_PDEATHSIG, so if this process is killed outright its children die with it; the
+platforms do not, because the agent's service manager runs in a session of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tenantry.core.config import Settings, parse_listen
+from tenantry.core.crypto import write_private
+from tenantry.core.errors import InvalidInput, Unavailable
+from tenantry.core.pgserver import ControlPlaneDatabase, pg_bin
+
+REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.setpgid(0, 0)
+
+
+def check_binaries() -> None:
+    pg_bin("postgres")
+    import shutil
+
+    for binary, package in REQUIRED_BINARIES.items():
+        if shutil.which(binary) is None:
+            raise Unavailable(f"{binary} is missing: install the Debian package {package}")
+
+
+def check_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create data dir {path}: {exc.strerror}",
+                           field="data_dir") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise InvalidInput(f"data dir {path} is not a writable directory", field="data_dir")
+
+
+def check_port_free(host: str, port: int, field_name: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise InvalidInput(f"{host}:{port} is not free ({exc.strerror})",
+                               field=field_name) from None
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_file: Path
+    env: dict[str, str] | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                        env={**os.environ, **(self.env or {})})
+        log.close()
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 60) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class ControlPlane:
+    settings: Settings
+    demo: bool = False
+    children: list[Child] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def api_url(self) -> str:
+        host, port = parse_listen(self.settings.listen)
+        return f"http://{host}:{port}"
+
+    def preflight(self) -> None:
+        check_data_dir(self.data_dir)
+        check_binaries()
+        host, port = parse_listen(self.settings.listen)
+        check_port_free(host, port, "listen")
+        if not self._agent_services_alive():
+            check_port_free("127.0.0.1", self.settings.ingress_port, "ingress_port")
+
+    def _agent_services_alive(self) -> bool:
+        """A killed `up` leaves the platforms (and their ingress) serving: that is fine."""
+        pidfile = self.data_dir / "agent" / "services" / "supervisord.pid"
+        try:
+            os.kill(int(pidfile.read_text().strip()), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def prepare_store(self) -> None:
+        from tenantry.access.service import bootstrap_admin
+        from tenantry.core import migrate
+        from tenantry.core.runtime import make_runtime
+
+        if self.settings.database_url is None:
+            ControlPlaneDatabase(self.data_dir).start()
+        runtime = make_runtime(self.settings, pool_size=2)
+        try:
+            migrate.upgrade(runtime.engine)
+            with runtime.sessions() as session:
+                made = bootstrap_admin(session=session)
+            if made is not None:
+                password, token = made
+                write_private(self.data_dir / "admin-password",
+                              (password.get_secret_value() + "\n").encode())
+                write_private(self.data_dir / "admin-token",
+                              (token.get_secret_value() + "\n").encode())
+            self._enroll_token = self._local_enroll_token(runtime)
+        finally:
+            runtime.engine.dispose()
+        (self.data_dir / "api-url").write_text(self.api_url + "\n")
+
+    def _local_enroll_token(self, runtime: object) -> str | None:
+        if (self.data_dir / "agent" / "agent.json").exists():
+            return None
+        from tenantry.access.principal import Principal
+        from tenantry.platforms.hosts import create_enroll_token
+
+        rt = runtime
+        with rt.sessions() as session:  # type: ignore[attr-defined]
+            system = Principal(user_id="system", username="system", role="provider-admin")
+            return create_enroll_token(session=session, principal=system).token
+
+    def _argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "tenantry.cli.run", *args]
+
+    def spawn(self) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        common = ["--data-dir", str(self.data_dir)]
+        agent = ["agent", "--data-dir", str(self.data_dir / "agent"), "--server", self.api_url,
+                 "--region", "local", "--name", "local",
+                 "--ingress-port", str(self.settings.ingress_port), "--stop-services-on-exit"]
+        self.children = [
+            Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen),
+                  logs / "api.log"),
+            Child("worker", self._argv("serve-worker", *common), logs / "worker.log"),
+            # The one-time token goes through the environment: argv is world-readable.
+            Child("agent", self._argv(*agent), logs / "agent.log",
+                  env={"TENANTRY_ENROLL_TOKEN": self._enroll_token or ""}),
+        ]
+        for child in self.children[:2]:
+            child.start()
+        self.wait_api()
+        self.children[2].start()
+
+    def wait_api(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            api = self.children[0]
+            if not api.alive():
+                tail = api.log_file.read_text(errors="replace").strip().splitlines()[-5:]
+                raise Unavailable("the API process exited: " + " | ".join(tail))
+            try:
+                if httpx.get(f"{self.api_url}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise Unavailable(f"the API did not answer on {self.api_url} within {timeout} s")
+
+    def watch(self) -> None:
+        """Restart a child that died (for example killed), until we are asked to stop."""
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if not child.alive():
+                    child.restarts += 1
+                    print(f"tenantry: {child.name} exited; restarting it", file=sys.stderr,
+                          flush=True)
+                    child.start()
+
+    def shutdown(self) -> None:
+        """Stop in order: no new jobs, no new requests, then the host, then the store."""
+        self.stopping.set()
+        for name in ("worker", "api", "agent"):
+            for child in self.children:
+                if child.name == name:
+                    child.stop()
+        if self.settings.database_url is None:
+            ControlPlaneDatabase(self.data_dir).stop()

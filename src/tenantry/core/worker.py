@@ -1,0 +1,66 @@
+"""The job worker: procrastinate runs `jobs` rows; housekeeping requeues what a crash left."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import procrastinate
+
+from tenantry.core import jobs
+from tenantry.core.runtime import Runtime, database_url
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 2.0
+STALLED_AFTER = 6.0
+
+
+def make_app(runtime: Runtime) -> procrastinate.App:
+    # Importing the domain job modules registers their job kinds.
+    import tenantry.platforms.jobs  # noqa: F401
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=database_url(runtime.settings)))
+
+    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False)
+    def run_job(job_id: int) -> None:
+        jobs.run_job(runtime, job_id)
+
+    return app
+
+
+async def _housekeeping(app: procrastinate.App, runtime: Runtime) -> None:
+    from tenantry.platforms.hosts import mark_offline_hosts
+
+    while True:
+        try:
+            # A worker that was killed leaves its jobs in `doing`; its heartbeat stops, so
+            # after STALLED_AFTER seconds the job is handed to a live worker, which resumes it
+            # from its recorded step.
+            for job in await app.job_manager.get_stalled_jobs(
+                    seconds_since_heartbeat=STALLED_AFTER):
+                log.warning("requeueing job %s left by a dead worker", job.id)
+                await app.job_manager.retry_job(job)
+            await app.job_manager.prune_stalled_workers(STALLED_AFTER)
+            with runtime.sessions() as session:
+                await asyncio.to_thread(mark_offline_hosts, session=session)
+        except Exception:
+            log.exception("housekeeping failed; trying again")
+        await asyncio.sleep(2.0)
+
+
+async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
+    app = make_app(runtime)
+    async with app.open_async():
+        keeper = asyncio.create_task(_housekeeping(app, runtime))
+        try:
+            await app.run_worker_async(
+                queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
+                update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
+                fetch_job_polling_interval=1.0, install_signal_handlers=True)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper

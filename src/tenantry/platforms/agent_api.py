@@ -1,0 +1,82 @@
+"""The routes a host agent calls: enroll, fetch desired state (long poll), report, bundles."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request, status
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from tenantry.api.deps import RuntimeDep, SessionDep, bearer_token
+from tenantry.core.errors import InvalidInput, NotAllowed, NotFound
+from tenantry.core.runtime import Runtime
+from tenantry.platforms import hosts
+from tenantry.platforms.models import Host
+from tenantry.platforms.schemas import EnrollRequest, EnrollResponse
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def get_host(request: Request, session: SessionDep) -> Host:
+    token = bearer_token(request)
+    if not token:
+        raise NotAllowed("an agent token is required (Authorization: Bearer ...)")
+    return hosts.authenticate_agent(session=session, token=token)
+
+
+HostDep = Annotated[Host, Depends(get_host)]
+
+
+@router.post("/enroll", status_code=status.HTTP_201_CREATED)
+def enroll(spec: EnrollRequest, session: SessionDep) -> EnrollResponse:
+    host_id, token = hosts.enroll(
+        session=session, enroll_token=spec.token, name=spec.name, region=spec.region,
+        address=spec.address, ingress_port=spec.ingress_port, port_min=spec.port_min,
+        port_max=spec.port_max)
+    return EnrollResponse(host_id=host_id, agent_token=token)
+
+
+def _generation(runtime: Runtime, host_id: str) -> int:
+    with runtime.sessions() as session:
+        return int(session.scalar(select(Host.generation).where(Host.id == host_id)) or 0)
+
+
+@router.get("/desired")
+async def desired(host: HostDep, runtime: RuntimeDep,
+                  generation: Annotated[int, Query(ge=0)] = 0,
+                  wait: Annotated[float, Query(ge=0, le=30)] = 0) -> dict[str, Any]:
+    """The host's desired state; with `wait`, held until it differs from `generation`."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while (await asyncio.to_thread(_generation, runtime, host.id) == generation
+           and asyncio.get_running_loop().time() < deadline):
+        await asyncio.sleep(0.1)
+
+    def build() -> dict[str, Any]:
+        with runtime.sessions() as session:
+            fresh = session.get(Host, host.id)
+            assert fresh is not None
+            return hosts.desired_state(session=session, host=fresh, secrets=runtime.secrets)
+
+    return await asyncio.to_thread(build)
+
+
+@router.post("/report", status_code=status.HTTP_204_NO_CONTENT)
+def report(host: HostDep, session: SessionDep,
+           body: Annotated[dict[str, Any], Body()]) -> None:
+    hosts.record_report(session=session, host=host, report=body)
+
+
+@router.get("/bundles/{digest}")
+def bundle(digest: str, host: HostDep, runtime: RuntimeDep) -> FileResponse:
+    if not _DIGEST.fullmatch(digest):
+        raise InvalidInput("digest must be sha256:<64 hex>", field="digest")
+    path = runtime.bundle_dir / f"{digest.removeprefix('sha256:')}.tar.gz"
+    if not path.exists():
+        raise NotFound(f"no bundle {digest}", field="digest")
+    return FileResponse(path, media_type="application/gzip")
+
+

@@ -1,0 +1,151 @@
+"""Hosts and their agents: enrollment, desired state out, observed state in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tenantry.access.principal import Principal
+from tenantry.core.crypto import SecretBox, new_token, token_hash
+from tenantry.core.db import utcnow
+from tenantry.core.errors import Conflict, InvalidInput, NotAllowed
+from tenantry.core.events import emit
+from tenantry.core.names import check_name, new_id
+from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
+from tenantry.platforms.schemas import EnrollTokenPublic, HostPublic
+from tenantry.platforms.service import count_platforms_on
+
+OFFLINE_AFTER = dt.timedelta(seconds=20)
+
+
+def create_enroll_token(*, session: Session, principal: Principal,
+                        ttl: dt.timedelta = dt.timedelta(hours=1)) -> EnrollTokenPublic:
+    principal.require("provider")
+    principal.require("admin")
+    token = new_token("tne")
+    expires = utcnow() + ttl
+    session.add(EnrollToken(token_hash=token_hash(token.get_secret_value()), expires_at=expires))
+    session.commit()
+    return EnrollTokenPublic(token=token.get_secret_value(), expires_at=expires)
+
+
+def enroll(*, session: Session, enroll_token: str, name: str, region: str, address: str,
+           ingress_port: int, port_min: int, port_max: int) -> tuple[str, str]:
+    """Trade a one-time enroll token for a host id and the agent's own long-lived token."""
+    check_name(name, field="name")
+    check_name(region, field="region")
+    if not 1 <= ingress_port <= 65535:
+        raise InvalidInput("ingress_port must be a TCP port", field="ingress_port")
+    if not 1024 <= port_min < port_max <= 65535:
+        raise InvalidInput("port range must be within 1024-65535 and not empty", field="ports")
+    row = session.scalar(select(EnrollToken).where(
+        EnrollToken.token_hash == token_hash(enroll_token)).with_for_update())
+    if row is None or row.used_at is not None or row.expires_at < utcnow():
+        raise NotAllowed("the enroll token is unknown, used or expired")
+    if session.scalar(select(Host.id).where(Host.name == name)):
+        raise Conflict(f"a host named {name!r} is enrolled already", field="name")
+    region_row = session.scalar(select(Region).where(Region.name == region))
+    if region_row is None:
+        region_row = Region(id=new_id("g"), name=region)
+        session.add(region_row)
+    agent_token = new_token("tna")
+    host = Host(id=new_id("h"), name=name, region=region_row, address=address,
+                ingress_port=ingress_port, port_min=port_min, port_max=port_max,
+                agent_token_hash=token_hash(agent_token.get_secret_value()),
+                state="online", last_seen_at=utcnow())
+    session.add(host)
+    row.used_at = utcnow()
+    row.host_id = host.id
+    emit(session, "HOST_ENROLLED", f"host {name} enrolled in region {region}", host_id=host.id)
+    session.commit()
+    return host.id, agent_token.get_secret_value()
+
+
+def authenticate_agent(*, session: Session, token: str) -> Host:
+    host = session.scalar(select(Host).where(Host.agent_token_hash == token_hash(token)))
+    if host is None:
+        raise NotAllowed("unknown agent token")
+    return host
+
+
+def list_hosts(*, session: Session, principal: Principal) -> list[HostPublic]:
+    principal.require("provider")
+    return [HostPublic(id=h.id, name=h.name, region=h.region.name, address=h.address,
+                       ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
+                       platforms=count_platforms_on(session, h.id))
+            for h in session.scalars(select(Host).order_by(Host.name))]
+
+
+def bump(session: Session, platform: Platform) -> None:
+    """Tell the platform's agent that its desired state changed."""
+    platform.runtime = {**platform.runtime, "gen": int(platform.runtime.get("gen", 0)) + 1}
+    if platform.host_id:
+        session.execute(update(Host).where(Host.id == platform.host_id)
+                        .values(generation=Host.generation + 1))
+
+
+def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> dict[str, Any]:
+    """Everything the agent must make true on its host, secrets included (sent over TLS only)."""
+    platforms = []
+    for p in session.scalars(select(Platform).where(Platform.host_id == host.id)
+                             .order_by(Platform.id)):
+        rt = p.runtime
+        if not rt:
+            continue
+        release_ids = set(rt.get("releases", []))
+        release_ids.update(s["release_id"] for s in rt.get("slots", {}).values())
+        releases = {r.id: r for r in session.scalars(select(Release)
+                                                     .where(Release.id.in_(release_ids)))}
+        cert = rt.get("cert")
+        route = None
+        if cert and rt.get("route_slot"):
+            route = {"hostname": rt["hostname"], "slot": rt["route_slot"],
+                     "cert_pem": cert["cert_pem"],
+                     "key_pem": secrets.decrypt(cert["key"]).get_secret_value()}
+        password = secrets.decrypt(p.db_password).get_secret_value() if p.db_password else ""
+        platforms.append({
+            "id": p.id, "isv": p.isv.name, "name": p.name, "size": p.size,
+            "gen": rt.get("gen", 0), "running": rt.get("running", False),
+            "absent": rt.get("absent", False),
+            "tenants": [t.name for t in p.tenants],
+            "database": {**rt["db"], "password": password},
+            "releases": [{"id": r.id, "digest": r.digest, "app": r.app.name,
+                          "version": r.version, "manifest": r.manifest}
+                         for r in releases.values()],
+            "migrations": rt.get("migrations", []),
+            "slots": rt.get("slots", {}),
+            "route": route,
+        })
+    return {"host": {"id": host.id, "name": host.name, "ingress_port": host.ingress_port,
+                     "address": host.address},
+            "generation": host.generation, "platforms": platforms}
+
+
+def record_report(*, session: Session, host: Host, report: dict[str, Any]) -> None:
+    """Store what the agent observed; a host that reports is online."""
+    if not isinstance(report.get("platforms", {}), dict):
+        raise InvalidInput("platforms must be an object", field="platforms")
+    was = host.state
+    host.last_seen_at = utcnow()
+    host.state = "online"
+    host.observed = {k: v for k, v in report.items() if k != "platforms"}
+    if was != "online":
+        emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
+    observed = report.get("platforms", {})
+    for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
+                                                    Platform.id.in_(list(observed)))):
+        p.observed = observed[p.id]
+    session.commit()
+
+
+def mark_offline_hosts(*, session: Session) -> None:
+    cutoff = utcnow() - OFFLINE_AFTER
+    for host in session.scalars(select(Host).where(Host.state == "online",
+                                                   Host.last_seen_at < cutoff)):
+        host.state = "offline"
+        emit(session, "HOST_OFFLINE", f"host {host.name} has not reported for "
+             f"{int(OFFLINE_AFTER.total_seconds())} s", host_id=host.id)
+    session.commit()
