@@ -1,0 +1,286 @@
+"""Shared bits of the benchmarks: a real `tenantry up`, platform helpers, and the report.
+
+The control plane itself is driven exactly like the test suite does it
+(`tests/conftest.py: ControlPlaneProcess`): a fresh data dir under /tmp, free ports,
+the CLI through `python -m tenantry.cli.run`, HTTPS through the ingress with SNI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform as pyplatform
+import random
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import tests.conftest as _conftest  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    ControlPlaneProcess,
+    build_bodyshop,
+    free_port,
+    short_tmp,
+)
+
+TENANTRY_CMD = _conftest.TENANTRY
+
+__all__ = ["TENANTRY_CMD", "ControlPlaneProcess", "build_bodyshop", "free_port", "short_tmp"]
+
+REPORT = REPO / "docs" / "benchmarks.md"
+ISV = "bms"
+TENANT = "lbh"
+APP = "bodyshop@1.0.0"
+
+INTRO = """# Benchmarks
+
+Figures measured by the scripts in `bench/` against a real `tenantry up` (private
+control-plane PostgreSQL, supervisord, Caddy ingress, local agent) on one machine. Each
+script appends a dated section below with the machine it ran on, the exact command and
+its results; nothing here is estimated. Run them with the project virtualenv, e.g.
+`.venv/bin/python bench/provision.py`.
+"""
+
+
+# ---------------------------------------------------------------- machine and report
+
+def machine_facts() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = meminfo()
+    return {
+        "uname -srm": subprocess.run(["uname", "-srm"], capture_output=True,
+                                     text=True).stdout.strip(),
+        "CPU": cpu,
+        "nproc": str(os.cpu_count()),
+        "memory": f"{mem['MemTotal'] / 1024:.0f} MiB total, "
+                  f"{mem['MemAvailable'] / 1024:.0f} MiB available at start",
+        "python": pyplatform.python_version(),
+        "git": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in KiB."""
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, value = line.split(":", 1)
+        out[key] = int(value.split()[0])
+    return out
+
+
+def mem_used_mib() -> float:
+    m = meminfo()
+    return (m["MemTotal"] - m["MemAvailable"]) / 1024
+
+
+def other_tenantry_ups(own_pids: Iterable[int] = ()) -> list[str]:
+    """Other `tenantry up` processes on the machine (other people's runs skew the figures)."""
+    own = set(own_pids)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in own:
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [c.decode(errors="replace") for c in cmd if c]
+        if "up" in words and any("tenantry" in w for w in words) \
+                and any(w.endswith("python3") or w.endswith("python") for w in words[:1]):
+            found.append(f"pid {proc.name}: {' '.join(words)[:120]}")
+    return found
+
+
+def command_line() -> str:
+    return ".venv/bin/python " + " ".join(shlex.quote(a) for a in
+                                          [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def append_report(title: str, facts: dict[str, str], body: str) -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    if not REPORT.exists():
+        REPORT.write_text(INTRO)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    fact_lines = "\n".join(f"- {k}: {v}" for k, v in facts.items())
+    section = (f"\n## {title} — {now}\n\n{fact_lines}\n- command: `{command_line()}`\n\n"
+               f"{body.strip()}\n")
+    with REPORT.open("a") as f:
+        f.write(section)
+    print(f"\nappended to {REPORT.relative_to(REPO)}")
+
+
+# ---------------------------------------------------------------- statistics
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); with few samples p95 is the max."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": statistics.median(values), "p95": pct(values, 95),
+            "max": max(values), "min": min(values), "mean": statistics.fmean(values)}
+
+
+# ---------------------------------------------------------------- control plane
+
+def start_plane(root: Path, timeout: float = 120) -> ControlPlaneProcess:
+    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
+                             ingress_port=free_port())
+    cp.start(timeout=timeout)
+    return cp
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def isolate_ports(cp: ControlPlaneProcess, size: int = 400) -> str:
+    """Move this host's platform port range to a block where nothing listens.
+
+    Bench isolation, not a tuning: every `tenantry up` hands out platform ports from
+    20000 up and placement only checks its own store, not the OS, so a second control plane
+    on the same machine (another engineer's run) gets ports that are already bound and its
+    first platform's PostgreSQL fails with "Address already in use". The agent's range is
+    fixed at enrollment and `tenantry up` has no option for it, so the bench rewrites the
+    enrolled host row in the control-plane store before creating anything.
+    """
+    import psycopg
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(21000, 32000 - size, 100)
+        if all(_port_free(p) for p in range(base, base + size)):
+            break
+    else:
+        raise RuntimeError("no free block of ports for the platforms")
+    sock = cp.data_dir / "controlplane" / "run"
+    with psycopg.connect(host=str(sock), user="tenantry", dbname="tenantry",
+                         autocommit=True) as conn:
+        conn.execute("UPDATE hosts SET port_min = %s, port_max = %s",
+                     (base, base + size - 1))
+    return f"{base}-{base + size - 1}"
+
+
+def setup_isv(cp: ControlPlaneProcess, root: Path) -> None:
+    bundle = build_bodyshop("1.0.0", root)
+    cp.cli("isv", "create", ISV)
+    cp.cli("tenant", "create", ISV, TENANT)
+    cp.cli("app", "release", ISV, str(bundle))
+
+
+def hostname_of(url: str) -> str:
+    return urlsplit(url).hostname or url
+
+
+def create_platform(cp: ControlPlaneProcess, name: str) -> dict[str, Any]:
+    """POST the create; returns {"t0", "id", "host", "job_id"} (t0 = monotonic before the call)."""
+    t0 = time.monotonic()
+    with cp.api() as api:
+        r = api.post(f"/isvs/{ISV}/platforms",
+                     json={"tenants": [TENANT], "app": APP, "name": name})
+    if r.status_code != 202:
+        raise RuntimeError(f"create {name}: {r.status_code} {r.text}")
+    body = r.json()
+    return {"t0": t0, "name": name, "id": body["platform"]["id"],
+            "host": hostname_of(body["platform"]["url"]), "job_id": body["job_id"]}
+
+
+def wait_https(cp: ControlPlaneProcess, host: str, timeout: float = 180,
+               interval: float = 0.05) -> float:
+    """Poll https://host/health through the ingress until 200; returns monotonic time of it."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = cp.https(host, "/health")
+            if r.status_code == 200:
+                return time.monotonic()
+            last = f"HTTP {r.status_code}"
+        except Exception as exc:  # noqa: BLE001 - any failure just means "not yet"
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(interval)
+    raise TimeoutError(f"{host}: no HTTPS 200 on /health within {timeout:.0f} s ({last})")
+
+
+def job(cp: ControlPlaneProcess, job_id: int) -> dict[str, Any]:
+    with cp.api() as api:
+        r = api.get(f"/jobs/{job_id}")
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def wait_job(cp: ControlPlaneProcess, job_id: int, timeout: float = 300,
+             interval: float = 0.1) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = job(cp, job_id)
+        if j["state"] in ("succeeded", "failed"):
+            return j
+        time.sleep(interval)
+    raise TimeoutError(f"job {job_id} not finished within {timeout:.0f} s")
+
+
+def step_durations(j: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for step in j.get("steps", []):
+        if step.get("started_at") and step.get("ended_at"):
+            a = dt.datetime.fromisoformat(step["started_at"])
+            b = dt.datetime.fromisoformat(step["ended_at"])
+            out[step["name"]] = (b - a).total_seconds()
+    return out
+
+
+def destroy_platform(cp: ControlPlaneProcess, name: str) -> int:
+    with cp.api() as api:
+        r = api.delete(f"/platforms/{ISV}/{name}")
+    if r.status_code != 202:
+        raise RuntimeError(f"destroy {name}: {r.status_code} {r.text}")
+    return int(r.json()["job_id"])
+
+
+def list_platforms(cp: ControlPlaneProcess) -> list[dict[str, Any]]:
+    return list(json.loads(cp.cli("platform", "list", "--json").stdout))
+
+
+def log_tail(cp: ControlPlaneProcess, lines: int = 15) -> str:
+    out = []
+    paths = [cp.log, *sorted((cp.data_dir / "logs").glob("*.log"))]
+    for path in paths:
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"==> {path} <==\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds:.2f}"

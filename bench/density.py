@@ -1,0 +1,285 @@
+"""Density: memory of N idle small platforms on one host.
+
+A fresh `tenantry up`, bodyshop 1.0.0 released, N platforms of size "s" created (a few at a
+time), all verified to answer HTTPS 200 on /health through the ingress, left idle for a
+settle period, then measured. A platform's processes are found from the agent's
+supervisord (DATA_DIR/agent/services/supervisord.pid) and all its descendants; as root each
+platform's processes (its PostgreSQL cluster and its app processes) run as the Unix user
+`tp-<platform id>`, so they are grouped by uid (and, failing that, by the supervisord
+program `<platform id>-...` they descend from). For each process RSS and PSS are read from
+/proc/PID/smaps_rollup; a platform's figure is the sum over its processes. PSS shares the
+pages that processes have in common (the release virtualenv, postgres binaries) fairly;
+RSS counts them again in every process.
+
+    .venv/bin/python bench/density.py [--count 40] [--concurrency 4] [--settle 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pwd
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    append_report,
+    create_platform,
+    isolate_ports,
+    log_tail,
+    machine_facts,
+    md_table,
+    mem_used_mib,
+    other_tenantry_ups,
+    setup_isv,
+    short_tmp,
+    start_plane,
+    wait_https,
+    wait_job,
+)
+
+TARGET_MIB = 80.0
+
+
+def children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = defaultdict(list)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids[ppid].append(int(proc.name))
+    return kids
+
+
+def descendants(pid: int, kids: dict[int, list[int]]) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def proc_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise OSError(f"no Uid for {pid}")
+
+
+def rss_pss_kib(pid: int) -> tuple[int, int]:
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss, pss
+
+
+def measure(data_dir: Path, platform_ids: set[str]) -> dict[str, dict[str, Any]]:
+    sup = int((data_dir / "agent" / "services" / "supervisord.pid").read_text().strip())
+    kids = children_map()
+    # the uid (`tp-<platform id>`) decides; the fallback for a non-root run is the
+    # supervisord program (a direct child of supervisord) whose command line names the
+    # platform's directory.
+    per: dict[str, dict[str, Any]] = {pid: {"procs": [], "rss": 0, "pss": 0}
+                                      for pid in platform_ids}
+    top_owner: dict[int, str] = {}
+    for top in kids.get(sup, []):
+        try:
+            cmd = Path(f"/proc/{top}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        for pid_ in platform_ids:
+            if f"/platforms/{pid_}/" in cmd:
+                top_owner[top] = pid_
+    for top in kids.get(sup, []):
+        for p in [top, *descendants(top, kids)]:
+            try:
+                uid = proc_uid(p)
+                user = pwd.getpwuid(uid).pw_name
+                rss, pss = rss_pss_kib(p)
+                name = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode()
+            except (OSError, KeyError):
+                continue
+            owner = user[3:] if user.startswith("tp-") and user[3:] in per else top_owner.get(top)
+            if owner is None:
+                continue
+            rec = per[owner]
+            rec["procs"].append((p, user, name))
+            rec["rss"] += rss
+            rec["pss"] += pss
+    return per
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=40)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--settle", type=float, default=30.0,
+                    help="seconds to leave the platforms idle before measuring")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+
+    facts = machine_facts()
+    root = short_tmp("tnb-dens-")
+    cp = None
+    notes: list[str] = []
+    try:
+        used_before_up = mem_used_mib()
+        cp = start_plane(root)
+        others = other_tenantry_ups([cp.process.pid] if cp.process else [])
+        if others:
+            notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "
+                         "machine at the same time (other people's work): the machine-wide "
+                         "memory figures include whatever they did meanwhile")
+        ports = isolate_ports(cp)
+        notes.append(f"platform ports moved to {ports} in the store after enrollment "
+                     "(bench/_common.py: isolate_ports): another control plane on this "
+                     "machine may hold 20000+, and placement does not check ports in use")
+        setup_isv(cp, root)
+        # warm-up platform builds the release virtualenv; it is measured like the others
+        time.sleep(5)
+        used_idle_plane = mem_used_mib()
+
+        names = [f"d{i:03d}" for i in range(args.count)]
+        created: dict[str, dict[str, Any]] = {}
+        failures: list[str] = []
+        lock = threading.Lock()
+        queue = list(names)
+        t_start = time.monotonic()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    name = queue.pop(0)
+                try:
+                    rec = create_platform(cp, name)
+                    rec["t_https"] = wait_https(cp, rec["host"], timeout=300) - rec["t0"]
+                    j = wait_job(cp, rec["job_id"], timeout=300)
+                    rec["state"] = j["state"]
+                    with lock:
+                        created[name] = rec
+                    print(f"{name} ({rec['id']}) serving after {rec['t_https']:.1f} s, "
+                          f"job {j['state']}  [{len(created)}/{args.count}]", flush=True)
+                except Exception as exc:  # noqa: BLE001 - reported
+                    with lock:
+                        failures.append(f"{name}: {exc}")
+                    print(f"{name} FAILED: {exc}", flush=True)
+
+        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        t_create = time.monotonic() - t_start
+        print(f"{len(created)} platforms created in {t_create:.1f} s; {len(failures)} failed")
+
+        print(f"idle for {args.settle:.0f} s ...")
+        time.sleep(args.settle)
+
+        # every platform must serve
+        serving = 0
+        not_serving = []
+        for name, rec in sorted(created.items()):
+            try:
+                r = cp.https(rec["host"], "/health")
+                if r.status_code == 200:
+                    serving += 1
+                else:
+                    not_serving.append(f"{name}: HTTP {r.status_code}")
+            except Exception as exc:  # noqa: BLE001
+                not_serving.append(f"{name}: {type(exc).__name__}: {exc}")
+        print(f"serving HTTPS 200: {serving}/{args.count}")
+
+        used_all = mem_used_mib()
+        per = measure(cp.data_dir, {rec["id"] for rec in created.values()})
+        rows = []
+        for name, rec in sorted(created.items()):
+            m = per[rec["id"]]
+            rows.append((name, rec["id"], len(m["procs"]), m["rss"] / 1024, m["pss"] / 1024))
+        example = per[created[sorted(created)[0]]["id"]]["procs"] if created else []
+    except Exception:
+        if cp is not None:
+            print(log_tail(cp), file=sys.stderr)
+        raise
+    finally:
+        if cp is not None:
+            cp.stop(timeout=300)
+            cp.cleanup()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    rss = [r[3] for r in rows]
+    pss = [r[4] for r in rows]
+    nproc = [r[2] for r in rows]
+    delta = (used_all - used_idle_plane) / max(1, len(rows))
+    pss_ok = bool(pss) and max(pss) <= TARGET_MIB
+    rss_ok = bool(rss) and max(rss) <= TARGET_MIB
+    verdict = pss_ok and serving == args.count
+
+    table = md_table(
+        ["per platform (MiB)", "mean", "max", "min", f"vs target ≤ {TARGET_MIB:g} MiB"],
+        [["PSS sum of its processes", f"{statistics.fmean(pss):.1f}", f"{max(pss):.1f}",
+          f"{min(pss):.1f}", "PASS" if pss_ok else "FAIL"],
+         ["RSS sum of its processes", f"{statistics.fmean(rss):.1f}", f"{max(rss):.1f}",
+          f"{min(rss):.1f}", "PASS" if rss_ok else "FAIL (RSS double-counts shared pages)"],
+         ["machine used-memory growth / platform", f"{delta:.1f}", "", "", ""]])
+    machine = md_table(
+        ["machine memory used (MemTotal − MemAvailable)", "MiB"],
+        [["before `tenantry up`", f"{used_before_up:.0f}"],
+         ["control plane idle, release uploaded, no platform", f"{used_idle_plane:.0f}"],
+         [f"with {len(rows)} idle platforms", f"{used_all:.0f}"],
+         ["total platforms' PSS", f"{sum(pss):.0f}"]])
+    procs = ", ".join(sorted({n.rsplit('/', 1)[-1] for _, _, n in example}))
+    print()
+    print(table)
+    print()
+    print(machine)
+    print(f"\nprocesses per platform: {min(nproc)}–{max(nproc)} ({procs})")
+    print(f"serving: {serving}/{args.count}; density vs target: {'PASS' if verdict else 'FAIL'}")
+    for line in not_serving + failures:
+        print("  " + line)
+
+    body = f"""
+{args.count} platforms of size `s` (bodyshop 1.0.0, one tenant each) created on a fresh
+`tenantry up`, {args.concurrency} at a time ({t_create:.0f} s for all), then left idle
+{args.settle:.0f} s. **{serving}/{args.count} answered HTTPS 200 on `/health` through the
+ingress** at measurement time. Per platform: sum over its processes (found under the agent's
+supervisord, grouped by the platform's Unix user `tp-<id>`) of RSS and PSS from
+`/proc/PID/smaps_rollup`; {min(nproc)}–{max(nproc)} processes per platform ({procs}).
+Caddy, supervisord, the agent and the control plane are not counted per platform.
+
+{table}
+
+{machine}
+
+Verdict (max PSS per platform ≤ {TARGET_MIB:g} MiB and all serving):
+**{'PASS' if verdict else 'FAIL'}**
+"""
+    if failures or not_serving:
+        notes += [f"not created: {f}" for f in failures]
+        notes += [f"not serving: {f}" for f in not_serving]
+    if notes:
+        body += "\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    append_report("Density: idle small platforms (bench/density.py)", facts, body)
+    return 0 if verdict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Start-up time of `tenantry up` on an existing data dir.
+
+Prepares a data dir with an ISV, bodyshop 1.0.0 and N platforms (default 2), stops
+`tenantry up` (SIGTERM; it stops every platform with it), then R times (default 3): starts
+`tenantry up` again and times, from just before the process is spawned,
+
+- until `GET /api/v1/health` answers 200 (portal/API up),
+- until every platform answers HTTPS 200 on /health through the ingress again,
+
+and stops it again with SIGTERM (also timed). Target: ≤ 10 s.
+
+    .venv/bin/python bench/startup.py [--platforms 2] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    TENANTRY_CMD,
+    append_report,
+    create_platform,
+    fmt,
+    isolate_ports,
+    log_tail,
+    machine_facts,
+    md_table,
+    other_tenantry_ups,
+    setup_isv,
+    short_tmp,
+    start_plane,
+    wait_https,
+    wait_job,
+)
+
+TARGET = 10.0
+
+
+def spawn(cp: Any) -> float:
+    out = cp.log.open("ab")
+    t0 = time.monotonic()
+    cp.process = subprocess.Popen(
+        [*TENANTRY_CMD, "up", "--listen", f"127.0.0.1:{cp.listen_port}",
+         "--ingress-port", str(cp.ingress_port)],
+        stdout=out, stderr=subprocess.STDOUT, env=cp.env, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    out.close()
+    return t0
+
+
+def wait_api(cp: Any, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if cp.process.poll() is not None:
+                raise RuntimeError("tenantry up exited")
+            try:
+                if client.get(f"{cp.url}/api/v1/health").status_code == 200:
+                    return time.monotonic()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    raise TimeoutError(f"API not answering within {timeout:.0f} s")
+
+
+def all_serving(cp: Any, hosts: list[str], timeout: float = 180) -> tuple[float, dict[str, float]]:
+    stamps: dict[str, float] = {}
+    errors: list[str] = []
+
+    def one(host: str) -> None:
+        try:
+            stamps[host] = wait_https(cp, host, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - reported
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=one, args=(h,)) for h in hosts]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise TimeoutError("; ".join(errors))
+    return max(stamps.values()), stamps
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--platforms", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+
+    facts = machine_facts()
+    root = short_tmp("tnb-start-")
+    cp = None
+    notes: list[str] = []
+    runs: list[dict[str, float]] = []
+    try:
+        cp = start_plane(root)
+        others = other_tenantry_ups([cp.process.pid] if cp.process else [])
+        if others:
+            notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "
+                         "machine at the same time (other people's work), sharing the CPUs")
+        ports = isolate_ports(cp)
+        notes.append(f"platform ports moved to {ports} in the store after enrollment "
+                     "(bench/_common.py: isolate_ports): another control plane on this "
+                     "machine may hold 20000+, and placement does not check ports in use")
+        setup_isv(cp, root)
+        hosts = []
+        for i in range(args.platforms):
+            rec = create_platform(cp, f"r{i}")
+            j = wait_job(cp, rec["job_id"])
+            if j["state"] != "succeeded":
+                raise RuntimeError(f"platform r{i}: {j['state']} {j.get('error')}")
+            wait_https(cp, rec["host"])
+            hosts.append(rec["host"])
+        print(f"data dir {cp.data_dir} with {len(hosts)} platforms ready")
+        t = time.monotonic()
+        cp.stop()
+        print(f"stopped in {time.monotonic() - t:.2f} s")
+
+        for n in range(1, args.repeat + 1):
+            for h in hosts:  # nothing of the previous run may still answer
+                try:
+                    cp.https(h, "/health")
+                    notes.append(f"run {n}: {h} answered before start")
+                except httpx.HTTPError:
+                    pass
+            t0 = spawn(cp)
+            t_api = wait_api(cp) - t0
+            t_all, stamps = all_serving(cp, hosts)
+            t_all -= t0
+            per = {h: s - t0 for h, s in stamps.items()}
+            time.sleep(1)
+            t = time.monotonic()
+            cp.stop()
+            t_stop = time.monotonic() - t
+            runs.append({"api": t_api, "all": t_all, "stop": t_stop,
+                         "first": min(per.values())})
+            print(f"run {n}: API health 200 after {t_api:.2f} s, all {len(hosts)} platforms "
+                  f"serving after {t_all:.2f} s (first {min(per.values()):.2f} s); "
+                  f"stop took {t_stop:.2f} s")
+    except Exception:
+        if cp is not None:
+            print(log_tail(cp), file=sys.stderr)
+        raise
+    finally:
+        if cp is not None:
+            cp.stop()
+            cp.cleanup()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    med_api = statistics.median(r["api"] for r in runs)
+    med_all = statistics.median(r["all"] for r in runs)
+    ok_api = med_api <= TARGET
+    ok_all = med_all <= TARGET
+    rows = [[str(i), fmt(r["api"]), fmt(r["first"]), fmt(r["all"]), fmt(r["stop"])]
+            for i, r in enumerate(runs, 1)]
+    rows.append(["**median**", fmt(med_api),
+                 fmt(statistics.median(r["first"] for r in runs)), fmt(med_all),
+                 fmt(statistics.median(r["stop"] for r in runs))])
+    rows.append([f"vs ≤ {TARGET:g} s", "PASS" if ok_api else "FAIL", "",
+                 "PASS" if ok_all else "FAIL", ""])
+    table = md_table(["run", "API /health 200 s", "first platform 200 s",
+                      f"all {args.platforms} platforms 200 s", "SIGTERM → exited s"], rows)
+    print()
+    print(table)
+    body = f"""
+A data dir with {args.platforms} ready platforms (bodyshop 1.0.0); `tenantry up` stopped with
+SIGTERM (which stops the platforms too), then started again {args.repeat} times. Times are
+from just before spawning `tenantry up` to the first `GET /api/v1/health` 200 and to every
+platform answering HTTPS 200 on `/health` through the ingress (SNI, CA-verified, polled
+every 50 ms); the last column is how long the SIGTERM stop took.
+
+{table}
+"""
+    if notes:
+        body += "\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    append_report("Start-up on an existing data dir (bench/startup.py)", facts, body)
+    return 0 if ok_api and ok_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
