@@ -1,0 +1,130 @@
+"""Platform pages: the list with filters, the new-platform form, and the live detail page."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Form, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from tenantry.access.principal import Principal
+from tenantry.api.deps import RuntimeDep, SessionDep
+from tenantry.core import activity
+from tenantry.core.errors import NotAllowed, TenantryError
+from tenantry.platforms import hosts, service
+from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
+from tenantry.portal.web import PagePrincipal, check_csrf, form_value, page_router, render
+
+router = page_router()
+FormStr = Annotated[str, Form()]
+FORM_FIELDS = ("isv", "tenants", "app", "name", "region", "size")
+STATES = ("creating", "ready", "upgrading", "stopping", "stopped", "starting", "destroying",
+          "failed")
+
+
+def _regions(session: Session, principal: Principal, rows: list[PlatformPublic]) -> list[str]:
+    """Regions with a host (provider view), else the regions the caller's platforms are in."""
+    if principal.is_provider:
+        return sorted({h.region for h in hosts.list_hosts(session=session, principal=principal)})
+    return sorted({p.region for p in rows})
+
+
+@router.get("/")
+def platform_list(request: Request, session: SessionDep, principal: PagePrincipal,
+                  runtime: RuntimeDep, isv: str = "", tenant: str = "", region: str = "",
+                  state: str = "") -> Response:
+    filters = PlatformFilter(isv=form_value(isv), tenant=form_value(tenant),
+                             region=form_value(region), state=form_value(state))
+    rows = service.list_platforms(session=session, principal=principal, filters=filters,
+                                  domain=runtime.settings.domain)
+    isvs = [i.name for i in service.list_isvs(session=session, principal=principal)]
+    if filters.isv in isvs:
+        tenants = [t.name for t in service.list_tenants(session=session, principal=principal,
+                                                        isv=filters.isv or "")]
+    else:
+        tenants = sorted({t for p in rows for t in p.tenants})
+    return render(request, "platforms.html", principal=principal, platforms=rows,
+                  filters=filters, isvs=isvs, tenants=tenants, states=STATES,
+                  regions=_regions(session, principal, rows),
+                  filtered=any(filters.model_dump().values()))
+
+
+def _new_form(request: Request, session: Session, principal: Principal,
+              values: dict[str, str], errors: dict[str, str], status_code: int = 200
+              ) -> Response:
+    isvs = [i.name for i in service.list_isvs(session=session, principal=principal)]
+    chosen = values.get("isv") or (isvs[0] if isvs else "")
+    releases, tenants = [], []
+    if chosen in isvs:
+        releases = [f"{r.app}@{r.version}" for r in
+                    service.list_releases(session=session, principal=principal, isv=chosen)]
+        tenants = [t.name for t in service.list_tenants(session=session, principal=principal,
+                                                        isv=chosen)]
+    values = {**values, "isv": chosen}
+    return render(request, "platform_new.html", principal=principal, status_code=status_code,
+                  isvs=isvs, releases=list(reversed(releases)), tenants=tenants,
+                  regions=_regions(session, principal, []), values=values, errors=errors)
+
+
+@router.get("/platforms/new")
+def new_platform_form(request: Request, session: SessionDep, principal: PagePrincipal,
+                      isv: str = "") -> Response:
+    return _new_form(request, session, principal, {"isv": isv, "size": "s"}, {})
+
+
+@router.post("/platforms/new")
+def new_platform(request: Request, session: SessionDep, principal: PagePrincipal,
+                 runtime: RuntimeDep, csrf: FormStr = "", isv: FormStr = "",
+                 tenants: FormStr = "", app: FormStr = "", name: FormStr = "",
+                 region: FormStr = "", size: FormStr = "s") -> Response:
+    check_csrf(request, csrf)
+    values = {"isv": isv, "tenants": tenants, "app": app, "name": name, "region": region,
+              "size": size}
+    tenant_list = [t for t in tenants.replace(" ", ",").split(",") if t]
+    try:
+        spec = PlatformCreate.model_validate({
+            "tenants": tenant_list, "app": app.strip(), "name": form_value(name),
+            "region": form_value(region), "size": size.strip() or "s"})
+        platform, _job = service.create_platform(
+            session=session, principal=principal, isv=isv.strip(), spec=spec,
+            secrets=runtime.secrets, domain=runtime.settings.domain)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "_form"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if field == "tenants" and not tenant_list:
+            message = "name at least one tenant"
+        return _new_form(request, session, principal, values, {field: message}, 422)
+    except TenantryError as exc:
+        field = exc.field if exc.field in FORM_FIELDS else "_form"
+        status = 403 if isinstance(exc, NotAllowed) else 422
+        return _new_form(request, session, principal, values, {field or "_form": exc.message},
+                         status)
+    return RedirectResponse(f"/platforms/{platform.id}", status_code=303)
+
+
+def _live_context(session: Session, principal: Principal, platform_id: str,
+                  domain: str) -> dict[str, Any]:
+    platform = service.platform_public(service.get_platform(session, principal, platform_id),
+                                       domain)
+    jobs = activity.list_jobs(session=session, principal=principal, platform_id=platform.id,
+                              limit=5)
+    events = activity.list_events(session=session, principal=principal,
+                                  platform_id=platform.id, limit=15)
+    return {"platform": platform, "jobs": jobs, "events": list(reversed(events))}
+
+
+@router.get("/platforms/{platform_id}")
+def platform_detail(request: Request, session: SessionDep, principal: PagePrincipal,
+                    runtime: RuntimeDep, platform_id: str) -> Response:
+    context = _live_context(session, principal, platform_id, runtime.settings.domain)
+    return render(request, "platform.html", principal=principal, **context)
+
+
+@router.get("/platforms/{platform_id}/live")
+def platform_live(request: Request, session: SessionDep, principal: PagePrincipal,
+                  runtime: RuntimeDep, platform_id: str) -> Response:
+    context = _live_context(session, principal, platform_id, runtime.settings.domain)
+    return render(request, "_platform_live.html", principal=principal, **context)

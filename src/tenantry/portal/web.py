@@ -1,0 +1,142 @@
+"""Shared portal machinery: templates, who is logged in, and CSRF tokens.
+
+CSRF: every form carries `csrf`, an HMAC (key derived from the master key) of the value it
+is bound to — the session cookie once logged in, before that a random `tenantry_csrf`
+cookie set by the login page. A cross-site page can make the browser send the cookies but
+can neither read them nor compute the HMAC, so it cannot forge the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from tenantry.access.principal import Principal
+from tenantry.access.service import authenticate_token
+from tenantry.api.deps import SESSION_COOKIE, SessionDep
+from tenantry.api.errors import STATUS
+from tenantry.core.errors import NotAllowed, TenantryError
+
+CSRF_COOKIE = "tenantry_csrf"
+HERE = Path(__file__).resolve().parent
+
+
+class LoginRequired(Exception):
+    """No valid session cookie: the page answers with a redirect to /login."""
+
+
+class CsrfRejected(Exception):
+    """A form came without a valid CSRF token."""
+
+
+def _time(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    if start is None:
+        return ""
+    seconds = ((end or dt.datetime.now(dt.UTC)) - start).total_seconds()
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["time"] = _time
+templates.env.globals["duration"] = _duration
+
+
+def page_principal(request: Request, session: SessionDep) -> Principal:
+    """The portal trusts only its own cookie (never a bearer header), so CSRF applies."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise LoginRequired
+    try:
+        return authenticate_token(session=session, token=token)
+    except NotAllowed:
+        raise LoginRequired from None
+
+
+PagePrincipal = Annotated[Principal, Depends(page_principal)]
+
+
+def _csrf_key(request: Request) -> bytes:
+    key: bytes | None = getattr(request.app.state, "portal_csrf_key", None)
+    if key is None:
+        settings = request.app.state.runtime.settings
+        master = (settings.master_key.get_secret_value() if settings.master_key is not None
+                  else (settings.data_dir / "master.key").read_text().strip())
+        key = hashlib.sha256(b"tenantry portal csrf\0" + master.encode()).digest()
+        request.app.state.portal_csrf_key = key
+    return key
+
+
+def _binding(request: Request) -> str | None:
+    return request.cookies.get(SESSION_COOKIE) or request.cookies.get(CSRF_COOKIE)
+
+
+def csrf_token(request: Request, binding: str | None = None) -> str:
+    bound = binding or _binding(request) or ""
+    return hmac.new(_csrf_key(request), bound.encode(), hashlib.sha256).hexdigest()
+
+
+def check_csrf(request: Request, token: str, binding: str | None = None) -> None:
+    """Raise CsrfRejected unless `token` signs `binding` (default: this request's cookie)."""
+    binding = binding or _binding(request)
+    if not binding or not token or not hmac.compare_digest(csrf_token(request, binding), token):
+        raise CsrfRejected
+
+
+def new_csrf_binding() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def render(request: Request, name: str, *, principal: Principal | None = None,
+           status_code: int = 200, csrf_binding: str | None = None,
+           **context: Any) -> HTMLResponse:
+    context.update(principal=principal, csrf=csrf_token(request, csrf_binding))
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(request, "error.html",
+                                      {"title": title, "message": message, "principal": None},
+                                      status_code=status)
+
+
+class PortalRoute(APIRoute):
+    """Library errors on a page become an HTML page, not the API's JSON body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def portal_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except TenantryError as exc:
+                status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+                return error_page(request, status, exc.code.replace("_", " "), exc.message)
+            except RequestValidationError:
+                return error_page(request, 404, "not found", "There is no such page.")
+
+        return portal_handler
+
+
+def form_value(value: str | None) -> str | None:
+    """An empty form field or query parameter means 'not given'."""
+    value = (value or "").strip()
+    return value or None
+
+
+def page_router() -> APIRouter:
+    return APIRouter(route_class=PortalRoute, include_in_schema=False)

@@ -1,0 +1,75 @@
+"""The portal in a real browser: log in, create a platform, watch it become ready live."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from tests.conftest import ControlPlaneProcess
+
+pytestmark = pytest.mark.slow
+SHOTS = Path(tempfile.gettempdir())  # screenshots to look at after a run
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def test_create_a_platform_and_watch_it_become_ready(plane: ControlPlaneProcess, isv: str,
+                                                     page: Page) -> None:
+    page.goto(plane.url + "/")
+    expect(page).to_have_url(plane.url + "/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill((plane.data_dir / "admin-password").read_text().strip())
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Platforms")).to_be_visible()
+    expect(page.locator(".who .user")).to_have_text("admin")
+
+    page.get_by_role("link", name="New platform").click()
+    expect(page.get_by_role("heading", name="New platform")).to_be_visible()
+    with page.expect_response(lambda r: f"/platforms/new?isv={isv}" in r.url):
+        page.locator("select[name=isv]").select_option(isv)  # htmx reloads the releases
+    expect(page.locator("select[name=isv]")).to_have_value(isv)
+    page.get_by_label("Tenants").fill("t1")
+    page.locator("select[name=app]").select_option("bodyshop@1.0.0")
+    page.get_by_role("button", name="Create platform").click()
+
+    page.wait_for_url(f"{plane.url}/platforms/p*")
+    expect(page.get_by_role("heading", name=f"{isv}/t1")).to_be_visible()
+    state = page.locator("#platform-state")
+    expect(state).not_to_have_text("ready")  # it starts out creating...
+    expect(state).to_have_text("ready", timeout=120_000)  # ...and the live section follows
+    expect(page.locator("section.job").first).to_contain_text("succeeded")
+    expect(page.locator("#live")).to_contain_text("DEPLOYED")
+    page.screenshot(path=SHOTS / "portal-platform.png", full_page=True)
+
+    page.get_by_role("link", name="Platforms").click()
+    row = page.locator("table.grid tr", has_text=f"{isv}/t1")
+    expect(row).to_contain_text("ready")
+    expect(row).to_contain_text("bodyshop@1.0.0")
+    page.screenshot(path=SHOTS / "portal-list.png", full_page=True)
+
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.locator("table.grid")).to_contain_text(f"{isv}/t1")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(plane.url + "/login")

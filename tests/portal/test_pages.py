@@ -1,0 +1,175 @@
+"""Portal pages over HTTP against a real control plane: auth, CSRF, filters, forms, escaping."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.conftest import ControlPlaneProcess
+
+pytestmark = pytest.mark.slow
+HOSTILE = "<script>alert(1)</script>"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def login(client: httpx.Client, password: str, user: str = "admin") -> httpx.Response:
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"username": user, "password": password, "csrf": token,
+                                       "next": "/"})
+
+
+@pytest.fixture
+def anon(plane: ControlPlaneProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=plane.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(plane: ControlPlaneProcess) -> Iterator[httpx.Client]:
+    password = (plane.data_dir / "admin-password").read_text().strip()
+    with httpx.Client(base_url=plane.url, timeout=30) as client:
+        answer = login(client, password)
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
+def test_pages_need_login(anon: httpx.Client) -> None:
+    for path, target in [("/", "/login"), ("/jobs", "/login?next=%2Fjobs"),
+                         ("/platforms/new?isv=x", "/login?next=%2Fplatforms%2Fnew%3Fisv%3Dx")]:
+        answer = anon.get(path)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == target
+    live = anon.get("/platforms/p0/live", headers={"HX-Request": "true"})
+    assert live.headers["hx-redirect"].startswith("/login")
+    anon.cookies.set("tenantry_session", "tns_forged")
+    assert anon.get("/").status_code == 303
+    assert anon.get("/static/htmx.min.js").status_code == 200
+
+
+def test_login_cookie_and_logout(plane: ControlPlaneProcess, anon: httpx.Client) -> None:
+    password = (plane.data_dir / "admin-password").read_text().strip()
+    answer = login(anon, password)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    cookie = next(v for k, v in answer.headers.multi_items()
+                  if k == "set-cookie" and v.startswith("tenantry_session="))
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
+    page = anon.get("/")
+    assert page.status_code == 200 and "admin" in page.text and "Log out" in page.text
+    assert anon.post("/logout", data={"csrf": csrf_of(page.text)}).status_code == 303
+    assert anon.get("/").status_code == 303  # the session token was revoked
+
+
+def test_bad_password_is_refused(anon: httpx.Client) -> None:
+    answer = login(anon, "not-the-password")
+    assert answer.status_code == 401
+    assert "wrong username or password" in answer.text
+    assert "tenantry_session" not in answer.headers.get("set-cookie", "")
+    assert login(anon, "x", user=HOSTILE).status_code == 401
+
+
+def test_posts_without_a_valid_csrf_token_are_refused(plane: ControlPlaneProcess,
+                                                       anon: httpx.Client,
+                                                       admin: httpx.Client) -> None:
+    password = (plane.data_dir / "admin-password").read_text().strip()
+    anon.get("/login")
+    assert anon.post("/login", data={"username": "admin", "password": password}).status_code == 403
+    assert anon.post("/login", data={"username": "admin", "password": password,
+                                     "csrf": "0" * 64}).status_code == 403
+    form = {"isv": "x", "tenants": "t1", "app": "bodyshop@1.0.0"}
+    assert admin.post("/platforms/new", data=form).status_code == 403
+    other = csrf_of(anon.get("/login").text)  # a valid token, but bound to another cookie
+    assert admin.post("/platforms/new", data={**form, "csrf": other}).status_code == 403
+    assert admin.post("/logout", data={}).status_code == 403
+    assert admin.get("/").status_code == 200  # still logged in
+
+
+def test_list_filters(plane: ControlPlaneProcess, admin: httpx.Client, isv: str) -> None:
+    with plane.api() as api:
+        made = api.post(f"/isvs/{isv}/platforms", json={"tenants": ["t2"], "app": "bodyshop@1.0.0",
+                                                        "name": "filtered"})
+        assert made.status_code == 202, made.text
+        region = made.json()["platform"]["region"]
+    page = admin.get("/", params={"isv": isv})
+    assert page.status_code == 200
+    assert f"{isv}/</span>filtered" in page.text
+    assert f'<option selected>{isv}</option>' in page.text
+    assert ">t3</option>" in page.text  # the ISV's tenants are offered
+    assert "filtered" in admin.get("/", params={"isv": isv, "tenant": "t2",
+                                                "region": region}).text
+    for params in ({"isv": isv, "tenant": "t3"}, {"isv": isv, "region": "nowhere"},
+                   {"isv": isv, "state": "stopped"}):
+        answer = admin.get("/", params=params)
+        assert answer.status_code == 200
+        assert "filtered" not in answer.text and "No platforms match" in answer.text
+    events = admin.get("/events", params={"isv": isv})
+    assert "PLATFORM_CREATED" in events.text and "TENANT_CREATED" in events.text
+    assert "filtered" in admin.get("/jobs").text
+
+
+def test_new_platform_form_shows_field_errors(admin: httpx.Client, isv: str) -> None:
+    form = admin.get("/platforms/new", params={"isv": isv})
+    assert form.status_code == 200
+    assert "bodyshop@1.1.0" in form.text and "bodyshop@1.0.0" in form.text
+    good = {"csrf": csrf_of(form.text), "isv": isv, "tenants": "t1", "app": "bodyshop@1.0.0",
+            "size": "s"}
+    cases = [({"tenants": ""}, "tenants", "at least one tenant"),
+             ({"tenants": "t1, nosuch"}, "tenants", "has no tenant 'nosuch'"),
+             ({"tenants": "t1,t1"}, "tenants", "listed twice"),
+             ({"app": "bodyshop@9.9.9"}, "app", "has no release bodyshop@9.9.9"),
+             ({"size": "xl"}, "size", "'s', 'm' or 'l'"),
+             ({"region": "nowhere"}, "region", "no region named"),
+             ({"isv": "nosuch-isv"}, "isv", "no ISV named")]
+    for change, field, message in cases:
+        answer = admin.post("/platforms/new", data={**good, **change})
+        assert answer.status_code == 422, (change, answer.text[:300])
+        shown = re.search(rf'id="{field}-error">([^<]*)<', answer.text)
+        assert shown and message in html.unescape(shown.group(1)), (change, shown)
+        if "tenants" in change:  # the form keeps what was typed
+            assert f'value="{change["tenants"]}"' in answer.text
+
+
+def test_hostile_strings_are_escaped(admin: httpx.Client, isv: str) -> None:
+    form = admin.get("/platforms/new", params={"isv": isv})
+    answer = admin.post("/platforms/new", data={
+        "csrf": csrf_of(form.text), "isv": isv, "tenants": "t1", "app": "bodyshop@1.0.0",
+        "name": HOSTILE})
+    assert answer.status_code == 422
+    assert HOSTILE not in answer.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in answer.text
+    listing = admin.get("/", params={"isv": HOSTILE})
+    assert listing.status_code == 200 and HOSTILE not in listing.text
+    assert "&lt;script&gt;" in listing.text
+    img = "<img src=x onerror=alert(1)>"
+    for path in (f"/platforms/{img}", f"/platforms/{img}/live", f"/events?isv={img}",
+                 f"/events?platform={img}"):
+        bad = admin.get(path)
+        assert bad.status_code in (404, 422) and img not in bad.text
+        assert bad.headers["content-type"].startswith("text/html")
+
+
+def test_missing_things_are_html_404s(admin: httpx.Client) -> None:
+    for path in ("/platforms/pnosuch", "/platforms/pnosuch/live", "/jobs/987654321",
+                 "/jobs/not-a-number"):
+        answer = admin.get(path)
+        assert answer.status_code == 404, path
+        assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_pages_are_fast(admin: httpx.Client) -> None:
+    for path in ("/", "/jobs", "/events", "/platforms/new"):
+        admin.get(path)
+        took = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert admin.get(path).status_code == 200
+            took.append(time.perf_counter() - start)
+        assert sorted(took)[2] < 0.1, (path, took)
