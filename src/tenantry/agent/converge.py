@@ -358,7 +358,10 @@ def report_platform(p: dict[str, Any], facts: PlatformFacts, paths: HostPaths,
         return {"gen": p["gen"], "absent": gone, "error": error}
     dbname = f"{p['id']}-db"
     db_status = facts.programs.get(dbname)
-    if db_status is None or db_status.state != "RUNNING":
+    if db_status is not None and db_status.state == "FATAL":
+        database = "error: PostgreSQL exited: " + _log_tail(
+            paths.platform(p["id"]) / "logs", ["postgres"])
+    elif db_status is None or db_status.state != "RUNNING":
         database = "stopped"
     elif facts.database_marker == database_marker(p):
         database = "ready"

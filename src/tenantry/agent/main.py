@@ -22,6 +22,7 @@ import httpx
 
 from tenantry.agent import converge, ingress
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
+from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.core.errors import TenantryError, Unavailable
@@ -222,7 +223,10 @@ class Agent:
         for action in self._plan_orphans(desired, self.services.observe()):
             log.info("%s", action.description)
             action.run()
+        ours = {int(port) for p in platforms for port in _platform_ports(p)}
         self._client.report({"platforms": reports, "ingress_error": ingress_error,
+                             "busy_ports": busy_ports(self.options.port_min,
+                                                      self.options.port_max, ours),
                              "agent_time": time.time()})
         return all(_settled(p, reports[p["id"]]) for p in platforms) and ingress_error is None
 
@@ -255,6 +259,13 @@ class Agent:
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
+
+
+def _platform_ports(p: dict[str, Any]) -> list[int]:
+    ports = [int(p["database"]["port"])]
+    for slot in p.get("slots", {}).values():
+        ports.extend(int(x) for x in slot["ports"])
+    return ports
 
 
 def _settled(p: dict[str, Any], report: dict[str, Any]) -> bool:

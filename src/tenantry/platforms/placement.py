@@ -44,6 +44,8 @@ def allocate_ports(session: Session, host: Host, platform_id: str, purpose: str,
     session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:a))"), {"a": host.address})
     taken = set(session.scalars(select(PortAllocation.port)
                                 .where(PortAllocation.address == host.address)))
+    # Ports the agent saw held by other programs on the machine are not ours to give.
+    taken.update(int(p) for p in host.observed.get("busy_ports", []))
     ports: list[int] = []
     for port in range(host.port_min, host.port_max + 1):
         if port not in taken:

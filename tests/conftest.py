@@ -1,0 +1,178 @@
+"""Shared fixtures: a real `tenantry up` (PostgreSQL, supervisord, Caddy, agent) per session."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TENANTRY = [sys.executable, "-m", "tenantry.cli.run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def short_tmp(prefix: str) -> Path:
+    """Under /tmp, short (unix sockets) and traversable by the platforms' own Unix users."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o711)
+    return path
+
+
+@dataclass
+class ControlPlaneProcess:
+    data_dir: Path
+    listen_port: int
+    ingress_port: int
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.data_dir.parent / f"{self.data_dir.name}-up.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TENANTRY_URL", "TENANTRY_TOKEN")}
+        env["TENANTRY_DATA_DIR"] = str(self.data_dir)
+        return env
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def start(self, *extra: str, timeout: float = 60) -> None:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [*TENANTRY, "up", "--listen", f"127.0.0.1:{self.listen_port}",
+             "--ingress-port", str(self.ingress_port), *extra],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tenantry up exited: {self.log.read_text()[-2000:]}")
+            try:
+                hosts = self.api().get("/hosts")
+                if hosts.status_code == 200 and any(h["state"] == "online"
+                                                    for h in hosts.json()):
+                    return
+            except (httpx.HTTPError, FileNotFoundError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"tenantry up did not come up: {self.log.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 90) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.url}/api/v1", timeout=30,
+                            headers={"Authorization": f"Bearer {self.token}"})
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*TENANTRY, *args], capture_output=True, text=True, env=self.env,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise AssertionError(f"tenantry {' '.join(args)} exited {done.returncode}:\n"
+                                 f"{done.stdout}\n{done.stderr}")
+        return done
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def https(self, hostname: str, path: str = "/", method: str = "GET",
+              **kwargs: Any) -> httpx.Response:
+        """A request through the ingress, with the name sent as SNI and Host, CA-verified."""
+        ctx = ssl.create_default_context(cafile=str(self.data_dir / "ca.pem"))
+        with httpx.Client(verify=ctx, timeout=10) as client:
+            return client.request(method, f"https://127.0.0.1:{self.ingress_port}{path}",
+                                  headers={"Host": hostname},
+                                  extensions={"sni_hostname": hostname}, **kwargs)
+
+    def cleanup(self) -> None:
+        """Whatever a failed test left: the platform services' supervisord and the store."""
+        self.stop()
+        pidfile = self.data_dir / "agent" / "services" / "supervisord.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+                time.sleep(3)
+            except (OSError, ValueError):
+                pass
+        pg = self.data_dir / "controlplane" / "pgdata" / "postmaster.pid"
+        if pg.exists():
+            try:
+                os.kill(int(pg.read_text().splitlines()[0]), signal.SIGINT)
+            except (OSError, ValueError):
+                pass
+
+
+def build_bodyshop(version: str, out: Path) -> Path:
+    target = out / f"bodyshop-{version}"
+    if not target.exists():
+        subprocess.run([sys.executable, str(REPO / "examples" / "bodyshop" / "build.py"),
+                        version, str(target)], check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("bundles")
+    return {v: build_bodyshop(v, out) for v in ("1.0.0", "1.1.0")}
+
+
+@pytest.fixture(scope="session")
+def plane() -> Iterator[ControlPlaneProcess]:
+    """One running control plane for the session (tests use their own ISVs)."""
+    root = short_tmp("tnt-")
+    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
+                             ingress_port=free_port())
+    try:
+        cp.start()
+        yield cp
+    finally:
+        cp.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
+    """A fresh ISV with bodyshop 1.0.0 and 1.1.0 released and tenants t1..t3."""
+    name = f"isv-{secrets.token_hex(4)}"
+    plane.cli("isv", "create", name)
+    for version in ("1.0.0", "1.1.0"):
+        plane.cli("app", "release", name, str(bundles[version]))
+    for tenant in ("t1", "t2", "t3"):
+        plane.cli("tenant", "create", name, tenant)
+    return name
