@@ -166,8 +166,7 @@ def plane() -> Iterator[ControlPlaneProcess]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
+def make_isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
     """A fresh ISV with bodyshop 1.0.0 and 1.1.0 released and tenants t1..t3."""
     name = f"isv-{secrets.token_hex(4)}"
     plane.cli("isv", "create", name)
@@ -176,3 +175,22 @@ def isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
     for tenant in ("t1", "t2", "t3"):
         plane.cli("tenant", "create", name, tenant)
     return name
+
+
+@pytest.fixture
+def isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
+    return make_isv(plane, bundles)
+
+
+@pytest.fixture
+def own_plane() -> Iterator[ControlPlaneProcess]:
+    """A control plane of the test's own, for tests that kill it."""
+    root = short_tmp("tnt-")
+    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
+                             ingress_port=free_port())
+    try:
+        cp.start()
+        yield cp
+    finally:
+        cp.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
