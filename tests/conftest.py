@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import secrets
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -100,7 +101,8 @@ class ControlPlaneProcess:
         return httpx.Client(base_url=f"{self.url}/api/v1", timeout=30,
                             headers={"Authorization": f"Bearer {self.token}"})
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([*TENANTRY, *args], capture_output=True, text=True, env=self.env,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         if check and done.returncode != 0:
@@ -125,17 +127,13 @@ class ControlPlaneProcess:
         self.stop()
         pidfile = self.data_dir / "agent" / "services" / "supervisord.pid"
         if pidfile.exists():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
                 time.sleep(3)
-            except (OSError, ValueError):
-                pass
         pg = self.data_dir / "controlplane" / "pgdata" / "postmaster.pid"
         if pg.exists():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pg.read_text().splitlines()[0]), signal.SIGINT)
-            except (OSError, ValueError):
-                pass
 
 
 def build_bodyshop(version: str, out: Path) -> Path:

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-
 from tests.conftest import ControlPlaneProcess, make_isv
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def wait_job(plane: ControlPlaneProcess, job_id: int, until: Any, timeout: float
             job = plane.api().get(f"/jobs/{job_id}").json()
             if until(job):
                 return job
-        except Exception:  # the API may be down on purpose
+        except (httpx.HTTPError, ValueError):  # the API may be down on purpose
             pass
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not get there in {timeout} s")

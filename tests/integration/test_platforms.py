@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.conftest import ControlPlaneProcess
 
 pytestmark = pytest.mark.slow

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,11 @@ class HostPaths:
 
     def socket_dir(self, pid: str) -> Path:
         """Unix socket paths are short (108 bytes): keep them under the temp dir."""
-        tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
+        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
         return Path(tempfile.gettempdir()) / f"tnt-{tag}" / pid
 
     def ingress_admin(self) -> str:
-        tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
+        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
         return f"unix/{Path(tempfile.gettempdir()) / f'tnt-{tag}' / 'caddy-admin.sock'}"
 
     def prepare(self) -> None:
@@ -318,14 +319,14 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
     for release in p.get("releases", []):
         if release["id"] not in facts.built:
             actions.append(Action(f"build {release['app']}@{release['version']}",
-                                  lambda r=release: fx.build(r)))  # type: ignore[misc]
+                                  partial(fx.build, release)))
     done = dict(facts.migrations)
     for migration in p.get("migrations", []):
         if migration["id"] not in done and running:
             release = _release(p, migration["release_id"])
             actions.append(Action(
                 f"{pid}: run release command of {release['app']}@{release['version']}",
-                lambda m=migration: fx.migrate(p, m)))  # type: ignore[misc]
+                partial(fx.migrate, p, migration)))
             done[migration["id"]] = "pending"
     for slot, info in sorted(p.get("slots", {}).items()):
         after = info.get("after_migration")
@@ -340,14 +341,14 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
             if current is None or current.digest != spec.digest() or current.state in (
                     "STOPPED", "EXITED"):
                 actions.append(Action(f"{pid}: run {spec.name}",
-                                      lambda s=spec: fx.services.put(s)))  # type: ignore[misc]
+                                      partial(fx.services.put, spec)))
     for name, status in sorted(facts.programs.items()):
         if name not in wanted:
             actions.append(Action(f"{pid}: remove {name}",
-                                  lambda n=name: fx.services.remove(n)))  # type: ignore[misc]
+                                  partial(fx.services.remove, name)))
         elif not running and status.state in ("RUNNING", "STARTING", "BACKOFF"):
             actions.append(Action(f"{pid}: stop {name}",
-                                  lambda n=name: fx.services.stop(n)))  # type: ignore[misc]
+                                  partial(fx.services.stop, name)))
     return actions
 
 

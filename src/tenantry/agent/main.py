@@ -13,8 +13,9 @@ import signal
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,11 @@ class Agent:
         self.paths = converge.HostPaths(options.data_dir)
         self.services = _Serialized(services or SupervisordManager(self.paths.services))
         self._loaded_hosts: frozenset[str] = frozenset()
+        self._last_reports: dict[str, Any] = {}
         self.stopping = threading.Event()
         self._client: ControlPlaneClient | None = None
         self._caddy = ingress.CaddyAdmin(self.paths.ingress_admin())
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="converge")
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="converge")
 
     @property
     def credentials_file(self) -> Path:
@@ -138,7 +140,7 @@ class Agent:
         for name in sorted(programs):
             if name != converge.INGRESS_PROGRAM and name.split("-", 1)[0] not in known:
                 actions.append(converge.Action(f"remove orphan process {name}",
-                                               lambda n=name: self.services.remove(n)))
+                                               partial(self.services.remove, name)))
         return actions
 
     def converge_platform(self, p: dict[str, Any], fx: converge.Effects) -> dict[str, Any]:
@@ -209,9 +211,15 @@ class Agent:
             ingress_error = str(exc)
             log.warning("ingress: %s", exc)
         reports: dict[str, Any] = {}
-        futures = {p["id"]: self._pool.submit(self.converge_platform, p, fx) for p in platforms}
-        for pid, future in futures.items():
+        ours = {int(port) for p in platforms for port in _platform_ports(p)}
+        futures = {self._pool.submit(self.converge_platform, p, fx): p["id"] for p in platforms}
+        # Each platform is reported as soon as it is done: a job waiting on one platform
+        # must not wait for the slowest of its neighbours.
+        for future in as_completed(futures):
+            pid = futures[future]
             reports[pid] = future.result()
+            if self._last_reports.get(pid) != reports[pid]:
+                self._report({pid: reports[pid]}, ingress_error, ours)
         # Routes whose slots just became ready are loaded now, not a whole pass later.
         if ingress_error is None:
             try:
@@ -223,12 +231,17 @@ class Agent:
         for action in self._plan_orphans(desired, self.services.observe()):
             log.info("%s", action.description)
             action.run()
-        ours = {int(port) for p in platforms for port in _platform_ports(p)}
+        self._report(reports, ingress_error, ours)
+        self._last_reports = reports
+        return all(_settled(p, reports[p["id"]]) for p in platforms) and ingress_error is None
+
+    def _report(self, reports: dict[str, Any], ingress_error: str | None,
+                ours: set[int]) -> None:
+        assert self._client is not None
         self._client.report({"platforms": reports, "ingress_error": ingress_error,
                              "busy_ports": busy_ports(self.options.port_min,
                                                       self.options.port_max, ours),
                              "agent_time": time.time()})
-        return all(_settled(p, reports[p["id"]]) for p in platforms) and ingress_error is None
 
     # ------------------------------------------------------------ the loop
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tenantry.cli.client import Client
@@ -42,7 +45,7 @@ def run_demo(settings: Settings, stopping: threading.Event) -> None:
                        files={"bundle": ("bundle.tar.gz", pack(bundle), "application/gzip")})
     jobs = []
     for tenant in ("lbh", "dlg"):
-        _ignore_conflict(lambda t=tenant: client.post("/isvs/bms/tenants", {"name": t}))
+        _ignore_conflict(partial(client.post, "/isvs/bms/tenants", {"name": tenant}))
         result = client.post("/isvs/bms/platforms", {"tenants": [tenant],
                                                      "app": "bodyshop@1.0.0"})
         jobs.append((result["platform"]["url"], result["job_id"]))
@@ -58,8 +61,6 @@ def _isv_exists(client: Client) -> bool:
     return any(i["name"] == "bms" for i in client.get("/isvs"))
 
 
-def _ignore_conflict(call: object) -> None:
-    try:
-        call()  # type: ignore[operator]
-    except Conflict:
-        pass
+def _ignore_conflict(call: Callable[[], object]) -> None:
+    with contextlib.suppress(Conflict):
+        call()

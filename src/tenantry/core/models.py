@@ -16,8 +16,10 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    state: Mapped[str] = mapped_column(String(20), default="queued")  # queued running succeeded failed
-    isv_id: Mapped[str | None] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"), index=True)
+    # queued → running → succeeded | failed
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    isv_id: Mapped[str | None] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"),
+                                               index=True)
     platform_id: Mapped[str | None] = mapped_column(
         ForeignKey("platforms.id", ondelete="SET NULL"), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -36,7 +38,8 @@ class JobStep(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     position: Mapped[int]
     name: Mapped[str] = mapped_column(String(60))
-    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending running done failed skipped
+    # pending → running → done | failed | skipped
+    state: Mapped[str] = mapped_column(String(20), default="pending")
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)

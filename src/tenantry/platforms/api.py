@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam, Query, UploadFile, status
+from fastapi import APIRouter, Query, UploadFile, status
+from fastapi import Path as PathParam
 
 from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from tenantry.core import activity

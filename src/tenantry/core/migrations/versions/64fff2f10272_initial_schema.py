@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-11-28 19:08:49.249684
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '64fff2f10272'
 down_revision = None

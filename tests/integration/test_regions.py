@@ -1,0 +1,76 @@
+"""A second agent on the same machine enrolls as another host in another region."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, short_tmp
+
+pytestmark = pytest.mark.slow
+
+
+def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) -> None:
+    token = plane.cli_json("host", "enroll-token")["token"]
+    root = short_tmp("tna-")
+    ingress_port = free_port()
+    log = (root / "agent.log").open("wb")
+    agent = subprocess.Popen(
+        [*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--server", plane.url,
+         "--region", "eu", "--name", "eu-host-1", "--ingress-port", str(ingress_port),
+         "--port-range", "30000-30999", "--stop-services-on-exit"],
+        env={**plane.env, "TENANTRY_ENROLL_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(h["name"] == "eu-host-1" and h["state"] == "online"
+                      for h in plane.cli_json("host", "list")):
+            assert agent.poll() is None, (root / "agent.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        # The token was for one enrollment only.
+        again = plane.api().post("/agent/enroll", json={
+            "token": token, "name": "eu-host-2", "region": "eu", "ingress_port": 1234})
+        assert again.status_code == 401
+
+        created = plane.cli_json("platform", "create", isv, "--tenant", "t1", "--region", "eu",
+                                 "--app", "bodyshop@1.0.0", "--wait")
+        assert (created["region"], created["host"]) == ("eu", "eu-host-1")
+        assert created["url"] == f"https://t1.{isv}.localhost:{ingress_port}/"
+        assert (root / "agent" / "platforms" / created["id"]).is_dir()
+        probe = ControlPlaneProcess(data_dir=plane.data_dir, listen_port=plane.listen_port,
+                                    ingress_port=ingress_port)
+        assert probe.https(f"t1.{isv}.localhost", "/health").status_code == 200
+        assert plane.cli_json("platform", "list", "--region", "eu")[0]["id"] == created["id"]
+
+        # --plan on a converged host has nothing to do.
+        plan = subprocess.run([*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--plan"],
+                              env=plane.env, capture_output=True, text=True, timeout=60)
+        assert plan.returncode == 0, plan.stderr
+        assert plan.stdout.strip() == ""
+        assert "converged" in plan.stderr
+
+        plane.cli("platform", "destroy", created["id"], "--wait")
+        assert not (root / "agent" / "platforms" / created["id"]).exists()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_region_without_hosts_is_refused(plane: ControlPlaneProcess, isv: str) -> None:
+    before = plane.cli_json("platform", "list", "--isv", isv)
+    done = plane.cli("platform", "create", isv, "--tenant", "t1", "--region", "mars",
+                     "--app", "bodyshop@1.0.0", check=False)
+    assert done.returncode == 3
+    assert "region" in done.stderr
+    assert plane.cli_json("platform", "list", "--isv", isv) == before
+
+
