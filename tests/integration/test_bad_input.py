@@ -9,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, make_isv, short_tmp
 
 pytestmark = pytest.mark.slow
