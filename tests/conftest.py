@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -39,12 +40,39 @@ def short_tmp(prefix: str) -> Path:
     return path
 
 
+_BLOCKS = Path(tempfile.gettempdir()) / "tenantry-test-port-blocks"
+
+
+def port_block(size: int = 400) -> tuple[int, int]:
+    """A block of platform ports no other test control plane on this machine is using.
+
+    Held by an flock for the life of this process, so concurrent test runs (and the
+    control planes inside one run) never hand out the same port twice.
+    """
+    _BLOCKS.mkdir(exist_ok=True)
+    for i in range(25):
+        fh = (_BLOCKS / f"{i}.lock").open("w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        _HELD.append(fh)
+        low = 20000 + i * size
+        return low, low + size - 1
+    raise RuntimeError("no free port block for a test control plane")
+
+
+_HELD: list[Any] = []
+
+
 @dataclass
 class ControlPlaneProcess:
     data_dir: Path
     listen_port: int
     ingress_port: int
     process: subprocess.Popen[bytes] | None = None
+    port_range: tuple[int, int] = field(default_factory=port_block)
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,7 +97,8 @@ class ControlPlaneProcess:
         out = self.log.open("ab")
         self.process = subprocess.Popen(
             [*TENANTRY, "up", "--listen", f"127.0.0.1:{self.listen_port}",
-             "--ingress-port", str(self.ingress_port), *extra],
+             "--ingress-port", str(self.ingress_port),
+             "--port-range", "{}-{}".format(*self.port_range), *extra],
             stdout=out, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL,
             start_new_session=True)
         out.close()

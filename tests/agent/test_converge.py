@@ -128,3 +128,13 @@ def test_secrets_never_show_in_a_plan_or_a_spec_repr(fx: converge.Effects) -> No
     text = " ".join(plan(fx, p, facts(fx, p)))
     spec = converge.slot_programs(fx.paths, p, "a", p["slots"]["a"])[0]
     assert "pw" not in text.split() and "pw@" not in repr(spec)
+
+
+def test_a_port_another_program_holds_is_reported_not_fought_over(
+        fx: converge.Effects) -> None:
+    p = desired()
+    f = facts(fx, p, programs="db", built=True, migrations={"m7": "ok"}, marker=True,
+              home=True)
+    f.taken_ports = {21001}
+    assert plan(fx, p, f) == []
+    assert converge.report_platform(p, f, fx.paths, None, None)["conflicts"] == [21001]

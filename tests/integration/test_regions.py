@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, short_tmp
+from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, port_block, short_tmp
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
     agent = subprocess.Popen(
         [*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--server", plane.url,
          "--region", "eu", "--name", "eu-host-1", "--ingress-port", str(ingress_port),
-         "--port-range", "30000-30999", "--stop-services-on-exit"],
+         "--port-range", "{}-{}".format(*port_block()), "--stop-services-on-exit"],
         env={**plane.env, "TENANTRY_ENROLL_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tenantry.agent import ingress, pgcluster, releases, unixusers
+from tenantry.agent import ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core.crypto import write_private
 
@@ -97,6 +97,7 @@ class PlatformFacts:
     healthy_ports: set[int]
     user_exists: bool
     dir_exists: bool
+    taken_ports: set[int] = field(default_factory=set)  # ours on paper, held by another program
 
 
 def unix_user(pid: str) -> str | None:
@@ -189,9 +190,21 @@ def observe_platform(paths: HostPaths, p: dict[str, Any],
         built=built,
         migrations=read_migrations(paths, pid),
         healthy_ports=healthy,
+        taken_ports=_taken_ports(p, mine),
         user_exists=user is None or _user_exists(user),
         dir_exists=root.exists(),
     )
+
+
+def _taken_ports(p: dict[str, Any], mine: dict[str, ProgramStatus]) -> set[int]:
+    """Ports of this platform that something else listens on: its own program is not up."""
+    wanted: dict[int, str] = {int(p["database"]["port"]): f"{p['id']}-db"}
+    for slot, info in p.get("slots", {}).items():
+        for i, port in enumerate(info["ports"]):
+            wanted[int(port)] = f"{p['id']}-{slot}-web-{i}"
+    listening = ports.listening_ports()
+    return {port for port, name in wanted.items() if port in listening and (
+        mine.get(name) is None or mine[name].state not in ("RUNNING", "STARTING", "STOPPING"))}
 
 
 def _user_exists(name: str) -> bool:
@@ -308,7 +321,8 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
     dbspec = db_program(fx.paths, p)
     running = bool(p.get("running"))
     current_db = facts.programs.get(dbspec.name)
-    if running:
+    db_blocked = int(p["database"]["port"]) in facts.taken_ports
+    if running and not db_blocked:
         if current_db is None or current_db.digest != dbspec.digest() or \
                 current_db.state not in ("RUNNING", "STARTING"):
             actions.append(Action(f"{pid}: run PostgreSQL", lambda: fx.services.put(dbspec)))
@@ -336,6 +350,8 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
             wanted[spec.name] = spec
             if not (running and info.get("running", True)):
                 continue
+            if int(spec.environment.get("PORT", "0")) in facts.taken_ports:
+                continue  # reported as a conflict; the control plane hands out another port
             current = facts.programs.get(spec.name)
             # FATAL stays FATAL: restarting it here would hide a broken release from the job.
             if current is None or current.digest != spec.digest() or current.state in (
@@ -393,7 +409,7 @@ def report_platform(p: dict[str, Any], facts: PlatformFacts, paths: HostPaths,
             detail = _log_tail(paths.platform(p["id"]) / "logs", names)
         slots[slot] = {"state": state, "healthy": bool(ports) and set(ports) <= facts.healthy_ports,
                        "detail": detail}
-    return {"gen": p["gen"], "database": database,
+    return {"gen": p["gen"], "database": database, "conflicts": sorted(facts.taken_ports),
             "releases": {rid: "built" for rid in facts.built},
             "migrations": facts.migrations, "slots": slots, "route_slot": route_slot,
             "absent": False, "error": error}

@@ -24,6 +24,15 @@ def _logging() -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+def parse_port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or not (
+            1024 <= int(low) < int(high) <= 65535):
+        raise InvalidInput("port range must be MIN-MAX within 1024-65535, e.g. 20000-29999",
+                           field="port_range")
+    return int(low), int(high)
+
+
 @app.command("up")
 @handle_errors
 def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is kept.")] = None,
@@ -31,13 +40,17 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
                                                   "(default 127.0.0.1:8080).")] = None,
        ingress_port: Annotated[int | None, typer.Option(help="HTTPS port of the platforms "
                                                         "(default 8443).")] = None,
+       port_range: Annotated[str | None, typer.Option(
+           help="Ports the local host hands to platforms, MIN-MAX (default 20000-29999).")]
+       = None,
        demo: Annotated[bool, typer.Option("--demo", help="Create a demo ISV with two "
                                           "platforms.")] = False) -> None:
     """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
     from tenantry.core.up import ControlPlane
 
     settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port)
-    plane = ControlPlane(settings=settings, demo=demo)
+    plane = ControlPlane(settings=settings, demo=demo,
+                         port_range=parse_port_range(port_range or "20000-29999"))
     plane.preflight()
     stop_requested = False
 
@@ -91,14 +104,12 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
     """Run the host agent: enroll once, then converge this host to its desired state."""
     from tenantry.agent.main import Agent, AgentOptions, run_agent
 
-    low, sep, high = port_range.partition("-")
-    if not sep or not low.isdigit() or not high.isdigit():
-        raise InvalidInput("port range must be MIN-MAX, e.g. 20000-29999", field="port_range")
+    low, high = parse_port_range(port_range)
     if server is not None and not server.startswith(("http://", "https://")):
         raise InvalidInput("server must be an http(s):// URL", field="server")
     options = AgentOptions(data_dir=data_dir.absolute(), server=server,
                            enroll_token=enroll_token or None, region=region, name=name,
-                           ingress_port=ingress_port, port_min=int(low), port_max=int(high),
+                           ingress_port=ingress_port, port_min=low, port_max=high,
                            stop_services_on_exit=stop_services_on_exit)
     _logging()
     if plan:

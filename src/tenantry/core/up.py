@@ -101,6 +101,7 @@ class Child:
 class ControlPlane:
     settings: Settings
     demo: bool = False
+    port_range: tuple[int, int] = (20000, 29999)
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -173,7 +174,8 @@ class ControlPlane:
         common = ["--data-dir", str(self.data_dir)]
         agent = ["agent", "--data-dir", str(self.data_dir / "agent"), "--server", self.api_url,
                  "--region", "local", "--name", "local",
-                 "--ingress-port", str(self.settings.ingress_port), "--stop-services-on-exit"]
+                 "--ingress-port", str(self.settings.ingress_port),
+                 "--port-range", "{}-{}".format(*self.port_range), "--stop-services-on-exit"]
         self.children = [
             Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen),
                   logs / "api.log"),

@@ -20,7 +20,7 @@ from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, StepContext, StepFailed, register
 from tenantry.platforms.hosts import bump
 from tenantry.platforms.models import Platform, Release
-from tenantry.platforms.placement import allocate_ports, release_ports
+from tenantry.platforms.placement import allocate_ports, move_port, release_ports
 
 WAIT_TIMEOUT = 180.0
 POLL = 0.15
@@ -45,13 +45,42 @@ def _wait(ctx: StepContext, what: str, check: Callable[[dict[str, Any], dict[str
             if platform is None:
                 raise StepFailed("the platform no longer exists")
             observed, runtime = platform.observed or {}, platform.runtime
-        if int(observed.get("gen", 0)) >= int(runtime.get("gen", 0)) and check(observed, runtime):
+        current = int(observed.get("gen", 0)) >= int(runtime.get("gen", 0))
+        if current and observed.get("conflicts"):
+            _move_ports(ctx, [int(p) for p in observed["conflicts"]])
+            continue
+        if current and check(observed, runtime):
             return
         last_error = observed.get("error") or last_error
         if time.monotonic() > deadline:
             hint = f" (agent says: {last_error})" if last_error else ""
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
         time.sleep(POLL)
+
+
+def _move_ports(ctx: StepContext, taken: list[int]) -> None:
+    """Another program took ports we handed out: give the platform new ones instead."""
+    with ctx.runtime.sessions() as session:
+        platform = _load(session, ctx)
+        assert platform.host is not None
+        rt = dict(platform.runtime)
+        if int(rt["db"]["port"]) in taken:
+            rt["db"] = {**rt["db"], "port": move_port(session, platform.host, platform.id,
+                                                        int(rt["db"]["port"]), "db", taken)}
+        slots = {}
+        for name, slot in rt.get("slots", {}).items():
+            new_ports = [move_port(session, platform.host, platform.id, int(port),
+                                   f"slot-{name}", taken) if int(port) in taken else port
+                         for port in slot["ports"]]
+            slots[name] = {**slot, "ports": new_ports}
+        rt["slots"] = slots
+        platform.runtime = rt
+        bump(session, platform)
+        emit(session, "PORTS_MOVED", f"{platform.isv.name}/{platform.name}: ports "
+             f"{', '.join(map(str, taken))} were taken by another program; moved",
+             isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
+             job_id=ctx.job_id)
+        session.commit()
 
 
 def _release_state(rid: str) -> Callable[[dict[str, Any], dict[str, Any]], bool]:

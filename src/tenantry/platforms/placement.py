@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -39,13 +41,14 @@ def place(session: Session, platform: Platform) -> None:
 
 
 def allocate_ports(session: Session, host: Host, platform_id: str, purpose: str,
-                   count: int) -> list[int]:
+                   count: int, avoid: Collection[int] = ()) -> list[int]:
     """The lowest free ports of the host's range; an advisory lock serialises allocators."""
     session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:a))"), {"a": host.address})
     taken = set(session.scalars(select(PortAllocation.port)
                                 .where(PortAllocation.address == host.address)))
     # Ports the agent saw held by other programs on the machine are not ours to give.
     taken.update(int(p) for p in host.observed.get("busy_ports", []))
+    taken.update(avoid)
     ports: list[int] = []
     for port in range(host.port_min, host.port_max + 1):
         if port not in taken:
@@ -57,6 +60,15 @@ def allocate_ports(session: Session, host: Host, platform_id: str, purpose: str,
                 return ports
     raise Unavailable(f"host {host.name} has no free ports left in "
                       f"{host.port_min}-{host.port_max}")
+
+
+def move_port(session: Session, host: Host, platform_id: str, port: int, purpose: str,
+              avoid: Collection[int]) -> int:
+    """Swap one allocated port for a fresh one; the old one stays reserved as unusable."""
+    row = session.get(PortAllocation, (host.address, port))
+    if row is not None:
+        row.purpose, row.note = "taken", "held by another program on the host"
+    return allocate_ports(session, host, platform_id, purpose, 1, avoid)[0]
 
 
 def release_ports(session: Session, platform_id: str, purpose: str) -> None:
