@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import ControlPlaneProcess
 
 pytestmark = pytest.mark.slow
