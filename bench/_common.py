@@ -11,9 +11,7 @@ import datetime as dt
 import json
 import os
 import platform as pyplatform
-import random
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -149,46 +147,12 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 # ---------------------------------------------------------------- control plane
 
 def start_plane(root: Path, timeout: float = 120) -> ControlPlaneProcess:
+    # The platform ports come from a block no other control plane on the machine uses
+    # (tests.conftest.port_block), so parallel runs never collide.
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
                              ingress_port=free_port())
     cp.start(timeout=timeout)
     return cp
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def isolate_ports(cp: ControlPlaneProcess, size: int = 400) -> str:
-    """Move this host's platform port range to a block where nothing listens.
-
-    Bench isolation, not a tuning: every `tenantry up` hands out platform ports from
-    20000 up and placement only checks its own store, not the OS, so a second control plane
-    on the same machine (another engineer's run) gets ports that are already bound and its
-    first platform's PostgreSQL fails with "Address already in use". The agent's range is
-    fixed at enrollment and `tenantry up` has no option for it, so the bench rewrites the
-    enrolled host row in the control-plane store before creating anything.
-    """
-    import psycopg
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(21000, 32000 - size, 100)
-        if all(_port_free(p) for p in range(base, base + size)):
-            break
-    else:
-        raise RuntimeError("no free block of ports for the platforms")
-    sock = cp.data_dir / "controlplane" / "run"
-    with psycopg.connect(host=str(sock), user="tenantry", dbname="tenantry",
-                         autocommit=True) as conn:
-        conn.execute("UPDATE hosts SET port_min = %s, port_max = %s",
-                     (base, base + size - 1))
-    return f"{base}-{base + size - 1}"
 
 
 def setup_isv(cp: ControlPlaneProcess, root: Path) -> None:

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     append_report,
     create_platform,
-    isolate_ports,
     log_tail,
     machine_facts,
     md_table,
@@ -146,10 +145,6 @@ def main() -> int:
             notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "
                          "machine at the same time (other people's work): the machine-wide "
                          "memory figures include whatever they did meanwhile")
-        ports = isolate_ports(cp)
-        notes.append(f"platform ports moved to {ports} in the store after enrollment "
-                     "(bench/_common.py: isolate_ports): another control plane on this "
-                     "machine may hold 20000+, and placement does not check ports in use")
         setup_isv(cp, root)
         # warm-up platform builds the release virtualenv; it is measured like the others
         time.sleep(5)

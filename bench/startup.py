@@ -33,7 +33,6 @@ from _common import (  # noqa: E402
     append_report,
     create_platform,
     fmt,
-    isolate_ports,
     log_tail,
     machine_facts,
     md_table,
@@ -113,10 +112,6 @@ def main() -> int:
         if others:
             notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "
                          "machine at the same time (other people's work), sharing the CPUs")
-        ports = isolate_ports(cp)
-        notes.append(f"platform ports moved to {ports} in the store after enrollment "
-                     "(bench/_common.py: isolate_ports): another control plane on this "
-                     "machine may hold 20000+, and placement does not check ports in use")
         setup_isv(cp, root)
         hosts = []
         for i in range(args.platforms):

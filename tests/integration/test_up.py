@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.conftest import ControlPlaneProcess
 
@@ -60,8 +61,8 @@ def test_demo_then_clean_stop_then_everything_back(own_plane: ControlPlaneProces
             if all(plane.https(f"{t}.bms.localhost", "/health").status_code == 200
                    for t in ("lbh", "dlg")):
                 break
-        except Exception:  # noqa: BLE001 - still coming up
-            pass
+        except httpx.HTTPError:
+            pass  # still coming up
         time.sleep(0.5)
     else:
         raise AssertionError("the demo platforms did not come back")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -162,14 +161,3 @@ def test_missing_things_are_html_404s(admin: httpx.Client) -> None:
         answer = admin.get(path)
         assert answer.status_code == 404, path
         assert answer.headers["content-type"].startswith("text/html")
-
-
-def test_pages_are_fast(admin: httpx.Client) -> None:
-    for path in ("/", "/jobs", "/events", "/platforms/new"):
-        admin.get(path)
-        took = []
-        for _ in range(5):
-            start = time.perf_counter()
-            assert admin.get(path).status_code == 200
-            took.append(time.perf_counter() - start)
-        assert sorted(took)[2] < 0.1, (path, took)
