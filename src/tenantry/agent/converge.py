@@ -69,12 +69,15 @@ class HostPaths:
 
     def socket_dir(self, pid: str) -> Path:
         """Unix socket paths are short (108 bytes): keep them under the temp dir."""
+        return self.sockets / pid
+
+    @property
+    def sockets(self) -> Path:
         tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
-        return Path(tempfile.gettempdir()) / f"tnt-{tag}" / pid
+        return Path(tempfile.gettempdir()) / f"tnt-{tag}"
 
     def ingress_admin(self) -> str:
-        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
-        return f"unix/{Path(tempfile.gettempdir()) / f'tnt-{tag}' / 'caddy-admin.sock'}"
+        return f"unix/{self.sockets / 'caddy-admin.sock'}"
 
     def prepare(self) -> None:
         for d in (self.root, self.platforms, self.releases, self.bundles, self.ingress):
@@ -82,7 +85,7 @@ class HostPaths:
         # Platform users must be able to walk to their own directory and to the releases.
         for d in (self.root, self.platforms, self.releases):
             d.chmod(0o711 if d != self.releases else 0o755)
-        Path(self.ingress_admin()[len("unix/"):]).parent.mkdir(mode=0o711, exist_ok=True)
+        self.sockets.mkdir(mode=0o711, exist_ok=True)
 
 
 @dataclass
@@ -185,7 +188,9 @@ def observe_platform(paths: HostPaths, p: dict[str, Any],
     user = unix_user(pid)
     return PlatformFacts(
         programs=mine,
-        cluster_initialized=(root / "pgdata" / "PG_VERSION").exists(),
+        # The socket dir lives under /tmp, which may be wiped (a reboot, our own clean stop).
+        cluster_initialized=(root / "pgdata" / "PG_VERSION").exists()
+        and paths.socket_dir(pid).is_dir(),
         database_marker=marker.read_text() if marker.exists() else None,
         built=built,
         migrations=read_migrations(paths, pid),

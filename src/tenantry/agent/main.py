@@ -9,11 +9,13 @@ control plane answers again.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +32,8 @@ from tenantry.core.errors import TenantryError, Unavailable
 
 log = logging.getLogger("tenantry.agent")
 
-IDLE_WAIT = 2.0  # long-poll when everything is converged; also the health-report period
+IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
+RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
 
 
 @dataclass
@@ -47,11 +50,18 @@ class AgentOptions:
 
 
 class _Serialized(ServiceManager):
-    """Platforms converge in parallel threads; the service manager sees one call at a time."""
+    """Platforms converge in parallel threads; the service manager sees one call at a time.
+
+    Observations are shared for a moment (OBSERVE_TTL) between the threads, since asking
+    supervisord costs more the more programs it runs; any change invalidates them.
+    """
+
+    OBSERVE_TTL = 0.3
 
     def __init__(self, inner: ServiceManager) -> None:
         self._inner = inner
         self._lock = threading.RLock()
+        self._seen: tuple[float, dict[str, ProgramStatus]] | None = None
 
     def ensure_started(self) -> None:
         with self._lock:
@@ -59,27 +69,31 @@ class _Serialized(ServiceManager):
 
     def observe(self) -> dict[str, ProgramStatus]:
         with self._lock:
-            return self._inner.observe()
+            if self._seen is not None and time.monotonic() - self._seen[0] < self.OBSERVE_TTL:
+                return dict(self._seen[1])
+            result = self._inner.observe()
+            self._seen = (time.monotonic(), result)
+            return dict(result)
+
+    def _change(self, method: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._seen = None
+            method(*args)
 
     def put(self, spec: ProgramSpec) -> None:
-        with self._lock:
-            self._inner.put(spec)
+        self._change(self._inner.put, spec)
 
     def start(self, name: str) -> None:
-        with self._lock:
-            self._inner.start(name)
+        self._change(self._inner.start, name)
 
     def stop(self, name: str) -> None:
-        with self._lock:
-            self._inner.stop(name)
+        self._change(self._inner.stop, name)
 
     def remove(self, name: str) -> None:
-        with self._lock:
-            self._inner.remove(name)
+        self._change(self._inner.remove, name)
 
     def shutdown(self) -> None:
-        with self._lock:
-            self._inner.shutdown()
+        self._change(self._inner.shutdown)
 
 
 class Agent:
@@ -89,6 +103,11 @@ class Agent:
         self.services = _Serialized(services or SupervisordManager(self.paths.services))
         self._loaded_hosts: frozenset[str] = frozenset()
         self._last_reports: dict[str, Any] = {}
+        self._inflight: dict[str, Future[None]] = {}
+        self._checked: dict[str, float] = {}
+        self._heartbeat_at = 0.0
+        self._ingress_error: str | None = None
+        self._ours: set[int] = set()
         self.stopping = threading.Event()
         self._client: ControlPlaneClient | None = None
         self._caddy = ingress.CaddyAdmin(self.paths.ingress_admin())
@@ -132,10 +151,10 @@ class Agent:
         assert self._client is not None
         return converge.Effects(self.paths, self.services, self._client.download_bundle)
 
-    def _plan_orphans(self, desired: dict[str, Any],
-                      programs: dict[str, Any]) -> list[converge.Action]:
-        """Processes and directories of platforms the control plane no longer knows."""
-        known = {p["id"] for p in desired["platforms"]}
+    def _plan_orphans(self, desired: dict[str, Any], programs: dict[str, Any],
+                      busy: Collection[str] = ()) -> list[converge.Action]:
+        """Processes of platforms the control plane no longer knows."""
+        known = {p["id"] for p in desired["platforms"]} | set(busy)
         actions = []
         for name in sorted(programs):
             if name != converge.INGRESS_PROGRAM and name.split("-", 1)[0] not in known:
@@ -199,48 +218,64 @@ class Agent:
         route_slots = {r.hostname for r in routes}
         self._loaded_hosts = frozenset(route_slots)
 
-    def run_once(self, desired: dict[str, Any]) -> bool:
-        """Converge everything once and report; True when nothing was left to do."""
-        assert self._client is not None
-        fx = self._effects()
-        platforms = desired["platforms"]
-        ingress_error = None
+    def tick(self, desired: dict[str, Any]) -> bool:
+        """Start converging every platform that needs it; True when all are settled.
+
+        Platforms converge in their own threads and report the moment they are done, so
+        a new platform never waits for a slow neighbour, nor for the pass before it.
+        """
+        platforms = {p["id"]: p for p in desired["platforms"]}
+        self._ours = {port for p in platforms.values() for port in _platform_ports(p)}
         try:
             self.converge_ingress(desired)
+            self._ingress_error = None
         except (TenantryError, OSError, httpx.HTTPError) as exc:
-            ingress_error = str(exc)
+            self._ingress_error = str(exc)
             log.warning("ingress: %s", exc)
-        reports: dict[str, Any] = {}
-        ours = {int(port) for p in platforms for port in _platform_ports(p)}
-        futures = {self._pool.submit(self.converge_platform, p, fx): p["id"] for p in platforms}
-        # Each platform is reported as soon as it is done: a job waiting on one platform
-        # must not wait for the slowest of its neighbours.
-        for future in as_completed(futures):
-            pid = futures[future]
-            reports[pid] = future.result()
-            if self._last_reports.get(pid) != reports[pid]:
-                self._report({pid: reports[pid]}, ingress_error, ours)
-        # Routes whose slots just became ready are loaded now, not a whole pass later.
-        if ingress_error is None:
-            try:
-                self.converge_ingress(desired)
-                for p in platforms:
-                    reports[p["id"]]["route_slot"] = self._route_slot(p)
-            except (TenantryError, OSError, httpx.HTTPError) as exc:
-                ingress_error = str(exc)
-        for action in self._plan_orphans(desired, self.services.observe()):
+        fx = self._effects()
+        now = time.monotonic()
+        for pid, p in platforms.items():
+            running = self._inflight.get(pid)
+            if running is not None and not running.done():
+                continue
+            last = self._last_reports.get(pid)
+            fresh = (last is not None and last.get("gen") == p["gen"]
+                     and _settled(p, last) and now - self._checked.get(pid, 0) < RECHECK)
+            if not fresh:
+                self._checked[pid] = now
+                self._inflight[pid] = self._pool.submit(self._converge_and_report, p, fx)
+        for pid in list(self._inflight):
+            if pid not in platforms and self._inflight[pid].done():
+                del self._inflight[pid]
+                self._last_reports.pop(pid, None)
+        busy = {pid for pid, f in self._inflight.items() if not f.done()}
+        for action in self._plan_orphans(desired, self.services.observe(), busy):
             log.info("%s", action.description)
             action.run()
-        self._report(reports, ingress_error, ours)
-        self._last_reports = reports
-        return all(_settled(p, reports[p["id"]]) for p in platforms) and ingress_error is None
+        if now - self._heartbeat_at >= IDLE_WAIT:
+            self._heartbeat_at = now
+            self._report({pid: r for pid, r in self._last_reports.items() if pid in platforms})
+        return not busy and self._ingress_error is None and all(
+            _settled(p, self._last_reports.get(pid, {})) for pid, p in platforms.items())
 
-    def _report(self, reports: dict[str, Any], ingress_error: str | None,
-                ours: set[int]) -> None:
+    def _converge_and_report(self, p: dict[str, Any], fx: converge.Effects) -> None:
+        try:
+            report = self.converge_platform(p, fx)
+        except Exception as exc:  # a bug must not kill the agent: report it
+            log.error("converging %s crashed:\n%s", p["id"], traceback.format_exc())
+            report = {"gen": p["gen"], "error": f"{type(exc).__name__}: {exc}"}
+        if self._last_reports.get(p["id"]) != report:
+            self._last_reports[p["id"]] = report
+            try:
+                self._report({p["id"]: report})
+            except (httpx.HTTPError, TenantryError) as exc:
+                log.warning("report failed (%s); it goes with the next heartbeat", exc)
+
+    def _report(self, reports: dict[str, Any]) -> None:
         assert self._client is not None
-        self._client.report({"platforms": reports, "ingress_error": ingress_error,
+        self._client.report({"platforms": reports, "ingress_error": self._ingress_error,
                              "busy_ports": busy_ports(self.options.port_min,
-                                                      self.options.port_max, ours),
+                                                      self.options.port_max, self._ours),
                              "agent_time": time.time()})
 
     # ------------------------------------------------------------ the loop
@@ -253,12 +288,10 @@ class Agent:
         while not self.stopping.is_set():
             try:
                 desired = client.desired(generation=generation,
-                                         wait=IDLE_WAIT if settled else 0)
+                                         wait=IDLE_WAIT if settled else 0.25)
                 generation = int(desired["generation"])
-                settled = self.run_once(desired)
+                settled = self.tick(desired)
                 backoff = 0.5
-                if not settled:
-                    self.stopping.wait(0.2)
             except (httpx.HTTPError, Unavailable) as exc:
                 log.warning("control plane unreachable (%s); services keep running", exc)
                 settled = False
@@ -269,6 +302,7 @@ class Agent:
         if self.options.stop_services_on_exit:
             log.info("stopping every service on this host")
             self.services.shutdown()
+            shutil.rmtree(self.paths.sockets, ignore_errors=True)
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
