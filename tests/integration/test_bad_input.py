@@ -138,4 +138,10 @@ def test_up_refuses_bad_settings_before_starting_anything(plane: ControlPlanePro
     assert done.returncode == 2 and "(listen)" in done.stderr
     done = up("--data-dir", "/proc/tenantry-cannot-be-here")
     assert done.returncode == 2 and "(data_dir)" in done.stderr
+    no_caddy = subprocess.run([*TENANTRY, "up", "--listen", f"127.0.0.1:{free_port()}"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**plane.env, "TENANTRY_DATA_DIR": str(root / "d"),
+                                   "PATH": str(root)})
+    assert no_caddy.returncode == 1
+    assert "install the Debian package caddy" in no_caddy.stderr
     assert not (root / "d" / "controlplane").exists()

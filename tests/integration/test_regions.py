@@ -55,6 +55,15 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
 
         plane.cli("platform", "destroy", created["id"], "--wait")
         assert not (root / "agent" / "platforms" / created["id"]).exists()
+
+        # A host that stops reporting goes offline, and comes back when its agent does.
+        agent.kill()
+        agent.wait()
+        wait_event(plane, "HOST_OFFLINE", timeout=60)
+        agent = subprocess.Popen(
+            [*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--stop-services-on-exit"],
+            env=plane.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_event(plane, "HOST_ONLINE", timeout=60)
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
@@ -63,6 +72,16 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
             agent.kill()
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_event(plane: ControlPlaneProcess, kind: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e["kind"] == kind and "eu-host-1" in e["message"]
+               for e in plane.cli_json("events", "--limit", "50")):
+            return
+        time.sleep(1)
+    raise AssertionError(f"no {kind} event for eu-host-1 within {timeout} s")
 
 
 def test_region_without_hosts_is_refused(plane: ControlPlaneProcess, isv: str) -> None:
