@@ -11,6 +11,10 @@ from tenantry.core.runtime import Runtime
 
 def create_app(runtime: Runtime) -> FastAPI:
     import tenantry.platforms.jobs  # noqa: F401  (registers the job kinds the API queues)
+    from tenantry.access.api import router as access_router
+    from tenantry.access.audit.api import router as audit_router
+    from tenantry.access.keys.api import router as keys_router
+    from tenantry.access.ssh.api import router as ssh_router
     from tenantry.platforms.agent_api import router as agent_router
     from tenantry.platforms.api import router as platforms_router
     from tenantry.portal.pages import mount as mount_portal
@@ -21,6 +25,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     app.include_router(platforms_router, prefix="/api/v1")
     app.include_router(agent_router, prefix="/api/v1")
+    for router in (access_router, audit_router, ssh_router, keys_router):
+        app.include_router(router, prefix="/api/v1")
 
     @app.get("/api/v1/health", tags=["meta"])
     def health() -> dict[str, str]:

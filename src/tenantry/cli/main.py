@@ -25,8 +25,15 @@ platform_app = typer.Typer(help="Platforms: an app release with its own database
                            "over HTTPS.", no_args_is_help=True)
 job_app = typer.Typer(help="Jobs: the long operations and their steps.", no_args_is_help=True)
 host_app = typer.Typer(help="Hosts and their agents.", no_args_is_help=True)
-for sub, name in ((isv_app, "isv"), (tenant_app, "tenant"), (app_app, "app"),
-                  (platform_app, "platform"), (job_app, "job"), (host_app, "host")):
+from tenantry.access.audit.cli import app as audit_app  # noqa: E402
+from tenantry.access.cli import token_app, user_app  # noqa: E402
+from tenantry.access.keys.cli import app as secrets_app  # noqa: E402
+from tenantry.access.ssh.cli import app as ssh_app  # noqa: E402
+
+for sub, name in ((user_app, "user"), (token_app, "token"), (audit_app, "audit"),
+                  (ssh_app, "ssh"), (secrets_app, "secrets"), (isv_app, "isv"),
+                  (tenant_app, "tenant"), (app_app, "app"), (platform_app, "platform"),
+                  (job_app, "job"), (host_app, "host")):
     app.add_typer(sub, name=name)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object, or an array).")]
@@ -186,10 +193,13 @@ def platform_create(
         = None,
         region: Annotated[str | None, typer.Option(help="Region to place it in.")] = None,
         size: Annotated[str, typer.Option(help="s, m or l")] = "s",
+        service_level: Annotated[str, typer.Option(
+            help="hands-off (only the provider manages hosts) or hands-on")] = "hands-off",
         wait: WaitOpt = False, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Create a platform: database, app processes and HTTPS route, by a durable job."""
     client = _client(data_dir)
-    body = {"tenants": tenant, "app": app_ref, "name": name, "region": region, "size": size}
+    body = {"tenants": tenant, "app": app_ref, "name": name, "region": region, "size": size,
+            "service_level": service_level}
     _accepted(client, client.post(f"/isvs/{_seg(isv)}/platforms", body), wait, json_)
 
 

@@ -113,6 +113,9 @@ class Platform(Base):
     isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(40))
     size: Mapped[str] = mapped_column(String(2), default="s")
+    # hands-off: only the provider manages the hosts; hands-on: the ISV's operators may too
+    service_level: Mapped[str] = mapped_column(String(10), default="hands-off",
+                                               server_default="hands-off")
     state: Mapped[str] = mapped_column(String(20), default="creating")
     region_id: Mapped[str] = mapped_column(ForeignKey("regions.id"))
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"))

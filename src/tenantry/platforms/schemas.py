@@ -41,6 +41,7 @@ class PlatformCreate(_In):
     name: str | None = None
     region: str | None = None
     size: Literal["s", "m", "l"] = "s"
+    service_level: Literal["hands-off", "hands-on"] = "hands-off"
 
     @field_validator("tenants")
     @classmethod
@@ -113,6 +114,7 @@ class PlatformPublic(BaseModel):
     release: str
     previous_release: str | None
     size: str
+    service_level: str
     region: str
     host: str | None
     url: str

@@ -153,7 +153,7 @@ def platform_public(platform: Platform, domain: str) -> PlatformPublic:
         id=platform.id, isv=platform.isv.name, name=platform.name,
         tenants=[t.name for t in platform.tenants], state=platform.state,
         release=ref(platform.release) or "", previous_release=ref(platform.previous_release),
-        size=platform.size, region=platform.region.name,
+        size=platform.size, service_level=platform.service_level, region=platform.region.name,
         host=platform.host.name if platform.host else None,
         url=platform_url(platform, domain), error=platform.error,
         created_at=platform.created_at, updated_at=platform.updated_at)
@@ -215,7 +215,8 @@ def create_platform(*, session: Session, principal: Principal, isv: str, spec: P
                                                 Platform.name == name)):
         raise Conflict(f"platform {isv}/{name} exists already", field="name")
     region = _region(session, spec.region)
-    platform = Platform(id=new_id("p"), isv=owner, name=name, size=spec.size, region=region,
+    platform = Platform(id=new_id("p"), isv=owner, name=name, size=spec.size,
+                        service_level=spec.service_level, region=region,
                         release=release, tenants=tenants, state="creating",
                         db_password=secrets.encrypt(new_password()))
     session.add(platform)

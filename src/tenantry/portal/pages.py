@@ -8,13 +8,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from tenantry.access.audit import pages as audit_pages
 from tenantry.portal import activity_pages, auth_pages, platform_pages
 from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, error_page
 
 
 def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth_pages, platform_pages, activity_pages):
+    for module in (auth_pages, platform_pages, activity_pages, audit_pages):
         app.include_router(module.router)
 
     async def login_required(request: Request, exc: Exception) -> Response:

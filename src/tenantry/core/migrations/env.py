@@ -7,6 +7,14 @@ from alembic import context
 from tenantry.core.schema import metadata
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """procrastinate manages its own tables; autogenerate must never touch them."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+
+
+context.configure(connection=connection, target_metadata=metadata, compare_type=True,
+                  include_name=include_name)
 with context.begin_transaction():
     context.run_migrations()

@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: HMAC-chained entries, signed heads shipped offsite."""

@@ -1,0 +1,7 @@
+"""Portal pages of the audit log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,1 @@
+"""Secrets at rest (envelope encryption under the master key) and site certificates."""

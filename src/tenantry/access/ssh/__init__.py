@@ -1,0 +1,1 @@
+"""Operator access to hosts: an SSH certificate authority, sshd and sudo policy, firewall."""
