@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -104,6 +106,15 @@ def upstream(short_tmp: Path, free_port: Callable[[], int]) -> Iterator[int]:
          "--directory", str(site)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    deadline = time.monotonic() + 30  # the server may take a while to start on a busy machine
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     try:
         yield port
     finally:
