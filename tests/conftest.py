@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -74,6 +75,7 @@ class ControlPlaneProcess:
     process: subprocess.Popen[bytes] | None = None
     port_range: tuple[int, int] = field(default_factory=port_block)
     log: Path = field(init=False)
+    _admin: PortalAccount | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.log = self.data_dir.parent / f"{self.data_dir.name}-up.log"
@@ -126,6 +128,15 @@ class ControlPlaneProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def admin(self) -> PortalAccount:
+        """The bootstrap admin's portal account (first-login set-up done on first use)."""
+        if self._admin is None:
+            self._admin = PortalAccount(
+                "admin", (self.data_dir / "admin-password").read_text().strip())
+            with httpx.Client(base_url=self.url, timeout=30) as client:
+                assert portal_login(client, self._admin).status_code == 303
+        return self._admin
+
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=f"{self.url}/api/v1", timeout=30,
                             headers={"Authorization": f"Bearer {self.token}"})
@@ -163,6 +174,57 @@ class ControlPlaneProcess:
         if pg.exists():
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pg.read_text().splitlines()[0]), signal.SIGINT)
+
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+@dataclass
+class PortalAccount:
+    username: str
+    password: str
+    totp_secret: str | None = None
+
+    def code(self) -> str:
+        from tenantry.access import totp
+
+        assert self.totp_secret is not None
+        return totp.code_at(self.totp_secret, time.time())
+
+
+def portal_login(client: httpx.Client, account: PortalAccount) -> httpx.Response:
+    """Log in through the form; on a first login, choose a password and set up TOTP.
+
+    `account` is updated with the new password and the TOTP seed.
+    """
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={
+        "username": account.username, "password": account.password, "csrf": token,
+        "next": "/", "code": account.code() if account.totp_secret else ""})
+    if answer.status_code != 303:
+        return answer
+    setup = client.get("/account/setup")
+    if 'id="password-form"' in setup.text and "Before you go on" in setup.text:
+        new = f"{account.password}-{secrets.token_hex(4)}"
+        done = client.post("/account/password", data={
+            "current": account.password, "new": new, "csrf": csrf_of(setup.text)})
+        assert done.status_code == 303, done.text
+        account.password = new
+        setup = client.get("/account/setup")
+    if 'id="totp-form"' in setup.text and "Before you go on" in setup.text:
+        secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', setup.text)
+        assert secret, setup.text
+        account.totp_secret = secret.group(1)
+        done = client.post("/account/totp", data={"code": account.code(),
+                                                   "csrf": csrf_of(setup.text)})
+        assert done.status_code == 200 and "Recovery codes" in done.text, done.text
+    return answer
 
 
 def build_bodyshop(version: str, out: Path) -> Path:

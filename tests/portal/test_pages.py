@@ -8,22 +8,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.conftest import ControlPlaneProcess
+from tests.conftest import ControlPlaneProcess, PortalAccount, csrf_of, portal_login
 
 pytestmark = pytest.mark.slow
 HOSTILE = "<script>alert(1)</script>"
 
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def login(client: httpx.Client, password: str, user: str = "admin") -> httpx.Response:
+def login(client: httpx.Client, password: str, user: str = "admin",
+          code: str = "") -> httpx.Response:
     token = csrf_of(client.get("/login").text)
     return client.post("/login", data={"username": user, "password": password, "csrf": token,
-                                       "next": "/"})
+                                       "next": "/", "code": code})
 
 
 @pytest.fixture
@@ -34,9 +29,9 @@ def anon(plane: ControlPlaneProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def admin(plane: ControlPlaneProcess) -> Iterator[httpx.Client]:
-    password = (plane.data_dir / "admin-password").read_text().strip()
+    account = plane.admin()
     with httpx.Client(base_url=plane.url, timeout=30) as client:
-        answer = login(client, password)
+        answer = login(client, account.password, code=account.code())
         assert answer.status_code == 303, answer.text
         yield client
 
@@ -55,8 +50,8 @@ def test_pages_need_login(anon: httpx.Client) -> None:
 
 
 def test_login_cookie_and_logout(plane: ControlPlaneProcess, anon: httpx.Client) -> None:
-    password = (plane.data_dir / "admin-password").read_text().strip()
-    answer = login(anon, password)
+    account = plane.admin()
+    answer = login(anon, account.password, code=account.code())
     assert answer.status_code == 303 and answer.headers["location"] == "/"
     cookie = next(v for k, v in answer.headers.multi_items()
                   if k == "set-cookie" and v.startswith("tenantry_session="))
@@ -70,7 +65,7 @@ def test_login_cookie_and_logout(plane: ControlPlaneProcess, anon: httpx.Client)
 def test_bad_password_is_refused(anon: httpx.Client) -> None:
     answer = login(anon, "not-the-password")
     assert answer.status_code == 401
-    assert "wrong username or password" in answer.text
+    assert "wrong username, password or code" in answer.text
     assert "tenantry_session" not in answer.headers.get("set-cookie", "")
     assert login(anon, "x", user=HOSTILE).status_code == 401
 
@@ -78,7 +73,7 @@ def test_bad_password_is_refused(anon: httpx.Client) -> None:
 def test_posts_without_a_valid_csrf_token_are_refused(plane: ControlPlaneProcess,
                                                        anon: httpx.Client,
                                                        admin: httpx.Client) -> None:
-    password = (plane.data_dir / "admin-password").read_text().strip()
+    password = plane.admin().password
     anon.get("/login")
     assert anon.post("/login", data={"username": "admin", "password": password}).status_code == 403
     assert anon.post("/login", data={"username": "admin", "password": password,
@@ -161,3 +156,40 @@ def test_missing_things_are_html_404s(admin: httpx.Client) -> None:
         answer = admin.get(path)
         assert answer.status_code == 404, path
         assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_first_login_forces_a_new_password_and_a_second_factor(
+        plane: ControlPlaneProcess, anon: httpx.Client) -> None:
+    created = plane.cli_json("user", "create", "nocops", "--role", "provider-operator")
+    assert created["user"]["must_change_password"] is True
+    first = login(anon, created["password"], user="nocops")
+    assert first.status_code == 303
+    for path in ("/", "/jobs", "/events"):  # nothing opens before the set-up
+        answer = anon.get(path)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/account/setup")
+    setup = anon.get("/account/setup")
+    weak = anon.post("/account/password", data={"current": created["password"], "new": "short",
+                                                 "csrf": csrf_of(setup.text)})
+    assert weak.status_code == 422 and "new" in weak.text
+
+    account = PortalAccount("nocops", created["password"])
+    anon.cookies.clear()
+    assert portal_login(anon, account).status_code == 303
+    assert account.totp_secret is not None and account.password != created["password"]
+    assert anon.get("/").status_code == 200
+    # From now on the password alone is not enough, and the old one is gone.
+    with httpx.Client(base_url=plane.url, timeout=30) as fresh:
+        assert login(fresh, account.password, user="nocops").status_code == 401
+        assert login(fresh, created["password"], user="nocops",
+                     code=account.code()).status_code == 401
+        assert login(fresh, account.password, user="nocops",
+                     code=account.code()).status_code == 303
+
+
+def test_repeated_failures_lock_the_account(plane: ControlPlaneProcess,
+                                            anon: httpx.Client) -> None:
+    created = plane.cli_json("user", "create", "guessme", "--role", "provider-operator")
+    for _ in range(5):
+        assert login(anon, "wrong-guess", user="guessme").status_code == 401
+    # Locked: even the right password is refused now.
+    assert login(anon, created["password"], user="guessme").status_code == 401

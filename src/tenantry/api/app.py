@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from tenantry import __version__
+from tenantry.access.service import use_secret_box
 from tenantry.api import errors
 from tenantry.core.runtime import Runtime
 
@@ -13,6 +14,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     import tenantry.platforms.jobs  # noqa: F401  (registers the job kinds the API queues)
     from tenantry.access.api import router as access_router
     from tenantry.access.audit.api import router as audit_router
+    from tenantry.access.audit.middleware import install as install_audit
     from tenantry.access.keys.api import router as keys_router
     from tenantry.access.ssh.api import router as ssh_router
     from tenantry.platforms.agent_api import router as agent_router
@@ -22,6 +24,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="tenantry", version=__version__, openapi_url="/api/v1/openapi.json",
                   docs_url="/api/v1/docs", redoc_url=None)
     app.state.runtime = runtime
+    use_secret_box(runtime.secrets)
     errors.install(app)
     app.include_router(platforms_router, prefix="/api/v1")
     app.include_router(agent_router, prefix="/api/v1")
@@ -33,4 +36,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     mount_portal(app)
+    install_audit(app, runtime)  # records every mutating request in the audit log
     return app

@@ -33,7 +33,7 @@ def _platform_names(session: Session) -> dict[str, str]:
 
 def list_jobs(*, session: Session, principal: Principal, platform_id: str | None = None,
               state: str | None = None, limit: int = 50) -> list[JobPublic]:
-    query = scoped(select(Job), principal, "view", Job.isv_id)
+    query = scoped(select(Job), principal, "view", Job.isv_id, Job.platform_id)
     if platform_id:
         query = query.where(Job.platform_id == platform_id)
     if state:
@@ -44,7 +44,7 @@ def list_jobs(*, session: Session, principal: Principal, platform_id: str | None
 
 
 def get_job(*, session: Session, principal: Principal, job_id: int) -> JobPublic:
-    job = session.scalar(scoped(select(Job), principal, "view", Job.isv_id)
+    job = session.scalar(scoped(select(Job), principal, "view", Job.isv_id, Job.platform_id)
                          .where(Job.id == job_id))
     if job is None:
         raise NotFound(f"no job {job_id}", field="job")
@@ -54,7 +54,7 @@ def get_job(*, session: Session, principal: Principal, job_id: int) -> JobPublic
 def list_events(*, session: Session, principal: Principal, isv_id: str | None = None,
                 platform_id: str | None = None, after: int = 0,
                 limit: int = 100) -> list[EventPublic]:
-    query = scoped(select(Event), principal, "view", Event.isv_id)
+    query = scoped(select(Event), principal, "view", Event.isv_id, Event.platform_id)
     if not principal.is_provider:
         query = query.where(Event.isv_id.is_not(None))
     if isv_id:

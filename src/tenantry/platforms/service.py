@@ -162,7 +162,7 @@ def platform_public(platform: Platform, domain: str) -> PlatformPublic:
 def get_platform(session: Session, principal: Principal, ref: str,
                  action: str = "view") -> Platform:
     """A platform by `ISV/NAME` or by id; another ISV's platform does not exist for you."""
-    query = scoped(select(Platform).join(Isv), principal, action, Platform.isv_id)
+    query = scoped(select(Platform).join(Isv), principal, action, Platform.isv_id, Platform.id)
     if "/" in ref:
         isv_name, _, name = ref.partition("/")
         check_name(isv_name, field="platform")
@@ -180,7 +180,8 @@ def get_platform(session: Session, principal: Principal, ref: str,
 
 def list_platforms(*, session: Session, principal: Principal, filters: PlatformFilter,
                    domain: str) -> list[PlatformPublic]:
-    query = scoped(select(Platform).join(Isv).join(Region), principal, "view", Platform.isv_id)
+    query = scoped(select(Platform).join(Isv).join(Region), principal, "view", Platform.isv_id,
+                   Platform.id)
     if filters.isv:
         query = query.where(Isv.name == filters.isv)
     if filters.region:
@@ -218,7 +219,7 @@ def create_platform(*, session: Session, principal: Principal, isv: str, spec: P
     platform = Platform(id=new_id("p"), isv=owner, name=name, size=spec.size,
                         service_level=spec.service_level, region=region,
                         release=release, tenants=tenants, state="creating",
-                        db_password=secrets.encrypt(new_password()))
+                        db_password=secrets.encrypt(new_password(), org=owner.id))
     session.add(platform)
     try:
         session.flush()

@@ -49,13 +49,14 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 @router.post("/login")
 def login(request: Request, session: SessionDep, username: FormStr = "", password: FormStr = "",
-          csrf: FormStr = "", next: FormStr = "/") -> Response:
+          code: FormStr = "", csrf: FormStr = "", next: FormStr = "/") -> Response:
     binding = request.cookies.get(CSRF_COOKIE)
     if not binding:
         raise CsrfRejected
     check_csrf(request, csrf, binding)
     try:
-        principal = authenticate_password(session=session, username=username, password=password)
+        principal = authenticate_password(session=session, username=username,
+                                          password=password, code=code or None)
     except NotAllowed as exc:
         return render(request, "login.html", status_code=401, next=_safe_next(next),
                       csrf_binding=binding, error=exc.message, username=username)

@@ -9,13 +9,13 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tenantry.access.audit import pages as audit_pages
-from tenantry.portal import activity_pages, auth_pages, platform_pages
-from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, error_page
+from tenantry.portal import account_pages, activity_pages, auth_pages, platform_pages
+from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, SetupRequired, error_page
 
 
 def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth_pages, platform_pages, activity_pages, audit_pages):
+    for module in (auth_pages, account_pages, platform_pages, activity_pages, audit_pages):
         app.include_router(module.router)
 
     async def login_required(request: Request, exc: Exception) -> Response:
@@ -30,5 +30,11 @@ def mount(app: FastAPI) -> None:
                            "The form's security token is missing or stale. "
                            "Reload the page and try again.")
 
+    async def setup_required(request: Request, exc: Exception) -> Response:
+        if request.headers.get("hx-request"):
+            return Response(status_code=204, headers={"HX-Redirect": "/account/setup"})
+        return RedirectResponse("/account/setup", status_code=303)
+
     app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(SetupRequired, setup_required)
     app.add_exception_handler(CsrfRejected, csrf_rejected)

@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from tenantry.access.principal import Principal
-from tenantry.access.service import authenticate_token
+from tenantry.access.service import authenticate_token, setup_required
 from tenantry.api.deps import SESSION_COOKIE, SessionDep
 from tenantry.api.errors import STATUS
 from tenantry.core.errors import NotAllowed, TenantryError
@@ -34,6 +34,10 @@ HERE = Path(__file__).resolve().parent
 
 class LoginRequired(Exception):
     """No valid session cookie: the page answers with a redirect to /login."""
+
+
+class SetupRequired(Exception):
+    """The person must change their password or set up a second factor first."""
 
 
 class CsrfRejected(Exception):
@@ -62,9 +66,15 @@ def page_principal(request: Request, session: SessionDep) -> Principal:
     if not token:
         raise LoginRequired
     try:
-        return authenticate_token(session=session, token=token)
+        principal = authenticate_token(session=session, token=token)
     except NotAllowed:
         raise LoginRequired from None
+    # A first password to change, or a provider role without its second factor: nothing
+    # else opens until that is done.
+    if not request.url.path.startswith("/account") and setup_required(
+            session=session, principal=principal):
+        raise SetupRequired
+    return principal
 
 
 PagePrincipal = Annotated[Principal, Depends(page_principal)]
@@ -73,10 +83,7 @@ PagePrincipal = Annotated[Principal, Depends(page_principal)]
 def _csrf_key(request: Request) -> bytes:
     key: bytes | None = getattr(request.app.state, "portal_csrf_key", None)
     if key is None:
-        settings = request.app.state.runtime.settings
-        master = (settings.master_key.get_secret_value() if settings.master_key is not None
-                  else (settings.data_dir / "master.key").read_text().strip())
-        key = hashlib.sha256(b"tenantry portal csrf\0" + master.encode()).digest()
+        key = request.app.state.runtime.secrets.derive("portal-csrf")
         request.app.state.portal_csrf_key = key
     return key
 
