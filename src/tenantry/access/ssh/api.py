@@ -1,7 +1,76 @@
-"""HTTP routes of this package."""
+"""HTTP routes of the SSH CA: certificates for people, configuration and KRL for agents."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from functools import cache
+from pathlib import Path
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from tenantry.access.ssh import service
+from tenantry.access.ssh.ca import SshCertificateAuthority
+from tenantry.access.ssh.schemas import (
+    SshCertCreate,
+    SshCertIssued,
+    SshCertPublic,
+    SshHostConfig,
+    SshHostEvents,
+)
+from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from tenantry.platforms.agent_api import get_host
+from tenantry.platforms.models import Host
+
+router = APIRouter(prefix="/ssh", tags=["ssh"])
+HostDep = Annotated[Host, Depends(get_host)]
+
+
+@cache
+def _ca(data_dir: Path) -> SshCertificateAuthority:
+    return SshCertificateAuthority.load_or_create(data_dir)
+
+
+def get_ca(runtime: RuntimeDep) -> SshCertificateAuthority:
+    return _ca(runtime.settings.data_dir)
+
+
+CaDep = Annotated[SshCertificateAuthority, Depends(get_ca)]
+
+
+@router.post("/certs", status_code=status.HTTP_201_CREATED)
+def issue(spec: SshCertCreate, session: SessionDep, principal: PrincipalDep,
+          ca: CaDep) -> SshCertIssued:
+    return service.issue_certificate(session=session, principal=principal, ca=ca, spec=spec)
+
+
+@router.get("/certs")
+def certs(session: SessionDep, principal: PrincipalDep,
+          all_: Annotated[bool, Query(alias="all")] = False) -> list[SshCertPublic]:
+    return service.list_certificates(session=session, principal=principal,
+                                     active_only=not all_)
+
+
+@router.post("/certs/{serial}/revoke")
+def revoke(serial: int, session: SessionDep, principal: PrincipalDep) -> SshCertPublic:
+    return service.revoke_certificate(session=session, principal=principal, serial=serial)
+
+
+@router.get("/ca.pub")
+def ca_public_key(ca: CaDep) -> Response:
+    return Response(ca.public_key_line() + "\n", media_type="text/plain")
+
+
+@router.get("/agent/config")
+def agent_config(host: HostDep, session: SessionDep, ca: CaDep) -> SshHostConfig:
+    return service.host_config(session=session, host=host, ca=ca)
+
+
+@router.get("/krl")
+def krl(host: HostDep, session: SessionDep, ca: CaDep) -> Response:
+    return Response(service.krl(session=session, ca=ca),
+                    media_type="application/octet-stream")
+
+
+@router.post("/agent/events", status_code=status.HTTP_204_NO_CONTENT)
+def agent_events(body: SshHostEvents, host: HostDep, session: SessionDep) -> None:
+    service.record_host_events(session=session, host=host, events=body.events)

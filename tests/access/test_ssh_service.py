@@ -1,0 +1,165 @@
+"""Issuing and revoking against a real PostgreSQL: certificates, scope, TTL, KRL, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import load_ssh_public_identity
+from sqlalchemy import text
+from tests.conftest import short_tmp
+
+from tenantry.access.audit import service as audit
+from tenantry.access.models import User
+from tenantry.access.principal import Principal
+from tenantry.access.ssh import service
+from tenantry.access.ssh.ca import SshCertificateAuthority
+from tenantry.access.ssh.schemas import SshCertCreate
+from tenantry.core.config import load_settings
+from tenantry.core.errors import InvalidInput, NotAllowed, NotFound
+from tenantry.core.migrate import upgrade
+from tenantry.core.pgserver import ControlPlaneDatabase
+from tenantry.core.runtime import Runtime, make_runtime
+from tenantry.platforms.models import Host, Isv, Region
+
+pytestmark = pytest.mark.slow
+
+ADMIN = Principal(user_id="u-admin", username="ada", role="provider-admin")
+OPERATOR = Principal(user_id="u-op", username="otto", role="provider-operator")
+ISV_OP = Principal(user_id="u-isv", username="ivy", role="isv-operator", isv_id="i-acme")
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[Runtime]:
+    root = short_tmp("tnts-")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    db = ControlPlaneDatabase(data_dir)
+    db.initialize()
+    db.start()
+    try:
+        rt = make_runtime(load_settings(data_dir=data_dir), pool_size=2)
+        upgrade(rt.engine)
+        audit.install(rt)  # the API process does this at start
+        with rt.sessions() as session:
+            session.add(Isv(id="i-acme", name="acme"))
+            session.add(Region(id="g-local", name="local"))
+            session.flush()
+            session.add(Host(id="h-1", name="h1", region_id="g-local", ingress_port=443,
+                             agent_token_hash="x" * 64))
+            for p in (ADMIN, OPERATOR, ISV_OP):
+                session.add(User(id=p.user_id, username=p.username, password_hash="-",  # noqa: S106
+                                 role=p.role, isv_id=p.isv_id))
+            session.commit()
+        yield rt
+        rt.engine.dispose()
+    finally:
+        db.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> SshCertificateAuthority:
+    return SshCertificateAuthority.load_or_create(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def user_key(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("k") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                   check=True)
+    return path.with_suffix(".pub").read_text()
+
+
+def spec(key: str, **kw: object) -> SshCertCreate:
+    return SshCertCreate.model_validate({"host": "h1", "public_key": key,
+                                         "reason": "INC-42 disk full", **kw})
+
+
+def test_ca_key_file_is_private_and_stable(tmp_path: Path) -> None:
+    first = SshCertificateAuthority.load_or_create(tmp_path)
+    assert (tmp_path / "ssh-ca-key").stat().st_mode & 0o777 == 0o600
+    assert SshCertificateAuthority.load_or_create(tmp_path).public_key_line() == \
+        first.public_key_line()
+
+
+def test_issue_for_provider_operator(runtime: Runtime, ca: SshCertificateAuthority,
+                                     user_key: str) -> None:
+    with runtime.sessions() as session:
+        issued = service.issue_certificate(session=session, principal=OPERATOR, ca=ca,
+                                           spec=spec(user_key))
+    cert = load_ssh_public_identity(issued.certificate.encode())
+    assert not isinstance(cert, type(None)) and hasattr(cert, "serial")
+    assert cert.serial == issued.serial
+    assert cert.valid_principals == [b"tenantry-provider-operator@h1"]
+    assert cert.key_id == f"otto/{issued.serial}".encode()
+    assert set(cert.extensions) == {b"permit-pty"}
+    assert cert.valid_before - cert.valid_after == 900 + 60
+    cert.verify_cert_signature()
+    assert issued.valid_before - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=900)
+    with runtime.engine.connect() as conn:
+        audited = conn.execute(text("SELECT count(*) FROM audit_entries WHERE "
+                                    "action = 'ssh.cert.issue' AND actor = 'otto'")).scalar()
+    assert audited == 1
+
+
+def test_ttl_limits_by_role(runtime: Runtime, ca: SshCertificateAuthority,
+                            user_key: str) -> None:
+    with runtime.sessions() as session:
+        with pytest.raises(InvalidInput):
+            service.issue_certificate(session=session, principal=OPERATOR, ca=ca,
+                                      spec=spec(user_key, ttl_seconds=1800))
+        issued = service.issue_certificate(session=session, principal=ADMIN, ca=ca,
+                                           spec=spec(user_key, ttl_seconds=3600))
+    assert issued.principals == ["tenantry-provider-admin@h1"]
+
+
+def test_refusals(runtime: Runtime, ca: SshCertificateAuthority, user_key: str) -> None:
+    with runtime.sessions() as session:
+        with pytest.raises(NotFound):  # no platform of acme on h1: the host does not exist
+            service.issue_certificate(session=session, principal=ISV_OP, ca=ca,
+                                      spec=spec(user_key))
+        with pytest.raises(NotFound):
+            service.issue_certificate(session=session, principal=ADMIN, ca=ca,
+                                      spec=spec(user_key, host="nope"))
+        with pytest.raises(InvalidInput):
+            service.issue_certificate(session=session, principal=ADMIN, ca=ca,
+                                      spec=spec("ssh-ed25519 AAAAnotakey x"))
+        with pytest.raises(InvalidInput):
+            service.issue_certificate(session=session, principal=ADMIN, ca=ca,
+                                      spec=spec(user_key, reason="   x   "))
+    with pytest.raises(ValueError):
+        spec(user_key, reason="no")
+
+
+def test_revoke_and_krl(runtime: Runtime, ca: SshCertificateAuthority, user_key: str,
+                        tmp_path: Path) -> None:
+    with runtime.sessions() as session:
+        issued = service.issue_certificate(session=session, principal=OPERATOR, ca=ca,
+                                           spec=spec(user_key))
+        gen = session.scalar(text("SELECT generation FROM hosts WHERE id = 'h-1'"))
+        with pytest.raises(NotAllowed):  # another operator's certificate
+            service.revoke_certificate(
+                session=session, serial=issued.serial,
+                principal=Principal(user_id="u-x", username="x", role="provider-operator"))
+        revoked = service.revoke_certificate(session=session, principal=OPERATOR,
+                                             serial=issued.serial)
+        assert revoked.revoked_at is not None
+        assert session.scalar(text("SELECT generation FROM hosts WHERE id = 'h-1'")) == gen + 1
+        assert issued.serial in service.revoked_serials(session=session)
+        host = session.get(Host, "h-1")
+        assert host is not None
+        config = service.host_config(session=session, host=host, ca=ca)
+        assert issued.serial in config.revoked_serials
+        assert config.accounts["tnt-admin"] == ["tenantry-provider-admin@h1"]
+        krl = service.krl(session=session, ca=ca)
+    (tmp_path / "krl").write_bytes(krl)
+    (tmp_path / "cert.pub").write_text(issued.certificate + "\n")
+    # ssh-keygen -Q: exit 1 when the key is revoked by the KRL
+    done = subprocess.run(["ssh-keygen", "-Q", "-f", str(tmp_path / "krl"),
+                           str(tmp_path / "cert.pub")], capture_output=True, text=True)
+    assert done.returncode == 1 and "REVOKED" in done.stdout
