@@ -32,6 +32,8 @@ def make_app(runtime: Runtime) -> procrastinate.App:
 
 
 async def _housekeeping(app: procrastinate.App, runtime: Runtime) -> None:
+    from tenantry.access.audit.service import ship_head_if_due as ship_audit_head
+    from tenantry.access.keys.service import notify_expiring
     from tenantry.platforms.hosts import mark_offline_hosts
 
     while True:
@@ -46,6 +48,9 @@ async def _housekeeping(app: procrastinate.App, runtime: Runtime) -> None:
             await app.job_manager.prune_stalled_workers(STALLED_AFTER)
             with runtime.sessions() as session:
                 await asyncio.to_thread(mark_offline_hosts, session=session)
+            with runtime.sessions() as session:
+                await asyncio.to_thread(notify_expiring, session=session)
+            await asyncio.to_thread(ship_audit_head, runtime)  # signed head offsite, <= 60 s
         except Exception:
             log.exception("housekeeping failed; trying again")
         await asyncio.sleep(2.0)

@@ -1,7 +1,43 @@
-"""HTTP routes of this package."""
+"""HTTP routes of the audit log: list (scoped), verify and ship (provider admins)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Query
+
+from tenantry.access.audit import service
+from tenantry.access.audit.schemas import (
+    AuditEntryPublic,
+    AuditFilter,
+    AuditHead,
+    AuditVerifyReport,
+)
+from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+@router.get("")
+def list_audit(session: SessionDep, principal: PrincipalDep, actor: str | None = None,
+               action: str | None = None, target: str | None = None,
+               since: dt.datetime | None = None, until: dt.datetime | None = None,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditEntryPublic]:
+    filters = AuditFilter(actor=actor, action=action, target=target, since=since, until=until,
+                          limit=limit)
+    return service.list_entries(session=session, principal=principal, filters=filters)
+
+
+@router.get("/verify")
+def verify_audit(principal: PrincipalDep, runtime: RuntimeDep) -> AuditVerifyReport:
+    service.require_auditor(principal)
+    return service.verify_runtime(runtime)
+
+
+@router.post("/ship")
+def ship_audit(session: SessionDep, principal: PrincipalDep,
+               runtime: RuntimeDep) -> AuditHead:
+    service.require_auditor(principal)
+    return service.ship_head(session=session, keys=service.install(runtime),
+                             store=service.offsite_store(runtime))
