@@ -15,7 +15,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tenantry.access.api import router as access_router
     from tenantry.access.audit.api import router as audit_router
     from tenantry.access.audit.middleware import install as install_audit
-    from tenantry.access.audit.middleware import install as install_audit
     from tenantry.access.keys.api import router as keys_router
     from tenantry.access.ssh.api import router as ssh_router
     from tenantry.platforms.agent_api import router as agent_router
@@ -37,6 +36,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     mount_portal(app)
-    install_audit(app, runtime)  # records every mutating request in the audit log
     install_audit(app, runtime)  # records every mutating request in the audit log
     return app
