@@ -8,6 +8,8 @@ from fastapi import APIRouter, Path, status
 
 from tenantry.access import service
 from tenantry.access.schemas import (
+    LoginRequest,
+    LoginToken,
     PasswordChange,
     RecoveryCodes,
     RoleChange,
@@ -21,9 +23,21 @@ from tenantry.access.schemas import (
     UserPublic,
 )
 from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from tenantry.core.errors import NotAllowed
 
 router = APIRouter(tags=["access"])
 Username = Annotated[str, Path(max_length=40)]
+
+
+@router.post("/auth/login", status_code=status.HTTP_201_CREATED)
+def login(spec: LoginRequest, session: SessionDep) -> LoginToken:
+    """Exchange a password (and code) for an 8-hour bearer token, as the portal does."""
+    principal = service.authenticate_password(session=session, username=spec.username,
+                                              password=spec.password, code=spec.code)
+    if service.setup_required(session=session, principal=principal):
+        raise NotAllowed("finish your first login in the portal (new password, second factor)")
+    token = service.issue_session_token(session=session, principal=principal)
+    return LoginToken(token=token.get_secret_value())
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)

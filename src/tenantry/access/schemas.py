@@ -100,3 +100,13 @@ class TotpConfirm(_In):
 
 class RecoveryCodes(BaseModel):
     codes: list[str]
+
+
+class LoginRequest(_In):
+    username: str = Field(max_length=40)
+    password: str = Field(max_length=200)
+    code: str | None = Field(default=None, max_length=20)
+
+
+class LoginToken(BaseModel):
+    token: str

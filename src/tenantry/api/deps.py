@@ -41,7 +41,8 @@ def bearer_token(request: Request) -> str | None:
 
 
 def get_principal(request: Request, session: SessionDep) -> Principal:
-    token = bearer_token(request) or request.cookies.get(SESSION_COOKIE)
+    """Bearer tokens only: the portal's cookie never authorises the API (no CSRF there)."""
+    token = bearer_token(request)
     if not token:
         raise NotAllowed("an API token is required (Authorization: Bearer ...)")
     return authenticate_token(session=session, token=token)
