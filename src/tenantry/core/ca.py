@@ -1,11 +1,16 @@
 """tenantry's own X.509 certificate authority, for ingress certificates (and later agents).
 
-Clients trust `DATA_DIR/ca.pem`; the key stays in `DATA_DIR/ca-key.pem` (mode 0600).
+Clients trust `DATA_DIR/ca.pem`; the key stays in `DATA_DIR/ca-key.pem` (mode 0600),
+encrypted (PKCS#8) with a passphrase the runtime derives from the provider's data key, so a
+copy of the data dir without the master key does not give the CA away. A plaintext key from
+before is encrypted when it is first loaded with a passphrase.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tenantry.core.crypto import write_private
+from tenantry.core.errors import Unavailable
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase
+        else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             encryption)
 
 
 @dataclass(frozen=True)
@@ -40,12 +54,31 @@ class CertificateAuthority:
         return self._cert.public_bytes(serialization.Encoding.PEM).decode()
 
     @classmethod
-    def load_or_create(cls, data_dir: Path) -> CertificateAuthority:
+    def load_or_create(cls, data_dir: Path,
+                       passphrase: bytes | None = None) -> CertificateAuthority:
+        """The API and the worker may both get here first: a lock file makes one CA."""
+        lock = os.open(data_dir / ".ca.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return cls._load_or_create(data_dir, passphrase)
+        finally:
+            os.close(lock)
+
+    @classmethod
+    def _load_or_create(cls, data_dir: Path, passphrase: bytes | None) -> CertificateAuthority:
         cert_path, key_path = data_dir / "ca.pem", data_dir / "ca-key.pem"
         if cert_path.exists() and key_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+            pem = key_path.read_bytes()
+            encrypted = b"ENCRYPTED PRIVATE KEY" in pem
+            if encrypted and passphrase is None:
+                raise Unavailable(f"{key_path} is encrypted; load it through the runtime")
+            loaded = serialization.load_pem_private_key(
+                pem, password=passphrase if encrypted else None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+                raise Unavailable(f"{key_path} is not an EC private key")
+            if passphrase is not None and not encrypted:
+                write_private(key_path, _key_pem(loaded, passphrase))
+            return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), loaded)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tenantry local CA"),
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tenantry")])
@@ -66,9 +99,7 @@ class CertificateAuthority:
                            critical=False)
             .sign(key, hashes.SHA256())
         )
-        write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                                  serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+        write_private(key_path, _key_pem(key, passphrase))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         cert_path.chmod(0o644)
         return cls(cert, key)

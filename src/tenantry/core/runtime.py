@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,15 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     secrets: SecretBox = field(repr=False)
-    ca: CertificateAuthority
+    _ca: CertificateAuthority | None = field(default=None, repr=False)
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """Loaded on first use: its key's passphrase comes from a data key in the store."""
+        if self._ca is None:
+            passphrase = base64.b64encode(self.secrets.derive("x509-ca-key"))
+            self._ca = CertificateAuthority.load_or_create(self.settings.data_dir, passphrase)
+        return self._ca
 
     @property
     def bundle_dir(self) -> Path:
@@ -35,12 +44,18 @@ def database_url(settings: Settings) -> str:
 
 
 def make_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
+    from tenantry.access.keys.store import SqlKeyStore
+
     engine = make_engine(database_url(settings), pool_size=pool_size, max_overflow=10)
     (settings.data_dir / "bundles").mkdir(parents=True, exist_ok=True)
+    sessions = make_sessionmaker(engine)
+    # Secrets are encrypted with per-organisation data keys kept in the store, wrapped by
+    # the master key; the box unwraps each once and keeps it in memory.
+    box = SecretBox.from_data_dir(settings.data_dir, settings.master_key,
+                                  store=SqlKeyStore(sessions))
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
-        secrets=SecretBox.from_data_dir(settings.data_dir, settings.master_key),
-        ca=CertificateAuthority.load_or_create(settings.data_dir),
+        sessions=sessions,
+        secrets=box,
     )

@@ -160,7 +160,7 @@ def step_place(ctx: StepContext) -> None:
         rt.update({
             "placed_by": ctx.job_id, "hostname": hostname,
             "cert": {"cert_pem": issued.cert_pem,
-                     "key": ctx.runtime.secrets.encrypt(issued.key_pem),
+                     "key": ctx.runtime.secrets.encrypt(issued.key_pem, org=platform.isv_id),
                      "not_after": issued.not_after.isoformat()},
             "migrations": [migration] if migration else [],
             "slots": {"a": slot}, "route_slot": "a", "running": True,

@@ -1,1 +1,42 @@
-"""Tables of this package (none yet)."""
+"""Tables of this package: wrapped data keys, and site certificates uploaded by ISVs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tenantry.core.db import Base, utcnow
+
+
+class DataKey(Base):
+    """One data key per organisation (an ISV id, or "provider"), wrapped by the master key."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    org: Mapped[str] = mapped_column(String(20), unique=True)
+    wrapped: Mapped[str] = mapped_column(Text)
+    master_key_id: Mapped[str] = mapped_column(String(24))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[dt.datetime | None]
+
+
+class SiteCertificate(Base):
+    """A certificate and key an ISV uploaded for a custom domain; the key is encrypted."""
+
+    __tablename__ = "site_certificates"
+    __table_args__ = (UniqueConstraint("isv_id", "domain"),)
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"), index=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)  # encrypted under the ISV's data key
+    issuer: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the leaf
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime] = mapped_column(index=True)
+    expiry_notified_on: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
