@@ -26,10 +26,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     use_secret_box(runtime.secrets)
     errors.install(app)
-    app.include_router(platforms_router, prefix="/api/v1")
-    app.include_router(agent_router, prefix="/api/v1")
+    app.include_router(platforms_router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
+    app.include_router(agent_router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
     for router in (access_router, audit_router, ssh_router, keys_router):
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 
     @app.get("/api/v1/health", tags=["meta"])
     def health() -> dict[str, str]:

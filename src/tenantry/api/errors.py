@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenantry.core.errors import (
@@ -17,6 +20,29 @@ from tenantry.core.errors import (
 )
 
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, NotAllowed: 403, Unavailable: 503}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API has this shape."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in ((400, "The request body is not readable (not JSON, say)"),
+                                (401, "No valid token"), (403, "Not allowed"),
+                                (404, "Not found (or not yours)"), (405, "Method not allowed"),
+                                (409, "Conflict with the current state"),
+                                (422, "Invalid input: the field and the reason"),
+                                (503, "A part tenantry depends on is unavailable"))
+}
 
 
 def error_body(code: str, message: str, field: str | None) -> dict[str, object]:

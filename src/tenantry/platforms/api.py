@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, UploadFile, status
 from fastapi import Path as PathParam
@@ -33,6 +33,7 @@ from tenantry.platforms.schemas import (
 
 router = APIRouter()
 MAX_BUNDLE = 512 * 1024 * 1024
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
 
 
 @router.post("/isvs", status_code=status.HTTP_201_CREATED, tags=["isvs"])
@@ -164,7 +165,7 @@ def destroy_platform(ref: str, session: SessionDep, principal: PrincipalDep,
 
 @router.get("/jobs", tags=["jobs"])
 def list_jobs(session: SessionDep, principal: PrincipalDep, platform: str | None = None,
-              state: str | None = None,
+              state: Literal["queued", "running", "succeeded", "failed"] | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobPublic]:
     platform_id = service.get_platform(session, principal, platform).id if platform else None
     return activity.list_jobs(session=session, principal=principal, platform_id=platform_id,
@@ -172,14 +173,15 @@ def list_jobs(session: SessionDep, principal: PrincipalDep, platform: str | None
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-def show_job(job_id: Annotated[int, PathParam(ge=1, le=2**62)], session: SessionDep,
+def show_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], session: SessionDep,
              principal: PrincipalDep) -> JobPublic:
     return activity.get_job(session=session, principal=principal, job_id=job_id)
 
 
 @router.get("/events", tags=["events"])
 def list_events(session: SessionDep, principal: PrincipalDep, isv: str | None = None,
-                platform: str | None = None, after: Annotated[int, Query(ge=0)] = 0,
+                platform: str | None = None,
+                after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[EventPublic]:
     isv_id = service.get_isv(session, principal, isv).id if isv else None
     platform_id = service.get_platform(session, principal, platform).id if platform else None

@@ -157,10 +157,16 @@ class EventPublic(BaseModel):
 
 
 class PlatformFilter(BaseModel):
-    isv: str | None = None
-    tenant: str | None = None
-    region: str | None = None
-    state: str | None = None
+    isv: str | None = Field(default=None, max_length=40)
+    tenant: str | None = Field(default=None, max_length=40)
+    region: str | None = Field(default=None, max_length=40)
+    state: Literal["creating", "ready", "upgrading", "stopping", "stopped", "starting",
+                   "destroying", "failed"] | None = None
+
+    @field_validator("isv", "tenant", "region")
+    @classmethod
+    def _labels(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else check_name(value, field=info.field_name)
 
 
 class PlatformAccepted(BaseModel):

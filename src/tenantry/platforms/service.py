@@ -169,7 +169,7 @@ def get_platform(session: Session, principal: Principal, ref: str,
         check_name(name, field="platform")
         query = query.where(Isv.name == isv_name, Platform.name == name)
     else:
-        if not ref or len(ref) > 40:
+        if not ref or len(ref) > 40 or not ref.isascii() or not ref.isalnum():
             raise InvalidInput("platform must be ISV/NAME or a platform id", field="platform")
         query = query.where(Platform.id == ref)
     platform = session.scalar(query)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.responses import PlainTextResponse
 
 from tenantry.access.ssh import service
 from tenantry.access.ssh.ca import SshCertificateAuthority
@@ -55,7 +56,8 @@ def revoke(serial: int, session: SessionDep, principal: PrincipalDep) -> SshCert
     return service.revoke_certificate(session=session, principal=principal, serial=serial)
 
 
-@router.get("/ca.pub")
+@router.get("/ca.pub", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}}})
 def ca_public_key(ca: CaDep) -> Response:
     return Response(ca.public_key_line() + "\n", media_type="text/plain")
 
@@ -65,7 +67,8 @@ def agent_config(host: HostDep, session: SessionDep, ca: CaDep) -> SshHostConfig
     return service.host_config(session=session, host=host, ca=ca)
 
 
-@router.get("/krl")
+@router.get("/krl", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
 def krl(host: HostDep, session: SessionDep, ca: CaDep) -> Response:
     return Response(service.krl(session=session, ca=ca),
                     media_type="application/octet-stream")
