@@ -86,6 +86,20 @@ class ControlPlaneClient:
     def report(self, report: dict[str, Any]) -> None:
         _raise_for(self._http.post("/api/v1/agent/report", json=report))
 
+    def ssh_config(self) -> dict[str, Any]:
+        resp = self._http.get("/api/v1/ssh/agent/config")
+        _raise_for(resp)
+        data: dict[str, Any] = resp.json()
+        return data
+
+    def ssh_krl(self) -> bytes:
+        resp = self._http.get("/api/v1/ssh/krl")
+        _raise_for(resp)
+        return resp.content
+
+    def ssh_events(self, events: list[dict[str, Any]]) -> None:
+        _raise_for(self._http.post("/api/v1/ssh/agent/events", json={"events": events}))
+
     def download_bundle(self, digest: str, target: Path) -> None:
         tmp = target.with_name(f".{target.name}.part{os.getpid()}")
         with self._http.stream("GET", f"/api/v1/agent/bundles/{digest}") as resp:

@@ -25,6 +25,7 @@ import httpx
 
 from tenantry.agent import converge, ingress
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
+from tenantry.agent.hostaccess import HostAccess
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
@@ -47,6 +48,10 @@ class AgentOptions:
     port_min: int = 20000
     port_max: int = 29999
     stop_services_on_exit: bool = False
+    host_access: bool = False  # manage sshd, principals, KRL, sudo and ship host logs
+    etc_root: Path = Path("/")
+    sshd_pid_file: Path = Path("/run/sshd.pid")
+    sshd_log: Path | None = None
 
 
 class _Serialized(ServiceManager):
@@ -108,6 +113,7 @@ class Agent:
         self._heartbeat_at = 0.0
         self._ingress_error: str | None = None
         self._ours: set[int] = set()
+        self._access: HostAccess | None = None
         self.stopping = threading.Event()
         self._client: ControlPlaneClient | None = None
         self._caddy = ingress.CaddyAdmin(self.paths.ingress_admin())
@@ -283,6 +289,11 @@ class Agent:
     def run(self) -> None:
         self.paths.prepare()
         client = self.connect()
+        if self.options.host_access:
+            self._access = HostAccess(client=client, state_dir=self.options.data_dir,
+                                      etc_root=self.options.etc_root,
+                                      sshd_pid_file=self.options.sshd_pid_file,
+                                      sshd_log=self.options.sshd_log)
         self.services.ensure_started()
         generation, settled, backoff = 0, False, 0.5
         while not self.stopping.is_set():
@@ -291,6 +302,11 @@ class Agent:
                                          wait=IDLE_WAIT if settled else 0.25)
                 generation = int(desired["generation"])
                 settled = self.tick(desired)
+                if self._access is not None:
+                    try:
+                        self._access.converge(generation)
+                    except (TenantryError, OSError) as exc:
+                        log.warning("host access: %s", exc)
                 backoff = 0.5
             except (httpx.HTTPError, Unavailable) as exc:
                 log.warning("control plane unreachable (%s); services keep running", exc)

@@ -100,7 +100,17 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
                                              "exit.")] = False,
           stop_services_on_exit: Annotated[bool, typer.Option(
               "--stop-services-on-exit", help="Stop every platform when the agent stops.")]
-          = False) -> None:
+          = False,
+          host_access: Annotated[bool, typer.Option(
+              "--host-access", help="Manage this host's sshd (tenantry's SSH CA only), "
+              "principals, revocations and sudo, and ship its logins and sudo runs.")]
+          = False,
+          etc_root: Annotated[Path, typer.Option(help="Where /etc is (for tests).")]
+          = Path("/"),
+          sshd_pid_file: Annotated[Path, typer.Option(help="sshd's pid file (to reload it).")]
+          = Path("/run/sshd.pid"),
+          sshd_log: Annotated[Path | None, typer.Option(help="sshd's log file to ship.")]
+          = None) -> None:
     """Run the host agent: enroll once, then converge this host to its desired state."""
     from tenantry.agent.main import Agent, AgentOptions, run_agent
 
@@ -110,7 +120,9 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
     options = AgentOptions(data_dir=data_dir.absolute(), server=server,
                            enroll_token=enroll_token or None, region=region, name=name,
                            ingress_port=ingress_port, port_min=low, port_max=high,
-                           stop_services_on_exit=stop_services_on_exit)
+                           stop_services_on_exit=stop_services_on_exit,
+                           host_access=host_access, etc_root=etc_root.absolute(),
+                           sshd_pid_file=sshd_pid_file, sshd_log=sshd_log)
     _logging()
     if plan:
         the_agent = Agent(options)

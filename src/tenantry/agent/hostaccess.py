@@ -1,0 +1,131 @@
+"""The host's operator access, kept as tenantry says: sshd, principals, KRL, sudo, logs.
+
+Opt-in (`tenantry agent --host-access`): on a real host it owns `/etc/ssh/sshd_config`,
+`/etc/ssh/tenantry-*` and `/etc/sudoers.d/tenantry`, so a laptop running `tenantry up`
+never has its own sshd rewritten. `etc_root` moves all of it elsewhere (tests use a temp
+dir and their own sshd). The KRL is fetched at least every KRL_PERIOD seconds and at once
+when the control plane bumps the host (a revocation does), well inside the 60 s promise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenantry.agent import hostlog, sshd
+from tenantry.agent.client import ControlPlaneClient
+from tenantry.core.crypto import write_private
+
+log = logging.getLogger("tenantry.agent.hostaccess")
+KRL_PERIOD = 20.0
+
+
+@dataclass
+class HostAccess:
+    client: ControlPlaneClient
+    state_dir: Path
+    etc_root: Path = Path("/")
+    sshd_pid_file: Path = Path("/run/sshd.pid")
+    sshd_log: Path | None = None
+    sudo_log: Path = sshd.SUDO_LOG
+    ssh_port: int = 22
+    _checked_at: float = field(default=0.0, init=False)
+    _generation: int = field(default=-1, init=False)
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.etc_root / "etc" / "ssh"
+
+    def converge(self, generation: int) -> None:
+        """Write what changed; reload sshd when its main config did."""
+        now = time.monotonic()
+        if generation == self._generation and now - self._checked_at < KRL_PERIOD:
+            return
+        config = self.client.ssh_config()
+        krl = self.client.ssh_krl()
+        principals_dir = self.ssh_dir / "tenantry-principals"
+        principals_dir.mkdir(parents=True, exist_ok=True)
+        _write(self.ssh_dir / "tenantry-ca.pub", config["ca_public_key"].strip() + "\n")
+        _write_bytes(self.ssh_dir / "tenantry-revoked.krl", krl)
+        accounts: dict[str, list[str]] = config["accounts"]
+        for account, body in sshd.render_principals(accounts).items():
+            _write(principals_dir / account, body)
+            if self.etc_root == Path("/"):
+                _ensure_login_account(account)
+        main = sshd.render_sshd_config(
+            ca_public_key_file=self.ssh_dir / "tenantry-ca.pub", principals_dir=principals_dir,
+            krl_file=self.ssh_dir / "tenantry-revoked.krl", port=self.ssh_port,
+            accounts=sorted(accounts))
+        if _write(self.ssh_dir / "sshd_config", main):
+            self._reload_sshd()
+        sudoers = sshd.render_sudoers(log_file=self.sudo_log)
+        sshd.check_sudoers(sudoers)
+        sudoers_file = self.etc_root / "etc" / "sudoers.d" / "tenantry"
+        sudoers_file.parent.mkdir(parents=True, exist_ok=True)
+        if _write(sudoers_file, sudoers):
+            sudoers_file.chmod(0o440)
+        self._generation, self._checked_at = generation, now
+        self.ship_logs()
+
+    def _reload_sshd(self) -> None:
+        try:
+            os.kill(int(self.sshd_pid_file.read_text().split()[0]), signal.SIGHUP)
+            log.info("sshd reloaded")
+        except (OSError, ValueError):
+            log.info("sshd is not running here; its config is ready for its next start")
+
+    def ship_logs(self) -> None:
+        """Send new login and sudo lines to the control plane's audit log."""
+        offsets_file = self.state_dir / "hostlog-offsets.json"
+        offsets: dict[str, int] = (json.loads(offsets_file.read_text())
+                                   if offsets_file.exists() else {})
+        events: list[dict[str, Any]] = []
+        for path in (self.sshd_log, self.sudo_log):
+            if path is None or not path.exists():
+                continue
+            start = offsets.get(str(path), 0)
+            size = path.stat().st_size
+            if size < start:
+                start = 0  # rotated
+            with path.open("rb") as fh:
+                fh.seek(start)
+                chunk = fh.read()
+            complete = chunk.rfind(b"\n") + 1
+            lines = chunk[:complete].decode(errors="replace").splitlines()
+            events.extend(hostlog.parse_lines(lines))
+            offsets[str(path)] = start + complete
+        for i in range(0, len(events), 500):
+            self.client.ssh_events(events[i:i + 500])
+        write_private(offsets_file, json.dumps(offsets).encode())
+
+
+def _write(path: Path, text: str) -> bool:
+    return _write_bytes(path, text.encode())
+
+
+def _write_bytes(path: Path, data: bytes) -> bool:
+    """Atomic, and only when different: sshd must never see half a file."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def _ensure_login_account(account: str) -> None:
+    try:
+        subprocess.run(["id", account], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", account],
+                       check=True, capture_output=True)
+        # "*": no password can ever work, yet the account is not locked for keys.
+        subprocess.run(["usermod", "-p", "*", account], check=True, capture_output=True)
