@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def test_every_route_survives_fuzzing(plane: ControlPlaneProcess, tmp_path: Path
          "--checks", "not_a_server_error,status_code_conformance,"
                      "content_type_conformance,response_schema_conformance",
          "--max-examples", "25", "--phases", "examples,coverage,fuzzing",
-         "--suppress-health-check", "all", "--no-color"],
+         "--suppress-health-check", "all", "--no-color",
+         "--seed", "20261128"],  # the same cases every run: CI must not flake
         capture_output=True, text=True, timeout=1200)
     report.write_text(done.stdout + done.stderr)
+    time.sleep(11)  # the fuzzed logins filled the login throttle's window; let it pass
     assert done.returncode == 0, done.stdout[-6000:]

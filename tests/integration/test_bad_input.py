@@ -116,7 +116,7 @@ def test_api_errors_have_one_shape(plane: ControlPlaneProcess, isv: str) -> None
     anonymous.headers.pop("Authorization")
     assert anonymous.get("/platforms").status_code == 401
     anonymous.headers["Authorization"] = "Bearer tnt_wrong"
-    assert anonymous.get("/platforms").json()["error"]["code"] == "not_allowed"
+    assert anonymous.get("/platforms").json()["error"]["code"] == "unauthenticated"
 
 
 def test_up_refuses_bad_settings_before_starting_anything(plane: ControlPlaneProcess) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
 from tenantry.access import service
 from tenantry.access.schemas import (
     LoginRequest,
     LoginToken,
+    Me,
     PasswordChange,
     RecoveryCodes,
     RoleChange,
@@ -22,6 +23,7 @@ from tenantry.access.schemas import (
     UserCreated,
     UserPublic,
 )
+from tenantry.access.throttle import LOGINS
 from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from tenantry.core.errors import NotAllowed
 
@@ -30,14 +32,22 @@ Username = Annotated[str, Path(max_length=40)]
 
 
 @router.post("/auth/login", status_code=status.HTTP_201_CREATED)
-def login(spec: LoginRequest, session: SessionDep) -> LoginToken:
+def login(spec: LoginRequest, session: SessionDep, request: Request) -> LoginToken:
     """Exchange a password (and code) for an 8-hour bearer token, as the portal does."""
+    LOGINS.check(request.client.host if request.client else "unknown")
     principal = service.authenticate_password(session=session, username=spec.username,
                                               password=spec.password, code=spec.code)
     if service.setup_required(session=session, principal=principal):
         raise NotAllowed("finish your first login in the portal (new password, second factor)")
     token = service.issue_session_token(session=session, principal=principal)
     return LoginToken(token=token.get_secret_value())
+
+
+@router.get("/me")
+def me(principal: PrincipalDep) -> Me:
+    """Who this token acts as."""
+    return Me(username=principal.username, role=principal.role,
+              platform_id=principal.platform_id)
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)

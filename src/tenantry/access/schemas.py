@@ -110,3 +110,9 @@ class LoginRequest(_In):
 
 class LoginToken(BaseModel):
     token: str
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+    platform_id: str | None

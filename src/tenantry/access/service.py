@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from argon2 import PasswordHasher
-from argon2.exceptions import VerificationError
+from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import SecretStr
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -31,7 +31,7 @@ from tenantry.access.schemas import (
 )
 from tenantry.core.crypto import SecretBox, new_password, new_token, token_hash
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from tenantry.core.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unauthenticated
 from tenantry.core.names import new_id
 from tenantry.platforms.models import Isv
 
@@ -75,7 +75,7 @@ def authenticate_token(*, session: Session, token: str) -> Principal:
     now = utcnow()
     if (row is None or row.revoked_at is not None
             or (row.expires_at is not None and row.expires_at < now) or row.user.disabled):
-        raise NotAllowed("the API token is unknown, expired or revoked")
+        raise Unauthenticated("the API token is unknown, expired or revoked")
     return principal_of(row.user, scope_role=row.scope_role, platform_id=row.platform_id)
 
 
@@ -89,7 +89,7 @@ def authenticate_password(*, session: Session, username: str, password: str,
     """
     user = session.scalar(select(User).where(User.username == username).with_for_update())
     now = utcnow()
-    refused = NotAllowed("wrong username, password or code (or the account is locked)")
+    refused = Unauthenticated("wrong username, password or code (or the account is locked)")
     if user is None or user.disabled:
         _hasher.hash(password or "x")  # the same cost as a real check
         raise refused
@@ -99,7 +99,7 @@ def authenticate_password(*, session: Session, username: str, password: str,
         _hasher.verify(user.password_hash, password)
         if user.totp_enabled and not _second_factor(user, code):
             raise VerificationError("second factor")
-    except VerificationError:
+    except (VerificationError, InvalidHashError):  # a damaged hash refuses, never crashes
         user.failed_logins += 1
         if user.failed_logins >= MAX_FAILURES:
             user.locked_until = now + LOCKOUT
@@ -172,7 +172,7 @@ def change_password(*, session: Session, principal: Principal, spec: PasswordCha
     user = _me(session, principal)
     try:
         _hasher.verify(user.password_hash, spec.current)
-    except VerificationError:
+    except (VerificationError, InvalidHashError):
         raise InvalidInput("the current password is wrong", field="current") from None
     if spec.new == spec.current:
         raise InvalidInput("the new password must differ from the current one", field="new")

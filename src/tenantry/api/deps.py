@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
 from tenantry.access.service import authenticate_token
-from tenantry.core.errors import NotAllowed
+from tenantry.core.errors import Unauthenticated
 from tenantry.core.runtime import Runtime
 
 SESSION_COOKIE = "tenantry_session"
@@ -44,7 +44,7 @@ def get_principal(request: Request, session: SessionDep) -> Principal:
     """Bearer tokens only: the portal's cookie never authorises the API (no CSRF there)."""
     token = bearer_token(request)
     if not token:
-        raise NotAllowed("an API token is required (Authorization: Bearer ...)")
+        raise Unauthenticated("an API token is required (Authorization: Bearer ...)")
     return authenticate_token(session=session, token=token)
 
 

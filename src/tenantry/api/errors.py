@@ -16,6 +16,7 @@ from tenantry.core.errors import (
     NotAllowed,
     NotFound,
     TenantryError,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -41,6 +42,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                                 (404, "Not found (or not yours)"), (405, "Method not allowed"),
                                 (409, "Conflict with the current state"),
                                 (422, "Invalid input: the field and the reason"),
+                                (429, "Too many attempts; wait"),
                                 (503, "A part tenantry depends on is unavailable"))
 }
 
@@ -53,7 +55,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TenantryError)
     async def _tenantry(request: Request, exc: TenantryError) -> JSONResponse:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-        if isinstance(exc, NotAllowed) and "token" in exc.message:
+        if exc.code == "too_many_attempts":
+            status = 429
+        if isinstance(exc, Unauthenticated):
             status = 401
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status)
 

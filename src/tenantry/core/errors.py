@@ -5,6 +5,7 @@
     ├── NotFound       the named thing does not exist  → HTTP 404, CLI exit 3
     ├── Conflict       it exists already / wrong state → HTTP 409, CLI exit 2
     ├── NotAllowed     the caller may not do this      → HTTP 403, CLI exit 4
+    │   └── Unauthenticated  no valid credentials    → HTTP 401, CLI exit 4
     └── Unavailable    a part we depend on failed      → HTTP 503, CLI exit 1
 
 The API maps these in `tenantry.api.errors`, the CLI in `tenantry.cli.output`; nothing
@@ -40,6 +41,10 @@ class Conflict(TenantryError):
 
 class NotAllowed(TenantryError):
     code = "not_allowed"
+
+
+class Unauthenticated(NotAllowed):
+    code = "unauthenticated"
 
 
 class Unavailable(TenantryError):

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from tenantry.api.deps import RuntimeDep, SessionDep, bearer_token
-from tenantry.core.errors import InvalidInput, NotAllowed, NotFound
+from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
 from tenantry.platforms.models import Host
@@ -24,7 +24,7 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 def get_host(request: Request, session: SessionDep) -> Host:
     token = bearer_token(request)
     if not token:
-        raise NotAllowed("an agent token is required (Authorization: Bearer ...)")
+        raise Unauthenticated("an agent token is required (Authorization: Bearer ...)")
     return hosts.authenticate_agent(session=session, token=token)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tenantry.access.principal import Principal
 from tenantry.core.crypto import SecretBox, new_token, token_hash
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, InvalidInput, NotAllowed
+from tenantry.core.errors import Conflict, InvalidInput, Unauthenticated
 from tenantry.core.events import emit
 from tenantry.core.names import check_name, new_id
 from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
@@ -44,7 +44,7 @@ def enroll(*, session: Session, enroll_token: str, name: str, region: str, addre
     row = session.scalar(select(EnrollToken).where(
         EnrollToken.token_hash == token_hash(enroll_token)).with_for_update())
     if row is None or row.used_at is not None or row.expires_at < utcnow():
-        raise NotAllowed("the enroll token is unknown, used or expired")
+        raise Unauthenticated("the enroll token is unknown, used or expired")
     if session.scalar(select(Host.id).where(Host.name == name)):
         raise Conflict(f"a host named {name!r} is enrolled already", field="name")
     region_row = session.scalar(select(Region).where(Region.name == region))
@@ -67,7 +67,7 @@ def enroll(*, session: Session, enroll_token: str, name: str, region: str, addre
 def authenticate_agent(*, session: Session, token: str) -> Host:
     host = session.scalar(select(Host).where(Host.agent_token_hash == token_hash(token)))
     if host is None:
-        raise NotAllowed("unknown agent token")
+        raise Unauthenticated("unknown agent token")
     return host
 
 

@@ -12,6 +12,7 @@ from tenantry.access.service import (
     issue_session_token,
     revoke_session_token,
 )
+from tenantry.access.throttle import LOGINS
 from tenantry.api.deps import SESSION_COOKIE, SessionDep
 from tenantry.core.errors import NotAllowed
 from tenantry.portal.web import (
@@ -55,10 +56,12 @@ def login(request: Request, session: SessionDep, username: FormStr = "", passwor
         raise CsrfRejected
     check_csrf(request, csrf, binding)
     try:
+        LOGINS.check(request.client.host if request.client else "unknown")
         principal = authenticate_password(session=session, username=username,
                                           password=password, code=code or None)
     except NotAllowed as exc:
-        return render(request, "login.html", status_code=401, next=_safe_next(next),
+        status = 429 if exc.code == "too_many_attempts" else 401
+        return render(request, "login.html", status_code=status, next=_safe_next(next),
                       csrf_binding=binding, error=exc.message, username=username)
     token = issue_session_token(session=session, principal=principal)
     response = RedirectResponse(_safe_next(next), status_code=303)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 
 from tenantry.access.ssh import service
@@ -52,7 +53,8 @@ def certs(session: SessionDep, principal: PrincipalDep,
 
 
 @router.post("/certs/{serial}/revoke")
-def revoke(serial: int, session: SessionDep, principal: PrincipalDep) -> SshCertPublic:
+def revoke(serial: Annotated[int, PathParam(ge=1, le=2**63 - 1)], session: SessionDep,
+           principal: PrincipalDep) -> SshCertPublic:
     return service.revoke_certificate(session=session, principal=principal, serial=serial)
 
 
