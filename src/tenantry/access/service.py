@@ -8,12 +8,13 @@ never makes a provider user, and a token never carries more than its user's role
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import SecretStr
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from tenantry.access import totp
 from tenantry.access.models import ApiToken, User
@@ -70,13 +71,39 @@ def bootstrap_admin(*, session: Session) -> tuple[SecretStr, SecretStr] | None:
 
 # ---------------------------------------------------------------- authentication
 
+# token hash → (when checked, principal, token expiry). Every request checks its token; a
+# few seconds of memory save the store a round trip each time. A revocation, a disabled
+# user or a role change clears this process's memory at once; other processes see it
+# within TOKEN_CACHE_SECONDS.
+TOKEN_CACHE_SECONDS = 2.0
+_token_cache: dict[str, tuple[float, Principal, dt.datetime | None]] = {}
+
+
+def forget_tokens() -> None:
+    _token_cache.clear()
+
+
 def authenticate_token(*, session: Session, token: str) -> Principal:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    hashed = token_hash(token)
     now = utcnow()
+    cached = _token_cache.get(hashed)
+    if cached is not None:
+        checked, principal, expires = cached
+        if time.monotonic() - checked < TOKEN_CACHE_SECONDS and (expires is None
+                                                                  or expires > now):
+            return principal
+    # One round trip: the token with its user.
+    row = session.scalar(select(ApiToken).options(joinedload(ApiToken.user))
+                         .where(ApiToken.token_hash == hashed))
     if (row is None or row.revoked_at is not None
             or (row.expires_at is not None and row.expires_at < now) or row.user.disabled):
+        _token_cache.pop(hashed, None)
         raise Unauthenticated("the API token is unknown, expired or revoked")
-    return principal_of(row.user, scope_role=row.scope_role, platform_id=row.platform_id)
+    principal = principal_of(row.user, scope_role=row.scope_role, platform_id=row.platform_id)
+    if len(_token_cache) > 10_000:
+        _token_cache.clear()
+    _token_cache[hashed] = (time.monotonic(), principal, row.expires_at)
+    return principal
 
 
 def authenticate_password(*, session: Session, username: str, password: str,
@@ -166,6 +193,7 @@ def revoke_session_token(*, session: Session, token: str) -> None:
     if row is not None:
         row.revoked_at = utcnow()
         session.commit()
+    forget_tokens()
 
 
 def change_password(*, session: Session, principal: Principal, spec: PasswordChange) -> None:
@@ -302,6 +330,7 @@ def _managed_user(session: Session, principal: Principal, username: str) -> User
 def disable_user(*, session: Session, principal: Principal, username: str) -> UserPublic:
     user = _managed_user(session, principal, username)
     user.disabled = True
+    forget_tokens()
     for token in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
                                                         ApiToken.revoked_at.is_(None))):
         token.revoked_at = utcnow()
@@ -318,6 +347,7 @@ def set_role(*, session: Session, principal: Principal, username: str,
                            field="role")
     user.role = spec.role
     session.commit()
+    forget_tokens()
     return user_public(user, _isv_names(session))
 
 
@@ -373,4 +403,5 @@ def revoke_token(*, session: Session, principal: Principal, token_id: str) -> To
         raise NotFound(f"no token {token_id!r}", field="token")
     row.revoked_at = row.revoked_at or utcnow()
     session.commit()
+    forget_tokens()
     return token_public(row)

@@ -16,7 +16,8 @@ from tenantry.core.runtime import Runtime
 SESSION_COOKIE = "tenantry_session"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """Async on purpose: a plain attribute read should not cost a thread-pool hop."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
