@@ -227,6 +227,29 @@ def portal_login(client: httpx.Client, account: PortalAccount) -> httpx.Response
     return answer
 
 
+@contextlib.contextmanager
+def store_runtime(prefix: str) -> Iterator[Any]:
+    """Just the control-plane store (a private PostgreSQL, migrated) and a runtime on it."""
+    from tenantry.core.config import load_settings
+    from tenantry.core.migrate import upgrade
+    from tenantry.core.pgserver import ControlPlaneDatabase
+    from tenantry.core.runtime import make_runtime
+
+    root = short_tmp(prefix)
+    data_dir = root / "data"
+    data_dir.mkdir()
+    db = ControlPlaneDatabase(data_dir)
+    db.start()
+    try:
+        runtime = make_runtime(load_settings(data_dir=data_dir), pool_size=2)
+        upgrade(runtime.engine)
+        yield runtime
+        runtime.engine.dispose()
+    finally:
+        db.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def build_bodyshop(version: str, out: Path) -> Path:
     target = out / f"bodyshop-{version}"
     if not target.exists():

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import text
-from tests.conftest import short_tmp
+from tests.conftest import store_runtime
 
 from tenantry.access.audit import service
 from tenantry.access.audit.store import MemoryObjectStore
-from tenantry.core.config import load_settings
 from tenantry.core.errors import Conflict
-from tenantry.core.migrate import upgrade
-from tenantry.core.pgserver import ControlPlaneDatabase
-from tenantry.core.runtime import Runtime, make_runtime
+from tenantry.core.runtime import Runtime
 
 pytestmark = pytest.mark.slow
 
@@ -26,21 +22,9 @@ N = 20
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
-    root = short_tmp("tnta-")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    db = ControlPlaneDatabase(data_dir)
-    db.initialize()
-    db.start()
-    try:
-        rt = make_runtime(load_settings(data_dir=data_dir), pool_size=2)
-        upgrade(rt.engine)
+    with store_runtime("tnta-") as rt:
         service.install(rt)
         yield rt
-        rt.engine.dispose()
-    finally:
-        db.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def sql(rt: Runtime, statement: str, **params: Any) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, text
 from tests.access.test_keys_certs import INTER, LEAF, chain, issue
-from tests.conftest import short_tmp
+from tests.conftest import store_runtime
 
 from tenantry.access.keys import service
 from tenantry.access.keys.models import DataKey, SiteCertificate
@@ -19,9 +18,7 @@ from tenantry.access.principal import Principal
 from tenantry.core.config import load_settings
 from tenantry.core.crypto import MasterKey, SecretBox
 from tenantry.core.errors import InvalidInput, NotFound
-from tenantry.core.migrate import upgrade
 from tenantry.core.models import Event
-from tenantry.core.pgserver import ControlPlaneDatabase
 from tenantry.core.runtime import Runtime, make_runtime
 from tenantry.platforms.models import Isv
 
@@ -34,23 +31,11 @@ OTHER_ADMIN = Principal(user_id="u2", username="bob", role="isv-admin", isv_id="
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
-    root = short_tmp("tntk-")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    db = ControlPlaneDatabase(data_dir)
-    db.initialize()
-    db.start()
-    try:
-        rt = make_runtime(load_settings(data_dir=data_dir), pool_size=2)
-        upgrade(rt.engine)
+    with store_runtime("tntk-") as rt:
         with rt.sessions() as session:
             session.add_all([Isv(id="i-acme", name="acme"), Isv(id="i-other", name="other")])
             session.commit()
         yield rt
-        rt.engine.dispose()
-    finally:
-        db.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_rotation_rewraps_keys_and_keeps_everyone_working(runtime: Runtime) -> None:

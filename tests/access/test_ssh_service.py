@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_public_identity
 from sqlalchemy import text
-from tests.conftest import short_tmp
+from tests.conftest import store_runtime
 
 from tenantry.access.audit import service as audit
 from tenantry.access.models import User
@@ -19,11 +18,8 @@ from tenantry.access.principal import Principal
 from tenantry.access.ssh import service
 from tenantry.access.ssh.ca import SshCertificateAuthority
 from tenantry.access.ssh.schemas import SshCertCreate
-from tenantry.core.config import load_settings
 from tenantry.core.errors import InvalidInput, NotAllowed, NotFound
-from tenantry.core.migrate import upgrade
-from tenantry.core.pgserver import ControlPlaneDatabase
-from tenantry.core.runtime import Runtime, make_runtime
+from tenantry.core.runtime import Runtime
 from tenantry.platforms.models import Host, Isv, Region
 
 pytestmark = pytest.mark.slow
@@ -35,15 +31,7 @@ ISV_OP = Principal(user_id="u-isv", username="ivy", role="isv-operator", isv_id=
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
-    root = short_tmp("tnts-")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    db = ControlPlaneDatabase(data_dir)
-    db.initialize()
-    db.start()
-    try:
-        rt = make_runtime(load_settings(data_dir=data_dir), pool_size=2)
-        upgrade(rt.engine)
+    with store_runtime("tnts-") as rt:
         audit.install(rt)  # the API process does this at start
         with rt.sessions() as session:
             session.add(Isv(id="i-acme", name="acme"))
@@ -56,10 +44,6 @@ def runtime() -> Iterator[Runtime]:
                                  role=p.role, isv_id=p.isv_id))
             session.commit()
         yield rt
-        rt.engine.dispose()
-    finally:
-        db.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
