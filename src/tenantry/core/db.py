@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine
+from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import JSON
+
+from tenantry.core.errors import InvalidInput
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -39,7 +41,20 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    return create_engine(sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
+    engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
+    event.listen(engine, "before_cursor_execute", _refuse_nul)
+    return engine
+
+
+def _refuse_nul(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                executemany: bool) -> None:
+    """PostgreSQL text cannot hold NUL; say so as bad input instead of failing inside."""
+    batches = parameters if executemany else [parameters]
+    for params in batches:
+        values = params.values() if isinstance(params, dict) else (params or ())
+        for value in values:
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidInput("text may not contain NUL characters")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
