@@ -207,3 +207,24 @@ def test_password_guessing_is_throttled(plane: ControlPlaneProcess) -> None:
     assert statuses.count(429) >= 60, statuses
     assert set(statuses) <= {401, 429}, statuses
     time.sleep(11)  # let the window pass for the tests after this one
+
+
+def test_admins_manage_people_in_the_portal(plane: ControlPlaneProcess, admin: httpx.Client,
+                                            isv: str) -> None:
+    page = admin.get("/users")
+    assert page.status_code == 200 and "New user" in page.text
+    made = admin.post("/users", data={"username": "portal-made", "role": "isv-operator",
+                                      "isv": isv, "csrf": csrf_of(page.text)})
+    assert made.status_code == 200 and 'id="new-password"' in made.text
+    shown = re.search(r"<code>([^<]+)</code>", made.text)
+    assert shown is not None
+    with httpx.Client(base_url=plane.url) as fresh:  # the shown password works
+        assert login(fresh, shown.group(1), user="portal-made").status_code == 303
+    bad = admin.post("/users", data={"username": "portal-made", "role": "isv-operator",
+                                     "isv": isv, "csrf": csrf_of(made.text)})
+    assert bad.status_code == 409 and "exists already" in bad.text
+    admin.post("/users/portal-made/role", data={"role": "isv-viewer", "csrf": csrf_of(made.text)})
+    admin.post("/users/portal-made/disable", data={"csrf": csrf_of(made.text)})
+    row = next(u for u in plane.cli_json("user", "list") if u["username"] == "portal-made")
+    assert (row["role"], row["disabled"]) == ("isv-viewer", True)
+    assert admin.post("/users", data={"username": "x", "role": "isv-viewer"}).status_code == 403

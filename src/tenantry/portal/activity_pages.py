@@ -27,7 +27,7 @@ def job_list(request: Request, session: SessionDep, principal: PagePrincipal,
 
 @router.get("/jobs/{job_id}")
 def job_detail(request: Request, session: SessionDep, principal: PagePrincipal,
-               job_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
+               job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
     job = activity.get_job(session=session, principal=principal, job_id=job_id)
     return render(request, "job.html", principal=principal, job=job)
 

@@ -9,13 +9,20 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tenantry.access.audit import pages as audit_pages
-from tenantry.portal import account_pages, activity_pages, auth_pages, platform_pages
+from tenantry.portal import (
+    account_pages,
+    activity_pages,
+    auth_pages,
+    platform_pages,
+    user_pages,
+)
 from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, SetupRequired, error_page
 
 
 def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth_pages, account_pages, platform_pages, activity_pages, audit_pages):
+    for module in (auth_pages, account_pages, platform_pages, activity_pages, audit_pages,
+                   user_pages):
         app.include_router(module.router)
 
     async def login_required(request: Request, exc: Exception) -> Response:
