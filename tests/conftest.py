@@ -264,9 +264,9 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {v: build_bodyshop(v, out) for v in ("1.0.0", "1.1.0")}
 
 
-@pytest.fixture(scope="session")
-def plane() -> Iterator[ControlPlaneProcess]:
-    """One running control plane for the session (tests use their own ISVs)."""
+@contextlib.contextmanager
+def running_plane() -> Iterator[ControlPlaneProcess]:
+    """A `tenantry up` in a fresh data dir, stopped and removed afterwards, even on failure."""
     root = short_tmp("tnt-")
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
                              ingress_port=free_port())
@@ -276,6 +276,13 @@ def plane() -> Iterator[ControlPlaneProcess]:
     finally:
         cp.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def plane() -> Iterator[ControlPlaneProcess]:
+    """One running control plane for the session (tests use their own ISVs)."""
+    with running_plane() as cp:
+        yield cp
 
 
 def make_isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
@@ -296,13 +303,6 @@ def isv(plane: ControlPlaneProcess, bundles: dict[str, Path]) -> str:
 
 @pytest.fixture
 def own_plane() -> Iterator[ControlPlaneProcess]:
-    """A control plane of the test's own, for tests that kill it."""
-    root = short_tmp("tnt-")
-    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
-                             ingress_port=free_port())
-    try:
-        cp.start()
+    """A control plane of the test's own, for tests that kill it or change it for all."""
+    with running_plane() as cp:
         yield cp
-    finally:
-        cp.cleanup()
-        shutil.rmtree(root, ignore_errors=True)

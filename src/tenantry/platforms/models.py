@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from tenantry.core.db import Base, utcnow
 
@@ -55,26 +55,29 @@ class Isv(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
-class Tenant(Base):
+class _OwnedByIsv:
+    """Something an ISV owns, named uniquely within that ISV."""
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[UniqueConstraint]:
+        return (UniqueConstraint("isv_id", "name"),)
+
+    @declared_attr
+    def isv(cls) -> Mapped[Isv]:
+        return relationship()
+
+
+class Tenant(_OwnedByIsv, Base):
     __tablename__ = "tenants"
-    __table_args__ = (UniqueConstraint("isv_id", "name"),)
-
-    id: Mapped[str] = mapped_column(String(20), primary_key=True)
-    isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(40))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    isv: Mapped[Isv] = relationship()
 
 
-class App(Base):
+class App(_OwnedByIsv, Base):
     __tablename__ = "apps"
-    __table_args__ = (UniqueConstraint("isv_id", "name"),)
-
-    id: Mapped[str] = mapped_column(String(20), primary_key=True)
-    isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(40))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    isv: Mapped[Isv] = relationship()
 
 
 class Release(Base):
