@@ -5,16 +5,32 @@ two lines create the table if it is missing and delete it, so `nft -f` of the te
 idempotent and leaves other tables (Docker's, the distribution's) alone. Loopback and
 replies to connections the host opened are allowed; so is the ICMPv6 neighbour discovery
 IPv6 cannot work without. Everything else inbound is dropped.
+
+`tenantry agent --firewall` keeps it so (`HostFirewall`): it applies the ruleset at start,
+then every CHECK_PERIOD seconds lists the table (one `nft` run, a few milliseconds) and
+re-applies it when the table is gone or differs from what the kernel listed right after the
+last apply. The table stays when the agent stops: a host must not open up because its agent
+restarts. Failures (no `nft`, a kernel that refuses) are logged and reported, and retried,
+but never stop the agent's other work.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from tenantry.core.errors import InvalidInput
+from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
+
+log = logging.getLogger("tenantry.agent.firewall")
 
 TABLE = "tenantry"
+CHECK_PERIOD = 5.0  # drift is looked for this often
+
+Runner = Callable[[list[str], str | None], subprocess.CompletedProcess[str]]
 
 
 def render(*, ingress_port: int = 443, ssh_port: int = 22,
@@ -39,15 +55,135 @@ table inet {TABLE} {{
 """
 
 
-def check(text: str) -> None:
+def check(text: str, netns: str | None = None, run: Runner | None = None) -> None:
     """`nft -c`: parse and validate against the kernel without changing anything."""
-    done = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True,
-                          text=True, check=False)
+    done = (run or _run)(in_netns(["nft", "-c", "-f", "-"], netns), text)
     if done.returncode != 0:
         raise InvalidInput(f"nft rejected the ruleset: {done.stderr.strip()}")
 
 
+def in_netns(argv: list[str], netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
 def apply_command(netns: str | None = None) -> list[str]:
     """The argv that loads a rendered ruleset from stdin (inside `netns` when given)."""
-    base = ["nft", "-f", "-"]
-    return ["ip", "netns", "exec", netns, *base] if netns else base
+    return in_netns(["nft", "-f", "-"], netns)
+
+
+def list_command(netns: str | None = None) -> list[str]:
+    return in_netns(["nft", "list", "table", "inet", TABLE], netns)
+
+
+def _run(argv: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False,
+                          timeout=30)
+
+
+@dataclass
+class HostFirewall:
+    """Keeps the table `inet tenantry` as rendered for this host's ports.
+
+    `ingress_port` may change while it runs (the agent follows the control plane's record
+    of its host); the next pass then applies the new ruleset.
+    """
+
+    ingress_port: int
+    ssh_port: int = 22
+    netns: str | None = None  # apply inside this network namespace instead (tests)
+    period: float = CHECK_PERIOD
+    run: Runner = _run
+    error: str | None = field(default=None, init=False)
+    repairs: int = field(default=0, init=False)
+    _text: str | None = field(default=None, init=False)  # what we applied ...
+    _listed: str | None = field(default=None, init=False)  # ... as the kernel lists it
+
+    def keep(self, stopping: threading.Event) -> None:
+        """Converge now, then every `period` seconds until `stopping` is set."""
+        while True:
+            self.converge()
+            if stopping.wait(self.period):
+                return
+
+    def converge(self) -> None:
+        """One pass: observe the table, apply the ruleset if it differs. Never raises."""
+        try:
+            text = render(ingress_port=self.ingress_port, ssh_port=self.ssh_port)
+            listed = self._list()
+            if text == self._text and listed == self._listed:
+                self._ok()
+                return
+            if self.error is not None:
+                pass  # a retry: _failed said it once, _ok will say when it worked
+            elif self._text is None:
+                log.info("firewall: applying table inet %s (inbound tcp %s, loopback, "
+                         "replies)%s", TABLE, self._ports(), self._where())
+            elif text != self._text:
+                log.info("firewall: ports changed to tcp %s; applying again", self._ports())
+            elif listed is None:
+                self.repairs += 1
+                log.warning("firewall: table inet %s was removed outside tenantry; "
+                            "restoring it%s", TABLE, self._where())
+            else:
+                self.repairs += 1
+                log.warning("firewall: table inet %s was changed outside tenantry; "
+                            "restoring it%s", TABLE, self._where())
+            self._apply(text)
+            self._ok()
+        except (TenantryError, OSError, subprocess.SubprocessError) as exc:
+            self._failed(_explain(exc))
+        except Exception as exc:  # a bug here must not stop the agent's platform work
+            log.exception("firewall: unexpected failure")
+            self._failed(f"{type(exc).__name__}: {exc}")
+
+    def status(self) -> dict[str, Any]:
+        """What the agent reports to the control plane."""
+        return {"table": f"inet {TABLE}",
+                "tcp_ports": sorted({self.ingress_port, self.ssh_port}),
+                "in_place": self._listed is not None and self.error is None,
+                "repairs": self.repairs, "error": self.error}
+
+    def _list(self) -> str | None:
+        """The table as the kernel lists it; None when it does not exist."""
+        done = self.run(list_command(self.netns), None)
+        if done.returncode == 0:
+            return done.stdout
+        if "No such file or directory" in done.stderr:
+            return None
+        raise Unavailable(f"nft list table failed: {done.stderr.strip()}")
+
+    def _apply(self, text: str) -> None:
+        self._text = self._listed = None
+        check(text, self.netns, self.run)
+        done = self.run(apply_command(self.netns), text)
+        if done.returncode != 0:
+            raise Unavailable(f"nft -f failed: {done.stderr.strip()}")
+        listed = self._list()
+        if listed is None:
+            raise Unavailable(f"table inet {TABLE} is missing right after applying it")
+        self._text, self._listed = text, listed
+
+    def _ok(self) -> None:
+        if self.error is not None:
+            log.info("firewall: table inet %s is in place again", TABLE)
+        self.error = None
+
+    def _failed(self, error: str) -> None:
+        if error != self.error:  # once per distinct failure, not every period
+            log.error("firewall: cannot apply table inet %s%s: %s (retrying every %g s)",
+                      TABLE, self._where(), error, self.period)
+        self.error = error
+
+    def _ports(self) -> str:
+        return ", ".join(str(p) for p in sorted({self.ingress_port, self.ssh_port}))
+
+    def _where(self) -> str:
+        return f" in network namespace {self.netns}" if self.netns else ""
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"{exc.filename or 'nft'} is not installed (Debian package nftables)"
+    if isinstance(exc, TenantryError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"

@@ -25,6 +25,7 @@ import httpx
 
 from tenantry.agent import converge, ingress
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
+from tenantry.agent.firewall import HostFirewall
 from tenantry.agent.hostaccess import HostAccess
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
@@ -52,6 +53,9 @@ class AgentOptions:
     etc_root: Path = Path("/")
     sshd_pid_file: Path = Path("/run/sshd.pid")
     sshd_log: Path | None = None
+    ssh_port: int = 22  # sshd's port: host access writes it, the firewall lets it in
+    firewall: bool = False  # keep the nftables table inet tenantry (ingress + SSH only)
+    firewall_netns: str | None = None  # apply it in this network namespace (tests)
 
 
 class _Serialized(ServiceManager):
@@ -114,6 +118,7 @@ class Agent:
         self._ingress_error: str | None = None
         self._ours: set[int] = set()
         self._access: HostAccess | None = None
+        self._firewall: HostFirewall | None = None
         self.stopping = threading.Event()
         self._client: ControlPlaneClient | None = None
         self._caddy = ingress.CaddyAdmin(self.paths.ingress_admin())
@@ -282,18 +287,26 @@ class Agent:
         self._client.report({"platforms": reports, "ingress_error": self._ingress_error,
                              "busy_ports": busy_ports(self.options.port_min,
                                                       self.options.port_max, self._ours),
-                             "agent_time": time.time()})
+                             "agent_time": time.time(),
+                             "firewall": self._firewall.status() if self._firewall else None})
 
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
         self.paths.prepare()
+        if self.options.firewall:  # before connecting: the host closes even if the plane is away
+            self._firewall = HostFirewall(ingress_port=self.options.ingress_port,
+                                          ssh_port=self.options.ssh_port,
+                                          netns=self.options.firewall_netns)
+            threading.Thread(target=self._firewall.keep, args=(self.stopping,),
+                             name="firewall", daemon=True).start()
         client = self.connect()
         if self.options.host_access:
             self._access = HostAccess(client=client, state_dir=self.options.data_dir,
                                       etc_root=self.options.etc_root,
                                       sshd_pid_file=self.options.sshd_pid_file,
-                                      sshd_log=self.options.sshd_log)
+                                      sshd_log=self.options.sshd_log,
+                                      ssh_port=self.options.ssh_port)
         self.services.ensure_started()
         generation, settled, backoff = 0, False, 0.5
         while not self.stopping.is_set():
@@ -301,6 +314,8 @@ class Agent:
                 desired = client.desired(generation=generation,
                                          wait=IDLE_WAIT if settled else 0.25)
                 generation = int(desired["generation"])
+                if self._firewall is not None:  # the port the ingress really listens on
+                    self._firewall.ingress_port = int(desired["host"]["ingress_port"])
                 settled = self.tick(desired)
                 if self._access is not None:
                     try:

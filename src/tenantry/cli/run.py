@@ -110,6 +110,13 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
           sshd_pid_file: Annotated[Path, typer.Option(help="sshd's pid file (to reload it).")]
           = Path("/run/sshd.pid"),
           sshd_log: Annotated[Path | None, typer.Option(help="sshd's log file to ship.")]
+          = None,
+          ssh_port: Annotated[int, typer.Option(help="The port sshd listens on.")] = 22,
+          firewall: Annotated[bool, typer.Option(
+              "--firewall", help="Keep this host's nftables firewall (table inet tenantry): "
+              "inbound only the ingress port, SSH, loopback and replies.")] = False,
+          firewall_netns: Annotated[str | None, typer.Option(
+              hidden=True, help="Apply the firewall in this network namespace (tests).")]
           = None) -> None:
     """Run the host agent: enroll once, then converge this host to its desired state."""
     from tenantry.agent.main import Agent, AgentOptions, run_agent
@@ -117,12 +124,18 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
     low, high = parse_port_range(port_range)
     if server is not None and not server.startswith(("http://", "https://")):
         raise InvalidInput("server must be an http(s):// URL", field="server")
+    if not 1 <= ssh_port <= 65535:
+        raise InvalidInput(f"{ssh_port} is not a TCP port", field="ssh_port")
+    if firewall_netns is not None and not firewall:
+        raise InvalidInput("--firewall-netns needs --firewall", field="firewall_netns")
     options = AgentOptions(data_dir=data_dir.absolute(), server=server,
                            enroll_token=enroll_token or None, region=region, name=name,
                            ingress_port=ingress_port, port_min=low, port_max=high,
                            stop_services_on_exit=stop_services_on_exit,
                            host_access=host_access, etc_root=etc_root.absolute(),
-                           sshd_pid_file=sshd_pid_file, sshd_log=sshd_log)
+                           sshd_pid_file=sshd_pid_file, sshd_log=sshd_log,
+                           ssh_port=ssh_port, firewall=firewall,
+                           firewall_netns=firewall_netns)
     _logging()
     if plan:
         the_agent = Agent(options)
