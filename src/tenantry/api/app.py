@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from tenantry import __version__
 from tenantry.access.service import use_secret_box
 from tenantry.api import errors
+from tenantry.api.deps import Public, document_permissions
 from tenantry.core.runtime import Runtime
 
 
@@ -31,10 +32,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in (access_router, audit_router, ssh_router, keys_router):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 
-    @app.get("/api/v1/health", tags=["meta"])
+    @app.get("/api/v1/health", tags=["meta"], dependencies=[Public])
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     mount_portal(app)
     install_audit(app, runtime)  # records every mutating request in the audit log
+    document_permissions(app)
     return app

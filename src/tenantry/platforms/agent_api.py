@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from tenantry.api.deps import RuntimeDep, SessionDep, bearer_token
+from tenantry.api.deps import AGENT, Public, RuntimeDep, SessionDep, bearer_token, declares
 from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
@@ -21,7 +21,9 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
+@declares(AGENT)
 def get_host(request: Request, session: SessionDep) -> Host:
+    """The calling host, by its agent token (a person's token is refused: 401)."""
     token = bearer_token(request)
     if not token:
         raise Unauthenticated("an agent token is required (Authorization: Bearer ...)")
@@ -31,8 +33,9 @@ def get_host(request: Request, session: SessionDep) -> Host:
 HostDep = Annotated[Host, Depends(get_host)]
 
 
-@router.post("/enroll", status_code=status.HTTP_201_CREATED)
+@router.post("/enroll", status_code=status.HTTP_201_CREATED, dependencies=[Public])
 def enroll(spec: EnrollRequest, session: SessionDep) -> EnrollResponse:
+    """Public: the one-time enrollment token in the body is the credential."""
     host_id, token = hosts.enroll(
         session=session, enroll_token=spec.token, name=spec.name, region=spec.region,
         address=spec.address, ingress_port=spec.ingress_port, port_min=spec.port_min,

@@ -10,7 +10,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, UploadFile, status
 from fastapi import Path as PathParam
 
-from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from tenantry.api.deps import (
+    AdminDep,
+    OperatorDep,
+    ProviderAdminDep,
+    ProviderDep,
+    RuntimeDep,
+    SessionDep,
+    ViewerDep,
+)
 from tenantry.core import activity
 from tenantry.core.errors import InvalidInput
 from tenantry.platforms import hosts, service
@@ -37,28 +45,29 @@ MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
 
 
 @router.post("/isvs", status_code=status.HTTP_201_CREATED, tags=["isvs"])
-def create_isv(spec: IsvCreate, session: SessionDep, principal: PrincipalDep) -> IsvPublic:
+def create_isv(spec: IsvCreate, session: SessionDep,
+               principal: ProviderAdminDep) -> IsvPublic:
     return service.create_isv(session=session, principal=principal, spec=spec)
 
 
 @router.get("/isvs", tags=["isvs"])
-def list_isvs(session: SessionDep, principal: PrincipalDep) -> list[IsvPublic]:
+def list_isvs(session: SessionDep, principal: ViewerDep) -> list[IsvPublic]:
     return service.list_isvs(session=session, principal=principal)
 
 
 @router.post("/isvs/{isv}/tenants", status_code=status.HTTP_201_CREATED, tags=["tenants"])
 def create_tenant(isv: str, spec: TenantCreate, session: SessionDep,
-                  principal: PrincipalDep) -> TenantPublic:
+                  principal: AdminDep) -> TenantPublic:
     return service.create_tenant(session=session, principal=principal, isv=isv, spec=spec)
 
 
 @router.get("/isvs/{isv}/tenants", tags=["tenants"])
-def list_tenants(isv: str, session: SessionDep, principal: PrincipalDep) -> list[TenantPublic]:
+def list_tenants(isv: str, session: SessionDep, principal: ViewerDep) -> list[TenantPublic]:
     return service.list_tenants(session=session, principal=principal, isv=isv)
 
 
 @router.post("/isvs/{isv}/releases", status_code=status.HTTP_201_CREATED, tags=["releases"])
-def upload_release(isv: str, bundle: UploadFile, session: SessionDep, principal: PrincipalDep,
+def upload_release(isv: str, bundle: UploadFile, session: SessionDep, principal: OperatorDep,
                    runtime: RuntimeDep) -> ReleasePublic:
     """Upload an application bundle (a .tar.gz with `tenantry.toml` at its top)."""
     service.get_isv(session, principal, isv, "operate")  # refuse before reading the upload
@@ -76,13 +85,13 @@ def upload_release(isv: str, bundle: UploadFile, session: SessionDep, principal:
 
 
 @router.get("/releases", tags=["releases"])
-def list_releases(session: SessionDep, principal: PrincipalDep, isv: str | None = None,
+def list_releases(session: SessionDep, principal: ViewerDep, isv: str | None = None,
                   app: str | None = None) -> list[ReleasePublic]:
     return service.list_releases(session=session, principal=principal, isv=isv, app=app)
 
 
 @router.post("/isvs/{isv}/platforms", status_code=status.HTTP_202_ACCEPTED, tags=["platforms"])
-def create_platform(isv: str, spec: PlatformCreate, session: SessionDep, principal: PrincipalDep,
+def create_platform(isv: str, spec: PlatformCreate, session: SessionDep, principal: OperatorDep,
                     runtime: RuntimeDep) -> PlatformAccepted:
     platform, job_id = service.create_platform(
         session=session, principal=principal, isv=isv, spec=spec, secrets=runtime.secrets,
@@ -91,7 +100,7 @@ def create_platform(isv: str, spec: PlatformCreate, session: SessionDep, princip
 
 
 @router.get("/platforms", tags=["platforms"])
-def list_platforms(session: SessionDep, principal: PrincipalDep, runtime: RuntimeDep,
+def list_platforms(session: SessionDep, principal: ViewerDep, runtime: RuntimeDep,
                    filters: Annotated[PlatformFilter, Query()]) -> list[PlatformPublic]:
     return service.list_platforms(session=session, principal=principal, filters=filters,
                                   domain=runtime.settings.domain)
@@ -124,7 +133,7 @@ def _both_forms(method: str, suffix: str, **kwargs: Any) -> Callable[[Any], Any]
 
 
 @_both_forms("get", "")
-def show_platform(ref: str, session: SessionDep, principal: PrincipalDep,
+def show_platform(ref: str, session: SessionDep, principal: ViewerDep,
                   runtime: RuntimeDep) -> PlatformPublic:
     platform = service.get_platform(session, principal, ref)
     return service.platform_public(platform, runtime.settings.domain)
@@ -132,14 +141,14 @@ def show_platform(ref: str, session: SessionDep, principal: PrincipalDep,
 
 @_both_forms("post", "/upgrade", status_code=status.HTTP_202_ACCEPTED)
 def upgrade_platform(ref: str, spec: PlatformUpgrade, session: SessionDep,
-                     principal: PrincipalDep, runtime: RuntimeDep) -> PlatformAccepted:
+                     principal: OperatorDep, runtime: RuntimeDep) -> PlatformAccepted:
     platform, job_id = service.upgrade_platform(session=session, principal=principal, ref=ref,
                                                 spec=spec, domain=runtime.settings.domain)
     return PlatformAccepted(platform=platform, job_id=job_id)
 
 
 def _action(name: str, use_case: Callable[..., tuple[PlatformPublic, int]]) -> None:
-    def handler(ref: str, session: SessionDep, principal: PrincipalDep,
+    def handler(ref: str, session: SessionDep, principal: OperatorDep,
                 runtime: RuntimeDep) -> PlatformAccepted:
         platform, job_id = use_case(session=session, principal=principal, ref=ref,
                                     domain=runtime.settings.domain)
@@ -156,7 +165,7 @@ _action("start", service.start_platform)
 
 
 @_both_forms("delete", "", status_code=status.HTTP_202_ACCEPTED)
-def destroy_platform(ref: str, session: SessionDep, principal: PrincipalDep,
+def destroy_platform(ref: str, session: SessionDep, principal: OperatorDep,
                      runtime: RuntimeDep) -> PlatformAccepted:
     platform, job_id = service.destroy_platform(session=session, principal=principal, ref=ref,
                                                 domain=runtime.settings.domain)
@@ -164,7 +173,7 @@ def destroy_platform(ref: str, session: SessionDep, principal: PrincipalDep,
 
 
 @router.get("/jobs", tags=["jobs"])
-def list_jobs(session: SessionDep, principal: PrincipalDep, platform: str | None = None,
+def list_jobs(session: SessionDep, principal: ViewerDep, platform: str | None = None,
               state: Literal["queued", "running", "succeeded", "failed"] | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobPublic]:
     platform_id = service.get_platform(session, principal, platform).id if platform else None
@@ -174,12 +183,12 @@ def list_jobs(session: SessionDep, principal: PrincipalDep, platform: str | None
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
 def show_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], session: SessionDep,
-             principal: PrincipalDep) -> JobPublic:
+             principal: ViewerDep) -> JobPublic:
     return activity.get_job(session=session, principal=principal, job_id=job_id)
 
 
 @router.get("/events", tags=["events"])
-def list_events(session: SessionDep, principal: PrincipalDep, isv: str | None = None,
+def list_events(session: SessionDep, principal: ViewerDep, isv: str | None = None,
                 platform: str | None = None,
                 after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[EventPublic]:
@@ -190,10 +199,11 @@ def list_events(session: SessionDep, principal: PrincipalDep, isv: str | None = 
 
 
 @router.get("/hosts", tags=["hosts"])
-def list_hosts(session: SessionDep, principal: PrincipalDep) -> list[HostPublic]:
+def list_hosts(session: SessionDep, principal: ProviderDep) -> list[HostPublic]:
     return hosts.list_hosts(session=session, principal=principal)
 
 
 @router.post("/hosts/enroll-tokens", status_code=status.HTTP_201_CREATED, tags=["hosts"])
-def create_enroll_token(session: SessionDep, principal: PrincipalDep) -> EnrollTokenPublic:
+def create_enroll_token(session: SessionDep,
+                        principal: ProviderAdminDep) -> EnrollTokenPublic:
     return hosts.create_enroll_token(session=session, principal=principal)

@@ -14,13 +14,13 @@ from tenantry.access.audit.schemas import (
     AuditHead,
     AuditVerifyReport,
 )
-from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from tenantry.api.deps import ProviderAdminDep, RuntimeDep, SessionDep, ViewerDep
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 @router.get("")
-def list_audit(session: SessionDep, principal: PrincipalDep, actor: str | None = None,
+def list_audit(session: SessionDep, principal: ViewerDep, actor: str | None = None,
                action: str | None = None, target: str | None = None,
                since: dt.datetime | None = None, until: dt.datetime | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditEntryPublic]:
@@ -30,13 +30,13 @@ def list_audit(session: SessionDep, principal: PrincipalDep, actor: str | None =
 
 
 @router.get("/verify")
-def verify_audit(principal: PrincipalDep, runtime: RuntimeDep) -> AuditVerifyReport:
+def verify_audit(principal: ProviderAdminDep, runtime: RuntimeDep) -> AuditVerifyReport:
     service.require_auditor(principal)
     return service.verify_runtime(runtime)
 
 
 @router.post("/ship")
-def ship_audit(session: SessionDep, principal: PrincipalDep,
+def ship_audit(session: SessionDep, principal: ProviderAdminDep,
                runtime: RuntimeDep) -> AuditHead:
     service.require_auditor(principal)
     return service.ship_head(session=session, keys=service.install(runtime),

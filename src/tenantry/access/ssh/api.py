@@ -19,7 +19,7 @@ from tenantry.access.ssh.schemas import (
     SshHostConfig,
     SshHostEvents,
 )
-from tenantry.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from tenantry.api.deps import OperatorDep, Public, RuntimeDep, SessionDep, ViewerDep
 from tenantry.platforms.agent_api import get_host
 from tenantry.platforms.models import Host
 
@@ -40,13 +40,13 @@ CaDep = Annotated[SshCertificateAuthority, Depends(get_ca)]
 
 
 @router.post("/certs", status_code=status.HTTP_201_CREATED)
-def issue(spec: SshCertCreate, session: SessionDep, principal: PrincipalDep,
+def issue(spec: SshCertCreate, session: SessionDep, principal: OperatorDep,
           ca: CaDep) -> SshCertIssued:
     return service.issue_certificate(session=session, principal=principal, ca=ca, spec=spec)
 
 
 @router.get("/certs")
-def certs(session: SessionDep, principal: PrincipalDep,
+def certs(session: SessionDep, principal: ViewerDep,
           all_: Annotated[bool, Query(alias="all")] = False) -> list[SshCertPublic]:
     return service.list_certificates(session=session, principal=principal,
                                      active_only=not all_)
@@ -54,11 +54,12 @@ def certs(session: SessionDep, principal: PrincipalDep,
 
 @router.post("/certs/{serial}/revoke")
 def revoke(serial: Annotated[int, PathParam(ge=1, le=2**63 - 1)], session: SessionDep,
-           principal: PrincipalDep) -> SshCertPublic:
+           principal: ViewerDep) -> SshCertPublic:
+    """Its owner may, and admins within their scope (the service decides which)."""
     return service.revoke_certificate(session=session, principal=principal, serial=serial)
 
 
-@router.get("/ca.pub", response_class=PlainTextResponse,
+@router.get("/ca.pub", response_class=PlainTextResponse, dependencies=[Public],
             responses={200: {"content": {"text/plain": {}}}})
 def ca_public_key(ca: CaDep) -> Response:
     return Response(ca.public_key_line() + "\n", media_type="text/plain")
