@@ -9,16 +9,17 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
 from tenantry.access import service
+from tenantry.access.principal import Principal
 from tenantry.access.schemas import PasswordChange
 from tenantry.api.deps import RuntimeDep, SessionDep
 from tenantry.core.errors import TenantryError
-from tenantry.portal.web import PagePrincipal, check_csrf, page_router, render
+from tenantry.portal.web import PageAccount, check_csrf, page_router, render
 
 router = page_router()
 FormStr = Annotated[str, Form()]
 
 
-def _page(request: Request, session: SessionDep, principal: PagePrincipal, runtime: RuntimeDep,
+def _page(request: Request, session: SessionDep, principal: Principal, runtime: RuntimeDep,
           *, error: str | None = None, field: str | None = None, codes: list[str] | None = None,
           status_code: int = 200) -> Response:
     todo = service.setup_required(session=session, principal=principal)
@@ -32,13 +33,13 @@ def _page(request: Request, session: SessionDep, principal: PagePrincipal, runti
 
 @router.get("/account/setup")
 @router.get("/account")
-def account(request: Request, session: SessionDep, principal: PagePrincipal,
+def account(request: Request, session: SessionDep, principal: PageAccount,
             runtime: RuntimeDep) -> Response:
     return _page(request, session, principal, runtime)
 
 
 @router.post("/account/password")
-def change_password(request: Request, session: SessionDep, principal: PagePrincipal,
+def change_password(request: Request, session: SessionDep, principal: PageAccount,
                     runtime: RuntimeDep, current: FormStr = "", new: FormStr = "",
                     csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
@@ -57,7 +58,7 @@ def change_password(request: Request, session: SessionDep, principal: PagePrinci
 
 
 @router.post("/account/totp")
-def confirm_totp(request: Request, session: SessionDep, principal: PagePrincipal,
+def confirm_totp(request: Request, session: SessionDep, principal: PageAccount,
                  runtime: RuntimeDep, code: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
     try:

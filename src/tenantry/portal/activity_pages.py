@@ -10,14 +10,14 @@ from tenantry.api.deps import RuntimeDep, SessionDep
 from tenantry.core import activity
 from tenantry.platforms import service
 from tenantry.platforms.schemas import PlatformFilter
-from tenantry.portal.web import PagePrincipal, form_value, page_router, render
+from tenantry.portal.web import PageViewer, form_value, page_router, render
 
 router = page_router()
 JOB_STATES = ("queued", "running", "succeeded", "failed")
 
 
 @router.get("/jobs")
-def job_list(request: Request, session: SessionDep, principal: PagePrincipal,
+def job_list(request: Request, session: SessionDep, principal: PageViewer,
              state: str = "") -> Response:
     jobs = activity.list_jobs(session=session, principal=principal, state=form_value(state),
                               limit=100)
@@ -26,14 +26,14 @@ def job_list(request: Request, session: SessionDep, principal: PagePrincipal,
 
 
 @router.get("/jobs/{job_id}")
-def job_detail(request: Request, session: SessionDep, principal: PagePrincipal,
+def job_detail(request: Request, session: SessionDep, principal: PageViewer,
                job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
     job = activity.get_job(session=session, principal=principal, job_id=job_id)
     return render(request, "job.html", principal=principal, job=job)
 
 
 @router.get("/events")
-def event_list(request: Request, session: SessionDep, principal: PagePrincipal,
+def event_list(request: Request, session: SessionDep, principal: PageViewer,
                runtime: RuntimeDep, isv: str = "", platform: str = "") -> Response:
     isv_name, platform_ref = form_value(isv), form_value(platform)
     isv_id = service.get_isv(session, principal, isv_name).id if isv_name else None

@@ -13,7 +13,7 @@ from tenantry.access.service import (
     revoke_session_token,
 )
 from tenantry.access.throttle import LOGINS
-from tenantry.api.deps import SESSION_COOKIE, SessionDep
+from tenantry.api.deps import SESSION_COOKIE, Public, SessionDep
 from tenantry.core.errors import NotAllowed
 from tenantry.portal.web import (
     CSRF_COOKIE,
@@ -38,7 +38,7 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-@router.get("/login")
+@router.get("/login", dependencies=[Public])
 def login_form(request: Request, next: str = "/") -> Response:
     binding = request.cookies.get(CSRF_COOKIE) or new_csrf_binding()
     response = render(request, "login.html", next=_safe_next(next), csrf_binding=binding,
@@ -48,7 +48,7 @@ def login_form(request: Request, next: str = "/") -> Response:
     return response
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Public])
 def login(request: Request, session: SessionDep, username: FormStr = "", password: FormStr = "",
           code: FormStr = "", csrf: FormStr = "", next: FormStr = "/") -> Response:
     binding = request.cookies.get(CSRF_COOKIE)
@@ -71,7 +71,7 @@ def login(request: Request, session: SessionDep, username: FormStr = "", passwor
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[Public])
 def logout(request: Request, session: SessionDep, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
     token = request.cookies.get(SESSION_COOKIE)

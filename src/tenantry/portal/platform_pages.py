@@ -15,7 +15,14 @@ from tenantry.core import activity
 from tenantry.core.errors import NotAllowed, TenantryError
 from tenantry.platforms import hosts, service
 from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
-from tenantry.portal.web import PagePrincipal, check_csrf, form_value, page_router, render
+from tenantry.portal.web import (
+    PageOperator,
+    PageViewer,
+    check_csrf,
+    form_value,
+    page_router,
+    render,
+)
 
 router = page_router()
 FormStr = Annotated[str, Form()]
@@ -32,7 +39,7 @@ def _regions(session: Session, principal: Principal, rows: list[PlatformPublic])
 
 
 @router.get("/")
-def platform_list(request: Request, session: SessionDep, principal: PagePrincipal,
+def platform_list(request: Request, session: SessionDep, principal: PageViewer,
                   runtime: RuntimeDep, isv: str = "", tenant: str = "", region: str = "",
                   state: str = "") -> Response:
     filters = PlatformFilter(isv=form_value(isv), tenant=form_value(tenant),
@@ -69,13 +76,13 @@ def _new_form(request: Request, session: Session, principal: Principal,
 
 
 @router.get("/platforms/new")
-def new_platform_form(request: Request, session: SessionDep, principal: PagePrincipal,
+def new_platform_form(request: Request, session: SessionDep, principal: PageViewer,
                       isv: str = "") -> Response:
     return _new_form(request, session, principal, {"isv": isv, "size": "s"}, {})
 
 
 @router.post("/platforms/new")
-def new_platform(request: Request, session: SessionDep, principal: PagePrincipal,
+def new_platform(request: Request, session: SessionDep, principal: PageOperator,
                  runtime: RuntimeDep, csrf: FormStr = "", isv: FormStr = "",
                  tenants: FormStr = "", app: FormStr = "", name: FormStr = "",
                  region: FormStr = "", size: FormStr = "s") -> Response:
@@ -117,14 +124,14 @@ def _live_context(session: Session, principal: Principal, platform_id: str,
 
 
 @router.get("/platforms/{platform_id}")
-def platform_detail(request: Request, session: SessionDep, principal: PagePrincipal,
+def platform_detail(request: Request, session: SessionDep, principal: PageViewer,
                     runtime: RuntimeDep, platform_id: str) -> Response:
     context = _live_context(session, principal, platform_id, runtime.settings.domain)
     return render(request, "platform.html", principal=principal, **context)
 
 
 @router.get("/platforms/{platform_id}/live")
-def platform_live(request: Request, session: SessionDep, principal: PagePrincipal,
+def platform_live(request: Request, session: SessionDep, principal: PageViewer,
                   runtime: RuntimeDep, platform_id: str) -> Response:
     context = _live_context(session, principal, platform_id, runtime.settings.domain)
     return render(request, "_platform_live.html", principal=principal, **context)

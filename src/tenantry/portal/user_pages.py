@@ -8,18 +8,18 @@ from fastapi import Form, Request, Response
 from pydantic import ValidationError
 
 from tenantry.access import service
-from tenantry.access.principal import ISV_ROLES, PROVIDER_ROLES
+from tenantry.access.principal import ISV_ROLES, PROVIDER_ROLES, Principal
 from tenantry.access.schemas import RoleChange, UserCreate
 from tenantry.api.deps import SessionDep
 from tenantry.core.errors import TenantryError
 from tenantry.platforms.service import list_isvs
-from tenantry.portal.web import PagePrincipal, check_csrf, page_router, render
+from tenantry.portal.web import PageAdmin, check_csrf, page_router, render
 
 router = page_router()
 FormStr = Annotated[str, Form()]
 
 
-def _page(request: Request, session: SessionDep, principal: PagePrincipal, *,
+def _page(request: Request, session: SessionDep, principal: Principal, *,
           error: str | None = None, field: str | None = None, created: str | None = None,
           password: str | None = None, status_code: int = 200) -> Response:
     users = service.list_users(session=session, principal=principal)
@@ -31,12 +31,12 @@ def _page(request: Request, session: SessionDep, principal: PagePrincipal, *,
 
 
 @router.get("/users")
-def user_list(request: Request, session: SessionDep, principal: PagePrincipal) -> Response:
+def user_list(request: Request, session: SessionDep, principal: PageAdmin) -> Response:
     return _page(request, session, principal)
 
 
 @router.post("/users")
-def user_create(request: Request, session: SessionDep, principal: PagePrincipal,
+def user_create(request: Request, session: SessionDep, principal: PageAdmin,
                 username: FormStr = "", role: FormStr = "", isv: FormStr = "",
                 csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
@@ -57,7 +57,7 @@ def user_create(request: Request, session: SessionDep, principal: PagePrincipal,
 
 
 @router.post("/users/{username}/role")
-def user_role(request: Request, session: SessionDep, principal: PagePrincipal, username: str,
+def user_role(request: Request, session: SessionDep, principal: PageAdmin, username: str,
               role: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
     try:
@@ -73,7 +73,7 @@ def user_role(request: Request, session: SessionDep, principal: PagePrincipal, u
 
 
 @router.post("/users/{username}/disable")
-def user_disable(request: Request, session: SessionDep, principal: PagePrincipal,
+def user_disable(request: Request, session: SessionDep, principal: PageAdmin,
                  username: str, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
     try:

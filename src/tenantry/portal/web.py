@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 
 from tenantry.access.principal import Principal
 from tenantry.access.service import authenticate_token, setup_required
-from tenantry.api.deps import SESSION_COOKIE, SessionDep
+from tenantry.api.deps import SESSION_COOKIE, SessionDep, declares, permission_of
 from tenantry.api.errors import STATUS
 from tenantry.core.errors import NotAllowed, TenantryError
 
@@ -60,24 +60,38 @@ templates.env.filters["time"] = _time
 templates.env.globals["duration"] = _duration
 
 
-def page_principal(request: Request, session: SessionDep) -> Principal:
-    """The portal trusts only its own cookie (never a bearer header), so CSRF applies."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        raise LoginRequired
-    try:
-        principal = authenticate_token(session=session, token=token)
-    except NotAllowed:
-        raise LoginRequired from None
-    # A first password to change, or a provider role without its second factor: nothing
-    # else opens until that is done.
-    if not request.url.path.startswith("/account") and setup_required(
-            session=session, principal=principal):
-        raise SetupRequired
-    return principal
+def page_requires(*actions: str, during_setup: bool = False) -> Callable[..., Principal]:
+    """The portal's `requires`: the person behind the session cookie, with their role checked.
+
+    The portal trusts only its own cookie (never a bearer header), so CSRF applies. No
+    cookie: a redirect to /login. A first password to change, or a provider role without
+    its second factor: a redirect to the set-up, for every page but the account's own
+    (`during_setup`). A role that may not do `actions`: 403.
+    """
+    def allowed(request: Request, session: SessionDep) -> Principal:
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token:
+            raise LoginRequired
+        try:
+            principal = authenticate_token(session=session, token=token)
+        except NotAllowed:
+            raise LoginRequired from None
+        if not during_setup and setup_required(session=session, principal=principal):
+            raise SetupRequired
+        for action in actions:
+            principal.require(action)
+        return principal
+
+    permission = permission_of(actions)
+    allowed.__name__ = f"page_requires_{permission.replace('+', '_')}"
+    return declares(permission)(allowed)
 
 
-PagePrincipal = Annotated[Principal, Depends(page_principal)]
+PageViewer = Annotated[Principal, Depends(page_requires("view"))]
+PageOperator = Annotated[Principal, Depends(page_requires("operate"))]
+PageAdmin = Annotated[Principal, Depends(page_requires("admin"))]
+# Your own account: open while the first-login set-up is still to do.
+PageAccount = Annotated[Principal, Depends(page_requires(during_setup=True))]
 
 
 def _csrf_key(request: Request) -> bytes:

@@ -10,7 +10,7 @@ from tenantry.access.audit import service
 from tenantry.access.audit.schemas import AuditFilter
 from tenantry.api.deps import SessionDep
 from tenantry.core.errors import InvalidInput
-from tenantry.portal.web import PagePrincipal, form_value, page_router, render
+from tenantry.portal.web import PageViewer, form_value, page_router, render
 
 router = page_router()
 
@@ -27,7 +27,7 @@ def _time(value: str, field: str) -> dt.datetime | None:
 
 
 @router.get("/audit")
-def audit_list(request: Request, session: SessionDep, principal: PagePrincipal,
+def audit_list(request: Request, session: SessionDep, principal: PageViewer,
                actor: str = "", action: str = "", target: str = "", since: str = "",
                until: str = "") -> Response:
     filters = AuditFilter(actor=form_value(actor), action=form_value(action),
