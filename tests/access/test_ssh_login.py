@@ -78,7 +78,8 @@ def server() -> Iterator[Server]:
     account = f"tnt-t-{secrets.token_hex(3)}"
     root = Path(tempfile.mkdtemp(prefix=f"{account}-", dir="/tmp"))
     root.chmod(0o755)
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", account], check=True)
+    subprocess.run(["groupadd", account], check=True)
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-g", account, account], check=True)
     proc: subprocess.Popen[bytes] | None = None
     try:
         # sshd refuses accounts with a locked password ("!") even for keys; "*" is no password
@@ -102,7 +103,7 @@ def server() -> Iterator[Server]:
             ca_public_key_file=root / "ca.pub", principals_dir=principals_dir, krl_file=krl,
             port=port, listen_addresses=["127.0.0.1"], host_keys=[root / "host_key"],
             pid_file=root / "sshd.pid", use_pam=False, strict_modes=False,
-            accounts=[account, "root"]))
+            login_group=account))
         subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(config)], check=True)
         log = root / "sshd.log"
         with log.open("wb") as out:
@@ -127,6 +128,7 @@ def server() -> Iterator[Server]:
                 proc.kill()
                 proc.wait()
         subprocess.run(["userdel", "-r", "-f", account], capture_output=True, check=False)
+        subprocess.run(["groupdel", account], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 

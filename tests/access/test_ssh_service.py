@@ -79,7 +79,7 @@ def test_issue_for_provider_operator(runtime: Runtime, ca: SshCertificateAuthori
     cert = load_ssh_public_identity(issued.certificate.encode())
     assert not isinstance(cert, type(None)) and hasattr(cert, "serial")
     assert cert.serial == issued.serial
-    assert cert.valid_principals == [b"tenantry-provider-operator@h1"]
+    assert cert.valid_principals == [b"otto@h1"]
     assert cert.key_id == f"otto/{issued.serial}".encode()
     assert set(cert.extensions) == {b"permit-pty"}
     assert cert.valid_before - cert.valid_after == 900 + 60
@@ -99,7 +99,7 @@ def test_ttl_limits_by_role(runtime: Runtime, ca: SshCertificateAuthority,
                                       spec=spec(user_key, ttl_seconds=1800))
         issued = service.issue_certificate(session=session, principal=ADMIN, ca=ca,
                                            spec=spec(user_key, ttl_seconds=3600))
-    assert issued.principals == ["tenantry-provider-admin@h1"]
+    assert issued.principals == ["ada@h1"]
 
 
 def test_refusals(runtime: Runtime, ca: SshCertificateAuthority, user_key: str) -> None:
@@ -139,7 +139,6 @@ def test_revoke_and_krl(runtime: Runtime, ca: SshCertificateAuthority, user_key:
         assert host is not None
         config = service.host_config(session=session, host=host, ca=ca)
         assert issued.serial in config.revoked_serials
-        assert config.accounts["tnt-admin"] == ["tenantry-provider-admin@h1"]
         krl = service.krl(session=session, ca=ca)
     (tmp_path / "krl").write_bytes(krl)
     (tmp_path / "cert.pub").write_text(issued.certificate + "\n")
@@ -147,3 +146,48 @@ def test_revoke_and_krl(runtime: Runtime, ca: SshCertificateAuthority, user_key:
     done = subprocess.run(["ssh-keygen", "-Q", "-f", str(tmp_path / "krl"),
                            str(tmp_path / "cert.pub")], capture_output=True, text=True)
     assert done.returncode == 1 and "REVOKED" in done.stdout
+
+
+def test_host_config_lists_people_with_live_certificates(
+        runtime: Runtime, ca: SshCertificateAuthority, user_key: str) -> None:
+    with runtime.sessions() as session:
+        for who in (ADMIN, OPERATOR):
+            service.issue_certificate(session=session, principal=who, ca=ca,
+                                      spec=spec(user_key))
+        host = session.get(Host, "h-1")
+        assert host is not None
+        people = {p.username: p for p in
+                  service.host_config(session=session, host=host, ca=ca).people}
+        assert people["ada"].account == "t-ada" and people["ada"].root == "all"
+        assert people["ada"].principals == ["ada@h1"]
+        assert people["otto"].account == "t-otto" and people["otto"].root == "service"
+        assert people["otto"].platforms == []  # no platform here, so nobody to become
+        assert "ivy" not in people  # never got a certificate for h1
+        # a disabled user loses the host at the agent's next poll, certificate or not
+        session.execute(text("UPDATE users SET disabled = true WHERE id = 'u-op'"))
+        session.commit()
+        try:
+            after = service.host_config(session=session, host=host, ca=ca).people
+            assert [p.username for p in after] == ["ada"]
+        finally:
+            session.execute(text("UPDATE users SET disabled = false WHERE id = 'u-op'"))
+            session.commit()
+
+
+def test_host_events_name_the_person_by_their_account(
+        runtime: Runtime, ca: SshCertificateAuthority, user_key: str) -> None:
+    with runtime.sessions() as session:
+        service.issue_certificate(session=session, principal=OPERATOR, ca=ca,
+                                  spec=spec(user_key))
+        host = session.get(Host, "h-1")
+        assert host is not None
+        count = service.record_host_events(session=session, host=host, events=[
+            {"action": "host.sudo", "actor": None, "account": "t-otto", "runas": "root",
+             "command": "/usr/bin/supervisorctl status"},
+            {"action": "ssh.login", "actor": "otto", "account": "t-otto", "serial": 1},
+            {"action": "rm -rf", "actor": "x"}])
+        assert count == 2
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(text("SELECT actor, action FROM audit_entries WHERE "
+                                 "source = 'agent' ORDER BY id")).all()
+    assert [tuple(r) for r in rows][-2:] == [("otto", "host.sudo"), ("otto", "ssh.login")]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tenantry.access.ssh.policy import host_accounts
 from tenantry.agent import hostlog, sshd
 from tenantry.core.errors import InvalidInput
 
@@ -25,7 +24,7 @@ def test_sshd_config_trusts_only_the_ca(tmp_path: Path) -> None:
                    f"TrustedUserCAKeys {tmp_path}/ca.pub",
                    f"AuthorizedPrincipalsFile {tmp_path}/principals/%u",
                    f"RevokedKeys {tmp_path}/krl", "AuthenticationMethods publickey",
-                   "AllowUsers tnt-admin tnt-operator", "Port 2222", "LogLevel VERBOSE"):
+                   "AllowGroups tnt-login", "Port 2222", "LogLevel VERBOSE"):
         assert wanted in lines
 
 
@@ -49,18 +48,22 @@ def test_renderers_refuse_injection(tmp_path: Path, bad: str) -> None:
 
 
 def test_principal_files_per_account() -> None:
-    files = sshd.render_principals(host_accounts(host="h1", hands_on_isvs=["acme"]))
-    assert files == {
-        "tnt-admin": "tenantry-provider-admin@h1\n",
-        "tnt-operator": "tenantry-isv-acme-operator@h1\ntenantry-provider-operator@h1\n",
-    }
+    files = sshd.render_principals({"t-ann": ["ann@h1"], "t-bob": ["bob@h1", "bob@h1"]})
+    assert files == {"t-ann": "ann@h1\n", "t-bob": "bob@h1\n"}
 
 
-def test_sudoers_is_valid_and_per_role() -> None:
-    text = sshd.render_sudoers()
+def test_sudoers_is_valid_and_per_person() -> None:
+    text = sshd.render_sudoers([
+        sshd.SudoRule("t-ann", "all", ("tp-p1",)),
+        sshd.SudoRule("t-otto", "service", ("tp-p1", "tp-p2")),
+        sshd.SudoRule("t-ivy", None, ("tp-p2",)),
+        sshd.SudoRule("t-nobody", None, ())])
     sshd.check_sudoers(text)
-    assert "tnt-admin ALL=(ALL:ALL) NOPASSWD: ALL" in text
-    assert "tnt-operator ALL=(root) NOPASSWD:NOEXEC: TENANTRY_OPERATOR" in text
+    assert "t-ann ALL=(ALL:ALL) NOPASSWD: ALL" in text
+    assert "t-otto ALL=(root) NOPASSWD:NOEXEC: TENANTRY_OPERATOR" in text
+    assert "t-otto ALL=(tp-p1, tp-p2) NOPASSWD: ALL" in text
+    assert "t-ivy ALL=(tp-p2) NOPASSWD: ALL" in text
+    assert "t-ivy ALL=(root)" not in text and "t-nobody" not in text
     assert "/usr/bin/supervisorctl restart *" in text
     assert "loglinelen=0" in text
 
@@ -69,7 +72,7 @@ def test_sudoers_check_refuses_broken_rules() -> None:
     with pytest.raises(InvalidInput):
         sshd.check_sudoers("tnt-admin ALL=(ALL) NOPASSWD ALL ALL\n")
     with pytest.raises(InvalidInput):
-        sshd.render_sudoers(operator_commands=["rm -rf /"])
+        sshd.render_sudoers([], operator_commands=["rm -rf /"])
 
 
 @pytest.mark.parametrize(("line", "event"), [
@@ -85,6 +88,13 @@ def test_sudoers_check_refuses_broken_rules() -> None:
      "USER=root ; COMMAND=/bin/bash",
      {"action": "host.sudo", "actor": None, "account": "tnt-operator", "runas": "root",
       "command": "/bin/bash", "refused": "command not allowed"}),
+    ("Nov 30 00:02:38 2026 : t-otto : a password is required ; PWD=/home/t-otto ; "
+     "USER=tp-p1 ; COMMAND=/usr/bin/id -un",
+     {"action": "host.sudo", "actor": None, "account": "t-otto", "runas": "tp-p1",
+      "command": "/usr/bin/id -un", "refused": "a password is required"}),
+    ("Nov 30 00:02:38 2026 : t-otto : PWD=/home/t-otto ; USER=tp-p1 ; COMMAND=/usr/bin/id",
+     {"action": "host.sudo", "actor": None, "account": "t-otto", "runas": "tp-p1",
+      "command": "/usr/bin/id"}),
     ("Server listening on 127.0.0.1 port 22.", None),
 ])
 def test_host_log_lines_become_events(line: str, event: dict[str, object] | None) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from tenantry.agent import hostlog, sshd
 from tenantry.agent.client import ControlPlaneClient
+from tenantry.agent.converge import unix_user
 from tenantry.core.crypto import write_private
 
 log = logging.getLogger("tenantry.agent.hostaccess")
@@ -36,6 +37,7 @@ class HostAccess:
     sshd_log: Path | None = None
     sudo_log: Path = sshd.SUDO_LOG
     ssh_port: int = 22
+    manage_accounts: bool = field(default_factory=lambda: os.geteuid() == 0)
     _checked_at: float = field(default=0.0, init=False)
     _generation: int = field(default=-1, init=False)
 
@@ -50,22 +52,32 @@ class HostAccess:
             return
         config = self.client.ssh_config()
         krl = self.client.ssh_krl()
+        group: str = config["login_group"]
+        people: list[dict[str, Any]] = config["people"]
+        if self.manage_accounts:
+            _ensure_group(group)
+            for person in people:
+                _ensure_login_account(person["account"], group)
         principals_dir = self.ssh_dir / "tenantry-principals"
         principals_dir.mkdir(parents=True, exist_ok=True)
         _write(self.ssh_dir / "tenantry-ca.pub", config["ca_public_key"].strip() + "\n")
         _write_bytes(self.ssh_dir / "tenantry-revoked.krl", krl)
-        accounts: dict[str, list[str]] = config["accounts"]
-        for account, body in sshd.render_principals(accounts).items():
+        files = sshd.render_principals({p["account"]: p["principals"] for p in people})
+        for stale in principals_dir.iterdir():
+            if stale.is_file() and not stale.name.startswith(".") and stale.name not in files:
+                _write(stale, "")  # their certificates ended: the account opens no more
+        for account, body in files.items():
             _write(principals_dir / account, body)
-            if self.etc_root == Path("/"):
-                _ensure_login_account(account)
         main = sshd.render_sshd_config(
             ca_public_key_file=self.ssh_dir / "tenantry-ca.pub", principals_dir=principals_dir,
             krl_file=self.ssh_dir / "tenantry-revoked.krl", port=self.ssh_port,
-            accounts=sorted(accounts))
+            login_group=group)
         if _write(self.ssh_dir / "sshd_config", main):
             self._reload_sshd()
-        sudoers = sshd.render_sudoers(log_file=self.sudo_log)
+        rules = [sshd.SudoRule(account=p["account"], root=p["root"], run_as=tuple(
+            user for user in map(unix_user, p["platforms"]) if user is not None))
+            for p in people]
+        sudoers = sshd.render_sudoers(rules, log_file=self.sudo_log)
         sshd.check_sudoers(sudoers)
         sudoers_file = self.etc_root / "etc" / "sudoers.d" / "tenantry"
         sudoers_file.parent.mkdir(parents=True, exist_ok=True)
@@ -121,11 +133,18 @@ def _write_bytes(path: Path, data: bytes) -> bool:
     return True
 
 
-def _ensure_login_account(account: str) -> None:
-    try:
-        subprocess.run(["id", account], check=True, capture_output=True)
-    except subprocess.CalledProcessError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", account],
-                       check=True, capture_output=True)
+def _ensure_group(group: str) -> None:
+    if subprocess.run(["getent", "group", group], capture_output=True).returncode != 0:
+        subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
+
+
+def _ensure_login_account(account: str, group: str) -> None:
+    """The person's own account: a home, a shell, no password, in the login group."""
+    if subprocess.run(["id", account], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--groups", group,
+                        account], check=True, capture_output=True)
         # "*": no password can ever work, yet the account is not locked for keys.
         subprocess.run(["usermod", "-p", "*", account], check=True, capture_output=True)
+    else:
+        subprocess.run(["usermod", "--append", "--groups", group, account], check=True,
+                       capture_output=True)

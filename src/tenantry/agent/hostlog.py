@@ -21,7 +21,8 @@ _FAILED = re.compile(r"(?:Failed publickey|Invalid user|"
                      r"(?: for (?:invalid user )?(?P<account>\S+))?(?: from (?P<addr>\S+))?")
 _REVOKED = re.compile(r"Authentication key \S+ \S+ revoked by file")
 _CERT_REFUSED = re.compile(r"(?:Certificate invalid|cert: Certificate invalid): (?P<why>.*)$")
-_SUDO = re.compile(r"(?P<account>[\w.-]+) : (?:(?P<problem>[^;:]*?) ; )?TTY=\S+ ; PWD=\S+ ; "
+# TTY= is missing when the command came without a terminal (`ssh host sudo ...`)
+_SUDO = re.compile(r"(?P<account>[\w.-]+) : (?:(?P<problem>[^;:=]*?) ; )?(?:TTY=\S+ ; )?PWD=\S+ ; "
                    r"USER=(?P<runas>\S+) ; COMMAND=(?P<command>.*)$")
 
 

@@ -4,12 +4,13 @@ The agent writes, on a real host (root-owned, 0644 unless noted):
 
     /etc/ssh/sshd_config.d/ or /etc/ssh/sshd_config   render_sshd_config(...)
     /etc/ssh/tenantry-ca.pub                           the user CA's public key line
-    /etc/ssh/tenantry-principals/<account>             render_principals(...)[account]
+    /etc/ssh/tenantry-principals/<account>             one principal a line, per person
     /etc/ssh/tenantry-revoked.krl                      the KRL from GET /api/v1/ssh/krl
     /etc/sudoers.d/tenantry (0440)                     render_sudoers(...), after check_sudoers
 
-Only certificates signed by tenantry's CA log in: there is no authorized_keys file, no
-password or keyboard-interactive login, and root may not log in at all. sshd refuses every
+Only certificates signed by tenantry's CA log in, and only to the accounts of the login
+group, each person's own (see tenantry.access.ssh.policy): there is no authorized_keys
+file, no password or keyboard-interactive login, and root may not log in at all. sshd refuses every
 key when the KRL cannot be read, so the agent writes an empty KRL before sshd starts.
 """
 
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from tenantry.access.ssh.policy import ADMIN_ACCOUNT, OPERATOR_ACCOUNT
+from tenantry.access.ssh.policy import LOGIN_GROUP
 from tenantry.core.errors import InvalidInput
 
 SUDO_LOG = Path("/var/log/tenantry/sudo.log")
@@ -50,7 +52,7 @@ def render_sshd_config(*, ca_public_key_file: Path, principals_dir: Path, krl_fi
                        port: int = 22, listen_addresses: Sequence[str] = ("0.0.0.0", "::"),
                        host_keys: Sequence[Path] = (), pid_file: Path | None = None,
                        use_pam: bool = True, strict_modes: bool = True,
-                       accounts: Iterable[str] = (ADMIN_ACCOUNT, OPERATOR_ACCOUNT)) -> str:
+                       login_group: str = LOGIN_GROUP) -> str:
     """A complete sshd_config: CA-signed certificates for tenantry's accounts, nothing else."""
     lines = [f"Port {port}"]
     lines += [f"ListenAddress {_safe(a, 'listen address')}" for a in listen_addresses]
@@ -59,7 +61,7 @@ def render_sshd_config(*, ca_public_key_file: Path, principals_dir: Path, krl_fi
         lines.append(f"PidFile {_safe(str(pid_file), 'pid file')}")
     lines += [
         "PermitRootLogin no",
-        f"AllowUsers {' '.join(_safe(a, 'account') for a in accounts)}",
+        f"AllowGroups {_safe(login_group, 'login group')}",
         "PubkeyAuthentication yes",
         "AuthenticationMethods publickey",
         "PasswordAuthentication no",
@@ -101,22 +103,39 @@ def render_principals(accounts: Mapping[str, Iterable[str]]) -> dict[str, str]:
     return files
 
 
-def render_sudoers(*, operator_commands: Sequence[str] = OPERATOR_COMMANDS,
-                   log_file: Path = SUDO_LOG, admin_account: str = ADMIN_ACCOUNT,
-                   operator_account: str = OPERATOR_ACCOUNT) -> str:
-    """sudo rules per role; every run is logged, one line each, for agent.hostlog."""
+@dataclass(frozen=True)
+class SudoRule:
+    """One person's sudo: as root `all` or the `service` commands, and as these users."""
+    account: str
+    root: str | None
+    run_as: tuple[str, ...] = ()
+
+
+def render_sudoers(rules: Iterable[SudoRule], *,
+                   operator_commands: Sequence[str] = OPERATOR_COMMANDS,
+                   log_file: Path = SUDO_LOG) -> str:
+    """sudo rules per person; every run is logged, one line each, for agent.hostlog."""
     for command in operator_commands:
         if not command.startswith("/") or any(c in command for c in ",:\\=#\n"):
             raise InvalidInput(f"operator command {command!r} must be an absolute path "
                                "without , : \\ = #", field="operator_commands")
-    admin, operator = _safe(admin_account, "account"), _safe(operator_account, "account")
     commands = ", \\\n    ".join(operator_commands)
-    return (_HEADER
+    text = (_HEADER
             + f'Defaults logfile="{_safe(str(log_file), "log file")}", loglinelen=0, log_year\n'
             + "Defaults use_pty\n"
-            + f"Cmnd_Alias TENANTRY_OPERATOR = {commands}\n"
-            + f"{admin} ALL=(ALL:ALL) NOPASSWD: ALL\n"
-            + f"{operator} ALL=(root) NOPASSWD:NOEXEC: TENANTRY_OPERATOR\n")
+            + f"Cmnd_Alias TENANTRY_OPERATOR = {commands}\n")
+    for rule in sorted(rules, key=lambda r: r.account):
+        account = _safe(rule.account, "account")
+        if rule.root == "all":
+            text += f"{account} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+        elif rule.root == "service":
+            text += f"{account} ALL=(root) NOPASSWD:NOEXEC: TENANTRY_OPERATOR\n"
+        elif rule.root is not None:
+            raise InvalidInput(f"root access {rule.root!r} is not all or service", field="root")
+        if rule.run_as and rule.root != "all":
+            users = ", ".join(_safe(u, "user") for u in sorted(set(rule.run_as)))
+            text += f"{account} ALL=({users}) NOPASSWD: ALL\n"
+    return text
 
 
 def check_sudoers(text: str) -> None:

@@ -18,6 +18,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from tenantry.access.audit.middleware import install as install_audit
     from tenantry.access.keys.api import router as keys_router
     from tenantry.access.ssh.api import router as ssh_router
+    from tenantry.access.support.api import router as support_router
     from tenantry.platforms.agent_api import router as agent_router
     from tenantry.platforms.api import router as platforms_router
     from tenantry.portal.pages import mount as mount_portal
@@ -29,7 +30,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     app.include_router(platforms_router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
     app.include_router(agent_router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
-    for router in (access_router, audit_router, ssh_router, keys_router):
+    for router in (access_router, audit_router, ssh_router, keys_router, support_router):
         app.include_router(router, prefix="/api/v1", responses=errors.ERROR_RESPONSES)
 
     @app.get("/api/v1/health", tags=["meta"], dependencies=[Public])

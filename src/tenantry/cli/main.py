@@ -30,10 +30,11 @@ from tenantry.access.cli import token_app, user_app  # noqa: E402
 from tenantry.access.keys.cli import app as secrets_app  # noqa: E402
 from tenantry.access.keys.cli import cert_app  # noqa: E402
 from tenantry.access.ssh.cli import app as ssh_app  # noqa: E402
+from tenantry.access.support.cli import app as support_app  # noqa: E402
 
 for sub, name in ((user_app, "user"), (token_app, "token"), (audit_app, "audit"),
-                  (ssh_app, "ssh"), (secrets_app, "secrets"), (cert_app, "cert"),
-                  (isv_app, "isv"),
+                  (ssh_app, "ssh"), (support_app, "support"), (secrets_app, "secrets"),
+                  (cert_app, "cert"), (isv_app, "isv"),
                   (tenant_app, "tenant"), (app_app, "app"), (platform_app, "platform"),
                   (job_app, "job"), (host_app, "host")):
     app.add_typer(sub, name=name)

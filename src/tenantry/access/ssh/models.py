@@ -19,6 +19,8 @@ class SshCert(Base):
     # the user's ISV (None for provider staff): what `scoped()` narrows on
     isv_id: Mapped[str | None] = mapped_column(String(20), index=True)
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    # the role it was issued under (a token may act with less than its user's role)
+    role: Mapped[str | None] = mapped_column(String(30))
     principals: Mapped[list[str]] = mapped_column(JSON, default=list)
     extensions: Mapped[list[str]] = mapped_column(JSON, default=list)
     reason: Mapped[str] = mapped_column(Text)

@@ -1,31 +1,36 @@
-"""Who may get which SSH principals on a host: pure functions of role and service level.
+"""Who may log in to a host, as which account, with which sudo: pure functions.
 
-Principals are role names bound to one host, `<role-principal>@<host>`, so a certificate
-issued for one host opens no other. Each host has two login accounts, and an account
-accepts the principals listed in its AuthorizedPrincipalsFile:
+Every person logs in as their own Unix account on the host, `t-<username>`, which the agent
+creates when they first hold a certificate for it; there are no shared logins, so sshd's
+and sudo's logs name the person. A certificate carries one principal, `<username>@<host>`,
+so it opens that person's account on that one host and nothing else.
 
-    account       accepts                                        sudo
-    tnt-admin     tenantry-provider-admin@HOST                   everything
-    tnt-operator  tenantry-provider-operator@HOST, and on a      the listed service commands
-                  host with hands-on platforms of ISV X:
-                  tenantry-isv-X-operator@HOST
+What the account may do with sudo follows the person's current role, re-read on every
+agent poll (a demotion or a disabled user takes effect within a poll):
 
-ISV admins and operators get `tenantry-isv-<isv>-operator@HOST` only when their ISV has a
-hands-on platform on the host; on hands-off hosts only provider roles get certificates.
-ISV viewers never do. Agent and port forwarding are allowed to provider admins only.
+    role                 may log in to                         sudo
+    provider-admin       every host                            everything
+    provider-operator    every host                            the listed service commands
+                                                               as root; as the Unix user of
+                                                               every hands-off platform, and
+                                                               of a hands-on platform while
+                                                               its ISV grants support access
+    isv-admin,           hosts with a hands-on platform of     as the Unix user of their
+    isv-operator         their ISV                             ISV's hands-on platforms
+    isv-viewer           none
+
+Agent and port forwarding are allowed to provider admins only.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tenantry.core.errors import NotAllowed
 
-ADMIN_ACCOUNT = "tnt-admin"
-OPERATOR_ACCOUNT = "tnt-operator"
-ACCOUNTS = (ADMIN_ACCOUNT, OPERATOR_ACCOUNT)
-
+LOGIN_GROUP = "tnt-login"  # sshd lets in members of this group only
 DEFAULT_TTL = 900
 MAX_TTL = {"provider-admin": 3600, "isv-admin": 3600}
 
@@ -40,30 +45,54 @@ class CertGrant:
     max_ttl: int
 
 
-def isv_principal(isv: str, host: str) -> str:
-    return f"tenantry-isv-{isv}-operator@{host}"
+@dataclass(frozen=True)
+class PlatformOnHost:
+    id: str
+    isv: str
+    hands_on: bool
+    support_granted: bool = False  # an unexpired support grant of its ISV
 
 
-def grant(*, role: str, isv: str | None, host: str, hands_on_isvs: Iterable[str]) -> CertGrant:
-    """What a certificate for `host` may carry for a user of `role` (of ISV `isv`)."""
-    max_ttl = MAX_TTL.get(role, DEFAULT_TTL)
+@dataclass(frozen=True)
+class HostRights:
+    """What one person's account on one host may do."""
+    root: str | None  # "all", "service" (the operator commands) or None
+    platforms: tuple[str, ...]  # platform ids whose Unix user they may become
+
+
+def login_account(username: str) -> str:
+    """The person's Unix account: `t-<username>`, shortened with a hash past 32 characters."""
+    account = f"t-{username}"
+    if len(account) <= 32:
+        return account
+    digest = hashlib.sha256(username.encode()).hexdigest()[:8]
+    return f"t-{username[:21]}-{digest}"
+
+
+def principal(username: str, host: str) -> str:
+    return f"{username}@{host}"
+
+
+def rights(*, role: str, isv: str | None, platforms: Iterable[PlatformOnHost]) -> HostRights:
+    """What a user of `role` (of ISV `isv`) may do on a host carrying `platforms`."""
+    here = list(platforms)
     if role == "provider-admin":
-        return CertGrant((f"tenantry-provider-admin@{host}",), _BASE_EXTENSIONS | _FORWARDING,
-                         max_ttl)
+        return HostRights("all", tuple(sorted(p.id for p in here)))
     if role == "provider-operator":
-        return CertGrant((f"tenantry-provider-operator@{host}",), _BASE_EXTENSIONS, max_ttl)
+        return HostRights("service", tuple(sorted(
+            p.id for p in here if not p.hands_on or p.support_granted)))
     if role in ("isv-admin", "isv-operator") and isv is not None:
-        if isv not in set(hands_on_isvs):
-            raise NotAllowed(f"host {host} runs no hands-on platform of ISV {isv}: only the "
+        mine = tuple(sorted(p.id for p in here if p.hands_on and p.isv == isv))
+        if not mine:
+            raise NotAllowed(f"this host runs no hands-on platform of ISV {isv}: only the "
                              "provider may log in to it")
-        return CertGrant((isv_principal(isv, host),), _BASE_EXTENSIONS, max_ttl)
+        return HostRights(None, mine)
     raise NotAllowed(f"role {role} may not log in to hosts")
 
 
-def host_accounts(*, host: str, hands_on_isvs: Iterable[str]) -> dict[str, list[str]]:
-    """Login account → the principals it accepts, for the host's AuthorizedPrincipalsFiles."""
-    return {
-        ADMIN_ACCOUNT: [f"tenantry-provider-admin@{host}"],
-        OPERATOR_ACCOUNT: [f"tenantry-provider-operator@{host}",
-                           *(isv_principal(i, host) for i in sorted(set(hands_on_isvs)))],
-    }
+def grant(*, username: str, role: str, isv: str | None, host: str,
+          platforms: Iterable[PlatformOnHost]) -> CertGrant:
+    """What a certificate for `host` may carry; raises NotAllowed when none may be issued."""
+    rights(role=role, isv=isv, platforms=platforms)
+    extensions = _BASE_EXTENSIONS | (_FORWARDING if role == "provider-admin" else frozenset())
+    return CertGrant((principal(username, host),), extensions, MAX_TTL.get(role, DEFAULT_TTL))

@@ -34,10 +34,21 @@ class SshCertPublic(BaseModel):
     revoked_at: dt.datetime | None
 
 
+class SshHostPerson(BaseModel):
+    """One person who may log in to the host now (see tenantry.access.ssh.policy)."""
+    username: str
+    account: str
+    principals: list[str]
+    root: str | None = Field(description='"all", "service" or none')
+    platforms: list[str] = Field(description="platform ids whose Unix user they may become")
+    valid_before: dt.datetime
+
+
 class SshHostConfig(BaseModel):
-    """What a host agent needs to configure sshd: CA, accounts' principals, revocations."""
+    """What a host agent needs to configure sshd and sudo: CA, people, revocations."""
     ca_public_key: str
-    accounts: dict[str, list[str]]
+    login_group: str
+    people: list[SshHostPerson]
     revoked_serials: list[int]
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from tenantry.access.principal import Principal, scoped
+from tenantry.access.models import User
+from tenantry.access.principal import PROVIDER_ROLES, Principal, role_rank, scoped
 from tenantry.access.ssh import policy
 from tenantry.access.ssh.ca import SshCertificateAuthority, parse_user_key
 from tenantry.access.ssh.models import SshCert
@@ -17,7 +18,9 @@ from tenantry.access.ssh.schemas import (
     SshCertIssued,
     SshCertPublic,
     SshHostConfig,
+    SshHostPerson,
 )
+from tenantry.access.support.service import granted_platforms
 from tenantry.core.db import utcnow
 from tenantry.core.errors import InvalidInput, NotAllowed, NotFound
 from tenantry.platforms.models import Host, Isv, Platform
@@ -37,11 +40,22 @@ def _audit(session: Session, *, actor: str, action: str, target: str, source: st
            detail=detail)
 
 
-def _hands_on_isvs(session: Session, host_id: str) -> list[str]:
-    return list(session.scalars(
-        select(Isv.name).join(Platform, Platform.isv_id == Isv.id)
-        .where(Platform.host_id == host_id, Platform.service_level == "hands-on")
-        .distinct().order_by(Isv.name)))
+def _lesser_roles(role: str) -> set[str]:
+    """The roles at most `role`, on its side (provider or ISV)."""
+    side = [r for r in ("provider-admin", "provider-operator") if role in PROVIDER_ROLES] or [
+        "isv-admin", "isv-operator", "isv-viewer"]
+    return {r for r in side if role_rank(r) <= role_rank(role)}
+
+
+def platforms_on(session: Session, host_id: str) -> list[policy.PlatformOnHost]:
+    """The host's platforms as the policy sees them, with live support grants marked."""
+    granted = granted_platforms(session, host_id)
+    rows = session.execute(select(Platform.id, Isv.name, Platform.service_level)
+                           .join(Isv, Isv.id == Platform.isv_id)
+                           .where(Platform.host_id == host_id).order_by(Platform.id))
+    return [policy.PlatformOnHost(id=pid, isv=isv, hands_on=level == "hands-on",
+                                  support_granted=pid in granted)
+            for pid, isv, level in rows]
 
 
 def _find_host(session: Session, principal: Principal, ref: str) -> Host:
@@ -73,13 +87,13 @@ def issue_certificate(*, session: Session, principal: Principal, ca: SshCertific
     host = _find_host(session, principal, spec.host)
     isv_name = (session.scalar(select(Isv.name).where(Isv.id == principal.isv_id))
                 if principal.isv_id else None)
-    allowed = policy.grant(role=principal.role, isv=isv_name, host=host.name,
-                           hands_on_isvs=_hands_on_isvs(session, host.id))
+    allowed = policy.grant(username=principal.username, role=principal.role, isv=isv_name,
+                           host=host.name, platforms=platforms_on(session, host.id))
     if spec.ttl_seconds > allowed.max_ttl:
         raise InvalidInput(f"ttl_seconds may be at most {allowed.max_ttl} for role "
                            f"{principal.role}", field="ttl_seconds")
     now = now or utcnow()
-    row = SshCert(user_id=principal.user_id, username=principal.username,
+    row = SshCert(user_id=principal.user_id, username=principal.username, role=principal.role,
                   isv_id=principal.isv_id, host_id=host.id,
                   principals=list(allowed.principals), extensions=sorted(allowed.extensions),
                   reason=reason, public_key=spec.public_key.strip(),
@@ -145,11 +159,43 @@ def revoked_serials(*, session: Session) -> list[int]:
 
 
 def host_config(*, session: Session, host: Host, ca: SshCertificateAuthority) -> SshHostConfig:
-    return SshHostConfig(
-        ca_public_key=ca.public_key_line(),
-        accounts=policy.host_accounts(host=host.name,
-                                      hands_on_isvs=_hands_on_isvs(session, host.id)),
-        revoked_serials=revoked_serials(session=session))
+    """Who may log in to the host now, as which account, with which sudo.
+
+    People with a live certificate for the host, with rights from their *current* role:
+    a disabled user, a demoted one or an ISV whose platform left the host loses them at
+    the agent's next poll, even while the certificate is still valid.
+    """
+    now = utcnow()
+    here = platforms_on(session, host.id)
+    rows = session.execute(
+        select(User.username, User.role, Isv.name, SshCert.role, SshCert.valid_before)
+        .join(SshCert, SshCert.user_id == User.id)
+        .outerjoin(Isv, Isv.id == User.isv_id)
+        .where(SshCert.host_id == host.id, SshCert.revoked_at.is_(None),
+               SshCert.valid_before > now, User.disabled.is_(False))
+        .order_by(User.username))
+    best: dict[str, tuple[str, str | None, dt.datetime]] = {}
+    for username, user_role, isv, cert_role, valid_before in rows:
+        # a certificate gives no more than the role it was issued under (a token may act
+        # with less than its user), nor more than the person's role today
+        role = user_role if cert_role not in _lesser_roles(user_role) else str(cert_role)
+        if username in best:
+            held_role, _, held_until = best[username]
+            role = max(role, held_role, key=role_rank)
+            valid_before = max(valid_before, held_until)
+        best[username] = (role, isv, valid_before)
+    people = []
+    for username, (person_role, person_isv, until) in best.items():
+        try:
+            rights = policy.rights(role=person_role, isv=person_isv, platforms=here)
+        except NotAllowed:
+            continue
+        people.append(SshHostPerson(
+            username=username, account=policy.login_account(username),
+            principals=[policy.principal(username, host.name)], root=rights.root,
+            platforms=list(rights.platforms), valid_before=until))
+    return SshHostConfig(ca_public_key=ca.public_key_line(), login_group=policy.LOGIN_GROUP,
+                         people=people, revoked_serials=revoked_serials(session=session))
 
 
 def krl(*, session: Session, ca: SshCertificateAuthority) -> bytes:
@@ -157,15 +203,22 @@ def krl(*, session: Session, ca: SshCertificateAuthority) -> bytes:
 
 
 def record_host_events(*, session: Session, host: Host, events: list[dict[str, Any]]) -> int:
-    """Logins and sudo runs read from a host's logs go to the audit log."""
+    """Logins and sudo runs read from a host's logs go to the audit log.
+
+    The actor is never taken from the agent's word alone: a login names the person by the
+    certificate's key id, and a sudo run by the login account, which is the person's own.
+    """
+    accounts = {policy.login_account(name): name for name in session.scalars(
+        select(SshCert.username).where(SshCert.host_id == host.id).distinct())}
     count = 0
     for event in events:
         action = str(event.get("action", ""))
         if action not in ("ssh.login", "ssh.login.failed", "host.sudo"):
             continue
-        actor = str(event.get("actor") or event.get("account") or "unknown")[:80]
+        account = str(event.get("account") or "")
+        actor = accounts.get(account) or str(event.get("actor") or account or "unknown")
         detail = {k: str(v)[:500] for k, v in event.items() if v is not None}
-        _audit(session, actor=actor, action=action, target=f"host:{host.name}",
+        _audit(session, actor=actor[:80], action=action, target=f"host:{host.name}",
                source="agent", detail=detail)
         count += 1
     session.commit()

@@ -1,0 +1,1 @@
+"""Support access: an ISV admin lets the provider into a hands-on platform, for hours."""
