@@ -98,6 +98,9 @@ REVIEWED: dict[tuple[str, str], str] = {
        for ref in ("{ref}", "{isv}/{name}")
        for method, suffix in (("POST", "/upgrade"), ("POST", "/rollback"), ("POST", "/stop"),
                               ("POST", "/start"), ("DELETE", ""))},
+    # ISV admins grant; the service refuses provider roles (they may not grant themselves)
+    ("POST", "/api/v1/support-grants"): "admin",
+    ("POST", "/api/v1/support-grants/{grant_id}/revoke"): "admin",
     ("POST", "/api/v1/ssh/certs"): "operate",  # viewers never log in to hosts
     # the certificate's owner may revoke it, and admins: the service decides which
     ("POST", "/api/v1/ssh/certs/{serial}/revoke"): "view",
