@@ -306,3 +306,26 @@ def own_plane() -> Iterator[ControlPlaneProcess]:
     """A control plane of the test's own, for tests that kill it or change it for all."""
     with running_plane() as cp:
         yield cp
+
+
+def person_token(plane: ControlPlaneProcess, role: str, isv: str | None = None,
+                 ) -> tuple[str, str]:
+    """A new user of `role`, logged in through the portal once (password, TOTP), and an API
+    token from /auth/login: (username, bearer token)."""
+    username = f"{role.split('-')[1][:2]}{secrets.token_hex(3)}"
+    made = plane.cli_json("user", "create", username, "--role", role,
+                          *(("--isv", isv) if isv else ()))
+    account = PortalAccount(username, made["password"])
+    with httpx.Client(base_url=plane.url, timeout=30) as client:
+        assert portal_login(client, account).status_code == 303
+    with httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30) as client:
+        answer = client.post("/auth/login", json={
+            "username": username, "password": account.password,
+            "code": account.code() if account.totp_secret else None})
+        assert answer.status_code == 201, answer.text
+        return username, str(answer.json()["token"])
+
+
+def api_as(plane: ControlPlaneProcess, token: str) -> httpx.Client:
+    return httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})

@@ -29,11 +29,11 @@ import pytest
 from tests.conftest import (
     TENANTRY,
     ControlPlaneProcess,
-    PortalAccount,
+    api_as,
     free_port,
     make_isv,
+    person_token,
     port_block,
-    portal_login,
     short_tmp,
 )
 
@@ -99,29 +99,6 @@ class Host:
     def wait_sudoers(self, predicate: Callable[[str], bool], what: str) -> None:
         wait_until(lambda: predicate(self.sudoers()), 60, what)
         self.install_sudoers()
-
-
-def person_token(plane: ControlPlaneProcess, role: str, isv: str | None = None,
-                 ) -> tuple[str, str]:
-    """A new user of `role`, logged in through the portal once (password, TOTP), and an API
-    token from /auth/login: (username, bearer token)."""
-    username = f"{role.split('-')[1][:2]}{secrets.token_hex(3)}"
-    made = plane.cli_json("user", "create", username, "--role", role,
-                          *(("--isv", isv) if isv else ()))
-    account = PortalAccount(username, made["password"])
-    with httpx.Client(base_url=plane.url, timeout=30) as client:
-        assert portal_login(client, account).status_code == 303
-    with httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30) as client:
-        answer = client.post("/auth/login", json={
-            "username": username, "password": account.password,
-            "code": account.code() if account.totp_secret else None})
-        assert answer.status_code == 201, answer.text
-        return username, str(answer.json()["token"])
-
-
-def api_as(plane: ControlPlaneProcess, token: str) -> httpx.Client:
-    return httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.fixture
