@@ -37,6 +37,7 @@ class World:
     a_job: int
     b_user: str
     b_token_id: str
+    b_grant_id: str  # B's support grant on its hands-on platform
     tokens: dict[str, str]  # role of ISV A → bearer token
     a_users: set[str]
 
@@ -56,7 +57,7 @@ def bearer_for(plane: ControlPlaneProcess, username: str, password: str) -> str:
 def world(plane: ControlPlaneProcess, bundles: dict[str, Any]) -> World:
     a, b = make_isv(plane, bundles), make_isv(plane, bundles)
     b_created = plane.cli_json("platform", "create", b, "--tenant", "t1",
-                               "--app", "bodyshop@1.0.0")
+                               "--app", "bodyshop@1.0.0", "--service-level", "hands-on")
     a_created = plane.cli_json("platform", "create", a, "--tenant", "t1",
                                "--app", "bodyshop@1.0.0")
     tokens, a_users = {}, set()
@@ -71,10 +72,14 @@ def world(plane: ControlPlaneProcess, bundles: dict[str, Any]) -> World:
     with httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30,
                       headers={"Authorization": f"Bearer {b_bearer}"}) as client:
         b_token = client.post("/tokens", json={"name": "b's token"}).json()["token"]["id"]
+        b_grant = client.post("/support-grants", json={
+            "platform": b_created["platform"]["id"], "hours": 1, "reason": "B's ticket"})
+        assert b_grant.status_code == 201, b_grant.text
     return World(a=a, b=b, b_platform=b_created["platform"], a_platform=a_created["platform"],
                  b_job=b_created["job_id"], a_job=a_created["job_id"],
                  b_user=b_admin["user"]["username"],
-                 b_token_id=b_token, tokens=tokens, a_users=a_users)
+                 b_token_id=b_token, b_grant_id=b_grant.json()["id"], tokens=tokens,
+                 a_users=a_users)
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,12 @@ def fill(path: str, w: World, owner: str) -> str:
     isv = w.b if owner == "b" else w.a
     values = {"isv": isv, "name": platform["name"], "ref": platform["id"],
               "job_id": str(w.b_job if owner == "b" else w.a_job), "username": w.b_user,
-              "token_id": w.b_token_id, "digest": "sha256:" + "0" * 64}
+              "token_id": w.b_token_id, "grant_id": w.b_grant_id,
+              "digest": "sha256:" + "0" * 64}
     if owner == "a-missing":  # A's namespace, objects that do not exist
         values |= {"name": "no-such-platform", "ref": "no-such-platform",
-                   "username": "no-such-user", "token_id": "nosuchtoken"}
+                   "username": "no-such-user", "token_id": "nosuchtoken",
+                   "grant_id": "nosuchgrant"}
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x1"), path)
 
 
@@ -131,7 +138,8 @@ OWN_BODIES = {**BODIES,
 
 
 def test_nothing_of_another_isv_is_reachable(plane: ControlPlaneProcess, world: World) -> None:
-    secrets_of_b = {world.b, world.b_platform["id"], world.b_user, world.b_token_id}
+    secrets_of_b = {world.b, world.b_platform["id"], world.b_user, world.b_token_id,
+                    world.b_grant_id}
     checked = 0
     for role, token in world.tokens.items():
         with httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30,
@@ -140,9 +148,13 @@ def test_nothing_of_another_isv_is_reachable(plane: ControlPlaneProcess, world: 
                 method, path = route.method, route.path
                 url = fill(path, world, "b")
                 body = BODIES.get(path, {})
+                names_b = "{" in path
+                if path == "/support-grants" and method == "POST":  # let A in to B's platform
+                    body = {"platform": world.b_platform["id"], "hours": 1, "reason": "A's"}
+                    names_b = True
                 answer = client.request(method, url, json=body if method != "GET" else None)
                 text = answer.text
-                if "{" in path:
+                if names_b:
                     assert answer.status_code in DENIED, (role, method, path, answer.status_code,
                                                          text[:300])
                 elif answer.status_code < 300:
