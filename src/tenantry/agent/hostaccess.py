@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -53,11 +54,9 @@ class HostAccess:
         config = self.client.ssh_config()
         krl = self.client.ssh_krl()
         group: str = config["login_group"]
-        people: list[dict[str, Any]] = config["people"]
+        people = [p for p in config["people"] if _usable(p)]
         if self.manage_accounts:
-            _ensure_group(group)
-            for person in people:
-                _ensure_login_account(person["account"], group)
+            people = self._with_accounts(people, group)
         principals_dir = self.ssh_dir / "tenantry-principals"
         principals_dir.mkdir(parents=True, exist_ok=True)
         _write(self.ssh_dir / "tenantry-ca.pub", config["ca_public_key"].strip() + "\n")
@@ -85,6 +84,25 @@ class HostAccess:
             sudoers_file.chmod(0o440)
         self._generation, self._checked_at = generation, now
         self.ship_logs()
+
+    def _with_accounts(self, people: list[dict[str, Any]],
+                       group: str) -> list[dict[str, Any]]:
+        """Make each person's account; one that cannot be made is left out, not fatal."""
+        try:
+            _ensure_group(group)
+        except subprocess.CalledProcessError as exc:
+            log.warning("cannot create group %s: %s", group,
+                        (exc.stderr or b"").decode(errors="replace").strip())
+            return []
+        ready = []
+        for person in people:
+            try:
+                _ensure_login_account(person["account"], group)
+                ready.append(person)
+            except subprocess.CalledProcessError as exc:
+                log.warning("cannot create account %s: %s", person["account"],
+                            (exc.stderr or b"").decode(errors="replace").strip())
+        return ready
 
     def _reload_sshd(self) -> None:
         try:
@@ -131,6 +149,17 @@ def _write_bytes(path: Path, data: bytes) -> bool:
     tmp.chmod(0o644)
     os.replace(tmp, path)
     return True
+
+
+_ACCOUNT = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def _usable(person: dict[str, Any]) -> bool:
+    """An account name sudoers and useradd both take; anything else is logged and left out."""
+    if _ACCOUNT.fullmatch(str(person.get("account", ""))):
+        return True
+    log.warning("left out a person with an unusable account name %r", person.get("account"))
+    return False
 
 
 def _ensure_group(group: str) -> None:
