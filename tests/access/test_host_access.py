@@ -157,7 +157,7 @@ def test_personal_logins_sudo_support_grants_and_revocation(
     me = host.key("admin")
     with plane.api() as api:
         issued = host.certify(api, me)
-    assert issued["principals"] == [f"admin@{host.name}"]
+    assert issued["principals"] == [f"admin@{host.name}"] and issued["login"] == "t-admin"
     wait_until(lambda: host.principals("t-admin"), 60, "the admin's account on the host")
     host.wait_sudoers(lambda s: "t-admin ALL=(ALL:ALL) NOPASSWD: ALL" in s, "admin's sudo")
     members = subprocess.run(["getent", "group", LOGIN_GROUP], capture_output=True,

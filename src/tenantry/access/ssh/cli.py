@@ -71,7 +71,8 @@ def cert(host: str,
         emit_json(issued)
         return
     err.print(f"certificate {issued['serial']} for {', '.join(issued['principals'])}, valid "
-              f"until {issued['valid_before']}, written to {target}")
+              f"until {issued['valid_before']}, written to {target}\n"
+              f"log in with: ssh {issued['login']}@{host}")
 
 
 @app.command("revoke")

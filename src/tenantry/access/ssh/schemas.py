@@ -20,6 +20,7 @@ class SshCertIssued(BaseModel):
     serial: int
     certificate: str
     principals: list[str]
+    login: str = Field(description="your account on the host: ssh LOGIN@HOST")
     valid_before: dt.datetime
 
 

@@ -111,7 +111,9 @@ def issue_certificate(*, session: Session, principal: Principal, ca: SshCertific
                    "valid_before": row.valid_before.isoformat()})
     session.commit()
     return SshCertIssued(serial=row.serial, certificate=row.certificate,
-                         principals=row.principals, valid_before=row.valid_before)
+                         principals=row.principals,
+                         login=policy.login_account(principal.username),
+                         valid_before=row.valid_before)
 
 
 def list_certificates(*, session: Session, principal: Principal,
