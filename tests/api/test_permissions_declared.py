@@ -101,6 +101,9 @@ REVIEWED: dict[tuple[str, str], str] = {
     # ISV admins grant; the service refuses provider roles (they may not grant themselves)
     ("POST", "/api/v1/support-grants"): "admin",
     ("POST", "/api/v1/support-grants/{grant_id}/revoke"): "admin",
+    ("POST", "/platforms/{platform_id}/support"): "admin",
+    ("POST", "/support/{grant_id}/end"): "admin",  # provider admins too: the service decides
+    ("GET", "/support"): "provider",  # every ISV's live grants: the provider's own list
     ("POST", "/api/v1/ssh/certs"): "operate",  # viewers never log in to hosts
     # the certificate's owner may revoke it, and admins: the service decides which
     ("POST", "/api/v1/ssh/certs/{serial}/revoke"): "view",

@@ -1,14 +1,17 @@
-"""The portal in a real browser: log in, create a platform, watch it become ready live."""
+"""The portal in a real browser: log in, create a platform, watch it become ready live; an
+ISV admin grants support access."""
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from tests.conftest import ControlPlaneProcess
+from tests.conftest import ControlPlaneProcess, PortalAccount, portal_login
 
 pytestmark = pytest.mark.slow
 SHOTS = Path(tempfile.gettempdir())  # screenshots to look at after a run
@@ -75,3 +78,30 @@ def test_create_a_platform_and_watch_it_become_ready(plane: ControlPlaneProcess,
     expect(page.locator("table.grid")).to_contain_text(f"{isv}/t1")
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(plane.url + "/login")
+
+
+def test_isv_admin_grants_support_access(plane: ControlPlaneProcess, isv: str,
+                                         page: Page) -> None:
+    made = plane.cli_json("platform", "create", isv, "--tenant", "t2", "--app",
+                          "bodyshop@1.0.0", "--service-level", "hands-on")["platform"]
+    name = f"sa{secrets.token_hex(3)}"
+    account = PortalAccount(name, plane.cli_json("user", "create", name, "--role", "isv-admin",
+                                                  "--isv", isv)["password"])
+    with httpx.Client(base_url=plane.url, timeout=30) as client:  # first-login password
+        assert portal_login(client, account).status_code == 303
+    try:
+        page.goto(f"{plane.url}/platforms/{made['id']}")
+        page.get_by_label("Username").fill(name)
+        page.get_by_label("Password").fill(account.password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Support access")).to_be_visible()
+        page.get_by_label("Hours").fill("4")
+        page.get_by_label("Reason").fill("TICKET-7 exports fail")
+        page.get_by_role("button", name="Grant support access").click()
+        live = page.locator("#support-live")
+        expect(live).to_contain_text("TICKET-7 exports fail")
+        expect(live).to_contain_text(name)
+        expect(live).to_contain_text("4 h")
+        page.screenshot(path=SHOTS / "portal-support.png", full_page=True)
+    finally:
+        plane.cli("platform", "destroy", made["id"], "--wait", check=False)

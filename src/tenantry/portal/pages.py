@@ -14,6 +14,7 @@ from tenantry.portal import (
     activity_pages,
     auth_pages,
     platform_pages,
+    support_pages,
     user_pages,
 )
 from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, SetupRequired, error_page
@@ -22,7 +23,7 @@ from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, SetupRequired
 def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (auth_pages, account_pages, platform_pages, activity_pages, audit_pages,
-                   user_pages):
+                   user_pages, support_pages):
         app.include_router(module.router)
 
     async def login_required(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,5 @@
-"""Platform pages: the list with filters, the new-platform form, and the live detail page."""
+"""Platform pages: the list with filters, the new-platform form, the live detail page and
+its support-access form."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
+from tenantry.access.support import service as support_service
+from tenantry.access.support.schemas import MAX_HOURS, SupportGrantCreate
 from tenantry.api.deps import RuntimeDep, SessionDep
+from tenantry.api.errors import STATUS
 from tenantry.core import activity
 from tenantry.core.errors import NotAllowed, TenantryError
 from tenantry.platforms import hosts, service
 from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
+from tenantry.portal.support_pages import support_section
 from tenantry.portal.web import (
+    PageAdmin,
     PageOperator,
     PageViewer,
     check_csrf,
@@ -26,6 +32,9 @@ from tenantry.portal.web import (
 
 router = page_router()
 FormStr = Annotated[str, Form()]
+# the grant form's fields, and what to say when pydantic refuses one
+SUPPORT_ERRORS = {"hours": f"a whole number of hours, 1 to {MAX_HOURS}",
+                  "reason": "say why, in 3 to 500 characters"}
 FORM_FIELDS = ("isv", "tenants", "app", "name", "region", "size")
 STATES = ("creating", "ready", "upgrading", "stopping", "stopped", "starting", "destroying",
           "failed")
@@ -123,11 +132,46 @@ def _live_context(session: Session, principal: Principal, platform_id: str,
     return {"platform": platform, "jobs": jobs, "events": list(reversed(events))}
 
 
+def _detail(request: Request, session: Session, principal: Principal, platform_id: str,
+            domain: str, *, support_values: dict[str, str] | None = None,
+            support_errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    context = _live_context(session, principal, platform_id, domain)
+    support = support_section(session, principal, context["platform"],
+                              values=support_values, errors=support_errors)
+    return render(request, "platform.html", principal=principal, status_code=status_code,
+                  support=support, **context)
+
+
 @router.get("/platforms/{platform_id}")
 def platform_detail(request: Request, session: SessionDep, principal: PageViewer,
                     runtime: RuntimeDep, platform_id: str) -> Response:
-    context = _live_context(session, principal, platform_id, runtime.settings.domain)
-    return render(request, "platform.html", principal=principal, **context)
+    return _detail(request, session, principal, platform_id, runtime.settings.domain)
+
+
+@router.post("/platforms/{platform_id}/support")
+def platform_support_grant(request: Request, session: SessionDep, principal: PageAdmin,
+                           runtime: RuntimeDep, platform_id: str, csrf: FormStr = "",
+                           hours: FormStr = "", reason: FormStr = "") -> Response:
+    """An ISV admin lets the provider in; bad input comes back next to its field."""
+    check_csrf(request, csrf)
+    values = {"hours": hours, "reason": reason}
+    try:
+        spec = SupportGrantCreate.model_validate({"platform": platform_id,
+                                                  "hours": hours.strip(), "reason": reason})
+        support_service.grant_support(session=session, principal=principal, spec=spec)
+    except ValidationError as exc:
+        fields = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & SUPPORT_ERRORS.keys()
+        errors = ({f: SUPPORT_ERRORS[f] for f in fields}
+                  or {"_form": str(exc.errors()[0]["msg"])})
+        return _detail(request, session, principal, platform_id, runtime.settings.domain,
+                       support_values=values, support_errors=errors, status_code=422)
+    except TenantryError as exc:
+        field = exc.field if exc.field in SUPPORT_ERRORS else "_form"
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        return _detail(request, session, principal, platform_id, runtime.settings.domain,
+                       support_values=values, support_errors={field: exc.message},
+                       status_code=status)
+    return RedirectResponse(f"/platforms/{platform_id}#support", status_code=303)
 
 
 @router.get("/platforms/{platform_id}/live")
