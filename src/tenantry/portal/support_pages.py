@@ -65,9 +65,8 @@ def support_section(session: Session, principal: Principal, platform: PlatformPu
                     errors: dict[str, str] | None = None) -> SupportSection:
     if platform.service_level != "hands-on":
         return SupportSection(hands_on=False, errors=errors or {})
-    grants = [g for g in service.list_grants(session=session, principal=principal,
-                                             active_only=False)
-              if g.platform_id == platform.id]
+    grants = service.list_grants(session=session, principal=principal, active_only=False,
+                                 platform_id=platform.id)
     now = dt.datetime.now(dt.UTC)
     return SupportSection(
         hands_on=True,

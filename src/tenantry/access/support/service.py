@@ -65,8 +65,8 @@ def grant_support(*, session: Session, principal: Principal,
     return _public(grant, platform.isv.name, platform.name)
 
 
-def list_grants(*, session: Session, principal: Principal,
-                active_only: bool = True) -> list[SupportGrantPublic]:
+def list_grants(*, session: Session, principal: Principal, active_only: bool = True,
+                platform_id: str | None = None) -> list[SupportGrantPublic]:
     query = (scoped(select(SupportGrant), principal, "view", SupportGrant.isv_id,
                     SupportGrant.platform_id)
              .join(Platform, Platform.id == SupportGrant.platform_id)
@@ -75,6 +75,8 @@ def list_grants(*, session: Session, principal: Principal,
     now = utcnow()
     if active_only:
         query = query.where(SupportGrant.revoked_at.is_(None), SupportGrant.expires_at > now)
+    if platform_id is not None:
+        query = query.where(SupportGrant.platform_id == platform_id)
     rows = session.execute(query.order_by(SupportGrant.created_at.desc()).limit(500))
     return [_public(grant, isv, platform, now) for grant, isv, platform in rows]
 
