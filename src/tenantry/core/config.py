@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantry.core.errors import InvalidInput
+from tenantry.core.objectstore import S3Location, check_endpoint, parse_store_url
 
 
 def default_data_dir() -> Path:
@@ -35,6 +37,65 @@ class Settings(BaseSettings):
     ingress_port: int = 8443
     domain: str = "localhost"
     master_key: SecretStr | None = None
+    # Where signed audit heads are shipped (tenantry.core.objectstore): s3://BUCKET[/PREFIX]
+    # on `offsite_endpoint` (any S3-compatible server; AWS when unset), or a directory;
+    # unset means DATA_DIR/offsite, which is on this machine and so not offsite at all.
+    offsite_url: str | None = None
+    offsite_endpoint: str | None = None
+    offsite_region: str = "us-east-1"
+    offsite_access_key_id: str | None = None
+    offsite_secret_access_key: SecretStr | None = None
+    offsite_lock_days: int = 365  # COMPLIANCE retention of each shipped object; 0: none
+
+    @field_validator("offsite_url", "offsite_endpoint", "offsite_access_key_id",
+                     "offsite_secret_access_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("offsite_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_store_url(value)
+        return value
+
+    @field_validator("offsite_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint(value)
+
+    @field_validator("offsite_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+            raise ValueError("must be a region name such as us-east-1")
+        return value
+
+    @field_validator("offsite_lock_days")
+    @classmethod
+    def _lock_days(cls, value: int) -> int:
+        if not 0 <= value <= 36500:
+            raise ValueError("must be a number of days between 0 and 36500")
+        return value
+
+    @model_validator(mode="after")
+    def _offsite_consistent(self) -> Settings:
+        # Raised as InvalidInput (not ValueError) so that it names the field to fix.
+        s3 = self.offsite_url is not None and isinstance(parse_store_url(self.offsite_url),
+                                                         S3Location)
+        if not s3:
+            for name in ("offsite_endpoint", "offsite_access_key_id",
+                         "offsite_secret_access_key"):
+                if getattr(self, name) is not None:
+                    raise InvalidInput(f"{name} is set but offsite_url is not an s3:// URL",
+                                       field=name)
+        if (self.offsite_access_key_id is None) != (self.offsite_secret_access_key is None):
+            missing = ("offsite_access_key_id" if self.offsite_access_key_id is None
+                       else "offsite_secret_access_key")
+            raise InvalidInput("offsite_access_key_id and offsite_secret_access_key go "
+                               "together", field=missing)
+        return self
 
     @field_validator("listen")
     @classmethod

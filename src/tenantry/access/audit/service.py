@@ -47,11 +47,11 @@ from tenantry.access.audit.schemas import (
     AuditProblem,
     AuditVerifyReport,
 )
-from tenantry.access.audit.store import DirectoryObjectStore, ObjectStore
 from tenantry.access.principal import Principal, scoped
 from tenantry.core.crypto import SecretBox
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, NotAllowed, Unavailable
+from tenantry.core.objectstore import ObjectStore, open_offsite
 from tenantry.core.runtime import Runtime
 
 __all__ = ["record", "append_many", "install", "list_entries", "verify", "ship_head",
@@ -203,9 +203,20 @@ def _head_sig(key: bytes, last_id: int, last_mac: str, count: int, time: dt.date
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
+_stores: weakref.WeakKeyDictionary[Engine, ObjectStore] = weakref.WeakKeyDictionary()
+
+
 def offsite_store(runtime: Runtime) -> ObjectStore:
-    """DATA_DIR/offsite by default; see tenantry.access.audit.store."""
-    return DirectoryObjectStore(runtime.settings.data_dir / "offsite")
+    """The store the `offsite_*` settings name (DATA_DIR/offsite when none), one per runtime.
+
+    Dated heads are write-once there (S3 Object Lock, when the bucket has it); the latest
+    head (HEAD_KEY) is rewritten at every ship, so it is the one key left unlocked.
+    """
+    store = _stores.get(runtime.engine)
+    if store is None:
+        store = _stores[runtime.engine] = open_offsite(runtime.settings,
+                                                       mutable_keys=(HEAD_KEY,))
+    return store
 
 
 def current_head(session: Session, keys: AuditKeys) -> AuditHead:
