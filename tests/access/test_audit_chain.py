@@ -46,8 +46,9 @@ def chain(runtime: Runtime) -> Runtime:
 
 
 def check(rt: Runtime, store: MemoryObjectStore | None = None) -> tuple[bool, int | None, str]:
-    head = service.latest_head(store) if store else None
-    report = service.verify(engine=rt.engine, keys=service.install(rt), head=head)
+    keys = service.install(rt)
+    report = (service.verify_with_store(engine=rt.engine, keys=keys, store=store) if store
+              else service.verify(engine=rt.engine, keys=keys, head=None))
     bad = report.first_bad
     return report.ok, bad.id if bad else None, bad.reason if bad else ""
 
@@ -130,6 +131,27 @@ def test_truncated_tail_against_shipped_head(chain: Runtime) -> None:
     with chain.sessions() as session, pytest.raises(Conflict):
         service.ship_head(session=session, keys=service.install(chain), store=store)
     assert check(chain, store)[:2] == (False, N - 3)
+
+
+def test_rolled_back_pointer_does_not_hide_a_truncation(chain: Runtime) -> None:
+    """The latest pointer is the one rewritable key: put an older head there (as whoever
+    holds the store's key could), truncate, and the newest dated copy still tells."""
+    store = MemoryObjectStore()
+    keys = service.install(chain)
+    sql(chain, f"DELETE FROM audit_entries WHERE id > {N - 5}")  # hold the last 5 back
+    with chain.sessions() as session:
+        old = service.ship_head(session=session, keys=keys, store=store)
+    assert old.last_id == N - 5
+    with chain.sessions() as session:  # five more entries, and a newer head shipped
+        for i in range(5):
+            service.record(session, actor="late", action="a", target=f"t{i}", source="cli")
+        session.commit()
+        newer = service.ship_head(session=session, keys=keys, store=store)
+    sql(chain, f"DELETE FROM audit_entries WHERE id > {old.last_id}")
+    store.objects[service.HEAD_KEY] = old.model_dump_json().encode()  # the pointer, rolled back
+    ok, bad, reason = check(chain, store)
+    assert (ok, bad) == (False, old.last_id + 1) and "truncated" in reason
+    assert service.latest_head(store) == newer
 
 
 def test_rewritten_tail_against_shipped_head(chain: Runtime) -> None:

@@ -61,6 +61,7 @@ GENESIS = "0" * 64
 SOURCES = frozenset({"api", "portal", "cli", "agent", "host", "system"})
 HEAD_KEY = "audit/head.json"
 HEADS_PREFIX = "audit/heads/"
+DATED_LOOKBACK_DAYS = 35  # how far back verify looks for the newest dated head
 SHIP_EVERY = 50.0  # seconds; housekeeping runs every 2 s, so a head is never 60 s old
 _LOCK = 7261010  # advisory lock id of the chain's tail (migrate uses 7261001)
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -260,9 +261,38 @@ def ship_head_if_due(runtime: Runtime, *, every: float = SHIP_EVERY) -> AuditHea
         return ship_head(session=session, keys=keys, store=store)
 
 
-def latest_head(store: ObjectStore) -> AuditHead | None:
+def shipped_heads(store: ObjectStore, *, now: dt.datetime | None = None) -> list[AuditHead]:
+    """The latest pointer and the newest dated (write-once) copy, when there are any."""
     data = store.get(HEAD_KEY)
-    return None if data is None else AuditHead.model_validate_json(data)
+    pointer = None if data is None else AuditHead.model_validate_json(data)
+    dated = newest_dated_head(store, now=now)
+    heads = [] if pointer is None else [pointer]
+    if dated is not None and dated != pointer:
+        heads.append(dated)
+    return heads
+
+
+def latest_head(store: ObjectStore, *, now: dt.datetime | None = None) -> AuditHead | None:
+    """The furthest head shipped: the latest pointer, or the newest dated copy.
+
+    The pointer is the one rewritable key, so whoever holds the control plane's store key
+    could put an older head there; the dated copies under Object Lock still tell the truth.
+    """
+    heads = shipped_heads(store, now=now)
+    return max(heads, key=lambda h: h.last_id) if heads else None
+
+
+def newest_dated_head(store: ObjectStore, *, now: dt.datetime | None = None,
+                      days: int = DATED_LOOKBACK_DAYS) -> AuditHead | None:
+    """The newest dated head, looked for day by day back from today (listing one day each)."""
+    day = (now or utcnow()).date()
+    for _ in range(days):
+        keys = store.list(f"{HEADS_PREFIX}{day:%Y/%m/%d}/")
+        if keys:
+            data = store.get(keys[-1])  # HHMMSS.ffffff sorts in time order
+            return None if data is None else AuditHead.model_validate_json(data)
+        day -= dt.timedelta(days=1)
+    return None
 
 
 def require_auditor(principal: Principal) -> None:
@@ -343,6 +373,19 @@ def verify(*, engine: Engine, keys: AuditKeys, head: AuditHead | None,
     return AuditVerifyReport(ok=True, checked=checked, first_bad=None, head=head)
 
 
+def verify_with_store(*, engine: Engine, keys: AuditKeys,
+                      store: ObjectStore) -> AuditVerifyReport:
+    """Every shipped head must carry a valid signature; the chain must reach the furthest."""
+    heads = shipped_heads(store)
+    for head in heads:
+        if not hmac.compare_digest(head.sig, _head_sig(keys.head, head.last_id, head.last_mac,
+                                                       head.count, head.time)):
+            return AuditVerifyReport(ok=False, checked=0, head=head, first_bad=AuditProblem(
+                id=None, reason="the shipped head's signature is invalid"))
+    return verify(engine=engine, keys=keys,
+                  head=max(heads, key=lambda h: h.last_id) if heads else None)
+
+
 def verify_runtime(runtime: Runtime) -> AuditVerifyReport:
-    return verify(engine=runtime.engine, keys=install(runtime),
-                  head=latest_head(offsite_store(runtime)))
+    return verify_with_store(engine=runtime.engine, keys=install(runtime),
+                             store=offsite_store(runtime))
