@@ -9,6 +9,7 @@ from functools import wraps
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tenantry.core.errors import (
@@ -32,7 +33,8 @@ R = TypeVar("R")
 def fail(exc: TenantryError) -> NoReturn:
     code = next((c for cls, c in EXIT_CODES.items() if isinstance(exc, cls)), 1)
     where = f" ({exc.field})" if exc.field else ""
-    err.print(f"[red]error[/red]{where}: {exc.message}", highlight=False, markup=True)
+    err.print(f"[red]error[/red]{escape(where)}: {escape(exc.message)}", highlight=False,
+              markup=True)
     raise SystemExit(code)
 
 

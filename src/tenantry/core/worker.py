@@ -9,6 +9,7 @@ import logging
 import procrastinate
 
 from tenantry.core import jobs
+from tenantry.core.errors import TenantryError
 from tenantry.core.runtime import Runtime, database_url
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,29 @@ def make_app(runtime: Runtime) -> procrastinate.App:
     return app
 
 
+async def _ship_audit_heads(runtime: Runtime) -> None:
+    """The signed audit head goes offsite at least every 60 s, in a loop of its own: a slow or
+    failing object store must not hold up requeueing jobs or marking hosts offline."""
+    from tenantry.access.audit.service import ship_head_if_due
+
+    failing: str | None = None
+    while True:
+        try:
+            await asyncio.to_thread(ship_head_if_due, runtime)
+            if failing is not None:
+                log.info("audit head shipped offsite again")
+            failing, pause = None, 2.0
+        except TenantryError as exc:  # told once, not every 2 s
+            if exc.message != failing:
+                log.warning("cannot ship the audit head offsite: %s", exc.message)
+            failing, pause = exc.message, 10.0
+        except Exception:
+            log.exception("shipping the audit head failed; trying again")
+            failing, pause = "unexpected", 10.0
+        await asyncio.sleep(pause)
+
+
 async def _housekeeping(app: procrastinate.App, runtime: Runtime) -> None:
-    from tenantry.access.audit.service import ship_head_if_due as ship_audit_head
     from tenantry.access.keys.service import notify_expiring
     from tenantry.platforms.hosts import mark_offline_hosts
 
@@ -50,7 +72,6 @@ async def _housekeeping(app: procrastinate.App, runtime: Runtime) -> None:
                 await asyncio.to_thread(mark_offline_hosts, session=session)
             with runtime.sessions() as session:
                 await asyncio.to_thread(notify_expiring, session=session)
-            await asyncio.to_thread(ship_audit_head, runtime)  # signed head offsite, <= 60 s
         except Exception:
             log.exception("housekeeping failed; trying again")
         await asyncio.sleep(2.0)
@@ -59,13 +80,15 @@ async def _housekeeping(app: procrastinate.App, runtime: Runtime) -> None:
 async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
     app = make_app(runtime)
     async with app.open_async():
-        keeper = asyncio.create_task(_housekeeping(app, runtime))
+        keepers = [asyncio.create_task(_housekeeping(app, runtime)),
+                   asyncio.create_task(_ship_audit_heads(runtime))]
         try:
             await app.run_worker_async(
                 queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
                 update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
                 fetch_job_polling_interval=1.0, install_signal_handlers=True)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for keeper in keepers:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
