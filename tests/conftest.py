@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,3 +329,14 @@ def person_token(plane: ControlPlaneProcess, role: str, isv: str | None = None,
 def api_as(plane: ControlPlaneProcess, token: str) -> httpx.Client:
     return httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30,
                         headers={"Authorization": f"Bearer {token}"})
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               every: float = 0.2) -> float:
+    """Poll until `predicate()` is truthy; returns the seconds it took, fails after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +34,13 @@ from tests.conftest import (
     person_token,
     port_block,
     short_tmp,
+    wait_until,
 )
 
 from tenantry.access.ssh.policy import LOGIN_GROUP, login_account
 
 pytestmark = pytest.mark.slow
 
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass

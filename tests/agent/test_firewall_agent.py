@@ -9,7 +9,6 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
@@ -20,20 +19,19 @@ from tests.agent.test_firewall import (
     nft_in,
     probe,
 )
-from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, port_block, short_tmp
+from tests.conftest import (
+    TENANTRY,
+    ControlPlaneProcess,
+    free_port,
+    port_block,
+    short_tmp,
+    wait_until,
+)
 
 from tenantry.agent.firewall import CHECK_PERIOD
 
 pytestmark = pytest.mark.slow
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_agent_applies_and_keeps_its_firewall(plane: ControlPlaneProcess) -> None:
