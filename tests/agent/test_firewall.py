@@ -317,3 +317,14 @@ def test_host_firewall_repairs_a_real_table() -> None:
         assert "8080" not in listed and "tcp dport { 2222, 8443 }" in listed
         assert fw.status() == {"table": "inet tenantry", "tcp_ports": [2222, 8443],
                                "in_place": True, "repairs": 2, "error": None}
+
+
+@pytest.mark.parametrize(("reported", "shown"), [
+    (None, "off"),
+    ({"in_place": True, "error": None}, "in place"),
+    ({"in_place": False, "error": None}, "applying"),
+    ({"in_place": False, "error": "nft: not found"}, "error: nft: not found"),
+])
+def test_host_list_shows_the_reported_firewall(reported: object, shown: str) -> None:
+    from tenantry.platforms.hosts import firewall_state
+    assert firewall_state(reported) == shown

@@ -33,7 +33,6 @@ from tenantry.agent.firewall import CHECK_PERIOD
 pytestmark = pytest.mark.slow
 
 
-
 def test_agent_applies_and_keeps_its_firewall(plane: ControlPlaneProcess) -> None:
     root = short_tmp("tnf-")
     ingress, ssh, other = free_port(), free_port(), free_port()
@@ -54,6 +53,12 @@ def test_agent_applies_and_keeps_its_firewall(plane: ControlPlaneProcess) -> Non
             try:  # the agent stops before the listeners and the namespace go
                 _check_agent(agent, ns, address, (ingress, ssh, other),
                              (root / "agent.log").read_text)
+
+                def reported() -> str:
+                    return next(str(h["firewall"]) for h in plane.cli_json("host", "list")
+                                if h["name"] == f"fw-{ns[-6:]}")
+
+                wait_until(lambda: reported() == "in place", 30, "the firewall in host list")
             finally:
                 if agent.poll() is None:
                     agent.send_signal(signal.SIGTERM)

@@ -339,7 +339,8 @@ def host_enroll_token(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> No
 def host_list(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """List hosts."""
     show(_client(data_dir).get("/hosts"), json_,
-         ["id", "name", "region", "state", "ingress_port", "platforms", "last_seen_at"])
+         ["id", "name", "region", "state", "ingress_port", "platforms", "firewall",
+          "last_seen_at"])
 
 
 def main() -> None:

@@ -75,8 +75,18 @@ def list_hosts(*, session: Session, principal: Principal) -> list[HostPublic]:
     principal.require("provider")
     return [HostPublic(id=h.id, name=h.name, region=h.region.name, address=h.address,
                        ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
-                       platforms=count_platforms_on(session, h.id))
+                       platforms=count_platforms_on(session, h.id),
+                       firewall=firewall_state(h.observed.get("firewall")))
             for h in session.scalars(select(Host).order_by(Host.name))]
+
+
+def firewall_state(reported: object) -> str:
+    """The agent's firewall report in a word or a reason (see agent.firewall.status)."""
+    if not isinstance(reported, dict):
+        return "off"
+    if reported.get("error"):
+        return f"error: {str(reported['error'])[:200]}"
+    return "in place" if reported.get("in_place") else "applying"
 
 
 def bump(session: Session, platform: Platform) -> None:

@@ -98,6 +98,7 @@ class HostPublic(BaseModel):
     state: str
     last_seen_at: dt.datetime | None
     platforms: int
+    firewall: str = Field(description='"off", "in place", or what stops it')
 
 
 class EnrollTokenPublic(BaseModel):
