@@ -67,14 +67,21 @@ class Host:
         key.with_name(f"{key.name}-cert.pub").write_text(issued.json()["certificate"] + "\n")
         return dict(issued.json())
 
+    def _argv(self, key: Path, account: str) -> list[str]:
+        return ["ssh", "-F", "/dev/null", "-i", str(key),
+                "-o", f"CertificateFile={key.with_name(key.name + '-cert.pub')}",
+                "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=5", "-p", str(self.port), f"{account}@127.0.0.1"]
+
     def ssh(self, key: Path, account: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ssh", "-F", "/dev/null", "-i", str(key),
-             "-o", f"CertificateFile={key.with_name(key.name + '-cert.pub')}",
-             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-             "-o", "ConnectTimeout=5", "-p", str(self.port), f"{account}@127.0.0.1",
-             *command], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        return subprocess.run([*self._argv(key, account), *command], capture_output=True,
+                              text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    def ssh_session(self, key: Path, account: str, *command: str) -> subprocess.Popen[bytes]:
+        """A session left open in the background."""
+        return subprocess.Popen([*self._argv(key, account), *command], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def principals(self, account: str) -> str:
         path = self.etc / "etc/ssh/tenantry-principals" / account
@@ -211,12 +218,22 @@ def test_personal_logins_sudo_support_grants_and_revocation(
                       "the revoked grant to leave the host")
     assert host.ssh(otto_key, otto_account, *as_platform).returncode != 0
 
-    # --- revoking a certificate locks its holder out within a minute ---
-    with plane.api() as api:
-        assert api.post(f"/ssh/certs/{issued['serial']}/revoke").status_code == 200
-    took = wait_until(lambda: host.ssh(me, "t-admin", "true").returncode != 0, 60,
-                      "the revocation to reach the host")
-    print(f"revocation took effect on the host after {took:.1f} s")
+    # --- revoking a certificate locks its holder out within a minute, open sessions too ---
+    session = host.ssh_session(me, "t-admin", "sleep", "600")
+    try:
+        wait_until(lambda: _sessions_of("t-admin") > 0, 30, "the admin's session to open")
+        with plane.api() as api:
+            assert api.post(f"/ssh/certs/{issued['serial']}/revoke").status_code == 200
+        took = wait_until(lambda: host.ssh(me, "t-admin", "true").returncode != 0, 60,
+                          "the revocation to reach the host")
+        print(f"revocation took effect on the host after {took:.1f} s")
+        took = wait_until(lambda: session.poll() is not None, 60,
+                          "the revoked person's open session to end")
+        print(f"open session ended {took:.1f} s after that")
+    finally:
+        if session.poll() is None:
+            session.kill()
+        session.wait()
 
     # --- logins and sudo runs are in the audit log, under each person's name ---
     def audited() -> bool:
@@ -230,12 +247,18 @@ def test_personal_logins_sudo_support_grants_and_revocation(
                         for r in sudo)
                 and any(r["actor"] == otto and r["detail"].get("runas") == platform_user
                         and "refused" not in r["detail"] for r in sudo)
-                and any(r["actor"] == otto and "refused" in r["detail"] for r in sudo))
+                and any(r["actor"] == otto and "refused" in r["detail"] for r in sudo)
+                and ("admin", "ssh.session.ended", "ok") in seen)
 
     wait_until(audited, 60, "host logins and sudo runs to reach the audit log")
     grants = plane.cli_json("audit", "list", "--action", "support.grant", "--limit", "20")
     assert any(r["actor"] == ivy for r in grants)
     plane.cli("platform", "destroy", created["id"], "--wait")
+
+
+def _sessions_of(account: str) -> int:
+    done = subprocess.run(["pgrep", "-c", "-u", account], capture_output=True, text=True)
+    return int(done.stdout.strip() or 0)
 
 
 def _listening(port: int) -> bool:

@@ -167,8 +167,9 @@ def test_host_config_lists_people_with_live_certificates(
         session.execute(text("UPDATE users SET disabled = true WHERE id = 'u-op'"))
         session.commit()
         try:
-            after = service.host_config(session=session, host=host, ca=ca).people
-            assert [p.username for p in after] == ["ada"]
+            after = service.host_config(session=session, host=host, ca=ca)
+            assert [p.username for p in after.people] == ["ada"]
+            assert "t-otto" in after.cut_off and "t-ada" not in after.cut_off
         finally:
             session.execute(text("UPDATE users SET disabled = false WHERE id = 'u-op'"))
             session.commit()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -82,8 +83,29 @@ class HostAccess:
         sudoers_file.parent.mkdir(parents=True, exist_ok=True)
         if _write(sudoers_file, sudoers):
             sudoers_file.chmod(0o440)
+        if self.manage_accounts:
+            self._end_sessions(config.get("cut_off", []))
         self._generation, self._checked_at = generation, now
         self.ship_logs()
+
+    def _end_sessions(self, accounts: list[str]) -> None:
+        """Kill every process of a revoked or disabled person's account: their open SSH
+        sessions end too, not only new logins."""
+        ended = []
+        for account in accounts:
+            if not _ACCOUNT.fullmatch(account):
+                continue
+            try:
+                uid = pwd.getpwnam(account).pw_uid
+            except KeyError:
+                continue
+            killed = _kill_uid(uid)
+            if killed:
+                log.warning("ended %d processes of %s: access revoked", killed, account)
+                ended.append({"action": "ssh.session.ended", "actor": None,
+                              "account": account, "processes": killed})
+        if ended:
+            self.client.ssh_events(ended)
 
     def _with_accounts(self, people: list[dict[str, Any]],
                        group: str) -> list[dict[str, Any]]:
@@ -160,6 +182,25 @@ def _usable(person: dict[str, Any]) -> bool:
         return True
     log.warning("left out a person with an unusable account name %r", person.get("account"))
     return False
+
+
+def _kill_uid(uid: int) -> int:
+    """SIGKILL each process whose real or effective user is `uid`; how many there were."""
+    if uid == 0:
+        return 0
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            uids = next(line.split()[1:3] for line in (entry / "status").read_text()
+                        .splitlines() if line.startswith("Uid:"))
+            if str(uid) in uids:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, StopIteration):
+            continue  # it ended by itself meanwhile
+    return killed
 
 
 def _ensure_group(group: str) -> None:

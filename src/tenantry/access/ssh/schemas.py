@@ -50,6 +50,8 @@ class SshHostConfig(BaseModel):
     ca_public_key: str
     login_group: str
     people: list[SshHostPerson]
+    cut_off: list[str] = Field(default_factory=list,
+                               description="accounts whose open sessions must end now")
     revoked_serials: list[int]
 
 

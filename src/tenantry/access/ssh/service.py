@@ -27,6 +27,8 @@ from tenantry.platforms.models import Host, Isv, Platform
 
 # Clocks drift: a certificate is valid from a little before it was issued.
 BACKDATE = dt.timedelta(seconds=60)
+# how long after a revocation or disabling the host still ends that person's sessions
+CUT_OFF_WINDOW = dt.timedelta(hours=24)
 
 
 def _audit(session: Session, *, actor: str, action: str, target: str, source: str = "api",
@@ -197,7 +199,23 @@ def host_config(*, session: Session, host: Host, ca: SshCertificateAuthority) ->
             principals=[policy.principal(username, host.name)], root=rights.root,
             platforms=list(rights.platforms), valid_before=until))
     return SshHostConfig(ca_public_key=ca.public_key_line(), login_group=policy.LOGIN_GROUP,
-                         people=people, revoked_serials=revoked_serials(session=session))
+                         people=people, cut_off=_cut_off(session, host, now, people),
+                         revoked_serials=revoked_serials(session=session))
+
+
+def _cut_off(session: Session, host: Host, now: dt.datetime,
+             people: list[SshHostPerson]) -> list[str]:
+    """Accounts whose open sessions must end: their certificate for the host was revoked or
+    they were disabled within CUT_OFF_WINDOW, and they hold no other live certificate.
+    (A certificate that merely expires leaves an open session be, as OpenSSH does.)"""
+    staying = {p.username for p in people}
+    since = now - CUT_OFF_WINDOW
+    names = session.scalars(
+        select(SshCert.username).join(User, User.id == SshCert.user_id)
+        .where(SshCert.host_id == host.id, SshCert.valid_before > since,
+               or_(SshCert.revoked_at.is_not(None), User.disabled.is_(True)))
+        .distinct())
+    return sorted(policy.login_account(n) for n in names if n not in staying)
 
 
 def krl(*, session: Session, ca: SshCertificateAuthority) -> bytes:
@@ -215,7 +233,7 @@ def record_host_events(*, session: Session, host: Host, events: list[dict[str, A
     count = 0
     for event in events:
         action = str(event.get("action", ""))
-        if action not in ("ssh.login", "ssh.login.failed", "host.sudo"):
+        if action not in ("ssh.login", "ssh.login.failed", "host.sudo", "ssh.session.ended"):
             continue
         account = str(event.get("account") or "")
         actor = accounts.get(account) or str(event.get("actor") or account or "unknown")
