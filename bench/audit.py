@@ -4,8 +4,9 @@ Runs against a private control-plane PostgreSQL (the same `ControlPlaneDatabase`
 `tenantry up` runs, migrated the same way) in a fresh data dir, with the real derived keys.
 Measures, in this one Python process (one core):
 
-- `record()`, one entry per transaction (lock, read tail, insert, commit): what an API
-  request pays;
+- `record()`, one entry per transaction (lock, read tail, insert, commit), one caller;
+- the group appender with 32 threads each appending one entry at a time: what concurrent
+  API requests pay (the audit middleware appends through it);
 - `append_many()` in batches of 100 and 1,000 entries per transaction;
 - filling the chain up to `--entries` (default 1,000,000) in batches, then `verify()` of
   the whole chain (streamed, server-side cursor), against a just-shipped head.
@@ -54,6 +55,16 @@ def one_per_transaction(rt: Runtime, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def grouped(rt: Runtime, n: int, threads: int) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    appender = service.GroupAppender(rt)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: appender.append(event(i)), range(n)))
+    return n / (time.perf_counter() - t0)
+
+
 def batched(rt: Runtime, n: int, batch: int) -> float:
     keys = service.install(rt)
     t0 = time.perf_counter()
@@ -82,7 +93,9 @@ def main() -> None:
         upgrade(rt.engine)
         service.install(rt)
         rates = [("record(), 1 entry per transaction", args.single,
-                  one_per_transaction(rt, args.single))]
+                  one_per_transaction(rt, args.single)),
+                 ("group appender, 32 threads of single entries", 20_000,
+                  grouped(rt, 20_000, 32))]
         for batch in (100, 1000):
             rates.append((f"append_many(), {batch} per transaction", 20_000,
                           batched(rt, 20_000, batch)))

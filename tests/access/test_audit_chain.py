@@ -191,3 +191,33 @@ def test_direct_psycopg_update_is_caught(chain: Runtime) -> None:
                          autocommit=True) as conn:
         conn.execute("UPDATE audit_entries SET outcome = '200' WHERE id = 2")
     assert check(chain)[:2] == (False, 2)
+
+
+def test_group_appender_under_concurrency(chain: Runtime) -> None:
+    """16 threads appending one entry at a time: every entry lands once, in one unbroken
+    chain, many to a commit; a bad entry fails alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    appender = service.GroupAppender(chain)
+
+    def one(i: int) -> int | str:
+        event: dict[str, Any] = {"actor": f"t{i}", "action": "a", "target": f"x{i}",
+                                 "source": "api", "detail": {"i": i}}
+        if i == 77:
+            event["actor"] = None  # NOT NULL: this one insert fails
+        try:
+            return appender.append(event)
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(400)))
+    ids = [r for r in results if isinstance(r, int)]
+    assert len(ids) == 399 and len(set(ids)) == 399
+    assert isinstance(results[77], str)
+    assert check(chain) == (True, None, "")
+    with chain.sessions() as session:
+        actors = dict(session.execute(text(
+            "SELECT id, actor FROM audit_entries WHERE id > :n"), {"n": N}).all())
+    assert all(actors[r] == f"t{i}" for i, r in enumerate(results) if isinstance(r, int))
+    assert len(actors) == 399

@@ -1,7 +1,8 @@
 """Records every mutating API and portal request in the audit log.
 
 A pure ASGI middleware: GET/HEAD/OPTIONS pass straight through. For any other method the
-entry is written, in its own transaction, just before the last body chunk of the response
+entry is written, in its own transaction (shared with other requests' entries under load,
+see service.GroupAppender), just before the last body chunk of the response
 goes out, so a client that saw the response can already find the entry. What is recorded:
 who (the API token's or portal cookie's user even when the token is now revoked, e.g. on
 logout; `agent:<host>` for agents), `METHOD /route/{template}`, the concrete path (plus the
@@ -124,8 +125,8 @@ class AuditMiddleware:
             isv = scope.get("path_params", {}).get("isv")
             if entry["org"] is None and isinstance(isv, str):
                 entry["org"] = session.scalar(select(Isv.id).where(Isv.name == isv))
-            service.append_many(session, [entry])
-            session.commit()
+        # many requests' entries share one commit when they arrive together
+        service.appender(self.runtime).append(entry)
 
 
 def _json_fields(body: bytes, headers: dict[str, str]) -> dict[str, Any]:

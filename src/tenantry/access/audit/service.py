@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from tenantry.core.errors import Conflict, NotAllowed, Unavailable
 from tenantry.core.objectstore import ObjectStore, open_offsite
 from tenantry.core.runtime import Runtime
 
-__all__ = ["record", "append_many", "install", "list_entries", "verify", "ship_head",
+__all__ = ["record", "append_many", "appender", "install", "list_entries", "verify", "ship_head",
            "ship_head_if_due", "latest_head", "offsite_store", "AuditKeys"]
 
 GENESIS = "0" * 64
@@ -161,6 +162,81 @@ def record(session: Session, *, actor: str, action: str, target: str, source: st
     return append_many(session, [{
         "actor": actor, "action": action, "target": target, "source": source,
         "outcome": outcome, "org": org, "detail": detail, "actor_id": actor_id, "ip": ip}])
+
+
+class GroupAppender:
+    """Appends entries that need a transaction of their own, many to a commit.
+
+    The chain makes appends take turns (one lock, held to the commit), so one entry per
+    transaction is bound by the round trips of each commit. Here a caller that finds no
+    commit in flight writes everything waiting, in one transaction, while the others wait
+    for it: under load each commit carries many entries. A batch that fails (one bad entry)
+    is retried entry by entry, so one bad entry never costs the others theirs.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._cond = threading.Condition()
+        self._waiting: list[_Pending] = []
+        self._writing = False
+
+    def append(self, event: Mapping[str, Any]) -> int:
+        """Append one entry (the keyword arguments of `record`); returns its id once committed."""
+        mine = _Pending(event)
+        with self._cond:
+            self._waiting.append(mine)
+            while not mine.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                batch, self._waiting, self._writing = self._waiting, [], True
+                self._cond.release()
+                try:
+                    self._write(batch)
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.entry_id
+
+    def _write(self, batch: list[_Pending]) -> None:
+        keys = install(self.runtime)
+        try:
+            self._commit(batch, keys)
+        except Exception:
+            for one in batch:
+                try:
+                    self._commit([one], keys)
+                except Exception as exc:  # noqa: BLE001  (handed to its own caller)
+                    one.error, one.done = exc, True
+
+    def _commit(self, batch: list[_Pending], keys: AuditKeys) -> None:
+        with self.runtime.sessions() as session:
+            last = append_many(session, [one.event for one in batch], keys=keys)
+            session.commit()
+        for offset, one in enumerate(batch):
+            one.entry_id, one.done = last - len(batch) + 1 + offset, True
+
+
+@dataclass
+class _Pending:
+    event: Mapping[str, Any]
+    entry_id: int = 0
+    done: bool = False
+    error: Exception | None = None
+
+
+_appenders: weakref.WeakKeyDictionary[Engine, GroupAppender] = weakref.WeakKeyDictionary()
+
+
+def appender(runtime: Runtime) -> GroupAppender:
+    """The runtime's one group appender (appends in transactions of their own go here)."""
+    found = _appenders.get(runtime.engine)
+    if found is None:
+        found = _appenders[runtime.engine] = GroupAppender(runtime)
+    return found
 
 
 def record_for(session: Session, principal: Principal, *, action: str, target: str,
