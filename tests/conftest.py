@@ -265,13 +265,13 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def running_plane() -> Iterator[ControlPlaneProcess]:
+def running_plane(*extra: str) -> Iterator[ControlPlaneProcess]:
     """A `tenantry up` in a fresh data dir, stopped and removed afterwards, even on failure."""
     root = short_tmp("tnt-")
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
                              ingress_port=free_port())
     try:
-        cp.start()
+        cp.start(*extra)
         yield cp
     finally:
         cp.cleanup()

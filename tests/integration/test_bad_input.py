@@ -134,6 +134,11 @@ def test_up_refuses_bad_settings_before_starting_anything(plane: ControlPlanePro
         assert done.returncode == 2 and "(listen)" in done.stderr and "not free" in done.stderr
         done = up("--listen", f"127.0.0.1:{free_port()}", "--ingress-port", str(port))
         assert done.returncode == 2 and "(ingress_port)" in done.stderr
+        done = up("--listen", f"127.0.0.1:{free_port()}", "--ingress-port", str(free_port()),
+                  "--agent-tls-listen", f"127.0.0.1:{port}")
+        assert done.returncode == 2 and "(agent_tls_listen)" in done.stderr
+    done = up("--agent-tls-listen", "nonsense")
+    assert done.returncode == 2 and "agent_tls_listen" in done.stderr
     done = up("--listen", "nonsense")
     assert done.returncode == 2 and "(listen)" in done.stderr
     done = up("--data-dir", "/proc/tenantry-cannot-be-here")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, NotAllowed, Unavailable
@@ -20,20 +25,38 @@ class Credentials:
     server: str
     host_id: str
     token: str
+    # mutual TLS (an https server): the client certificate and key, and the CA to trust
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
 
     def __repr__(self) -> str:
-        return f"Credentials(server={self.server!r}, host_id={self.host_id!r}, token=**********)"
+        return (f"Credentials(server={self.server!r}, host_id={self.host_id!r}, "
+                f"token=**********, cert_file={self.cert_file!r})")
 
     @classmethod
     def load(cls, path: Path) -> Credentials | None:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(server=data["server"], host_id=data["host_id"], token=data["token"])
+        return cls(server=data["server"], host_id=data["host_id"], token=data["token"],
+                   cert_file=data.get("cert_file"), key_file=data.get("key_file"),
+                   ca_file=data.get("ca_file"))
 
     def save(self, path: Path) -> None:
-        write_private(path, json.dumps({"server": self.server, "host_id": self.host_id,
-                                        "token": self.token}).encode())
+        write_private(path, json.dumps({
+            "server": self.server, "host_id": self.host_id, "token": self.token,
+            "cert_file": self.cert_file, "key_file": self.key_file,
+            "ca_file": self.ca_file}).encode())
+
+    def http_options(self) -> dict[str, Any]:
+        """httpx options: the client certificate and the trusted CA, when there are."""
+        if not (self.ca_file or self.cert_file):
+            return {}
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return {"verify": context}
 
 
 def _raise_for(resp: httpx.Response) -> None:
@@ -52,24 +75,52 @@ def _raise_for(resp: httpx.Response) -> None:
 
 
 def enroll(*, server: str, token: str, name: str | None, region: str, ingress_port: int,
-           port_min: int, port_max: int, ca_file: Path | None = None) -> Credentials:
-    body = {"token": token, "name": name or socket.gethostname().split(".")[0].lower(),
-            "region": region, "address": "127.0.0.1", "ingress_port": ingress_port,
-            "port_min": port_min, "port_max": port_max}
+           port_min: int, port_max: int, ca_file: Path | None = None,
+           tls_dir: Path | None = None) -> Credentials:
+    """Trade the one-time token for the host's credentials. Over https with `tls_dir`, a key
+    is made there and its CSR sent: the answer's client certificate is kept beside it."""
+    body: dict[str, Any] = {
+        "token": token, "name": name or socket.gethostname().split(".")[0].lower(),
+        "region": region, "address": "127.0.0.1", "ingress_port": ingress_port,
+        "port_min": port_min, "port_max": port_max}
+    key_file = cert_file = None
+    if tls_dir is not None and server.startswith("https://"):
+        key_file, cert_file = tls_dir / "agent-key.pem", tls_dir / "agent-cert.pem"
+        body["csr"] = _key_and_csr(key_file, body["name"])
+    verify: Any = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     try:
-        resp = httpx.post(f"{server}/api/v1/agent/enroll", json=body, timeout=30,
-                          verify=str(ca_file) if ca_file else True)
+        resp = httpx.post(f"{server}/api/v1/agent/enroll", json=body, timeout=30, verify=verify)
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the control plane at {server}: {exc}") from None
     _raise_for(resp)
     data = resp.json()
-    return Credentials(server=server, host_id=data["host_id"], token=data["agent_token"])
+    if cert_file is not None:
+        if not data.get("client_certificate"):
+            raise Unavailable("the control plane sent no client certificate")
+        cert_file.write_text(data["client_certificate"])
+    return Credentials(server=server, host_id=data["host_id"], token=data["agent_token"],
+                       cert_file=str(cert_file) if cert_file else None,
+                       key_file=str(key_file) if key_file else None,
+                       ca_file=str(ca_file) if ca_file else None)
+
+
+def _key_and_csr(key_file: Path, name: str) -> str:
+    """A new EC key (kept, mode 0600) and a CSR for it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_private(key_file, key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
 class ControlPlaneClient:
     def __init__(self, credentials: Credentials) -> None:
         self._creds = credentials
         self._http = httpx.Client(base_url=credentials.server, timeout=60,
+                                  **credentials.http_options(),
                                   headers={"Authorization": f"Bearer {credentials.token}",
                                            "User-Agent": f"tenantry-agent/{os.getpid()}"})
 

@@ -8,6 +8,7 @@ control plane answers again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import signal
@@ -43,6 +44,7 @@ class AgentOptions:
     data_dir: Path
     server: str | None = None
     enroll_token: str | None = None
+    ca_file: Path | None = None  # the CA to trust for an https:// server (mutual TLS)
     region: str = "local"
     name: str | None = None
     ingress_port: int = 8443
@@ -133,15 +135,16 @@ class Agent:
         if creds is None:
             if not (self.options.server and self.options.enroll_token):
                 raise Unavailable("this agent is not enrolled: give --server and --enroll-token")
+            self.options.data_dir.mkdir(parents=True, exist_ok=True)
             creds = enroll(server=self.options.server, token=self.options.enroll_token,
                            name=self.options.name, region=self.options.region,
                            ingress_port=self.options.ingress_port,
-                           port_min=self.options.port_min, port_max=self.options.port_max)
+                           port_min=self.options.port_min, port_max=self.options.port_max,
+                           ca_file=self.options.ca_file, tls_dir=self.options.data_dir)
             creds.save(self.credentials_file)
             log.info("enrolled as host %s", creds.host_id)
         elif self.options.server and self.options.server != creds.server:
-            creds = Credentials(server=self.options.server, host_id=creds.host_id,
-                                token=creds.token)
+            creds = dataclasses.replace(creds, server=self.options.server)
             creds.save(self.credentials_file)
         self._client = ControlPlaneClient(creds)
         return self._client

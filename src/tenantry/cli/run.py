@@ -44,11 +44,15 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
            help="Ports the local host hands to platforms, MIN-MAX (default 20000-29999).")]
        = None,
        demo: Annotated[bool, typer.Option("--demo", help="Create a demo ISV with two "
-                                          "platforms.")] = False) -> None:
+                                          "platforms.")] = False,
+       agent_tls_listen: Annotated[str | None, typer.Option(
+           help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
+                "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
     """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
     from tenantry.core.up import ControlPlane
 
-    settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port)
+    settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port,
+                             agent_tls_listen=agent_tls_listen)
     plane = ControlPlane(settings=settings, demo=demo,
                          port_range=parse_port_range(port_range or "20000-29999"))
     plane.preflight()
@@ -89,6 +93,9 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
           enroll_token: Annotated[str | None, typer.Option(
               envvar="TENANTRY_ENROLL_TOKEN",
               help="One-time token from `tenantry host enroll-token`.")] = None,
+          ca_file: Annotated[Path | None, typer.Option(
+              help="CA to trust for an https:// server (its DATA_DIR/ca.pem); the agent then "
+                   "enrolls for a client certificate and uses mutual TLS.")] = None,
           region: Annotated[str, typer.Option(help="Region this host is in.")] = "local",
           name: Annotated[str | None, typer.Option(help="Host name (default: hostname).")]
           = None,
@@ -130,6 +137,7 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
         raise InvalidInput("--firewall-netns needs --firewall", field="firewall_netns")
     options = AgentOptions(data_dir=data_dir.absolute(), server=server,
                            enroll_token=enroll_token or None, region=region, name=name,
+                           ca_file=ca_file.absolute() if ca_file else None,
                            ingress_port=ingress_port, port_min=low, port_max=high,
                            stop_services_on_exit=stop_services_on_exit,
                            host_access=host_access, etc_root=etc_root.absolute(),
@@ -153,17 +161,31 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
 @app.command("serve-api", hidden=True)
 @handle_errors
 def serve_api(data_dir: Annotated[Path, typer.Option()],
-              listen: Annotated[str, typer.Option()] = "127.0.0.1:8080") -> None:
-    """Internal: the API and portal server that `up` runs."""
+              listen: Annotated[str, typer.Option()] = "127.0.0.1:8080",
+              agent_tls_listen: Annotated[str | None, typer.Option()] = None) -> None:
+    """Internal: the API and portal server that `up` runs (and its agent TLS listener)."""
+    import asyncio
+
     import uvicorn
 
+    from tenantry.api.agent_tls import ssl_options
     from tenantry.api.app import create_app
     from tenantry.core.runtime import make_runtime
 
     host, port = parse_listen(listen)
-    settings = load_settings(data_dir=data_dir, listen=listen)
-    uvicorn.run(create_app(make_runtime(settings)), host=host, port=port, log_level="warning",
-                access_log=False)
+    settings = load_settings(data_dir=data_dir, listen=listen, agent_tls_listen=agent_tls_listen)
+    runtime = make_runtime(settings)
+    app = create_app(runtime)
+    configs = [uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)]
+    if settings.agent_tls_listen:
+        tls_host, tls_port = parse_listen(settings.agent_tls_listen, field="agent_tls_listen")
+        configs.append(uvicorn.Config(app, host=tls_host, port=tls_port, log_level="warning",
+                                      access_log=False, **ssl_options(runtime, tls_host)))
+
+    async def serve() -> None:
+        await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
+
+    asyncio.run(serve())
 
 
 @app.command("serve-worker", hidden=True)

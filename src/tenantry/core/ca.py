@@ -1,4 +1,5 @@
-"""tenantry's own X.509 certificate authority, for ingress certificates (and later agents).
+"""tenantry's own X.509 certificate authority: ingress certificates, the control plane's
+agent listener, and the agents' client certificates (mutual TLS).
 
 Clients trust `DATA_DIR/ca.pem`; the key stays in `DATA_DIR/ca-key.pem` (mode 0600),
 encrypted (PKCS#8) with a passphrase the runtime derives from the provider's data key, so a
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tenantry.core.crypto import write_private
-from tenantry.core.errors import Unavailable
+from tenantry.core.errors import InvalidInput, Unavailable
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
@@ -29,6 +31,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes
         else serialization.NoEncryption())
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              encryption)
+
+
+def _san(name: str) -> x509.GeneralName:
+    """An IP address as an IP SAN (clients check those for https://127.0.0.1:...)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]),
+            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hostnames]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
@@ -129,3 +139,45 @@ class CertificateAuthority:
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()).decode()
         return IssuedCert(cert_pem=chain, key_pem=key_pem, not_after=not_after)
+
+    def sign_client_csr(self, csr_pem: str, common_name: str, *, days: int = 365) -> str:
+        """A client certificate for `common_name` (an agent's host id) on the CSR's key.
+
+        Only the key is taken from the request: its subject and extensions are ignored, so
+        a CSR cannot ask for more than a client certificate of that one name.
+        """
+        public = check_csr(csr_pem)
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self._cert.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def check_csr(csr_pem: str) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    """The public key of a well-formed, self-signed CSR with an acceptable key."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise InvalidInput("csr is not a PEM certificate signing request",
+                           field="csr") from None
+    if not csr.is_signature_valid:
+        raise InvalidInput("csr is not signed by its own key", field="csr")
+    public = csr.public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey) or (
+            isinstance(public, rsa.RSAPublicKey) and public.key_size >= 2048):
+        return public
+    raise InvalidInput("csr must carry an EC key or an RSA key of 2048 bits or more",
+                       field="csr")

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: SecretStr | None = None
     listen: str = "127.0.0.1:8080"
+    agent_tls_listen: str | None = None  # agents over mutual TLS (see api.agent_tls)
     ingress_port: int = 8443
     domain: str = "localhost"
     master_key: SecretStr | None = None
@@ -101,6 +102,13 @@ class Settings(BaseSettings):
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("agent_tls_listen")
+    @classmethod
+    def _agent_listen_is_host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value, field="agent_tls_listen")
         return value
 
     @field_validator("ingress_port")

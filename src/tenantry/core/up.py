@@ -119,6 +119,13 @@ class ControlPlane:
         check_binaries()
         host, port = parse_listen(self.settings.listen)
         check_port_free(host, port, "listen")
+        if self.settings.agent_tls_listen:
+            tls_host, tls_port = parse_listen(self.settings.agent_tls_listen,
+                                              field="agent_tls_listen")
+            if (tls_host, tls_port) == (host, port):
+                raise InvalidInput("agent_tls_listen must differ from listen",
+                                   field="agent_tls_listen")
+            check_port_free(tls_host, tls_port, "agent_tls_listen")
         if not self._agent_services_alive():
             check_port_free("127.0.0.1", self.settings.ingress_port, "ingress_port")
 
@@ -168,6 +175,10 @@ class ControlPlane:
     def _argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "tenantry.cli.run", *args]
 
+    def _agent_tls_argv(self) -> list[str]:
+        listen = self.settings.agent_tls_listen
+        return ["--agent-tls-listen", listen] if listen else []
+
     def spawn(self) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -177,8 +188,8 @@ class ControlPlane:
                  "--ingress-port", str(self.settings.ingress_port),
                  "--port-range", "{}-{}".format(*self.port_range), "--stop-services-on-exit"]
         self.children = [
-            Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen),
-                  logs / "api.log"),
+            Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen,
+                                    *self._agent_tls_argv()), logs / "api.log"),
             Child("worker", self._argv("serve-worker", *common), logs / "worker.log"),
             # The one-time token goes through the environment: argv is world-readable.
             Child("agent", self._argv(*agent), logs / "agent.log",

@@ -10,7 +10,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from tenantry.api.agent_tls import client_common_name
 from tenantry.api.deps import AGENT, Public, RuntimeDep, SessionDep, bearer_token, declares
+from tenantry.core.ca import check_csr
 from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
@@ -23,24 +25,41 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 @declares(AGENT)
 def get_host(request: Request, session: SessionDep) -> Host:
-    """The calling host, by its agent token (a person's token is refused: 401)."""
+    """The calling host, by its agent token (a person's token is refused: 401).
+
+    On the agent TLS listener the client certificate must name the same host: a stolen
+    token alone opens nothing there (see api.agent_tls).
+    """
     token = bearer_token(request)
     if not token:
         raise Unauthenticated("an agent token is required (Authorization: Bearer ...)")
-    return hosts.authenticate_agent(session=session, token=token)
+    host = hosts.authenticate_agent(session=session, token=token)
+    over_tls, common_name = client_common_name(request.scope)
+    if over_tls and common_name != host.id:
+        raise Unauthenticated("this listener needs the host's own client certificate "
+                              "(mutual TLS)")
+    return host
 
 
 HostDep = Annotated[Host, Depends(get_host)]
 
 
 @router.post("/enroll", status_code=status.HTTP_201_CREATED, dependencies=[Public])
-def enroll(spec: EnrollRequest, session: SessionDep) -> EnrollResponse:
-    """Public: the one-time enrollment token in the body is the credential."""
+def enroll(spec: EnrollRequest, request: Request, session: SessionDep,
+           runtime: RuntimeDep) -> EnrollResponse:
+    """Public: the one-time enrollment token in the body is the credential. On the agent
+    TLS listener a CSR is required, and the answer carries the host's client certificate."""
+    over_tls, _ = client_common_name(request.scope)
+    if over_tls and not spec.csr:
+        raise InvalidInput("enrolling over mutual TLS needs a csr", field="csr")
+    if spec.csr:
+        check_csr(spec.csr)  # before the one-time token is spent
     host_id, token = hosts.enroll(
         session=session, enroll_token=spec.token, name=spec.name, region=spec.region,
         address=spec.address, ingress_port=spec.ingress_port, port_min=spec.port_min,
         port_max=spec.port_max)
-    return EnrollResponse(host_id=host_id, agent_token=token)
+    certificate = runtime.ca.sign_client_csr(spec.csr, host_id) if spec.csr else None
+    return EnrollResponse(host_id=host_id, agent_token=token, client_certificate=certificate)
 
 
 def _generation(runtime: Runtime, host_id: str) -> int:

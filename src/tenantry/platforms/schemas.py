@@ -185,8 +185,12 @@ class EnrollRequest(_In):
     ingress_port: int
     port_min: int = 20000
     port_max: int = 29999
+    csr: str | None = Field(default=None, max_length=16384,
+                            description="PEM CSR for a client certificate (mutual TLS)")
 
 
 class EnrollResponse(BaseModel):
     host_id: str
     agent_token: str
+    client_certificate: str | None = Field(
+        default=None, description="signed from the CSR: the agent's mutual-TLS certificate")
