@@ -99,6 +99,7 @@ REVIEWED: dict[tuple[str, str], str] = {
        for method, suffix in (("POST", "/upgrade"), ("POST", "/rollback"), ("POST", "/stop"),
                               ("POST", "/start"), ("DELETE", ""))},
     # ISV admins grant; the service refuses provider roles (they may not grant themselves)
+    ("POST", "/api/v1/hosts/{host}/revoke"): "provider+admin",
     ("POST", "/api/v1/support-grants"): "admin",
     ("POST", "/api/v1/support-grants/{grant_id}/revoke"): "admin",
     ("POST", "/platforms/{platform_id}/support"): "admin",

@@ -108,9 +108,18 @@ def test_agent_enrolls_and_works_over_mutual_tls(tls_plane: tuple[ControlPlanePr
         with httpx.Client(base_url=server,
                           verify=tls(ca, root / "other-cert.pem", root / "other-key.pem")) as c:
             assert c.get(desired, headers=bearer).status_code == 401
-            mine = c.get(desired, headers={
-                "Authorization": f"Bearer {other.json()['agent_token']}"})
-            assert mine.status_code == 200
+            theirs = {"Authorization": f"Bearer {other.json()['agent_token']}"}
+            assert c.get(desired, headers=theirs).status_code == 200
+            # a lost machine: revoked, its certificate and token open nothing any more
+            revoked = plane.cli_json("host", "revoke", "fenced-2")
+            assert revoked["state"] == "revoked"
+            assert c.get(desired, headers=theirs).status_code == 401
+        assert any(e["kind"] == "HOST_REVOKED" for e in plane.cli_json("events", "--limit", "20"))
+        # nothing new is placed on a revoked host
+        again = plane.cli_json("platform", "create", isv, "--tenant", "t2", "--app",
+                               "bodyshop@1.0.0", "--region", "mtls", "--wait")
+        assert again["host"] == "fenced-1"
+        plane.cli("platform", "destroy", again["id"], "--wait")
         # a certificate from another CA does not get through the handshake
         stranger = _stranger(root)
         with pytest.raises(httpx.HTTPError), httpx.Client(

@@ -334,6 +334,15 @@ def host_enroll_token(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> No
         err.print(f"valid until {result['expires_at']}, for one enrollment")
 
 
+@host_app.command("revoke")
+@handle_errors
+def host_revoke(host: Annotated[str, typer.Argument(help="Host name or id.")],
+                json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Cut a lost or compromised host's agent off for good (token and certificate)."""
+    show(_client(data_dir).post(f"/hosts/{_seg(host)}/revoke"), json_,
+         ["id", "name", "region", "state", "platforms"])
+
+
 @host_app.command("list")
 @handle_errors
 def host_list(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:

@@ -203,6 +203,12 @@ def list_hosts(session: SessionDep, principal: ProviderDep) -> list[HostPublic]:
     return hosts.list_hosts(session=session, principal=principal)
 
 
+@router.post("/hosts/{host}/revoke", tags=["hosts"])
+def revoke_host(host: Annotated[str, PathParam(min_length=1, max_length=40)],
+                session: SessionDep, principal: ProviderAdminDep) -> HostPublic:
+    return hosts.revoke_host(session=session, principal=principal, ref=host)
+
+
 @router.post("/hosts/enroll-tokens", status_code=status.HTTP_201_CREATED, tags=["hosts"])
 def create_enroll_token(session: SessionDep,
                         principal: ProviderAdminDep) -> EnrollTokenPublic:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tenantry.access.principal import Principal
 from tenantry.core.crypto import SecretBox, new_token, token_hash
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, InvalidInput, Unauthenticated
+from tenantry.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from tenantry.core.events import emit
 from tenantry.core.names import check_name, new_id
 from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
@@ -65,19 +65,43 @@ def enroll(*, session: Session, enroll_token: str, name: str, region: str, addre
 
 
 def authenticate_agent(*, session: Session, token: str) -> Host:
-    host = session.scalar(select(Host).where(Host.agent_token_hash == token_hash(token)))
+    host = session.scalar(select(Host).where(Host.agent_token_hash == token_hash(token),
+                                             Host.state != "revoked"))
     if host is None:
         raise Unauthenticated("unknown agent token")
     return host
 
 
+def _public(session: Session, h: Host) -> HostPublic:
+    return HostPublic(id=h.id, name=h.name, region=h.region.name, address=h.address,
+                      ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
+                      platforms=count_platforms_on(session, h.id),
+                      firewall=firewall_state(h.observed.get("firewall")))
+
+
 def list_hosts(*, session: Session, principal: Principal) -> list[HostPublic]:
     principal.require("provider")
-    return [HostPublic(id=h.id, name=h.name, region=h.region.name, address=h.address,
-                       ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
-                       platforms=count_platforms_on(session, h.id),
-                       firewall=firewall_state(h.observed.get("firewall")))
-            for h in session.scalars(select(Host).order_by(Host.name))]
+    return [_public(session, h) for h in session.scalars(select(Host).order_by(Host.name))]
+
+
+def revoke_host(*, session: Session, principal: Principal, ref: str) -> HostPublic:
+    """Cut a host's agent off for good (a lost or compromised machine): its token and its
+    client certificate open nothing from now on, and nothing new is placed on it. Its
+    platforms stay where they are, to be moved or destroyed; to come back, the machine
+    enrolls again as a new host."""
+    principal.require("provider")
+    principal.require("admin")
+    host = session.scalar(select(Host).where((Host.name == ref) | (Host.id == ref))
+                          .with_for_update())
+    if host is None:
+        raise NotFound(f"no host {ref!r}", field="host")
+    if host.state != "revoked":
+        host.state = "revoked"
+        host.generation += 1  # ends the agent's long poll now
+        emit(session, "HOST_REVOKED", f"host {host.name} revoked by {principal.username}",
+             host_id=host.id)
+        session.commit()
+    return _public(session, host)
 
 
 def firewall_state(reported: object) -> str:
