@@ -8,12 +8,12 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import text
-from tests.conftest import store_runtime
 
 from tenantry.access.audit import service
 from tenantry.access.audit.store import MemoryObjectStore
 from tenantry.core.errors import Conflict
 from tenantry.core.runtime import Runtime
+from tests.conftest import store_runtime
 
 pytestmark = pytest.mark.slow
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from tests import s3server
 from tests.conftest import ControlPlaneProcess, free_port, short_tmp
 from tests.s3server import S3Server

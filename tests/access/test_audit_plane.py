@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+
 from tests.conftest import ControlPlaneProcess, csrf_of
 
 pytestmark = pytest.mark.slow

@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tenantry.access.ssh.policy import LOGIN_GROUP, login_account
 from tests.conftest import (
     TENANTRY,
     ControlPlaneProcess,
@@ -36,8 +38,6 @@ from tests.conftest import (
     short_tmp,
     wait_until,
 )
-
-from tenantry.access.ssh.policy import LOGIN_GROUP, login_account
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, text
-from tests.access.test_keys_certs import INTER, LEAF, chain, issue
-from tests.conftest import store_runtime
 
 from tenantry.access.keys import service
 from tenantry.access.keys.models import DataKey, SiteCertificate
@@ -21,6 +19,8 @@ from tenantry.core.errors import InvalidInput, NotFound
 from tenantry.core.models import Event
 from tenantry.core.runtime import Runtime, make_runtime
 from tenantry.platforms.models import Isv
+from tests.access.test_keys_certs import INTER, LEAF, chain, issue
+from tests.conftest import store_runtime
 
 pytestmark = pytest.mark.slow
 

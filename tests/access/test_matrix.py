@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ControlPlaneProcess, PortalAccount, make_isv, portal_login
 
 from tenantry.access.principal import Principal
 from tenantry.core.errors import NotAllowed
+from tests.conftest import ControlPlaneProcess, PortalAccount, make_isv, portal_login
 
 pytestmark = pytest.mark.slow
 ROLES = ("isv-admin", "isv-operator", "isv-viewer")

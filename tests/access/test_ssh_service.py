@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_public_identity
 from sqlalchemy import text
-from tests.conftest import store_runtime
 
 from tenantry.access.audit import service as audit
 from tenantry.access.models import User
@@ -21,6 +20,7 @@ from tenantry.access.ssh.schemas import SshCertCreate
 from tenantry.core.errors import InvalidInput, NotAllowed, NotFound
 from tenantry.core.runtime import Runtime
 from tenantry.platforms.models import Host, Isv, Region
+from tests.conftest import store_runtime
 
 pytestmark = pytest.mark.slow
 

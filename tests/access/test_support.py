@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+
 from tests.conftest import ControlPlaneProcess, api_as, make_isv, person_token
 
 pytestmark = pytest.mark.slow

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from tests.conftest import TENANTRY
 
 from tenantry.agent import firewall
 from tenantry.agent.firewall import HostFirewall
 from tenantry.core.errors import InvalidInput
+from tests.conftest import TENANTRY
 
 
 def test_ruleset_passes_nft_check() -> None:

@@ -12,6 +12,8 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
+
+from tenantry.agent.firewall import CHECK_PERIOD
 from tests.agent.test_firewall import (
     assert_dropped,
     joined_namespace,
@@ -27,8 +29,6 @@ from tests.conftest import (
     short_tmp,
     wait_until,
 )
-
-from tenantry.agent.firewall import CHECK_PERIOD
 
 pytestmark = pytest.mark.slow
 

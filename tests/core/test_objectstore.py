@@ -16,9 +16,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
-from tests import s3server
-from tests.conftest import TENANTRY, free_port
-from tests.s3server import S3Server
 
 from tenantry.core.config import load_settings
 from tenantry.core.errors import InvalidInput, Unavailable
@@ -29,6 +26,9 @@ from tenantry.core.objectstore import (
     S3ObjectStore,
     open_offsite,
 )
+from tests import s3server
+from tests.conftest import TENANTRY, free_port
+from tests.s3server import S3Server
 
 s3_server = s3server.s3_server  # the fixture: one moto server for the session
 LATEST = "audit/head.json"

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, make_isv, short_tmp
 
 pytestmark = pytest.mark.slow

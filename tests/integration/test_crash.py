@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import ControlPlaneProcess, make_isv
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.conftest import ControlPlaneProcess
 
 from tenantry.agent.converge import HostPaths
 from tenantry.agent.pgcluster import pg_bin
+from tests.conftest import ControlPlaneProcess
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="per-platform users need root")]

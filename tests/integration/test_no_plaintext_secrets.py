@@ -22,13 +22,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
-from tests.access.test_keys_certs import INTER, issue
-from tests.conftest import ControlPlaneProcess, make_isv
 
 from tenantry.access.keys.models import DataKey
 from tenantry.core.config import load_settings
 from tenantry.core.runtime import make_runtime
 from tenantry.platforms.models import Platform
+from tests.access.test_keys_certs import INTER, issue
+from tests.conftest import ControlPlaneProcess, make_isv
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+
 from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, port_block, short_tmp
 
 pytestmark = pytest.mark.slow

@@ -1,17 +1,38 @@
-"""`tenantry up --demo`: a working system from an empty data dir; Ctrl-C leaves nothing."""
+"""`tenantry up --demo` as a newcomer runs it, and its start-up order under slow parts.
+
+The README's first command is run exactly (the installed `tenantry` script, `up --demo`, an
+empty data dir; only the data dir and free ports come from the environment). The order
+tests make one part slow on purpose (`TENANTRY_TEST_DELAYS`): the demo must still come up,
+because `up` waits on conditions, not on the usual timing.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import ControlPlaneProcess
+
+from tests.conftest import (
+    ControlPlaneProcess,
+    PortalAccount,
+    free_port,
+    portal_login,
+    short_tmp,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
+
+TENANTRY_SCRIPT = Path(sys.executable).parent / "tenantry"
+DEMO_PLATFORMS = ("lbh", "dlg")
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -25,46 +46,132 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def wait_ready(plane: ControlPlaneProcess, names: set[str], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        platforms = {p["name"]: p["state"] for p in plane.cli_json("platform", "list",
-                                                                   "--isv", "bms")}
-        if names <= {n for n, s in platforms.items() if s == "ready"}:
-            return
-        time.sleep(1)
-    raise AssertionError(f"demo platforms not ready: {platforms}")
+@pytest.fixture
+def fresh() -> Iterator[ControlPlaneProcess]:
+    """An empty data dir and free ports; whatever runs of it is stopped afterwards."""
+    root = short_tmp("tnt-new-")
+    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
+                             ingress_port=free_port())
+    try:
+        yield cp
+    finally:
+        cp.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
-def test_demo_then_clean_stop_then_everything_back(own_plane: ControlPlaneProcess) -> None:
-    plane = own_plane
-    plane.stop()
-    plane.start("--demo")
-    wait_ready(plane, {"lbh", "dlg"})
-    for tenant in ("lbh", "dlg"):
-        assert plane.https(f"{tenant}.bms.localhost", "/health").status_code == 200
-    assert oct((plane.data_dir / "admin-password").stat().st_mode & 0o777) == "0o600"
-    assert oct((plane.data_dir / "admin-token").stat().st_mode & 0o777) == "0o600"
-    assert "admin-password" in plane.log.read_text()
+def readme_up(cp: ControlPlaneProcess, **env: str) -> None:
+    """`tenantry up --demo`, the README's first command, in the background."""
+    settings = {"TENANTRY_LISTEN": f"127.0.0.1:{cp.listen_port}",
+                "TENANTRY_INGRESS_PORT": str(cp.ingress_port),
+                "TENANTRY_PORT_RANGE": "{}-{}".format(*cp.port_range)}
+    with cp.log.open("ab") as out:
+        cp.process = subprocess.Popen([str(TENANTRY_SCRIPT), "up", "--demo"], stdout=out,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env={**cp.env, **settings, **env},
+                                      start_new_session=True)
 
-    assert plane.process is not None
-    plane.process.send_signal(signal.SIGINT)
-    assert plane.process.wait(120) == 0
-    # Nothing of it runs any more: API, worker, agent, supervisord, Caddy, every PostgreSQL.
-    assert processes_mentioning(str(plane.data_dir)) == []
 
-    plane.start("--demo")  # again: the demo sees its ISV and leaves it alone
-    wait_ready(plane, {"lbh", "dlg"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if all(plane.https(f"{t}.bms.localhost", "/health").status_code == 200
-                   for t in ("lbh", "dlg")):
-                break
-        except httpx.HTTPError:
-            pass  # still coming up
-        time.sleep(0.5)
-    else:
-        raise AssertionError("the demo platforms did not come back")
-    # The demo does not run twice.
-    assert len(plane.cli_json("platform", "list", "--isv", "bms")) == 2
+def curl_health(cp: ControlPlaneProcess, tenant: str) -> bool:
+    """As the README says: curl, the name, and the CA from the data dir."""
+    done = subprocess.run(
+        ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+         "--cacert", str(cp.data_dir / "ca.pem"),
+         f"https://{tenant}.bms.localhost:{cp.ingress_port}/health"],
+        capture_output=True, text=True)
+    return done.stdout == "200"
+
+
+def wait_demo_serving(cp: ControlPlaneProcess, timeout: float = 240) -> float:
+    def serving() -> bool:
+        assert cp.process is not None
+        if cp.process.poll() is not None:
+            raise AssertionError(f"tenantry up exited {cp.process.returncode}:\n"
+                                 f"{cp.log.read_text()[-3000:]}")
+        log = cp.log.read_text()
+        if "the demo failed" in log:
+            raise AssertionError(log[-3000:])
+        reported = all(f"demo: https://{t}.bms.localhost:{cp.ingress_port}/ ready" in log
+                       or "exists already" in log for t in DEMO_PLATFORMS)
+        return reported and all(curl_health(cp, t) for t in DEMO_PLATFORMS)
+
+    try:
+        return wait_until(serving, timeout, "both demo platforms to be ready and serve over HTTPS",
+                      every=0.5)
+    except AssertionError:
+        print(cp.log.read_text()[-3000:])
+        raise
+
+
+def interrupt(cp: ControlPlaneProcess) -> None:
+    """Ctrl-C: everything stops, in order, and nothing of the data dir is left running."""
+    assert cp.process is not None
+    cp.process.send_signal(signal.SIGINT)
+    assert cp.process.wait(120) == 0, cp.log.read_text()[-3000:]
+    assert processes_mentioning(str(cp.data_dir)) == []
+
+
+def test_first_command_from_an_empty_data_dir(fresh: ControlPlaneProcess) -> None:
+    cp = fresh
+    assert not cp.data_dir.exists()
+    readme_up(cp)
+    took = wait_demo_serving(cp)
+    print(f"both demo platforms served over HTTPS {took:.1f} s after `tenantry up --demo`")
+    log = cp.log.read_text()
+    assert "waiting for the local agent" in log and "local agent online" in log
+    assert "failed" not in log
+
+    # The portal: admin, with the password from the data dir (the first login sets a new
+    # one and a second factor), sees both demo platforms.
+    account = PortalAccount("admin", (cp.data_dir / "admin-password").read_text().strip())
+    with httpx.Client(base_url=cp.url, timeout=30) as client:
+        assert portal_login(client, account).status_code == 303
+        page = client.get("/", params={"isv": "bms"})
+        assert page.status_code == 200
+        assert all(f"{t}.bms.localhost" in page.text for t in DEMO_PLATFORMS)
+    for secret in ("admin-password", "admin-token"):
+        assert (cp.data_dir / secret).stat().st_mode & 0o777 == 0o600
+
+    interrupt(cp)
+
+    # Again, on the same data dir: the demo sees its ISV and leaves it alone, and every
+    # platform comes back.
+    readme_up(cp)
+    wait_demo_serving(cp)
+    assert "ISV bms exists already" in cp.log.read_text()
+    assert len(cp.cli_json("platform", "list", "--isv", "bms")) == 2
+    interrupt(cp)
+
+
+def test_demo_waits_for_a_slow_agent(fresh: ControlPlaneProcess) -> None:
+    """The race of the last round: the agent enrolls long after the API answers."""
+    readme_up(fresh, TENANTRY_TEST_DELAYS="agent.enroll=8")
+    wait_demo_serving(fresh)
+    log = fresh.log.read_text()
+    online = log.split("local agent online after ", 1)[1].split(" ", 1)[0]
+    assert float(online) >= 8, log
+    assert "failed" not in log
+    interrupt(fresh)
+
+
+def test_demo_waits_for_a_slow_api_and_worker(fresh: ControlPlaneProcess) -> None:
+    readme_up(fresh, TENANTRY_TEST_DELAYS="api.start=5,worker.start=12")
+    wait_demo_serving(fresh)
+    assert "failed" not in fresh.log.read_text()
+    interrupt(fresh)
+
+
+def test_a_part_that_never_comes_up_is_named_and_up_keeps_running(
+        fresh: ControlPlaneProcess) -> None:
+    """The agent never enrolls: `up` says which part and where its log is, keeps the API and
+    portal running, and still stops cleanly on Ctrl-C."""
+    readme_up(fresh, TENANTRY_TEST_DELAYS="agent.enroll=600", TENANTRY_STARTUP_TIMEOUT="5")
+    agent_log = fresh.data_dir / "logs" / "agent.log"
+    wait_until(lambda: "not started" in fresh.log.read_text(), 60, "up to give up on the agent")
+    log = fresh.log.read_text()
+    assert f"the local agent did not come up within 5 s; see {agent_log}" in log
+    assert "the demo not started" in log
+    time.sleep(1)
+    assert fresh.process is not None and fresh.process.poll() is None
+    assert httpx.get(f"{fresh.url}/api/v1/health").status_code == 200
+    assert fresh.api().get("/isvs").json() == []  # the demo did nothing half-way
+    interrupt(fresh)

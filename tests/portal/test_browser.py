@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
 from tests.conftest import ControlPlaneProcess, PortalAccount, portal_login
 
 pytestmark = pytest.mark.slow

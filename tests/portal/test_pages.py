@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from tests.conftest import ControlPlaneProcess, PortalAccount, csrf_of, portal_login
 
 pytestmark = pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import ControlPlaneProcess, PortalAccount, csrf_of, make_isv, portal_login
 
 pytestmark = pytest.mark.slow

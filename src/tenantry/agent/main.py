@@ -31,6 +31,7 @@ from tenantry.agent.hostaccess import HostAccess
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
+from tenantry.core import delays
 from tenantry.core.errors import TenantryError, Unavailable
 
 log = logging.getLogger("tenantry.agent")
@@ -303,6 +304,10 @@ class Agent:
                                           netns=self.options.firewall_netns)
             threading.Thread(target=self._firewall.keep, args=(self.stopping,),
                              name="firewall", daemon=True).start()
+        if not self.credentials_file.exists():
+            delays.delay("agent.enroll", self.stopping)
+            if self.stopping.is_set():
+                return
         client = self.connect()
         if self.options.host_access:
             self._access = HostAccess(client=client, state_dir=self.options.data_dir,

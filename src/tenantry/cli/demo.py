@@ -1,4 +1,9 @@
-"""`tenantry up --demo`: ISV bms with bodyshop 1.0.0 and one platform each for lbh and dlg."""
+"""`tenantry up --demo`: ISV bms with bodyshop 1.0.0 and one platform each for lbh and dlg.
+
+The demo is a client of the API like any other. `up` runs it once the local agent is
+online; each step is named, so a failure says which step failed and why, and `up` keeps
+running for the user to look at the portal and the logs.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tenantry.cli.client import Client
 from tenantry.cli.main import pack, wait_for_job
-from tenantry.cli.output import err
-from tenantry.core.config import Settings
-from tenantry.core.errors import Conflict, Unavailable
+from tenantry.core.errors import Conflict, TenantryError, Unavailable
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "bodyshop"
+ISV, APP, VERSION, TENANTS = "bms", "bodyshop", "1.0.0", ("lbh", "dlg")
+
+
+class DemoFailed(Unavailable):
+    """A step of the demo failed; the message names the step."""
 
 
 def build_example(version: str, out: Path) -> Path:
@@ -32,35 +39,48 @@ def build_example(version: str, out: Path) -> Path:
     return target
 
 
-def run_demo(settings: Settings, stopping: threading.Event) -> None:
-    client = Client.from_env(settings.data_dir)
-    if client.get("/platforms", isv="bms") if _isv_exists(client) else []:
-        err.print("demo: ISV bms exists already; leaving it as it is")
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """A named step: its failure is reported as that step's."""
+    try:
+        yield
+    except TenantryError as exc:
+        raise DemoFailed(f"step {name!r}: {exc.message}", field=exc.field) from exc
+
+
+def run_demo(client: Client, stopping: threading.Event,
+             say: Callable[[str], None]) -> None:
+    """Create the demo's ISV, release, tenants and platforms, and wait for them to serve."""
+    with step(f"look for ISV {ISV}"):
+        exists = any(i["name"] == ISV for i in client.get("/isvs"))
+    if exists:
+        say(f"demo: ISV {ISV} exists already; leaving it as it is")
         return
-    err.print("demo: creating ISV bms, app bodyshop 1.0.0, tenants lbh and dlg ...")
-    _ignore_conflict(lambda: client.post("/isvs", {"name": "bms"}))
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = build_example("1.0.0", Path(tmp))
-        client.request("POST", "/isvs/bms/releases",
+    say(f"demo: creating ISV {ISV}, app {APP} {VERSION}, tenants {' and '.join(TENANTS)} ...")
+    with step(f"create ISV {ISV}"), contextlib.suppress(Conflict):
+        client.post("/isvs", {"name": ISV})
+    with step(f"release {APP} {VERSION}"), tempfile.TemporaryDirectory() as tmp:
+        bundle = build_example(VERSION, Path(tmp))
+        client.request("POST", f"/isvs/{ISV}/releases",
                        files={"bundle": ("bundle.tar.gz", pack(bundle), "application/gzip")})
     jobs = []
-    for tenant in ("lbh", "dlg"):
-        _ignore_conflict(partial(client.post, "/isvs/bms/tenants", {"name": tenant}))
-        result = client.post("/isvs/bms/platforms", {"tenants": [tenant],
-                                                     "app": "bodyshop@1.0.0"})
-        jobs.append((result["platform"]["url"], result["job_id"]))
-    for url, job_id in jobs:
+    for tenant in TENANTS:
+        with step(f"create tenant {tenant}"), contextlib.suppress(Conflict):
+            client.post(f"/isvs/{ISV}/tenants", {"name": tenant})
+        with step(f"create platform {tenant}"):
+            result = client.post(f"/isvs/{ISV}/platforms",
+                                 {"tenants": [tenant], "app": f"{APP}@{VERSION}"})
+        jobs.append((tenant, result["platform"]["url"], result["job_id"]))
+    failed = []
+    for tenant, url, job_id in jobs:
         if stopping.is_set():
             return
-        job = wait_for_job(client, job_id)
-        state = "ready" if job["state"] == "succeeded" else f"failed: {job['error']}"
-        err.print(f"demo: {url} {state}")
-
-
-def _isv_exists(client: Client) -> bool:
-    return any(i["name"] == "bms" for i in client.get("/isvs"))
-
-
-def _ignore_conflict(call: Callable[[], object]) -> None:
-    with contextlib.suppress(Conflict):
-        call()
+        with step(f"wait for platform {tenant}"):
+            job = wait_for_job(client, job_id, quiet=True)
+        if job["state"] == "succeeded":
+            say(f"demo: {url} ready")
+        else:
+            say(f"demo: {url} failed: {job['error']} (see `tenantry job show {job_id}`)")
+            failed.append(tenant)
+    if failed:
+        raise DemoFailed(f"step 'wait for platform {failed[0]}': its job failed (above)")

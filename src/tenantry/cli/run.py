@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,8 @@ import typer
 
 from tenantry.cli.main import app
 from tenantry.cli.output import err, handle_errors
-from tenantry.core.config import load_settings, parse_listen
+from tenantry.core import delays
+from tenantry.core.config import load_settings, parse_listen, parse_port_range
 from tenantry.core.errors import InvalidInput
 
 
@@ -22,15 +24,6 @@ def _logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-def parse_port_range(value: str) -> tuple[int, int]:
-    low, sep, high = value.partition("-")
-    if not sep or not low.isdigit() or not high.isdigit() or not (
-            1024 <= int(low) < int(high) <= 65535):
-        raise InvalidInput("port range must be MIN-MAX within 1024-65535, e.g. 20000-29999",
-                           field="port_range")
-    return int(low), int(high)
 
 
 @app.command("up")
@@ -52,9 +45,8 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
     from tenantry.core.up import ControlPlane
 
     settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port,
-                             agent_tls_listen=agent_tls_listen)
-    plane = ControlPlane(settings=settings, demo=demo,
-                         port_range=parse_port_range(port_range or "20000-29999"))
+                             port_range=port_range, agent_tls_listen=agent_tls_listen)
+    plane = ControlPlane(settings=settings, say=say)
     plane.preflight()
     stop_requested = False
 
@@ -66,24 +58,34 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        err.print(f"tenantry: data dir {settings.data_dir}")
+        say(f"tenantry: data dir {settings.data_dir}")
         plane.prepare_store()
         plane.spawn()
-        err.print(f"tenantry: portal and API at [bold]{plane.api_url}/[/bold]")
-        err.print(f"tenantry: admin password in {settings.data_dir / 'admin-password'}, "
-                  f"API token in {settings.data_dir / 'admin-token'} (both mode 0600)")
-        err.print(f"tenantry: clients trust {settings.data_dir / 'ca.pem'}; "
-                  f"platforms at https://NAME.ISV.{settings.domain}:{settings.ingress_port}/")
+        say(f"tenantry: portal and API at {plane.api_url}/")
+        say(f"tenantry: admin password in {settings.data_dir / 'admin-password'}, "
+            f"API token in {settings.data_dir / 'admin-token'} (both mode 0600)")
+        say(f"tenantry: clients trust {settings.data_dir / 'ca.pem'}; "
+            f"platforms at https://NAME.ISV.{settings.domain}:{settings.ingress_port}/")
+        say("tenantry: running; Ctrl-C stops everything")
+        tasks = []
         if demo:
+            from tenantry.cli.client import Client
             from tenantry.cli.demo import run_demo
 
-            run_demo(settings, plane.stopping)
-        err.print("tenantry: running; Ctrl-C stops everything")
+            tasks.append(("the demo", lambda: run_demo(Client.from_env(settings.data_dir),
+                                                       plane.stopping, plane.say)))
+        threading.Thread(target=plane.after_start, args=(tasks,), name="after-start",
+                         daemon=True).start()
         plane.watch()
     finally:
-        err.print("tenantry: stopping ...")
+        say("tenantry: stopping ...")
         plane.shutdown()
-        err.print("tenantry: stopped")
+        say("tenantry: stopped")
+
+
+def say(line: str) -> None:
+    """One progress line on stderr, never wrapped nor read as markup (it holds paths)."""
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("agent")
@@ -174,6 +176,7 @@ def serve_api(data_dir: Annotated[Path, typer.Option()],
 
     host, port = parse_listen(listen)
     settings = load_settings(data_dir=data_dir, listen=listen, agent_tls_listen=agent_tls_listen)
+    delays.delay("api.start")
     runtime = make_runtime(settings)
     app = create_app(runtime)
     configs = [uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)]
@@ -197,6 +200,7 @@ def serve_worker(data_dir: Annotated[Path, typer.Option()]) -> None:
 
     _logging()
     settings = load_settings(data_dir=data_dir)
+    delays.delay("worker.start")
     asyncio.run(run_worker(make_runtime(settings)))
 
 

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     listen: str = "127.0.0.1:8080"
     agent_tls_listen: str | None = None  # agents over mutual TLS (see api.agent_tls)
     ingress_port: int = 8443
+    port_range: str = "20000-29999"  # ports the local host hands to platforms, MIN-MAX
+    # How long `up` waits for each part it needs (the local agent online, say) before it
+    # says which part did not come up; it keeps running either way.
+    startup_timeout: float = 60.0
     domain: str = "localhost"
     master_key: SecretStr | None = None
     # Where signed audit heads are shipped (tenantry.core.objectstore): s3://BUCKET[/PREFIX]
@@ -113,10 +117,28 @@ class Settings(BaseSettings):
 
     @field_validator("ingress_port")
     @classmethod
-    def _port_range(cls, value: int) -> int:
+    def _tcp_port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
             raise ValueError("must be a TCP port between 1 and 65535")
         return value
+
+    @field_validator("port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @field_validator("startup_timeout")
+    @classmethod
+    def _startup_timeout(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be a number of seconds between 1 and 3600")
+        return value
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """`port_range` as (lowest, highest)."""
+        return parse_port_range(self.port_range)
 
 
 def parse_listen(value: str, *, field: str = "listen") -> tuple[str, int]:
@@ -124,6 +146,15 @@ def parse_listen(value: str, *, field: str = "listen") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise InvalidInput(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)", field=field)
     return host, int(port)
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or not (
+            1024 <= int(low) < int(high) <= 65535):
+        raise InvalidInput("port range must be MIN-MAX within 1024-65535, e.g. 20000-29999",
+                           field="port_range")
+    return int(low), int(high)
 
 
 def load_settings(**overrides: object) -> Settings:

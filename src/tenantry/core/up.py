@@ -9,6 +9,7 @@ platforms do not, because the agent's service manager runs in a session of its o
 from __future__ import annotations
 
 import ctypes
+import datetime as dt
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +25,11 @@ import httpx
 
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
-from tenantry.core.errors import InvalidInput, Unavailable
+from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
 from tenantry.core.pgserver import ControlPlaneDatabase, pg_bin
 
 REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
+LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
 
 
 def _die_with_parent() -> None:
@@ -97,14 +100,44 @@ class Child:
             self.process.wait()
 
 
+class StartupWait:
+    """One part `up` waits for before doing anything that needs it: a condition polled until it
+    holds, bounded, with a progress line; on time-out the error names the part and its log."""
+
+    def __init__(self, what: str, log_file: Path, ready: Callable[[], bool], *,
+                 timeout: float, say: Callable[[str], None],
+                 stopping: threading.Event) -> None:
+        self.what, self.log_file, self.ready = what, log_file, ready
+        self.timeout, self.say, self.stopping = timeout, say, stopping
+
+    def wait(self, every: float = 0.2, progress_every: float = 5.0) -> float:
+        """Seconds it took; Unavailable after the time-out (or when `up` is stopping)."""
+        start = time.monotonic()
+        told = start
+        while not self.stopping.is_set():
+            if self.ready():
+                return time.monotonic() - start
+            now = time.monotonic()
+            if now - start >= self.timeout:
+                raise Unavailable(f"{self.what} did not come up within {self.timeout:g} s; "
+                                  f"see {self.log_file}")
+            if now - told >= progress_every:
+                told = now
+                self.say(f"tenantry: still waiting for {self.what} ({now - start:.0f} s of "
+                         f"{self.timeout:g} s; log: {self.log_file})")
+            self.stopping.wait(every)
+        raise Unavailable(f"stopped while waiting for {self.what}")
+
+
 @dataclass
 class ControlPlane:
     settings: Settings
-    demo: bool = False
-    port_range: tuple[int, int] = (20000, 29999)
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
-
+    say: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr,
+                                                                  flush=True))
+    # When the local agent was (re)started: a report before this is from an earlier run.
+    agent_started_at: dt.datetime | None = None
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
@@ -184,9 +217,9 @@ class ControlPlane:
         logs.mkdir(exist_ok=True)
         common = ["--data-dir", str(self.data_dir)]
         agent = ["agent", "--data-dir", str(self.data_dir / "agent"), "--server", self.api_url,
-                 "--region", "local", "--name", "local",
+                 "--region", "local", "--name", LOCAL_HOST,
                  "--ingress-port", str(self.settings.ingress_port),
-                 "--port-range", "{}-{}".format(*self.port_range), "--stop-services-on-exit"]
+                 "--port-range", self.settings.port_range, "--stop-services-on-exit"]
         self.children = [
             Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen,
                                     *self._agent_tls_argv()), logs / "api.log"),
@@ -198,22 +231,80 @@ class ControlPlane:
         for child in self.children[:2]:
             child.start()
         self.wait_api()
+        self.agent_started_at = dt.datetime.now(dt.UTC)
         self.children[2].start()
 
-    def wait_api(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            api = self.children[0]
+    def _child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def wait_api(self) -> None:
+        """The agent enrolls through the API, so the API comes first."""
+        api = self._child("api")
+
+        def answering() -> bool:
             if not api.alive():
                 tail = api.log_file.read_text(errors="replace").strip().splitlines()[-5:]
                 raise Unavailable("the API process exited: " + " | ".join(tail))
             try:
-                if httpx.get(f"{self.api_url}/api/v1/health", timeout=1).status_code == 200:
-                    return
+                return httpx.get(f"{self.api_url}/api/v1/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise Unavailable(f"the API did not answer on {self.api_url} within {timeout} s")
+                return False
+
+        StartupWait(f"the API on {self.api_url}", api.log_file, answering,
+                    timeout=self.settings.startup_timeout, say=self.say,
+                    stopping=self.stopping).wait(every=0.1)
+
+    def local_agent_online(self) -> bool:
+        """The local agent has enrolled and reported since it was started: it places work."""
+        from tenantry.cli.client import Client
+
+        try:
+            hosts = Client.from_env(self.data_dir).get("/hosts")
+        except TenantryError:
+            return False
+        assert self.agent_started_at is not None
+        for host in hosts:
+            if host["name"] == LOCAL_HOST and host["state"] == "online" and host["last_seen_at"]:
+                seen = dt.datetime.fromisoformat(host["last_seen_at"])
+                return seen >= self.agent_started_at
+        return False
+
+    def wait_agent(self) -> float:
+        """Wait for the local agent to come online; the seconds it took."""
+        self.say("tenantry: waiting for the local agent to enroll and report ...")
+        took = StartupWait("the local agent", self._child("agent").log_file,
+                           self.local_agent_online, timeout=self.settings.startup_timeout,
+                           say=self.say, stopping=self.stopping).wait(every=0.25)
+        self.say(f"tenantry: local agent online after {took:.1f} s")
+        return took
+
+    def after_start(self, tasks: Sequence[tuple[str, Callable[[], None]]]) -> None:
+        """What `up` does for the user once its parts run (the demo, say), in a thread of its
+        own beside `watch`: each waits for what it needs, and a failure is reported, never
+        fatal: the control plane keeps running for the user to look at."""
+        try:
+            self.wait_agent()
+        except Unavailable as exc:
+            if not self.stopping.is_set():
+                self.say(f"tenantry: {exc.message}")
+                for name, _ in tasks:
+                    self.say(f"tenantry: {name} not started: it needs the local agent. "
+                             "Still running; Ctrl-C stops.")
+            return
+        for name, task in tasks:
+            if self.stopping.is_set():
+                return
+            try:
+                task()
+            except Exception as exc:  # reported, never fatal: the plane keeps running
+                if self.stopping.is_set():
+                    return
+                reason = exc.message if isinstance(exc, TenantryError) else \
+                    f"{type(exc).__name__}: {exc}"
+                self.say(f"tenantry: {name} failed: {reason}")
+                self.say(f"tenantry: still running for you to look: the portal at "
+                         f"{self.api_url}/, the logs api.log, worker.log and agent.log in "
+                         f"{self.data_dir / 'logs'}; Ctrl-C stops.")
 
     def watch(self) -> None:
         """Restart a child that died (for example killed), until we are asked to stop."""
@@ -221,8 +312,10 @@ class ControlPlane:
             for child in self.children:
                 if not child.alive():
                     child.restarts += 1
-                    print(f"tenantry: {child.name} exited; restarting it", file=sys.stderr,
-                          flush=True)
+                    self.say(f"tenantry: {child.name} exited; restarting it (log: "
+                             f"{child.log_file})")
+                    if child.name == "agent":
+                        self.agent_started_at = dt.datetime.now(dt.UTC)
                     child.start()
 
     def shutdown(self) -> None:

@@ -1,0 +1,159 @@
+"""The README's first command, as a newcomer meets it, run N times from empty data dirs.
+
+Each run starts exactly `tenantry up --demo` (the venv's `tenantry` script) on a new, empty
+data dir (free ports from the environment, as `tests/integration/test_up.py` does), and
+times, from just before the process is spawned:
+
+- until both demo platforms answer `curl --cacert DATA_DIR/ca.pem https://T.bms.localhost:P/health`
+  with 200 (the limit is 180 s; a run that does not get there is a failure),
+- until Ctrl-C (SIGINT) has stopped it, and checks that no process of the data dir is left.
+
+`--load N` runs N busy processes (one per core makes a loaded machine) for the whole run.
+Target: 10 runs out of 10 serve, quiet and loaded.
+
+    .venv/bin/python bench/first_command.py [--runs 10] [--load 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ControlPlaneProcess,
+    append_report,
+    free_port,
+    machine_facts,
+    md_table,
+    other_tenantry_ups,
+    short_tmp,
+    summary,
+)
+
+TENANTRY_SCRIPT = Path(sys.executable).parent / "tenantry"
+LIMIT = 180.0
+
+
+def _burn() -> None:
+    while True:
+        pass
+
+
+def serving(cp: ControlPlaneProcess, tenant: str) -> bool:
+    done = subprocess.run(
+        ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+         "--cacert", str(cp.data_dir / "ca.pem"),
+         f"https://{tenant}.bms.localhost:{cp.ingress_port}/health"],
+        capture_output=True, text=True)
+    return done.stdout == "200"
+
+
+def left_running(data_dir: Path) -> int:
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(data_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                    errors="replace"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def one_run() -> dict[str, object]:
+    root = short_tmp("tnt-first-")
+    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
+                             ingress_port=free_port())
+    env = {**cp.env, "TENANTRY_LISTEN": f"127.0.0.1:{cp.listen_port}",
+           "TENANTRY_INGRESS_PORT": str(cp.ingress_port),
+           "TENANTRY_PORT_RANGE": "{}-{}".format(*cp.port_range)}
+    result: dict[str, object] = {"served": None, "stop": None, "left": 0, "error": ""}
+    try:
+        with cp.log.open("ab") as out:
+            t0 = time.monotonic()
+            cp.process = subprocess.Popen([str(TENANTRY_SCRIPT), "up", "--demo"], stdout=out,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=env, start_new_session=True)
+        while time.monotonic() - t0 < LIMIT:
+            if cp.process.poll() is not None:
+                result["error"] = f"exited {cp.process.returncode}"
+                break
+            if all(serving(cp, t) for t in ("lbh", "dlg")):
+                result["served"] = time.monotonic() - t0
+                break
+            time.sleep(0.25)
+        else:
+            result["error"] = f"not serving after {LIMIT:.0f} s"
+        if result["error"]:
+            log = cp.log.read_text(errors="replace").strip().splitlines()
+            result["error"] = f"{result['error']}: {' | '.join(log[-3:])}"[:300]
+        t1 = time.monotonic()
+        cp.process.send_signal(signal.SIGINT)
+        cp.process.wait(120)
+        result["stop"] = time.monotonic() - t1
+        result["left"] = left_running(cp.data_dir)
+    finally:
+        cp.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--load", type=int, default=0, help="busy processes during the runs")
+    args = parser.parse_args()
+    facts = machine_facts()
+    others = other_tenantry_ups()
+    facts["other tenantry up processes at start"] = str(len(others)) if others else "none"
+    burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(args.load)]
+    for b in burners:
+        b.start()
+    facts["load"] = (f"{args.load} busy process(es) for the whole run" if args.load
+                     else "none added")
+    rows, served, stops = [], [], []
+    try:
+        for i in range(1, args.runs + 1):
+            r = one_run()
+            ok = r["served"] is not None and r["left"] == 0
+            print(f"run {i}: {r}", flush=True)
+            if r["served"] is not None:
+                served.append(float(r["served"]))  # type: ignore[arg-type]
+            if r["stop"] is not None:
+                stops.append(float(r["stop"]))  # type: ignore[arg-type]
+            rows.append((i, f"{r['served']:.1f}" if r["served"] else "-",
+                         f"{r['stop']:.1f}" if r["stop"] else "-", r["left"],
+                         "yes" if ok else f"no: {r['error']}"))
+    finally:
+        for b in burners:
+            b.kill()
+    ok_runs = sum(1 for row in rows if row[4] == "yes")
+    body = [f"`tenantry up --demo` from an empty data dir, {args.runs} runs, "
+            f"{ok_runs} of {args.runs} served both demo platforms over HTTPS and left nothing "
+            f"running after Ctrl-C (target: all).", "",
+            md_table(["run", "both serving (s)", "Ctrl-C to exit (s)", "left running", "ok"],
+                     rows)]
+    if served:
+        s = summary(served)
+        body += ["", f"Serving: p50 {s['p50']:.1f} s, max {s['max']:.1f} s."]
+    if stops:
+        body += [f"Stopping: p50 {summary(stops)['p50']:.1f} s, max {max(stops):.1f} s."]
+    title = "The README's first command (bench/first_command.py)"
+    append_report(title + (f", under load {args.load}" if args.load else ""), facts,
+                  "\n".join(body))
+    print("\n".join(body))
+    if ok_runs != args.runs:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
