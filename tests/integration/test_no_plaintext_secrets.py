@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from tenantry.access.keys.models import DataKey
 from tenantry.core.config import load_settings
+from tenantry.core.keystore import DataKey
 from tenantry.core.runtime import make_runtime
 from tenantry.platforms.models import Platform
 from tests.access.test_keys_certs import INTER, issue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -90,3 +91,11 @@ def show(data: dict[str, Any] | list[dict[str, Any]], as_json: bool, columns: Se
         for key in columns:
             t.add_row(key, _cell(data.get(key)))
         out.print(t)
+
+
+def configure_logging() -> None:
+    """Log lines on stderr for the long-running processes (worker, agent)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

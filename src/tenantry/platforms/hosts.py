@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
@@ -16,7 +16,6 @@ from tenantry.core.events import emit
 from tenantry.core.names import check_name, new_id
 from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
 from tenantry.platforms.schemas import EnrollTokenPublic, HostPublic
-from tenantry.platforms.service import count_platforms_on
 
 OFFLINE_AFTER = dt.timedelta(seconds=20)
 
@@ -183,3 +182,8 @@ def mark_offline_hosts(*, session: Session) -> None:
         emit(session, "HOST_OFFLINE", f"host {host.name} has not reported for "
              f"{int(OFFLINE_AFTER.total_seconds())} s", host_id=host.id)
     session.commit()
+
+
+def count_platforms_on(session: Session, host_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Platform)
+                          .where(Platform.host_id == host_id)) or 0

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session
 
-from tenantry.core.db import utcnow
 from tenantry.core.events import emit
-from tenantry.core.jobs import JobKind, StepContext, StepFailed, register
+from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
+from tenantry.core.runtime import Runtime
+from tenantry.platforms import hosts
 from tenantry.platforms.hosts import bump
 from tenantry.platforms.models import Platform, Release
 from tenantry.platforms.placement import allocate_ports, move_port, release_ports
@@ -241,14 +242,14 @@ def _fail(ctx: StepContext, reason: str, *, state: str = "failed") -> None:
         session.commit()
 
 
-register(JobKind(
+CREATE = JobKind(
     name="create",
     steps=(("place", step_place), ("database", _wait_database), ("build", step_build),
            ("migrate", step_migrate), ("start", step_start), ("route", step_route),
            ("health", step_health)),
     on_success=lambda ctx: _finish(ctx, "ready", "DEPLOYED", "platform {p} is ready"),
     on_failure=lambda ctx, reason: _fail(ctx, reason),
-))
+)
 
 
 # ---------------------------------------------------------------- upgrade and rollback
@@ -365,12 +366,12 @@ _UPGRADE_STEPS = (("prepare", step_prepare), ("build", step_build), ("migrate", 
                   ("start", step_start), ("switch", step_switch), ("health", step_health),
                   ("retire", step_retire))
 
-register(JobKind(name="upgrade", steps=_UPGRADE_STEPS,
-                 on_success=lambda ctx: _upgrade_succeeded(ctx, "UPGRADED"),
-                 on_failure=_upgrade_failed))
-register(JobKind(name="rollback", steps=_UPGRADE_STEPS,
-                 on_success=lambda ctx: _upgrade_succeeded(ctx, "ROLLED_BACK"),
-                 on_failure=_upgrade_failed))
+UPGRADE = JobKind(name="upgrade", steps=_UPGRADE_STEPS,
+                  on_success=lambda ctx: _upgrade_succeeded(ctx, "UPGRADED"),
+                  on_failure=_upgrade_failed)
+ROLLBACK = JobKind(name="rollback", steps=_UPGRADE_STEPS,
+                   on_success=lambda ctx: _upgrade_succeeded(ctx, "ROLLED_BACK"),
+                   on_failure=_upgrade_failed)
 
 
 # ---------------------------------------------------------------- stop, start, destroy
@@ -397,14 +398,14 @@ def step_start_all(ctx: StepContext) -> None:
     step_route(ctx)
 
 
-register(JobKind(
+STOP = JobKind(
     name="stop", steps=(("stop", step_stop),),
     on_success=lambda ctx: _finish(ctx, "stopped", "STOPPED", "platform {p} stopped"),
-    on_failure=lambda ctx, reason: _fail(ctx, reason)))
-register(JobKind(
+    on_failure=lambda ctx, reason: _fail(ctx, reason))
+START = JobKind(
     name="start", steps=(("start", step_start_all), ("health", step_health)),
     on_success=lambda ctx: _finish(ctx, "ready", "STARTED", "platform {p} started"),
-    on_failure=lambda ctx, reason: _fail(ctx, reason)))
+    on_failure=lambda ctx, reason: _fail(ctx, reason))
 
 
 def step_teardown(ctx: StepContext) -> None:
@@ -432,9 +433,15 @@ def step_forget(ctx: StepContext) -> None:
         session.commit()
 
 
-register(JobKind(name="destroy", steps=(("teardown", step_teardown), ("forget", step_forget)),
-                 on_failure=lambda ctx, reason: _fail(ctx, reason)))
+DESTROY = JobKind(name="destroy", steps=(("teardown", step_teardown), ("forget", step_forget)),
+                  on_failure=lambda ctx, reason: _fail(ctx, reason))
 
 
-def stamp() -> str:
-    return utcnow().isoformat()
+
+def mark_offline_hosts(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
+        hosts.mark_offline_hosts(session=session)
+
+
+KINDS = (CREATE, UPGRADE, ROLLBACK, STOP, START, DESTROY)
+PERIODIC = (Periodic("mark hosts offline", mark_offline_hosts),)

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tenantry.access.keys.certs import check_domain, check_site_cert
-from tenantry.access.keys.models import DataKey, SiteCertificate
+from tenantry.access.keys.models import SiteCertificate
 from tenantry.access.keys.schemas import (
     RotationPublic,
     SiteCertificateCreate,
@@ -22,6 +22,7 @@ from tenantry.core.crypto import V2, MasterKey, SecretBox, write_private
 from tenantry.core.db import utcnow
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
 from tenantry.core.events import emit
+from tenantry.core.keystore import DataKey
 from tenantry.core.names import new_id
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,14 @@ from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
 from tenantry.access.support import service as support_service
+from tenantry.access.support.pages import support_section
 from tenantry.access.support.schemas import MAX_HOURS, SupportGrantCreate
+from tenantry.activity import service as activity
 from tenantry.api.deps import RuntimeDep, SessionDep
 from tenantry.api.errors import STATUS
-from tenantry.core import activity
 from tenantry.core.errors import NotAllowed, TenantryError
 from tenantry.platforms import hosts, service
 from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
-from tenantry.portal.support_pages import support_section
 from tenantry.portal.web import (
     PageAdmin,
     PageOperator,

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Path, Request, Response
 
+from tenantry.activity import service as activity
 from tenantry.api.deps import RuntimeDep, SessionDep
-from tenantry.core import activity
 from tenantry.platforms import service
 from tenantry.platforms.schemas import PlatformFilter
 from tenantry.portal.web import PageViewer, form_value, page_router, render
