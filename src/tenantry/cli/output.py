@@ -13,30 +13,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tenantry.core.errors import (
-    Conflict,
-    InvalidInput,
-    NotAllowed,
-    NotFound,
-    TenantryError,
-    Unavailable,
-)
+from tenantry.core.errors import TenantryError
 
 out = Console()
 err = Console(stderr=True)
-
-EXIT_CODES = {InvalidInput: 2, Conflict: 2, NotFound: 3, NotAllowed: 4, Unavailable: 1}
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def fail(exc: TenantryError) -> NoReturn:
-    code = next((c for cls, c in EXIT_CODES.items() if isinstance(exc, cls)), 1)
     where = f" ({exc.field})" if exc.field else ""
     err.print(f"[red]error[/red]{escape(where)}: {escape(exc.message)}", highlight=False,
               markup=True)
-    raise SystemExit(code)
+    raise SystemExit(exc.exit_code)
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

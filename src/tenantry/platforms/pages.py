@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import Form, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
@@ -16,11 +15,10 @@ from tenantry.access.support.pages import support_section
 from tenantry.access.support.schemas import MAX_HOURS, SupportGrantCreate
 from tenantry.activity import service as activity
 from tenantry.api.deps import RuntimeDep, SessionDep
-from tenantry.api.errors import STATUS
-from tenantry.core.errors import NotAllowed, TenantryError
 from tenantry.platforms import hosts, service
 from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
 from tenantry.portal.web import (
+    FormErrors,
     PageAdmin,
     PageOperator,
     PageViewer,
@@ -28,6 +26,7 @@ from tenantry.portal.web import (
     form_value,
     page_router,
     render,
+    submit,
 )
 
 router = page_router()
@@ -99,25 +98,17 @@ def new_platform(request: Request, session: SessionDep, principal: PageOperator,
     values = {"isv": isv, "tenants": tenants, "app": app, "name": name, "region": region,
               "size": size}
     tenant_list = [t for t in tenants.replace(" ", ",").split(",") if t]
-    try:
-        spec = PlatformCreate.model_validate({
+    made = submit(lambda: service.create_platform(
+        session=session, principal=principal, isv=isv.strip(),
+        spec=PlatformCreate.model_validate({
             "tenants": tenant_list, "app": app.strip(), "name": form_value(name),
-            "region": form_value(region), "size": size.strip() or "s"})
-        platform, _job = service.create_platform(
-            session=session, principal=principal, isv=isv.strip(), spec=spec,
-            secrets=runtime.secrets, domain=runtime.settings.domain)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "_form"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if field == "tenants" and not tenant_list:
-            message = "name at least one tenant"
-        return _new_form(request, session, principal, values, {field: message}, 422)
-    except TenantryError as exc:
-        field = exc.field if exc.field in FORM_FIELDS else "_form"
-        status = 403 if isinstance(exc, NotAllowed) else 422
-        return _new_form(request, session, principal, values, {field or "_form": exc.message},
-                         status)
+            "region": form_value(region), "size": size.strip() or "s"}),
+        secrets=runtime.secrets, domain=runtime.settings.domain), FORM_FIELDS)
+    if isinstance(made, FormErrors):
+        if "tenants" in made.errors and not tenant_list:
+            made.errors["tenants"] = "name at least one tenant"
+        return _new_form(request, session, principal, values, made.errors, made.status)
+    platform, _job = made
     return RedirectResponse(f"/platforms/{platform.id}", status_code=303)
 
 
@@ -155,22 +146,16 @@ def platform_support_grant(request: Request, session: SessionDep, principal: Pag
     """An ISV admin lets the provider in; bad input comes back next to its field."""
     check_csrf(request, csrf)
     values = {"hours": hours, "reason": reason}
-    try:
-        spec = SupportGrantCreate.model_validate({"platform": platform_id,
-                                                  "hours": hours.strip(), "reason": reason})
-        support_service.grant_support(session=session, principal=principal, spec=spec)
-    except ValidationError as exc:
-        fields = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & SUPPORT_ERRORS.keys()
-        errors = ({f: SUPPORT_ERRORS[f] for f in fields}
-                  or {"_form": str(exc.errors()[0]["msg"])})
+    done = submit(lambda: support_service.grant_support(
+        session=session, principal=principal, spec=SupportGrantCreate.model_validate(
+            {"platform": platform_id, "hours": hours.strip(), "reason": reason})),
+        SUPPORT_ERRORS)
+    if isinstance(done, FormErrors):
+        if done.status == 422:  # the form's own wording for its fields
+            done.errors = {f: SUPPORT_ERRORS.get(f, m) for f, m in done.errors.items()}
         return _detail(request, session, principal, platform_id, runtime.settings.domain,
-                       support_values=values, support_errors=errors, status_code=422)
-    except TenantryError as exc:
-        field = exc.field if exc.field in SUPPORT_ERRORS else "_form"
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-        return _detail(request, session, principal, platform_id, runtime.settings.domain,
-                       support_values=values, support_errors={field: exc.message},
-                       status_code=status)
+                       support_values=values, support_errors=done.errors,
+                       status_code=done.status)
     return RedirectResponse(f"/platforms/{platform_id}#support", status_code=303)
 
 
