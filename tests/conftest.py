@@ -250,6 +250,26 @@ def store_runtime(prefix: str) -> Iterator[Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def rolled_back(runtime: Any) -> Iterator[Any]:
+    """A session of `runtime` inside a transaction that is rolled back afterwards: use cases
+    commit as usual (to a savepoint), and the next test finds the store as it was."""
+    from sqlalchemy.orm import Session
+
+    from tenantry.core.runtime import RUNTIME_KEY
+
+    connection = runtime.engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint",
+                      expire_on_commit=False, info={RUNTIME_KEY: runtime})
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
 def build_bodyshop(version: str, out: Path) -> Path:
     target = out / f"bodyshop-{version}"
     if not target.exists():

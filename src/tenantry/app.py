@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     from typer import Typer
 
 DOMAINS: tuple[Domain, ...] = (
-    Domain("tenantry.platforms"),  # ISVs, tenants, releases, platforms, hosts and agents
-    Domain("tenantry.activity"),  # jobs and events, as people see them
+    Domain("tenantry.platforms"),  # ISVs, tenants, releases, platforms, hosts, jobs, events
     Domain("tenantry.access"),  # people, roles, tokens, logins
     Domain("tenantry.access.audit"),  # the hash-chained audit log
     Domain("tenantry.access.ssh"),  # SSH certificates for people on hosts
@@ -30,8 +29,8 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("tenantry.access.support"),  # support grants on hands-on platforms
 )
 
-# Packages that run processes rather than hold use cases: their cli.py registers commands.
-FRONTENDS = ("tenantry.serve", "tenantry.agent")
+# Commands that run processes rather than use cases: `up` and its servers, the agent.
+FRONTENDS = ("tenantry.cli.serve", "tenantry.agent.cli")
 
 
 def metadata() -> MetaData:
@@ -64,5 +63,5 @@ def register_cli(root: Typer) -> None:
 
     for domain in DOMAINS:
         domain.register_cli(root)
-    for package in FRONTENDS:
-        importlib.import_module(f"{package}.cli").register(root)
+    for module in FRONTENDS:
+        importlib.import_module(module).register(root)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, UploadFile, status
 from fastapi import Path as PathParam
@@ -20,12 +20,14 @@ from tenantry.api.deps import (
     ViewerDep,
 )
 from tenantry.core.errors import InvalidInput
-from tenantry.platforms import agent_api, hosts, service
+from tenantry.platforms import activity, agent_api, hosts, service
 from tenantry.platforms.schemas import (
     EnrollTokenPublic,
+    EventPublic,
     HostPublic,
     IsvCreate,
     IsvPublic,
+    JobPublic,
     PlatformAccepted,
     PlatformCreate,
     PlatformFilter,
@@ -37,6 +39,7 @@ from tenantry.platforms.schemas import (
 )
 
 router = APIRouter()
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
 MAX_BUNDLE = 512 * 1024 * 1024
 
 
@@ -183,6 +186,32 @@ def revoke_host(host: Annotated[str, PathParam(min_length=1, max_length=40)],
 def create_enroll_token(session: SessionDep,
                         principal: ProviderAdminDep) -> EnrollTokenPublic:
     return hosts.create_enroll_token(session=session, principal=principal)
+
+
+@router.get("/jobs", tags=["jobs"])
+def list_jobs(session: SessionDep, principal: ViewerDep, platform: str | None = None,
+              state: Literal["queued", "running", "succeeded", "failed"] | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobPublic]:
+    platform_id = service.get_platform(session, principal, platform).id if platform else None
+    return activity.list_jobs(session=session, principal=principal, platform_id=platform_id,
+                              state=state, limit=limit)
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"])
+def show_job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], session: SessionDep,
+             principal: ViewerDep) -> JobPublic:
+    return activity.get_job(session=session, principal=principal, job_id=job_id)
+
+
+@router.get("/events", tags=["events"])
+def list_events(session: SessionDep, principal: ViewerDep, isv: str | None = None,
+                platform: str | None = None,
+                after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[EventPublic]:
+    isv_id = service.get_isv(session, principal, isv).id if isv else None
+    platform_id = service.get_platform(session, principal, platform).id if platform else None
+    return activity.list_events(session=session, principal=principal, isv_id=isv_id,
+                                platform_id=platform_id, after=after, limit=limit)
 
 
 # The routes a host agent calls live beside the people's, under /agent.

@@ -1,9 +1,12 @@
-"""`tenantry isv|tenant|app|platform|host ...`: thin clients of the platforms API."""
+"""`tenantry isv|tenant|app|platform|job|host ...` and `tenantry events`: thin clients of the
+platforms API."""
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,14 +24,17 @@ app_app = typer.Typer(help="Applications and their releases.", no_args_is_help=T
 platform_app = typer.Typer(help="Platforms: an app release with its own database, served "
                            "over HTTPS.", no_args_is_help=True)
 host_app = typer.Typer(help="Hosts and their agents.", no_args_is_help=True)
+job_app = typer.Typer(help="Jobs: the long operations and their steps.", no_args_is_help=True)
 
+JOB_COLUMNS = ["id", "kind", "state", "platform", "created_at", "error"]
 PLATFORM_COLUMNS = ["id", "isv", "name", "tenants", "state", "release", "region", "host", "url"]
 
 
 def register(root: typer.Typer) -> None:
     for group, name in ((isv_app, "isv"), (tenant_app, "tenant"), (app_app, "app"),
-                        (platform_app, "platform"), (host_app, "host")):
+                        (platform_app, "platform"), (job_app, "job"), (host_app, "host")):
         root.add_typer(group, name=name)
+    root.command("events")(events)
 
 
 def platform_path(ref: str) -> str:
@@ -209,6 +215,65 @@ _simple_action("rollback", "Go back to the previous release.")
 _simple_action("stop", "Stop the app processes and the database (data is kept).")
 _simple_action("start", "Start a stopped platform.")
 _simple_action("destroy", "Remove every process, cluster, route, user and file of it.")
+
+
+# ---------------------------------------------------------------- job, events
+
+@job_app.command("list")
+@handle_errors
+def job_list(platform: Annotated[str | None, typer.Option(help="ISV/NAME or id")] = None,
+             state: Annotated[str | None, typer.Option()] = None,
+             limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+             json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """List recent jobs."""
+    show(connect(data_dir).get("/jobs", platform=platform, state=state, limit=limit), json_,
+         JOB_COLUMNS)
+
+
+@job_app.command("show")
+@handle_errors
+def job_show(job_id: int, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Show a job and its steps."""
+    if job_id < 1:
+        raise InvalidInput("job id must be a positive number", field="job_id")
+    job = connect(data_dir).get(f"/jobs/{job_id}")
+    if json_:
+        emit_json(job)
+        return
+    show(job, False, JOB_COLUMNS)
+    show(job["steps"], False, ["name", "state", "started_at", "ended_at", "error"])
+
+
+@handle_errors
+def events(isv: Annotated[str | None, typer.Option()] = None,
+           platform: Annotated[str | None, typer.Option(help="ISV/NAME or id")] = None,
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new "
+                                                "events.")] = False,
+           limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+           json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Show events (newest last)."""
+    client = connect(data_dir)
+    rows = client.get("/events", isv=isv, platform=platform, limit=limit)
+    columns = ["time", "kind", "isv", "platform_id", "message"]
+    if not follow:
+        show(rows, json_, columns)
+        return
+    last = rows[-1]["id"] if rows else 0
+    for row in rows:
+        _print_event(row, json_)
+    while True:
+        for row in client.get("/events", isv=isv, platform=platform, after=last, limit=1000):
+            _print_event(row, json_)
+            last = row["id"]
+        time.sleep(1.0)
+
+
+def _print_event(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+    else:
+        print(f"{row['time']}  {row['kind']:<18} {row.get('isv') or '-':<10} {row['message']}",
+              flush=True)
 
 
 # ---------------------------------------------------------------- host

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Form, Request, Response
+from fastapi import Form, Path, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
@@ -13,9 +13,8 @@ from tenantry.access.principal import Principal
 from tenantry.access.support import service as support_service
 from tenantry.access.support.pages import support_section
 from tenantry.access.support.schemas import MAX_HOURS, SupportGrantCreate
-from tenantry.activity import service as activity
 from tenantry.api.deps import RuntimeDep, SessionDep
-from tenantry.platforms import hosts, service
+from tenantry.platforms import activity, hosts, service
 from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
 from tenantry.portal.web import (
     FormErrors,
@@ -164,3 +163,43 @@ def platform_live(request: Request, session: SessionDep, principal: PageViewer,
                   runtime: RuntimeDep, platform_id: str) -> Response:
     context = _live_context(session, principal, platform_id, runtime.settings.domain)
     return render(request, "_platform_live.html", principal=principal, **context)
+
+
+# ---------------------------------------------------------------- jobs and events
+
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+
+
+@router.get("/jobs")
+def job_list(request: Request, session: SessionDep, principal: PageViewer,
+             state: str = "") -> Response:
+    jobs = activity.list_jobs(session=session, principal=principal, state=form_value(state),
+                              limit=100)
+    return render(request, "jobs.html", principal=principal, jobs=jobs, state=state,
+                  states=JOB_STATES)
+
+
+@router.get("/jobs/{job_id}")
+def job_detail(request: Request, session: SessionDep, principal: PageViewer,
+               job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+    job = activity.get_job(session=session, principal=principal, job_id=job_id)
+    return render(request, "job.html", principal=principal, job=job)
+
+
+@router.get("/events")
+def event_list(request: Request, session: SessionDep, principal: PageViewer,
+               runtime: RuntimeDep, isv: str = "", platform: str = "") -> Response:
+    isv_name, platform_ref = form_value(isv), form_value(platform)
+    isv_id = service.get_isv(session, principal, isv_name).id if isv_name else None
+    platform_id = (service.get_platform(session, principal, platform_ref).id
+                   if platform_ref else None)
+    events = activity.list_events(session=session, principal=principal, isv_id=isv_id,
+                                  platform_id=platform_id, limit=200)
+    platforms = service.list_platforms(session=session, principal=principal,
+                                       filters=PlatformFilter(isv=isv_name),
+                                       domain=runtime.settings.domain)
+    names = {p.id: f"{p.isv}/{p.name}" for p in platforms}
+    return render(request, "events.html", principal=principal, events=list(reversed(events)),
+                  isvs=[i.name for i in service.list_isvs(session=session, principal=principal)],
+                  platforms=platforms, names=names, isv=isv_name or "",
+                  platform=platform_ref or "")

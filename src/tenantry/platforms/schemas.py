@@ -124,6 +124,39 @@ class PlatformPublic(BaseModel):
     updated_at: dt.datetime
 
 
+class JobStepPublic(BaseModel):
+    name: str
+    state: str
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    error: str | None
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: str
+    state: str
+    isv: str | None
+    platform: str | None
+    platform_id: str | None
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    steps: list[JobStepPublic]
+
+
+class EventPublic(BaseModel):
+    id: int
+    time: dt.datetime
+    kind: str
+    message: str
+    isv: str | None
+    platform_id: str | None
+    host_id: str | None
+    job_id: int | None
+
+
 class PlatformFilter(BaseModel):
     isv: str | None = Field(default=None, max_length=40)
     tenant: str | None = Field(default=None, max_length=40)

@@ -7,10 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal, scoped
-from tenantry.activity.schemas import EventPublic, JobPublic, JobStepPublic
 from tenantry.core.errors import NotFound
 from tenantry.core.models import Event, Job
 from tenantry.platforms.models import Isv, Platform
+from tenantry.platforms.schemas import EventPublic, JobPublic, JobStepPublic
 
 
 def _isv_names(session: Session) -> dict[str, str]:

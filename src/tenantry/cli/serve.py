@@ -1,5 +1,5 @@
-"""`tenantry up` and the servers it runs (`serve-api`, `serve-worker`): front-ends that start
-processes, not use cases."""
+"""`tenantry up` and the servers it runs (`serve-api`, `serve-worker`): commands that start
+processes, not use cases (up.py, worker.py and demo.py beside this hold their logic)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
            help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
                 "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
     """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
-    from tenantry.serve.up import ControlPlane
+    from tenantry.cli.up import ControlPlane
 
     settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port,
                              port_range=port_range, agent_tls_listen=agent_tls_listen)
@@ -65,7 +65,7 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
         tasks = []
         if demo:
             from tenantry.cli.client import Client
-            from tenantry.serve.demo import run_demo
+            from tenantry.cli.demo import run_demo
 
             tasks.append(("the demo", lambda: run_demo(Client.from_env(settings.data_dir),
                                                        plane.stopping, plane.say)))
@@ -116,8 +116,8 @@ def serve_api(data_dir: Annotated[Path, typer.Option()],
 @handle_errors
 def serve_worker(data_dir: Annotated[Path, typer.Option()]) -> None:
     """Internal: the job worker that `up` runs."""
+    from tenantry.cli.worker import run_worker
     from tenantry.core.runtime import make_runtime
-    from tenantry.serve.worker import run_worker
 
     configure_logging()
     settings = load_settings(data_dir=data_dir)

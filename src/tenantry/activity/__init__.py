@@ -1,1 +1,0 @@
-"""Jobs and events: what tenantry did and what happened, as people see them."""
