@@ -1,7 +1,7 @@
 """The README's first command, as a newcomer meets it, run N times from empty data dirs.
 
 Each run starts exactly `tenantry up --demo` (the venv's `tenantry` script) on a new, empty
-data dir (free ports from the environment, as `tests/integration/test_up.py` does), and
+data dir (free ports from the environment, as `tests/cli/test_up.py` does), and
 times, from just before the process is spawned:
 
 - until both demo platforms answer `curl --cacert DATA_DIR/ca.pem https://T.bms.localhost:P/health`
