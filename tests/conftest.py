@@ -351,6 +351,28 @@ def api_as(plane: ControlPlaneProcess, token: str) -> httpx.Client:
                         headers={"Authorization": f"Bearer {token}"})
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line mentions `text` (a data dir, say)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def curl_health(cp: ControlPlaneProcess, hostname: str) -> bool:
+    """As the README says: curl, the platform's name, and the CA from the data dir."""
+    done = subprocess.run(
+        ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+         "--cacert", str(cp.data_dir / "ca.pem"),
+         f"https://{hostname}:{cp.ingress_port}/health"],
+        capture_output=True, text=True)
+    return done.stdout == "200"
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                every: float = 0.2) -> float:
     """Poll until `predicate()` is truthy; returns the seconds it took, fails after timeout."""
