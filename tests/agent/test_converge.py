@@ -19,15 +19,16 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def desired(**over: Any) -> DesiredPlatform:
-    p: dict[str, Any] = {"id": "p1", "isv": "bms", "name": "lbh", "size": "s", "gen": 3, "running": True,
-         "absent": False, "tenants": ["lbh"],
-         "database": {"port": 21000, "role": "app", "dbname": "app", "password": "pw"},
-         "releases": [{"id": "r1", "digest": DIGEST, "app": "bodyshop", "version": "1.0.0",
-                       "manifest": MANIFEST}],
-         "migrations": [{"id": "m7", "release_id": "r1"}],
-         "slots": {"a": {"release_id": "r1", "ports": [21001], "running": True,
-                         "after_migration": "m7"}},
-         "route": None}
+    p: dict[str, Any] = {
+        "id": "p1", "isv": "bms", "name": "lbh", "size": "s", "gen": 3, "running": True,
+        "absent": False, "tenants": ["lbh"],
+        "database": {"port": 21000, "role": "app", "dbname": "app", "password": "pw"},
+        "releases": [{"id": "r1", "digest": DIGEST, "app": "bodyshop", "version": "1.0.0",
+                      "manifest": MANIFEST}],
+        "migrations": [{"id": "m7", "release_id": "r1"}],
+        "slots": {"a": {"release_id": "r1", "ports": [21001], "running": True,
+                        "after_migration": "m7"}},
+        "route": None}
     p.update(over)
     return DesiredPlatform.model_validate(p)
 
