@@ -130,8 +130,10 @@ class Platform(Base):
     db_password: Mapped[str | None] = mapped_column(Text)  # encrypted with the master key
     desired: Mapped[DesiredState] = mapped_column(PydanticJSON(DesiredState),
                                                   default=lambda: DesiredState())
+    # Nothing reported yet is JSON null: the column is NOT NULL, and a plain default=None
+    # would leave it out of the INSERT.
     observed: Mapped[PlatformReport | None] = mapped_column(PydanticJSON(PlatformReport),
-                                                            nullable=False, default=None)
+                                                            nullable=False, default=lambda: None)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
