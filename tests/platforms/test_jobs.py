@@ -170,3 +170,88 @@ def test_wait_moves_ports_another_program_holds(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(jobs, "_move_ports", lambda ctx, taken: moved.append(taken))
     jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=5)
     assert moved == [[21001]] and plane.polls == 2
+
+
+# ---------------------------------------------------------------- whole steps, real store
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Any]:
+    from tests.conftest import store_runtime
+
+    with store_runtime("tntj-") as runtime:
+        yield runtime
+
+
+def _report(runtime: Any, host_id: str, platform_id: str, **fields: Any) -> None:
+    from tenantry.platforms.contract import HostReport
+    from tenantry.platforms.hosts import record_report
+    from tenantry.platforms.models import Host
+
+    with runtime.sessions() as session:
+        host = session.get(Host, host_id)
+        record_report(session=session, host=host, report=HostReport.model_validate(
+            {"platforms": {platform_id: fields}}))
+
+
+@pytest.mark.slow
+def test_steps_write_the_desired_state_and_wait_on_reports(store: Any) -> None:
+    """place → database → build → a port conflict → destroy, in a real PostgreSQL."""
+    from tenantry.platforms.hosts import desired_state
+    from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
+    from tenantry.platforms.placement import place
+
+    manifest = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["x"]},
+                "release_command": ["x", "migrate"], "health_path": "/health",
+                "requirements": None, "wheels": None}
+    with store.sessions() as session:
+        isv = Isv(id="i1", name="bms")
+        app = App(id="a1", isv=isv, name="bodyshop")
+        release = Release(id="r1", app=app, version="1.0.0", digest="sha256:" + "ab" * 32,
+                          manifest=manifest)
+        region = Region(id="g1", name="local")
+        host = Host(id="h1", name="local", region=region, ingress_port=8443,
+                    agent_token_hash="x" * 64, port_min=21000, port_max=21009)
+        platform = Platform(id="p1", isv=isv, name="lbh", region=region, release=release,
+                            db_password=store.secrets.encrypt("pw-on-the-wire", org="i1"))
+        session.add_all([isv, app, release, region, host, platform])
+        session.flush()
+        assert platform.desired == DesiredState() and platform.observed is None
+        place(session, platform)
+        session.commit()
+    ctx = StepContext(runtime=store, job_id=7, platform_id="p1", params={})
+
+    jobs.step_place(ctx)
+    jobs.step_place(ctx)  # idempotent: found its own write
+    with store.sessions() as session:
+        platform = session.get(Platform, "p1")
+        assert platform is not None and platform.desired.placed_by == 7
+        assert platform.desired.gen == 2 and platform.desired.route_slot == "a"
+        assert platform.desired.migrations[0].id == "m7"
+        assert platform.host is not None and platform.host.generation == 2
+        sent = desired_state(session=session, host=platform.host, secrets=store.secrets)
+        wire = sent.platforms[0]
+        assert wire.database.password.get_secret_value() == "pw-on-the-wire"
+        assert wire.route is not None and "PRIVATE KEY" in wire.route.key_pem.get_secret_value()
+        assert "pw-on-the-wire" not in repr(sent)
+        web = platform.desired.slots["a"].ports[0]
+
+    _report(store, "h1", "p1", gen=2, database="ready", releases={"r1": "built"})
+    jobs._wait_database(ctx)
+    jobs.step_build(ctx)
+    _report(store, "h1", "p1", gen=2, migrations={"m7": "failed: no table"})
+    with pytest.raises(StepFailed, match="the release command failed: no table"):
+        jobs.step_migrate(ctx)
+
+    jobs._move_ports(ctx, [web])
+    with store.sessions() as session:
+        platform = session.get(Platform, "p1")
+        assert platform is not None and platform.desired.gen == 3
+        assert platform.desired.slots["a"].ports != [web]
+
+    _report(store, "h1", "p1", gen=4, absent=True)
+    jobs.step_teardown(ctx)
+    with store.sessions() as session:
+        platform = session.get(Platform, "p1")
+        assert platform is not None and platform.desired.absent and not platform.desired.running
+        assert platform.observed == PlatformReport(gen=4, absent=True)
