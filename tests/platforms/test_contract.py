@@ -350,3 +350,16 @@ def test_the_agent_client_reads_the_wire_document(tmp_path: Path) -> None:
     assert desired.platforms[0].route.key_pem.get_secret_value() == KEY_PEM
     client.report(HostReport.model_validate(REPORT))
     assert json.loads(sent[0]) == REPORT
+
+
+def test_the_old_runtime_name_still_edits_the_desired_state() -> None:
+    """access.keys.convert_v1 re-encrypts the TLS key through `Platform.runtime` until it
+    moves to `desired` (it belongs to another package)."""
+    from tenantry.platforms.models import Platform
+
+    p = Platform(id="p1", desired=DesiredState.model_validate(LEGACY_STATE))
+    cert = (p.runtime or {}).get("cert")
+    assert cert is not None and cert["key"] == "v2:k1:gAAAA"
+    p.runtime = {**p.runtime, "cert": {**cert, "key": "v2:k2:gBBBB"}}
+    assert p.desired.cert is not None and p.desired.cert.key == "v2:k2:gBBBB"
+    assert p.desired.upgrade == DesiredState.model_validate(LEGACY_STATE).upgrade
