@@ -104,7 +104,7 @@ def test_legacy_stored_state_loads_and_round_trips() -> None:
     assert state.upgrade is not None and state.upgrade.to_slot == "b"
     assert DesiredState.model_validate(state.model_dump(mode="json")) == state
     assert DesiredState.model_validate({}) == DesiredState()
-    assert not DesiredState.model_validate({}).placed
+    assert DesiredState.model_validate({}).db is None, "not placed yet"
 
 
 def test_the_report_round_trips() -> None:

@@ -107,10 +107,6 @@ class DesiredState(_Document):
     cert: StoredCert | None = None
     upgrade: Upgrade | None = None
 
-    @property
-    def placed(self) -> bool:
-        return self.db is not None
-
 
 # ---------------------------------------------------------------- wire: GET /agent/desired
 
