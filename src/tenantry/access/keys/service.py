@@ -81,10 +81,12 @@ def convert_v1(*, sessions: sessionmaker[Session], box: SecretBox) -> int:
             if p.db_password and not p.db_password.startswith(V2):
                 p.db_password = box.encrypt(box.decrypt(p.db_password), org=p.isv_id)
                 count += 1
-            cert = (p.runtime or {}).get("cert")
-            if cert and cert.get("key") and not str(cert["key"]).startswith(V2):
-                key = box.encrypt(box.decrypt(cert["key"]), org=p.isv_id)
-                p.runtime = {**p.runtime, "cert": {**cert, "key": key}}
+            cert = p.desired.cert
+            if cert and cert.key and not cert.key.startswith(V2):
+                desired = p.desired.model_copy(deep=True)  # assigned back: the ORM sees it
+                assert desired.cert is not None
+                desired.cert.key = box.encrypt(box.decrypt(cert.key), org=p.isv_id)
+                p.desired = desired
                 count += 1
         for u in session.scalars(select(User).where(User.totp_secret.is_not(None))
                                  .with_for_update()):

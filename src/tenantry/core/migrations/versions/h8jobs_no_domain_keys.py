@@ -1,14 +1,14 @@
 """jobs: no foreign keys to domain tables (core's tables reference nothing above core); a
 job keeps the id of the platform it worked on, even after that platform is destroyed
 
-Revision ID: g7jobs
-Revises: f6support
+Revision ID: h8jobs
+Revises: g7desired
 """
 
 from alembic import op
 
-revision = "g7jobs"
-down_revision = "f6support"
+revision = "h8jobs"
+down_revision = "g7desired"
 branch_labels = None
 depends_on = None
 
