@@ -29,13 +29,16 @@ import tests.conftest as _conftest  # noqa: E402
 from tests.conftest import (  # noqa: E402
     ControlPlaneProcess,
     build_bodyshop,
+    curl_health,
     free_port,
+    processes_mentioning,
     short_tmp,
 )
 
 TENANTRY_CMD = _conftest.TENANTRY
 
-__all__ = ["TENANTRY_CMD", "ControlPlaneProcess", "build_bodyshop", "free_port", "short_tmp"]
+__all__ = ["TENANTRY_CMD", "ControlPlaneProcess", "build_bodyshop", "curl_health", "free_port",
+           "processes_mentioning", "short_tmp"]
 
 REPORT = REPO / "docs" / "benchmarks.md"
 ISV = "bms"

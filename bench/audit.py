@@ -66,7 +66,7 @@ def grouped(rt: Runtime, n: int, threads: int) -> float:
 
 
 def batched(rt: Runtime, n: int, batch: int) -> float:
-    keys = service.install(rt)
+    keys = service.keys_of(rt)
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         with rt.sessions() as session:
@@ -91,7 +91,7 @@ def main() -> None:
     try:
         rt = make_runtime(load_settings(data_dir=data_dir), pool_size=2)
         upgrade(rt.engine)
-        service.install(rt)
+        service.keys_of(rt)
         rates = [("record(), 1 entry per transaction", args.single,
                   one_per_transaction(rt, args.single)),
                  ("group appender, 32 threads of single entries", 20_000,
@@ -100,16 +100,16 @@ def main() -> None:
             rates.append((f"append_many(), {batch} per transaction", 20_000,
                           batched(rt, 20_000, batch)))
         with rt.sessions() as session:
-            done = int(service.current_head(session, service.install(rt)).last_id)
+            done = int(service.current_head(session, service.keys_of(rt)).last_id)
         t0 = time.perf_counter()
         fill = max(0, args.entries - done)
         fill_rate = batched(rt, fill - fill % 5000, 5000) if fill >= 5000 else 0.0
         fill_s = time.perf_counter() - t0
         store = MemoryObjectStore()
         with rt.sessions() as session:
-            head = service.ship_head(session=session, keys=service.install(rt), store=store)
+            head = service.ship_head(session=session, keys=service.keys_of(rt), store=store)
         t0 = time.perf_counter()
-        report = service.verify(engine=rt.engine, keys=service.install(rt),
+        report = service.verify(engine=rt.engine, keys=service.keys_of(rt),
                                 head=service.latest_head(store))
         verify_s = time.perf_counter() - t0
         assert report.ok, report

@@ -1,7 +1,7 @@
 """The README's first command, as a newcomer meets it, run N times from empty data dirs.
 
 Each run starts exactly `tenantry up --demo` (the venv's `tenantry` script) on a new, empty
-data dir (free ports from the environment, as `tests/integration/test_up.py` does), and
+data dir (free ports from the environment, as `tests/cli/test_up.py` does), and
 times, from just before the process is spawned:
 
 - until both demo platforms answer `curl --cacert DATA_DIR/ca.pem https://T.bms.localhost:P/health`
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import shutil
 import signal
 import subprocess
@@ -31,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     ControlPlaneProcess,
     append_report,
+    curl_health,
     free_port,
     machine_facts,
     md_table,
     other_tenantry_ups,
+    processes_mentioning,
     short_tmp,
     summary,
 )
@@ -46,27 +47,6 @@ LIMIT = 180.0
 def _burn() -> None:
     while True:
         pass
-
-
-def serving(cp: ControlPlaneProcess, tenant: str) -> bool:
-    done = subprocess.run(
-        ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
-         "--cacert", str(cp.data_dir / "ca.pem"),
-         f"https://{tenant}.bms.localhost:{cp.ingress_port}/health"],
-        capture_output=True, text=True)
-    return done.stdout == "200"
-
-
-def left_running(data_dir: Path) -> int:
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if str(data_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
-                    errors="replace"):
-                count += 1
-        except OSError:
-            continue
-    return count
 
 
 def one_run() -> dict[str, object]:
@@ -87,7 +67,7 @@ def one_run() -> dict[str, object]:
             if cp.process.poll() is not None:
                 result["error"] = f"exited {cp.process.returncode}"
                 break
-            if all(serving(cp, t) for t in ("lbh", "dlg")):
+            if all(curl_health(cp, f"{t}.bms.localhost") for t in ("lbh", "dlg")):
                 result["served"] = time.monotonic() - t0
                 break
             time.sleep(0.25)
@@ -100,7 +80,7 @@ def one_run() -> dict[str, object]:
         cp.process.send_signal(signal.SIGINT)
         cp.process.wait(120)
         result["stop"] = time.monotonic() - t1
-        result["left"] = left_running(cp.data_dir)
+        result["left"] = len(processes_mentioning(str(cp.data_dir)))
     finally:
         cp.cleanup()
         shutil.rmtree(root, ignore_errors=True)

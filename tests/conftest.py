@@ -250,6 +250,26 @@ def store_runtime(prefix: str) -> Iterator[Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def rolled_back(runtime: Any) -> Iterator[Any]:
+    """A session of `runtime` inside a transaction that is rolled back afterwards: use cases
+    commit as usual (to a savepoint), and the next test finds the store as it was."""
+    from sqlalchemy.orm import Session
+
+    from tenantry.core.runtime import RUNTIME_KEY
+
+    connection = runtime.engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint",
+                      expire_on_commit=False, info={RUNTIME_KEY: runtime})
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
 def build_bodyshop(version: str, out: Path) -> Path:
     target = out / f"bodyshop-{version}"
     if not target.exists():
@@ -329,6 +349,28 @@ def person_token(plane: ControlPlaneProcess, role: str, isv: str | None = None,
 def api_as(plane: ControlPlaneProcess, token: str) -> httpx.Client:
     return httpx.Client(base_url=f"{plane.url}/api/v1", timeout=30,
                         headers={"Authorization": f"Bearer {token}"})
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line mentions `text` (a data dir, say)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def curl_health(cp: ControlPlaneProcess, hostname: str) -> bool:
+    """As the README says: curl, the platform's name, and the CA from the data dir."""
+    done = subprocess.run(
+        ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+         "--cacert", str(cp.data_dir / "ca.pem"),
+         f"https://{hostname}:{cp.ingress_port}/health"],
+        capture_output=True, text=True)
+    return done.stdout == "200"
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,

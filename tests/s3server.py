@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import free_port, short_tmp
 
 SETUP_CALLS = 3  # create_user, create_access_key, put_user_policy

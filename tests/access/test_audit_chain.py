@@ -23,7 +23,7 @@ N = 20
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
     with store_runtime("tnta-") as rt:
-        service.install(rt)
+        service.keys_of(rt)
         yield rt
 
 
@@ -46,7 +46,7 @@ def chain(runtime: Runtime) -> Runtime:
 
 
 def check(rt: Runtime, store: MemoryObjectStore | None = None) -> tuple[bool, int | None, str]:
-    keys = service.install(rt)
+    keys = service.keys_of(rt)
     report = (service.verify_with_store(engine=rt.engine, keys=keys, store=store) if store
               else service.verify(engine=rt.engine, keys=keys, head=None))
     bad = report.first_bad
@@ -56,7 +56,7 @@ def check(rt: Runtime, store: MemoryObjectStore | None = None) -> tuple[bool, in
 def test_untampered_chain_verifies(chain: Runtime) -> None:
     store = MemoryObjectStore()
     with chain.sessions() as session:
-        head = service.ship_head(session=session, keys=service.install(chain), store=store)
+        head = service.ship_head(session=session, keys=service.keys_of(chain), store=store)
     assert (head.last_id, head.count) == (N, N)
     assert check(chain, store) == (True, None, "")
 
@@ -121,7 +121,7 @@ def test_swapping_two_entries_content(chain: Runtime) -> None:
 def test_truncated_tail_against_shipped_head(chain: Runtime) -> None:
     store = MemoryObjectStore()
     with chain.sessions() as session:
-        service.ship_head(session=session, keys=service.install(chain), store=store)
+        service.ship_head(session=session, keys=service.keys_of(chain), store=store)
     sql(chain, f"DELETE FROM audit_entries WHERE id > {N - 4}")
     assert check(chain)[0] is True  # without the head, a truncated chain looks fine
     ok, bad, reason = check(chain, store)
@@ -129,7 +129,7 @@ def test_truncated_tail_against_shipped_head(chain: Runtime) -> None:
     assert "truncated" in reason
     # ... and the shipper refuses to ship a head that goes backwards.
     with chain.sessions() as session, pytest.raises(Conflict):
-        service.ship_head(session=session, keys=service.install(chain), store=store)
+        service.ship_head(session=session, keys=service.keys_of(chain), store=store)
     assert check(chain, store)[:2] == (False, N - 3)
 
 
@@ -137,7 +137,7 @@ def test_rolled_back_pointer_does_not_hide_a_truncation(chain: Runtime) -> None:
     """The latest pointer is the one rewritable key: put an older head there (as whoever
     holds the store's key could), truncate, and the newest dated copy still tells."""
     store = MemoryObjectStore()
-    keys = service.install(chain)
+    keys = service.keys_of(chain)
     sql(chain, f"DELETE FROM audit_entries WHERE id > {N - 5}")  # hold the last 5 back
     with chain.sessions() as session:
         old = service.ship_head(session=session, keys=keys, store=store)
@@ -157,7 +157,7 @@ def test_rolled_back_pointer_does_not_hide_a_truncation(chain: Runtime) -> None:
 def test_rewritten_tail_against_shipped_head(chain: Runtime) -> None:
     store = MemoryObjectStore()
     with chain.sessions() as session:
-        service.ship_head(session=session, keys=service.install(chain), store=store)
+        service.ship_head(session=session, keys=service.keys_of(chain), store=store)
     sql(chain, f"DELETE FROM audit_entries WHERE id > {N - 4}")
     with chain.sessions() as session:  # new, valid entries take the deleted ids
         for _ in range(6):
@@ -171,7 +171,7 @@ def test_rewritten_tail_against_shipped_head(chain: Runtime) -> None:
 def test_forged_head_is_rejected(chain: Runtime) -> None:
     store = MemoryObjectStore()
     with chain.sessions() as session:
-        head = service.ship_head(session=session, keys=service.install(chain), store=store)
+        head = service.ship_head(session=session, keys=service.keys_of(chain), store=store)
     store.put(service.HEAD_KEY, head.model_copy(update={"last_id": 5}).model_dump_json()
               .encode())
     ok, bad, reason = check(chain, store)

@@ -10,12 +10,13 @@ from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from tenantry.access.keys import service
-from tenantry.access.keys.models import DataKey, SiteCertificate
+from tenantry.access.keys.models import SiteCertificate
 from tenantry.access.keys.schemas import SiteCertificateCreate
 from tenantry.access.principal import Principal
 from tenantry.core.config import load_settings
 from tenantry.core.crypto import MasterKey, SecretBox
 from tenantry.core.errors import InvalidInput, NotFound
+from tenantry.core.keystore import DataKey
 from tenantry.core.models import Event
 from tenantry.core.runtime import Runtime, make_runtime
 from tenantry.platforms.models import Isv

@@ -32,7 +32,7 @@ ISV_OP = Principal(user_id="u-isv", username="ivy", role="isv-operator", isv_id=
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
     with store_runtime("tnts-") as rt:
-        audit.install(rt)  # the API process does this at start
+        audit.keys_of(rt)
         with rt.sessions() as session:
             session.add(Isv(id="i-acme", name="acme"))
             session.add(Region(id="g-local", name="local"))

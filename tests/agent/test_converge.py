@@ -10,6 +10,7 @@ import pytest
 from tenantry.agent import converge
 from tenantry.agent.services import ProgramStatus
 from tenantry.agent.testing import FakeServiceManager
+from tenantry.platforms.contract import DesiredPlatform, DesiredSlot, SlotReport
 
 MANIFEST = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["python", "-m", "x"]},
             "release_command": ["python", "-m", "x.migrate"], "health_path": "/health",
@@ -17,18 +18,19 @@ MANIFEST = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["pytho
 DIGEST = "sha256:" + "ab" * 32
 
 
-def desired(**over: Any) -> dict[str, Any]:
-    p = {"id": "p1", "isv": "bms", "name": "lbh", "size": "s", "gen": 3, "running": True,
-         "absent": False, "tenants": ["lbh"],
-         "database": {"port": 21000, "role": "app", "dbname": "app", "password": "pw"},
-         "releases": [{"id": "r1", "digest": DIGEST, "app": "bodyshop", "version": "1.0.0",
-                       "manifest": MANIFEST}],
-         "migrations": [{"id": "m7", "release_id": "r1"}],
-         "slots": {"a": {"release_id": "r1", "ports": [21001], "running": True,
-                         "after_migration": "m7"}},
-         "route": None}
+def desired(**over: Any) -> DesiredPlatform:
+    p: dict[str, Any] = {
+        "id": "p1", "isv": "bms", "name": "lbh", "size": "s", "gen": 3, "running": True,
+        "absent": False, "tenants": ["lbh"],
+        "database": {"port": 21000, "role": "app", "dbname": "app", "password": "pw"},
+        "releases": [{"id": "r1", "digest": DIGEST, "app": "bodyshop", "version": "1.0.0",
+                      "manifest": MANIFEST}],
+        "migrations": [{"id": "m7", "release_id": "r1"}],
+        "slots": {"a": {"release_id": "r1", "ports": [21001], "running": True,
+                        "after_migration": "m7"}},
+        "route": None}
     p.update(over)
-    return p
+    return DesiredPlatform.model_validate(p)
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def fx(tmp_path: Path) -> converge.Effects:
     return converge.Effects(converge.HostPaths(tmp_path), FakeServiceManager(), no_fetch)
 
 
-def facts(fx: converge.Effects, p: dict[str, Any], *, programs: str = "", built: bool = False,
+def facts(fx: converge.Effects, p: DesiredPlatform, *, programs: str = "", built: bool = False,
           migrations: dict[str, str] | None = None, marker: bool = False,
           state: str = "RUNNING", home: bool = False,
           user: bool = True) -> converge.PlatformFacts:
@@ -49,7 +51,7 @@ def facts(fx: converge.Effects, p: dict[str, Any], *, programs: str = "", built:
         spec = converge.db_program(fx.paths, p)
         running[spec.name] = ProgramStatus(spec.name, spec.digest(), state, 10)
     if "web" in programs:
-        for slot, info in p["slots"].items():
+        for slot, info in p.slots.items():
             for spec in converge.slot_programs(fx.paths, p, slot, info):
                 running[spec.name] = ProgramStatus(spec.name, spec.digest(), state, 11)
     return converge.PlatformFacts(
@@ -59,7 +61,7 @@ def facts(fx: converge.Effects, p: dict[str, Any], *, programs: str = "", built:
         user_exists=user, dir_exists=home)
 
 
-def plan(fx: converge.Effects, p: dict[str, Any], f: converge.PlatformFacts) -> list[str]:
+def plan(fx: converge.Effects, p: DesiredPlatform, f: converge.PlatformFacts) -> list[str]:
     return [a.description for a in converge.plan_platform(p, f, fx)]
 
 
@@ -89,15 +91,16 @@ def test_code_whose_migration_failed_never_starts(fx: converge.Effects) -> None:
               marker=True, home=True)
     assert plan(fx, p, f) == []
     report = converge.report_platform(p, f, fx.paths, None, None)
-    assert report["slots"]["a"] == {"state": "failed", "healthy": False,
-                                    "detail": "migration m7 failed"}
+    assert report.slots["a"] == SlotReport(state="failed", healthy=False,
+                                           detail="migration m7 failed")
 
 
 def test_changed_secret_restarts_the_processes_that_use_it(fx: converge.Effects) -> None:
     old = desired()
     f = facts(fx, old, programs="db web", built=True, migrations={"m7": "ok"}, marker=True,
               home=True)
-    new = desired(database={**old["database"], "password": "rotated"})
+    new = desired(database={"port": 21000, "role": "app", "dbname": "app",
+                            "password": "rotated"})
     assert plan(fx, new, f) == ["p1: create role and database", "p1: run p1-a-web-0"]
 
 
@@ -112,7 +115,7 @@ def test_retired_slot_is_removed(fx: converge.Effects) -> None:
     p = desired()
     f = facts(fx, p, programs="db web", built=True, migrations={"m7": "ok"}, marker=True,
               home=True)
-    p2 = desired(slots={"b": {"release_id": "r1", "ports": [21002], "running": True}})
+    p2 = desired(slots={"b": DesiredSlot(release_id="r1", ports=[21002])})
     assert plan(fx, p2, f) == ["p1: run p1-b-web-0", "p1: remove p1-a-web-0"]
 
 
@@ -126,7 +129,7 @@ def test_absent_platform_is_removed_once(fx: converge.Effects) -> None:
 def test_secrets_never_show_in_a_plan_or_a_spec_repr(fx: converge.Effects) -> None:
     p = desired()
     text = " ".join(plan(fx, p, facts(fx, p)))
-    spec = converge.slot_programs(fx.paths, p, "a", p["slots"]["a"])[0]
+    spec = converge.slot_programs(fx.paths, p, "a", p.slots["a"])[0]
     assert "pw" not in text.split() and "pw@" not in repr(spec)
 
 
@@ -137,4 +140,4 @@ def test_a_port_another_program_holds_is_reported_not_fought_over(
               home=True)
     f.taken_ports = {21001}
     assert plan(fx, p, f) == []
-    assert converge.report_platform(p, f, fx.paths, None, None)["conflicts"] == [21001]
+    assert converge.report_platform(p, f, fx.paths, None, None).conflicts == [21001]

@@ -21,6 +21,7 @@ import pytest
 from tenantry.agent import firewall
 from tenantry.agent.firewall import HostFirewall
 from tenantry.core.errors import InvalidInput
+from tenantry.platforms.contract import FirewallReport
 from tests.conftest import TENANTRY
 
 
@@ -115,8 +116,8 @@ def test_drift_is_repaired(netns: str | None,
     assert fake.calls == calls
     assert f"tcp dport {{ 22, {fw.ingress_port} }}" in fake.tables[netns]
     assert "8080" not in fake.tables[netns]
-    assert fw.status() == {"table": "inet tenantry", "tcp_ports": [22, fw.ingress_port],
-                           "in_place": True, "repairs": repairs, "error": None}
+    assert fw.status() == FirewallReport(table="inet tenantry", tcp_ports=[22, fw.ingress_port],
+                                         in_place=True, repairs=repairs, error=None)
     assert logged in caplog.text
 
 
@@ -131,12 +132,12 @@ def test_failures_are_reported_not_raised(fault: str, error: str,
     with caplog.at_level(logging.INFO, "tenantry.agent.firewall"):
         fw.converge()
         fw.converge()
-    assert fw.status()["error"] == error and fw.status()["in_place"] is False
+    assert fw.status().error == error and fw.status().in_place is False
     assert caplog.text.count("cannot apply table inet tenantry") == 1, "said once, not per retry"
     setattr(fake, fault, False)
     with caplog.at_level(logging.INFO, "tenantry.agent.firewall"):
         fw.converge()
-    assert fw.status()["in_place"] is True and fw.status()["error"] is None
+    assert fw.status().in_place is True and fw.status().error is None
     assert "in place again" in caplog.text
 
 
@@ -306,7 +307,7 @@ def test_host_firewall_repairs_a_real_table() -> None:
     with joined_namespace() as (ns, _):
         fw = HostFirewall(ingress_port=8443, ssh_port=2222, netns=ns)
         fw.converge()
-        assert fw.status()["in_place"], fw.status()
+        assert fw.status().in_place, fw.status()
         assert "tcp dport { 2222, 8443 }" in nft_in(ns, "list", "table", "inet", "tenantry").stdout
         assert nft_in(ns, "delete", "table", "inet", "tenantry").returncode == 0
         fw.converge()
@@ -315,16 +316,18 @@ def test_host_firewall_repairs_a_real_table() -> None:
         fw.converge()
         listed = nft_in(ns, "list", "table", "inet", "tenantry").stdout
         assert "8080" not in listed and "tcp dport { 2222, 8443 }" in listed
-        assert fw.status() == {"table": "inet tenantry", "tcp_ports": [2222, 8443],
-                               "in_place": True, "repairs": 2, "error": None}
+        assert fw.status() == FirewallReport(table="inet tenantry", tcp_ports=[2222, 8443],
+                                             in_place=True, repairs=2, error=None)
 
 
 @pytest.mark.parametrize(("reported", "shown"), [
     (None, "off"),
-    ({"in_place": True, "error": None}, "in place"),
-    ({"in_place": False, "error": None}, "applying"),
-    ({"in_place": False, "error": "nft: not found"}, "error: nft: not found"),
+    (FirewallReport(table="inet tenantry", tcp_ports=[22], in_place=True), "in place"),
+    (FirewallReport(table="inet tenantry", tcp_ports=[22], in_place=False), "applying"),
+    (FirewallReport(table="inet tenantry", tcp_ports=[22], in_place=False,
+                    error="nft: not found"), "error: nft: not found"),
 ])
-def test_host_list_shows_the_reported_firewall(reported: object, shown: str) -> None:
+def test_host_list_shows_the_reported_firewall(reported: FirewallReport | None,
+                                               shown: str) -> None:
     from tenantry.platforms.hosts import firewall_state
     assert firewall_state(reported) == shown

@@ -10,7 +10,6 @@ permission. docs/permissions.md is generated from the same declarations and chec
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,23 +111,17 @@ REVIEWED: dict[tuple[str, str], str] = {
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
-    from tenantry.access import service as access_service
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     from tenantry.api.app import create_app
     from tenantry.core.config import load_settings
     from tenantry.core.crypto import MasterKey, SecretBox
     from tenantry.core.runtime import Runtime
 
-    saved = dict(access_service._BOX)  # create_app hands the process its secret box
     engine = create_engine("postgresql+psycopg://nobody@/never?host=/nonexistent")
     runtime = Runtime(settings=load_settings(data_dir=tmp_path_factory.mktemp("data")),
                       engine=engine, sessions=sessionmaker(engine),
                       secrets=SecretBox(MasterKey.generate()))
-    try:
-        yield create_app(runtime)
-    finally:
-        access_service._BOX.clear()
-        access_service._BOX.update(saved)
+    return create_app(runtime)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from tenantry.core.crypto import SecretBox, new_password, new_token, token_hash
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unauthenticated
 from tenantry.core.names import new_id
+from tenantry.core.runtime import runtime_of
 from tenantry.platforms.models import Isv
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -124,7 +125,7 @@ def authenticate_password(*, session: Session, username: str, password: str,
         raise refused
     try:
         _hasher.verify(user.password_hash, password)
-        if user.totp_enabled and not _second_factor(user, code):
+        if user.totp_enabled and not _second_factor(session, user, code):
             raise VerificationError("second factor")
     except (VerificationError, InvalidHashError):  # a damaged hash refuses, never crashes
         user.failed_logins += 1
@@ -139,12 +140,12 @@ def authenticate_password(*, session: Session, username: str, password: str,
     return principal_of(user)
 
 
-def _second_factor(user: User, code: str | None) -> bool:
+def _second_factor(session: Session, user: User, code: str | None) -> bool:
     if not code or user.totp_secret is None:
         return False
     code = code.strip()
     if len(code) == totp.DIGITS and code.isdigit():
-        return totp.verify(_totp_seed(user), code)
+        return totp.verify(_totp_seed(session, user), code)
     hashed = totp.code_hash(code)
     if hashed in user.recovery_codes:  # a recovery code works once
         user.recovery_codes = [c for c in user.recovery_codes if c != hashed]
@@ -152,17 +153,10 @@ def _second_factor(user: User, code: str | None) -> bool:
     return False
 
 
-_BOX: dict[str, SecretBox] = {}
-
-
-def use_secret_box(box: SecretBox) -> None:
-    """TOTP seeds are stored encrypted; the process hands us its box once at start."""
-    _BOX["box"] = box
-
-
-def _totp_seed(user: User) -> str:
+def _totp_seed(session: Session, user: User) -> str:
+    """TOTP seeds are stored encrypted, with the process's secret box."""
     assert user.totp_secret is not None
-    return _BOX["box"].decrypt(user.totp_secret).get_secret_value()
+    return runtime_of(session).secrets.decrypt(user.totp_secret).get_secret_value()
 
 
 def setup_required(*, session: Session, principal: Principal) -> list[str]:

@@ -19,7 +19,7 @@ ATTEMPTS = 30  # per client address and window: a person never needs 3 a second
 
 
 class TooManyAttempts(NotAllowed):
-    code = "too_many_attempts"
+    code, status = "too_many_attempts", 429
 
 
 class LoginThrottle:

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, NotAllowed, Unavailable
+from tenantry.platforms.contract import DesiredHost, HostReport
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,11 @@ def _key_and_csr(key_file: Path, name: str) -> str:
 
 
 class ControlPlaneClient:
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        """`transport` replaces the network (tests pass an httpx.MockTransport)."""
         self._creds = credentials
-        self._http = httpx.Client(base_url=credentials.server, timeout=60,
+        self._http = httpx.Client(base_url=credentials.server, timeout=60, transport=transport,
                                   **credentials.http_options(),
                                   headers={"Authorization": f"Bearer {credentials.token}",
                                            "User-Agent": f"tenantry-agent/{os.getpid()}"})
@@ -127,15 +130,16 @@ class ControlPlaneClient:
     def close(self) -> None:
         self._http.close()
 
-    def desired(self, *, generation: int, wait: float) -> dict[str, Any]:
+    def desired(self, *, generation: int, wait: float) -> DesiredHost:
+        """The host's desired state; pydantic's ValidationError when it does not validate."""
         resp = self._http.get("/api/v1/agent/desired",
                               params={"generation": generation, "wait": wait})
         _raise_for(resp)
-        data: dict[str, Any] = resp.json()
-        return data
+        return DesiredHost.model_validate_json(resp.content)
 
-    def report(self, report: dict[str, Any]) -> None:
-        _raise_for(self._http.post("/api/v1/agent/report", json=report))
+    def report(self, report: HostReport) -> None:
+        _raise_for(self._http.post("/api/v1/agent/report", content=report.model_dump_json(),
+                                   headers={"Content-Type": "application/json"}))
 
     def ssh_config(self) -> dict[str, Any]:
         resp = self._http.get("/api/v1/ssh/agent/config")

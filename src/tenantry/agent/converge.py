@@ -18,13 +18,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import httpx
 
 from tenantry.agent import ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core.crypto import write_private
+from tenantry.platforms.contract import (
+    DesiredHost,
+    DesiredMigration,
+    DesiredPlatform,
+    DesiredRelease,
+    DesiredSlot,
+    PlatformReport,
+    SlotName,
+    SlotReport,
+)
 
 INGRESS_PROGRAM = "ingress"
 MIGRATION_TIMEOUT = 600
@@ -107,56 +117,52 @@ def unix_user(pid: str) -> str | None:
     return f"tp-{pid}" if unixusers.running_as_root() else None
 
 
-def cluster_spec(paths: HostPaths, p: dict[str, Any]) -> pgcluster.ClusterSpec:
-    return pgcluster.ClusterSpec(datadir=paths.platform(p["id"]) / "pgdata",
-                                 port=int(p["database"]["port"]), owner=unix_user(p["id"]),
-                                 size=p["size"], socket_dir=paths.socket_dir(p["id"]))
+def cluster_spec(paths: HostPaths, p: DesiredPlatform) -> pgcluster.ClusterSpec:
+    return pgcluster.ClusterSpec(datadir=paths.platform(p.id) / "pgdata",
+                                 port=p.database.port, owner=unix_user(p.id),
+                                 size=p.size, socket_dir=paths.socket_dir(p.id))
 
 
-def database_marker(p: dict[str, Any]) -> str:
-    db = p["database"]
-    return hashlib.sha256(json.dumps([db["role"], db["dbname"], db["password"]]).encode()
-                          ).hexdigest()
+def database_marker(p: DesiredPlatform) -> str:
+    db = p.database
+    return hashlib.sha256(json.dumps([db.role, db.dbname, db.password.get_secret_value()]
+                                     ).encode()).hexdigest()
 
 
-def _release(p: dict[str, Any], rid: str) -> dict[str, Any]:
-    return next(r for r in p["releases"] if r["id"] == rid)
-
-
-def slot_programs(paths: HostPaths, p: dict[str, Any], slot: str,
-                  info: dict[str, Any]) -> list[ProgramSpec]:
-    release = _release(p, info["release_id"])
-    manifest = release["manifest"]
-    rpath = releases.release_dir(paths.releases, release["digest"])
-    db = p["database"]
+def slot_programs(paths: HostPaths, p: DesiredPlatform, slot: str,
+                  info: DesiredSlot) -> list[ProgramSpec]:
+    release = p.release(info.release_id)
+    rpath = releases.release_dir(paths.releases, release.digest)
+    db = p.database
     base_env = {
         **releases.process_env(rpath),
-        "DATABASE_URL": pgcluster.database_url(role=db["role"], password=db["password"],
-                                               dbname=db["dbname"], port=int(db["port"])),
-        "TENANTRY_PLATFORM": f"{p['isv']}/{p['name']}",
-        "TENANTRY_TENANTS": ",".join(p.get("tenants", [])),
-        "TENANTRY_RELEASE": f"{release['app']}@{release['version']}",
-        "HOME": str(paths.platform(p["id"])),
+        "DATABASE_URL": pgcluster.database_url(role=db.role,
+                                               password=db.password.get_secret_value(),
+                                               dbname=db.dbname, port=db.port),
+        "TENANTRY_PLATFORM": f"{p.isv}/{p.name}",
+        "TENANTRY_TENANTS": ",".join(p.tenants),
+        "TENANTRY_RELEASE": f"{release.app}@{release.version}",
+        "HOME": str(paths.platform(p.id)),
     }
-    logs = paths.platform(p["id"]) / "logs"
+    logs = paths.platform(p.id) / "logs"
     specs: list[ProgramSpec] = []
-    for proc, argv in sorted(manifest["processes"].items()):
-        count = len(info["ports"]) if proc == "web" else 1
+    for proc, argv in sorted(release.manifest.processes.items()):
+        count = len(info.ports) if proc == "web" else 1
         for i in range(count):
-            name = f"{p['id']}-{slot}-{proc}-{i}"
+            name = f"{p.id}-{slot}-{proc}-{i}"
             env = dict(base_env)
             if proc == "web":
-                env["PORT"] = str(info["ports"][i])
+                env["PORT"] = str(info.ports[i])
             specs.append(ProgramSpec(name=name, command=tuple(argv), environment=env,
-                                     user=unix_user(p["id"]),
+                                     user=unix_user(p.id),
                                      directory=str(releases.app_dir(rpath)),
                                      log_file=str(logs / f"{name}.log"), start_seconds=1))
     return specs
 
 
-def db_program(paths: HostPaths, p: dict[str, Any]) -> ProgramSpec:
-    return pgcluster.program_spec(cluster_spec(paths, p), name=f"{p['id']}-db",
-                                  log_file=str(paths.platform(p["id"]) / "logs" / "postgres.log"))
+def db_program(paths: HostPaths, p: DesiredPlatform) -> ProgramSpec:
+    return pgcluster.program_spec(cluster_spec(paths, p), name=f"{p.id}-db",
+                                  log_file=str(paths.platform(p.id) / "logs" / "postgres.log"))
 
 
 def _migrations_file(paths: HostPaths, pid: str) -> Path:
@@ -165,26 +171,29 @@ def _migrations_file(paths: HostPaths, pid: str) -> Path:
 
 def read_migrations(paths: HostPaths, pid: str) -> dict[str, str]:
     path = _migrations_file(paths, pid)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()}
 
 
-def observe_platform(paths: HostPaths, p: dict[str, Any],
+def observe_platform(paths: HostPaths, p: DesiredPlatform,
                      programs: dict[str, ProgramStatus]) -> PlatformFacts:
-    pid = p["id"]
+    pid = p.id
     root = paths.platform(pid)
     marker = root / "database.marker"
-    built = {r["id"] for r in p.get("releases", [])
-             if (releases.release_dir(paths.releases, r["digest"]) / releases.BUILT).exists()}
+    built = {r.id for r in p.releases
+             if (releases.release_dir(paths.releases, r.digest) / releases.BUILT).exists()}
     mine = {n: s for n, s in programs.items() if n.startswith(f"{pid}-")}
     healthy: set[int] = set()
-    for slot, info in p.get("slots", {}).items():
-        if info["release_id"] not in built:
+    for slot, info in p.slots.items():
+        if info.release_id not in built:
             continue
-        path = _release(p, info["release_id"])["manifest"]["health_path"]
-        for i, port in enumerate(info["ports"]):
+        path = p.release(info.release_id).manifest.health_path
+        for i, port in enumerate(info.ports):
             status = mine.get(f"{pid}-{slot}-web-{i}")
-            if status and status.state == "RUNNING" and _healthy(int(port), path):
-                healthy.add(int(port))
+            if status and status.state == "RUNNING" and _healthy(port, path):
+                healthy.add(port)
     user = unix_user(pid)
     return PlatformFacts(
         programs=mine,
@@ -201,12 +210,12 @@ def observe_platform(paths: HostPaths, p: dict[str, Any],
     )
 
 
-def _taken_ports(p: dict[str, Any], mine: dict[str, ProgramStatus]) -> set[int]:
+def _taken_ports(p: DesiredPlatform, mine: dict[str, ProgramStatus]) -> set[int]:
     """Ports of this platform that something else listens on: its own program is not up."""
-    wanted: dict[int, str] = {int(p["database"]["port"]): f"{p['id']}-db"}
-    for slot, info in p.get("slots", {}).items():
-        for i, port in enumerate(info["ports"]):
-            wanted[int(port)] = f"{p['id']}-{slot}-web-{i}"
+    wanted: dict[int, str] = {p.database.port: f"{p.id}-db"}
+    for slot, info in p.slots.items():
+        for i, port in enumerate(info.ports):
+            wanted[port] = f"{p.id}-{slot}-web-{i}"
     listening = ports.listening_ports()
     return {port for port, name in wanted.items() if port in listening and (
         mine.get(name) is None or mine[name].state not in ("RUNNING", "STARTING", "STOPPING"))}
@@ -246,45 +255,47 @@ class Effects:
         self.services = services
         self.fetch_bundle = fetch_bundle
 
-    def make_home(self, p: dict[str, Any]) -> None:
-        user = unix_user(p["id"])
+    def make_home(self, p: DesiredPlatform) -> None:
+        user = unix_user(p.id)
         if user:
             unixusers.ensure_user(user)
-        root = self.paths.platform(p["id"])
+        root = self.paths.platform(p.id)
         (root / "logs").mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
         unixusers.chown_tree(root, user)
         # Logs are written by the service manager (root), read by the operator.
         (root / "logs").chmod(0o700)
 
-    def init_cluster(self, p: dict[str, Any]) -> None:
+    def init_cluster(self, p: DesiredPlatform) -> None:
         pgcluster.init_cluster(cluster_spec(self.paths, p), template_dir=self.paths.pg_template)
 
-    def ensure_database(self, p: dict[str, Any]) -> None:
+    def ensure_database(self, p: DesiredPlatform) -> None:
         spec = cluster_spec(self.paths, p)
         pgcluster.wait_ready(spec, timeout=60)
-        db = p["database"]
-        pgcluster.ensure_database(spec, role=db["role"], password=db["password"],
-                                  dbname=db["dbname"])
-        (self.paths.platform(p["id"]) / "database.marker").write_text(database_marker(p))
+        db = p.database
+        pgcluster.ensure_database(spec, role=db.role, password=db.password.get_secret_value(),
+                                  dbname=db.dbname)
+        (self.paths.platform(p.id) / "database.marker").write_text(database_marker(p))
 
-    def build(self, release: dict[str, Any]) -> None:
-        tarball = self.paths.bundles / f"{release['digest'].removeprefix('sha256:')}.tar.gz"
+    def build(self, release: DesiredRelease) -> None:
+        tarball = self.paths.bundles / f"{release.digest.removeprefix('sha256:')}.tar.gz"
         if not tarball.exists():
-            self.fetch_bundle(release["digest"], tarball)
-        releases.build_release(tarball=tarball, digest=release["digest"],
+            self.fetch_bundle(release.digest, tarball)
+        releases.build_release(tarball=tarball, digest=release.digest,
                                releases_dir=self.paths.releases, python=release_python())
 
-    def migrate(self, p: dict[str, Any], migration: dict[str, Any]) -> None:
+    def migrate(self, p: DesiredPlatform, migration: DesiredMigration) -> None:
         """Run the release command once; its outcome is recorded before anything else."""
         spec = cluster_spec(self.paths, p)
         pgcluster.wait_ready(spec, timeout=60)
-        release = _release(p, migration["release_id"])
-        rpath = releases.release_dir(self.paths.releases, release["digest"])
-        env = dict(slot_programs(self.paths, p, "m", {"release_id": release["id"], "ports": [0]}
-                                 )[0].environment)
+        release = p.release(migration.release_id)
+        command = release.manifest.release_command
+        assert command is not None  # the control plane asks only for releases that have one
+        rpath = releases.release_dir(self.paths.releases, release.digest)
+        env = dict(slot_programs(self.paths, p, "m",
+                                 DesiredSlot(release_id=release.id, ports=[0]))[0].environment)
         env.pop("PORT", None)
-        argv = unixusers.run_as(unix_user(p["id"]), release["manifest"]["release_command"])
+        argv = unixusers.run_as(unix_user(p.id), command)
         try:
             done = subprocess.run(argv, cwd=releases.app_dir(rpath), env=env, capture_output=True,
                                   text=True, timeout=MIGRATION_TIMEOUT)
@@ -292,27 +303,27 @@ class Effects:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         except (OSError, subprocess.TimeoutExpired) as exc:
             ok, tail = False, str(exc)
-        results = read_migrations(self.paths, p["id"])
-        results[migration["id"]] = "ok" if ok else f"failed: {tail or 'exit status non-zero'}"
-        write_private(_migrations_file(self.paths, p["id"]), json.dumps(results).encode())
+        results = read_migrations(self.paths, p.id)
+        results[migration.id] = "ok" if ok else f"failed: {tail or 'exit status non-zero'}"
+        write_private(_migrations_file(self.paths, p.id), json.dumps(results).encode())
 
-    def remove_platform(self, p: dict[str, Any]) -> None:
+    def remove_platform(self, p: DesiredPlatform) -> None:
         for name in list(self.services.observe()):
-            if name.startswith(f"{p['id']}-"):
+            if name.startswith(f"{p.id}-"):
                 self.services.remove(name)
-        if (self.paths.platform(p["id"]) / "pgdata").exists() or \
-                self.paths.socket_dir(p["id"]).exists():
+        if (self.paths.platform(p.id) / "pgdata").exists() or \
+                self.paths.socket_dir(p.id).exists():
             pgcluster.remove_cluster(cluster_spec(self.paths, p))
-        shutil.rmtree(self.paths.platform(p["id"]), ignore_errors=True)
-        user = unix_user(p["id"])
+        shutil.rmtree(self.paths.platform(p.id), ignore_errors=True)
+        user = unix_user(p.id)
         if user:
             unixusers.remove_user(user)
 
 
-def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[Action]:
-    pid = p["id"]
+def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list[Action]:
+    pid = p.id
     actions: list[Action] = []
-    if p.get("absent"):
+    if p.absent:
         if facts.programs or facts.dir_exists or (unix_user(pid) and facts.user_exists):
             actions.append(Action(f"{pid}: remove every process, the cluster, files and user",
                                   lambda: fx.remove_platform(p)))
@@ -321,12 +332,12 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
         actions.append(Action(f"{pid}: create home and Unix user", lambda: fx.make_home(p)))
     if not facts.cluster_initialized:
         actions.append(Action(f"{pid}: create PostgreSQL cluster on port "
-                              f"{p['database']['port']}", lambda: fx.init_cluster(p)))
+                              f"{p.database.port}", lambda: fx.init_cluster(p)))
     wanted: dict[str, ProgramSpec] = {}
     dbspec = db_program(fx.paths, p)
-    running = bool(p.get("running"))
+    running = p.running
     current_db = facts.programs.get(dbspec.name)
-    db_blocked = int(p["database"]["port"]) in facts.taken_ports
+    db_blocked = p.database.port in facts.taken_ports
     if running and not db_blocked:
         if current_db is None or current_db.digest != dbspec.digest() or \
                 current_db.state not in ("RUNNING", "STARTING"):
@@ -335,25 +346,25 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
             actions.append(Action(f"{pid}: create role and database",
                                   lambda: fx.ensure_database(p)))
     wanted[dbspec.name] = dbspec
-    for release in p.get("releases", []):
-        if release["id"] not in facts.built:
-            actions.append(Action(f"build {release['app']}@{release['version']}",
+    for release in p.releases:
+        if release.id not in facts.built:
+            actions.append(Action(f"build {release.app}@{release.version}",
                                   partial(fx.build, release)))
     done = dict(facts.migrations)
-    for migration in p.get("migrations", []):
-        if migration["id"] not in done and running:
-            release = _release(p, migration["release_id"])
+    for migration in p.migrations:
+        if migration.id not in done and running:
+            release = p.release(migration.release_id)
             actions.append(Action(
-                f"{pid}: run release command of {release['app']}@{release['version']}",
+                f"{pid}: run release command of {release.app}@{release.version}",
                 partial(fx.migrate, p, migration)))
-            done[migration["id"]] = "pending"
-    for slot, info in sorted(p.get("slots", {}).items()):
-        after = info.get("after_migration")
+            done[migration.id] = "pending"
+    for slot, info in sorted(p.slots.items()):
+        after = info.after_migration
         if after and not done.get(after, "").startswith(("ok", "pending")):
             continue  # never start code whose migration failed or has not run
         for spec in slot_programs(fx.paths, p, slot, info):
             wanted[spec.name] = spec
-            if not (running and info.get("running", True)):
+            if not (running and info.running):
                 continue
             if int(spec.environment.get("PORT", "0")) in facts.taken_ports:
                 continue  # reported as a conflict; the control plane hands out another port
@@ -373,32 +384,33 @@ def plan_platform(p: dict[str, Any], facts: PlatformFacts, fx: Effects) -> list[
     return actions
 
 
-def report_platform(p: dict[str, Any], facts: PlatformFacts, paths: HostPaths,
-                    error: str | None, route_slot: str | None) -> dict[str, Any]:
-    if p.get("absent"):
+def report_platform(p: DesiredPlatform, facts: PlatformFacts, paths: HostPaths,
+                    error: str | None, route_slot: SlotName | None) -> PlatformReport:
+    if p.absent:
         gone = not facts.programs and not facts.dir_exists
-        return {"gen": p["gen"], "absent": gone, "error": error}
-    dbname = f"{p['id']}-db"
+        return PlatformReport(gen=p.gen, absent=gone, error=error)
+    dbname = f"{p.id}-db"
     db_status = facts.programs.get(dbname)
     if db_status is not None and db_status.state == "FATAL":
         database = "error: PostgreSQL exited: " + _log_tail(
-            paths.platform(p["id"]) / "logs", ["postgres"])
+            paths.platform(p.id) / "logs", ["postgres"])
     elif db_status is None or db_status.state != "RUNNING":
         database = "stopped"
     elif facts.database_marker == database_marker(p):
         database = "ready"
     else:
         database = "starting"
-    slots: dict[str, Any] = {}
-    for slot, info in p.get("slots", {}).items():
-        names = [n for n in facts.programs if n.startswith(f"{p['id']}-{slot}-")]
+    slots: dict[SlotName, SlotReport] = {}
+    for slot, info in p.slots.items():
+        names = [n for n in facts.programs if n.startswith(f"{p.id}-{slot}-")]
         states = {facts.programs[n].state for n in names}
-        ports = [int(x) for x in info["ports"]]
-        after = info.get("after_migration")
+        ports = info.ports
+        after = info.after_migration
         if after and facts.migrations.get(after, "").startswith("failed"):
-            slots[slot] = {"state": "failed", "healthy": False,
-                           "detail": f"migration {after} failed"}
+            slots[slot] = SlotReport(state="failed", healthy=False,
+                                     detail=f"migration {after} failed")
             continue
+        state: Literal["running", "starting", "stopped", "failed"]
         if not names:
             state = "stopped"
         elif states & {"FATAL"}:
@@ -411,13 +423,14 @@ def report_platform(p: dict[str, Any], facts: PlatformFacts, paths: HostPaths,
             state = "stopped"
         detail = ""
         if state == "failed":
-            detail = _log_tail(paths.platform(p["id"]) / "logs", names)
-        slots[slot] = {"state": state, "healthy": bool(ports) and set(ports) <= facts.healthy_ports,
-                       "detail": detail}
-    return {"gen": p["gen"], "database": database, "conflicts": sorted(facts.taken_ports),
-            "releases": {rid: "built" for rid in facts.built},
-            "migrations": facts.migrations, "slots": slots, "route_slot": route_slot,
-            "absent": False, "error": error}
+            detail = _log_tail(paths.platform(p.id) / "logs", names)
+        slots[slot] = SlotReport(state=state,
+                                 healthy=bool(ports) and set(ports) <= facts.healthy_ports,
+                                 detail=detail)
+    return PlatformReport(gen=p.gen, database=database, conflicts=sorted(facts.taken_ports),
+                          releases={rid: "built" for rid in facts.built},
+                          migrations=facts.migrations, slots=slots, route_slot=route_slot,
+                          absent=False, error=error)
 
 
 def _log_tail(logs: Path, names: list[str]) -> str:
@@ -430,17 +443,17 @@ def _log_tail(logs: Path, names: list[str]) -> str:
     return "the process exited (no output)"
 
 
-def ingress_routes(paths: HostPaths, desired: dict[str, Any]) -> list[ingress.Route]:
+def ingress_routes(paths: HostPaths, desired: DesiredHost) -> list[ingress.Route]:
     routes = []
-    for p in desired["platforms"]:
-        route = p.get("route")
-        if not route or p.get("absent") or not p.get("running"):
+    for p in desired.platforms:
+        route = p.route
+        if not route or p.absent or not p.running:
             continue
-        slot = p["slots"].get(route["slot"])
+        slot = p.slots.get(route.slot)
         if not slot:
             continue
         routes.append(ingress.Route(
-            hostname=route["hostname"],
-            upstreams=tuple(f"127.0.0.1:{port}" for port in slot["ports"]),
-            cert_pem=route["cert_pem"], key_pem=route["key_pem"]))
+            hostname=route.hostname,
+            upstreams=tuple(f"127.0.0.1:{port}" for port in slot.ports),
+            cert_pem=route.cert_pem, key_pem=route.key_pem.get_secret_value()))
     return routes

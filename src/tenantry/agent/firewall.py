@@ -21,9 +21,9 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
+from tenantry.platforms.contract import FirewallReport
 
 log = logging.getLogger("tenantry.agent.firewall")
 
@@ -136,12 +136,12 @@ class HostFirewall:
             log.exception("firewall: unexpected failure")
             self._failed(f"{type(exc).__name__}: {exc}")
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> FirewallReport:
         """What the agent reports to the control plane."""
-        return {"table": f"inet {TABLE}",
-                "tcp_ports": sorted({self.ingress_port, self.ssh_port}),
-                "in_place": self._listed is not None and self.error is None,
-                "repairs": self.repairs, "error": self.error}
+        return FirewallReport(table=f"inet {TABLE}",
+                              tcp_ports=sorted({self.ingress_port, self.ssh_port}),
+                              in_place=self._listed is not None and self.error is None,
+                              repairs=self.repairs, error=self.error)
 
     def _list(self) -> str | None:
         """The table as the kernel lists it; None when it does not exist."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from tenantry.agent import converge, ingress
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
@@ -33,6 +34,13 @@ from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.core import delays
 from tenantry.core.errors import TenantryError, Unavailable
+from tenantry.platforms.contract import (
+    DesiredHost,
+    DesiredPlatform,
+    HostReport,
+    PlatformReport,
+    SlotName,
+)
 
 log = logging.getLogger("tenantry.agent")
 
@@ -114,7 +122,7 @@ class Agent:
         self.paths = converge.HostPaths(options.data_dir)
         self.services = _Serialized(services or SupervisordManager(self.paths.services))
         self._loaded_hosts: frozenset[str] = frozenset()
-        self._last_reports: dict[str, Any] = {}
+        self._last_reports: dict[str, PlatformReport] = {}
         self._inflight: dict[str, Future[None]] = {}
         self._checked: dict[str, float] = {}
         self._heartbeat_at = 0.0
@@ -152,11 +160,11 @@ class Agent:
 
     # ------------------------------------------------------------ one pass
 
-    def plan(self, desired: dict[str, Any]) -> list[converge.Action]:
+    def plan(self, desired: DesiredHost) -> list[converge.Action]:
         fx = self._effects()
         programs = self.services.observe()
         actions: list[converge.Action] = []
-        for p in desired["platforms"]:
+        for p in desired.platforms:
             facts = converge.observe_platform(self.paths, p, programs)
             actions.extend(converge.plan_platform(p, facts, fx))
         actions.extend(self._plan_orphans(desired, programs))
@@ -166,10 +174,10 @@ class Agent:
         assert self._client is not None
         return converge.Effects(self.paths, self.services, self._client.download_bundle)
 
-    def _plan_orphans(self, desired: dict[str, Any], programs: dict[str, Any],
+    def _plan_orphans(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
                       busy: Collection[str] = ()) -> list[converge.Action]:
         """Processes of platforms the control plane no longer knows."""
-        known = {p["id"] for p in desired["platforms"]} | set(busy)
+        known = {p.id for p in desired.platforms} | set(busy)
         actions = []
         for name in sorted(programs):
             if name != converge.INGRESS_PROGRAM and name.split("-", 1)[0] not in known:
@@ -177,7 +185,7 @@ class Agent:
                                                partial(self.services.remove, name)))
         return actions
 
-    def converge_platform(self, p: dict[str, Any], fx: converge.Effects) -> dict[str, Any]:
+    def converge_platform(self, p: DesiredPlatform, fx: converge.Effects) -> PlatformReport:
         error: str | None = None
         for _ in range(3):  # a pass may enable the next (cluster up → database → migration)
             programs = self.services.observe()
@@ -203,13 +211,13 @@ class Agent:
         facts = converge.observe_platform(self.paths, p, programs)
         return converge.report_platform(p, facts, self.paths, error, self._route_slot(p))
 
-    def _route_slot(self, p: dict[str, Any]) -> str | None:
-        route = p.get("route")
-        if not route or not p.get("running") or p.get("absent"):
+    def _route_slot(self, p: DesiredPlatform) -> SlotName | None:
+        route = p.route
+        if not route or not p.running or p.absent:
             return None
-        return str(route["slot"]) if route["hostname"] in self._loaded_hosts else None
+        return route.slot if route.hostname in self._loaded_hosts else None
 
-    def converge_ingress(self, desired: dict[str, Any]) -> None:
+    def converge_ingress(self, desired: DesiredHost) -> None:
         spec = ingress.program_spec(name=converge.INGRESS_PROGRAM, root=self.paths.ingress,
                                     admin=self.paths.ingress_admin(),
                                     log_file=str(self.paths.ingress / "caddy.log"))
@@ -224,7 +232,7 @@ class Agent:
             time.sleep(0.05)
         routes = converge.ingress_routes(self.paths, desired)
         config = ingress.render_config(
-            listen=f"127.0.0.1:{desired['host']['ingress_port']}",
+            listen=f"127.0.0.1:{desired.host.ingress_port}",
             admin=self.paths.ingress_admin(), routes=routes,
             log_file=str(self.paths.ingress / "access.log"))
         if self._caddy.current() != config:
@@ -233,14 +241,14 @@ class Agent:
         route_slots = {r.hostname for r in routes}
         self._loaded_hosts = frozenset(route_slots)
 
-    def tick(self, desired: dict[str, Any]) -> bool:
+    def tick(self, desired: DesiredHost) -> bool:
         """Start converging every platform that needs it; True when all are settled.
 
         Platforms converge in their own threads and report the moment they are done, so
         a new platform never waits for a slow neighbour, nor for the pass before it.
         """
-        platforms = {p["id"]: p for p in desired["platforms"]}
-        self._ours = {port for p in platforms.values() for port in _platform_ports(p)}
+        platforms = {p.id: p for p in desired.platforms}
+        self._ours = {port for p in platforms.values() for port in p.ports()}
         try:
             self.converge_ingress(desired)
             self._ingress_error = None
@@ -254,7 +262,7 @@ class Agent:
             if running is not None and not running.done():
                 continue
             last = self._last_reports.get(pid)
-            fresh = (last is not None and last.get("gen") == p["gen"]
+            fresh = (last is not None and last.gen == p.gen
                      and _settled(p, last) and now - self._checked.get(pid, 0) < RECHECK)
             if not fresh:
                 self._checked[pid] = now
@@ -271,28 +279,41 @@ class Agent:
             self._heartbeat_at = now
             self._report({pid: r for pid, r in self._last_reports.items() if pid in platforms})
         return not busy and self._ingress_error is None and all(
-            _settled(p, self._last_reports.get(pid, {})) for pid, p in platforms.items())
+            _settled(p, self._last_reports.get(pid)) for pid, p in platforms.items())
 
-    def _converge_and_report(self, p: dict[str, Any], fx: converge.Effects) -> None:
+    def _converge_and_report(self, p: DesiredPlatform, fx: converge.Effects) -> None:
         try:
             report = self.converge_platform(p, fx)
         except Exception as exc:  # a bug must not kill the agent: report it
-            log.error("converging %s crashed:\n%s", p["id"], traceback.format_exc())
-            report = {"gen": p["gen"], "error": f"{type(exc).__name__}: {exc}"}
-        if self._last_reports.get(p["id"]) != report:
-            self._last_reports[p["id"]] = report
+            log.error("converging %s crashed:\n%s", p.id, traceback.format_exc())
+            report = PlatformReport(gen=p.gen, error=f"{type(exc).__name__}: {exc}")
+        if self._last_reports.get(p.id) != report:
+            self._last_reports[p.id] = report
             try:
-                self._report({p["id"]: report})
+                self._report({p.id: report})
             except (httpx.HTTPError, TenantryError) as exc:
                 log.warning("report failed (%s); it goes with the next heartbeat", exc)
 
-    def _report(self, reports: dict[str, Any]) -> None:
+    def _report(self, reports: dict[str, PlatformReport]) -> None:
         assert self._client is not None
-        self._client.report({"platforms": reports, "ingress_error": self._ingress_error,
-                             "busy_ports": busy_ports(self.options.port_min,
-                                                      self.options.port_max, self._ours),
-                             "agent_time": time.time(),
-                             "firewall": self._firewall.status() if self._firewall else None})
+        self._client.report(HostReport(
+            platforms=reports, ingress_error=self._ingress_error,
+            busy_ports=busy_ports(self.options.port_min, self.options.port_max, self._ours),
+            agent_time=time.time(),
+            firewall=self._firewall.status() if self._firewall else None))
+
+    def fetch_desired(self, client: ControlPlaneClient, *, generation: int,
+                      wait: float) -> DesiredHost | None:
+        """The desired state, or None when the control plane sent one that does not validate:
+        it is refused whole (nothing is changed on the host; running services keep running)
+        and the agent asks again. The error names the fields, never their values (secrets)."""
+        try:
+            return client.desired(generation=generation, wait=wait)
+        except ValidationError as exc:
+            log.error("refused the desired state from the control plane, it does not "
+                      "validate (%s); services keep running as they are",
+                      describe_invalid(exc))
+            return None
 
     # ------------------------------------------------------------ the loop
 
@@ -319,11 +340,16 @@ class Agent:
         generation, settled, backoff = 0, False, 0.5
         while not self.stopping.is_set():
             try:
-                desired = client.desired(generation=generation,
-                                         wait=IDLE_WAIT if settled else 0.25)
-                generation = int(desired["generation"])
+                desired = self.fetch_desired(client, generation=generation,
+                                             wait=IDLE_WAIT if settled else 0.25)
+                if desired is None:
+                    settled = False
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                generation = desired.generation
                 if self._firewall is not None:  # the port the ingress really listens on
-                    self._firewall.ingress_port = int(desired["host"]["ingress_port"])
+                    self._firewall.ingress_port = desired.host.ingress_port
                 settled = self.tick(desired)
                 if self._access is not None:
                     try:
@@ -347,25 +373,25 @@ class Agent:
         self.stopping.set()
 
 
-def _platform_ports(p: dict[str, Any]) -> list[int]:
-    ports = [int(p["database"]["port"])]
-    for slot in p.get("slots", {}).values():
-        ports.extend(int(x) for x in slot["ports"])
-    return ports
+def describe_invalid(exc: ValidationError) -> str:
+    """Where and why a document is invalid, without the values (they may be secrets)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    text = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
+                     for e in errors[:5])
+    return text + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
 
 
-def _settled(p: dict[str, Any], report: dict[str, Any]) -> bool:
-    if report.get("error"):
+def _settled(p: DesiredPlatform, report: PlatformReport | None) -> bool:
+    report = report if report is not None else PlatformReport()
+    if report.error:
         return False
-    if p.get("absent"):
-        return bool(report.get("absent"))
-    if not p.get("running"):
+    if p.absent:
+        return report.absent
+    if not p.running:
         return True
-    slots = report.get("slots", {})
-    want_route = p.get("route") is not None
-    return (report.get("database") == "ready"
-            and all(s.get("healthy") or s.get("state") == "failed" for s in slots.values())
-            and (not want_route or report.get("route_slot") == p["route"]["slot"]))
+    return (report.database == "ready"
+            and all(s.healthy or s.state == "failed" for s in report.slots.values())
+            and (p.route is None or report.route_slot == p.route.slot))
 
 
 def run_agent(options: AgentOptions) -> None:

@@ -10,17 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tenantry.core.errors import (
-    Conflict,
-    InvalidInput,
-    NotAllowed,
-    NotFound,
-    TenantryError,
-    Unauthenticated,
-    Unavailable,
-)
-
-STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, NotAllowed: 403, Unavailable: 503}
+from tenantry.core.errors import TenantryError, field_errors
 
 
 class ErrorDetail(BaseModel):
@@ -54,22 +44,17 @@ def error_body(code: str, message: str, field: str | None) -> dict[str, object]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(TenantryError)
     async def _tenantry(request: Request, exc: TenantryError) -> JSONResponse:
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-        if exc.code == "too_many_attempts":
-            status = 429
-        if isinstance(exc, Unauthenticated):
-            status = 401
-        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status)
+        return JSONResponse(error_body(exc.code, exc.message, exc.field),
+                            status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        message = str(first.get("msg", "invalid request"))
-        if field:
-            message = f"{field}: {message}"
-        return JSONResponse(error_body("invalid_input", message, field), status_code=422)
+        field, message = next(iter(field_errors(exc.errors()).items()),
+                              ("_form", "invalid request"))
+        if field == "_form":
+            return JSONResponse(error_body("invalid_input", message, None), status_code=422)
+        return JSONResponse(error_body("invalid_input", f"{field}: {message}", field),
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

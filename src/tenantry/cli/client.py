@@ -9,19 +9,7 @@ from typing import Any
 import httpx
 
 from tenantry.core.config import default_data_dir
-from tenantry.core.errors import (
-    Conflict,
-    InvalidInput,
-    NotAllowed,
-    NotFound,
-    TenantryError,
-    Unavailable,
-)
-
-_BY_STATUS: dict[int, type[TenantryError]] = {
-    400: InvalidInput, 401: NotAllowed, 403: NotAllowed, 404: NotFound, 409: Conflict,
-    422: InvalidInput, 503: Unavailable,
-}
+from tenantry.core.errors import NotAllowed, Unavailable, error_for_status
 
 
 def locate(data_dir: Path | None = None) -> tuple[str, str]:
@@ -61,7 +49,7 @@ class Client:
                 message, field = error["message"], error.get("field")
             except (ValueError, KeyError, TypeError):
                 message, field = f"HTTP {resp.status_code}: {resp.text[:200]}", None
-            raise _BY_STATUS.get(resp.status_code, Unavailable)(message, field=field)
+            raise error_for_status(resp.status_code)(message, field=field)
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tenantry.cli.client import Client
-from tenantry.cli.main import pack, wait_for_job
+from tenantry.cli.follow import wait_for_job
 from tenantry.core.errors import Conflict, TenantryError, Unavailable
+from tenantry.platforms.cli import pack
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "bodyshop"
 ISV, APP, VERSION, TENANTS = "bms", "bodyshop", "1.0.0", ("lbh", "dlg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -12,30 +13,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tenantry.core.errors import (
-    Conflict,
-    InvalidInput,
-    NotAllowed,
-    NotFound,
-    TenantryError,
-    Unavailable,
-)
+from tenantry.core.errors import TenantryError
 
 out = Console()
 err = Console(stderr=True)
-
-EXIT_CODES = {InvalidInput: 2, Conflict: 2, NotFound: 3, NotAllowed: 4, Unavailable: 1}
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def fail(exc: TenantryError) -> NoReturn:
-    code = next((c for cls, c in EXIT_CODES.items() if isinstance(exc, cls)), 1)
     where = f" ({exc.field})" if exc.field else ""
     err.print(f"[red]error[/red]{escape(where)}: {escape(exc.message)}", highlight=False,
               markup=True)
-    raise SystemExit(code)
+    raise SystemExit(exc.exit_code)
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -90,3 +81,11 @@ def show(data: dict[str, Any] | list[dict[str, Any]], as_json: bool, columns: Se
         for key in columns:
             t.add_row(key, _cell(data.get(key)))
         out.print(t)
+
+
+def configure_logging() -> None:
+    """Log lines on stderr for the long-running processes (worker, agent)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

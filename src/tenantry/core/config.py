@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tenantry.core.errors import InvalidInput
+from tenantry.core.errors import InvalidInput, field_errors
 from tenantry.core.objectstore import S3Location, check_endpoint, parse_store_url
 
 
@@ -162,10 +161,6 @@ def load_settings(**overrides: object) -> Settings:
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)  # type: ignore[arg-type]
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
-        if errors:
-            first = errors[0]
-            field = ".".join(str(p) for p in first.get("loc", ())) or None
-            raise InvalidInput(str(first.get("msg", exc)), field=field) from None
-        raise InvalidInput(str(exc)) from None
+    except ValidationError as exc:
+        field, message = next(iter(field_errors(exc).items()))
+        raise InvalidInput(message, field=None if field == "_form" else field) from None

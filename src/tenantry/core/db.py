@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import DateTime, MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.types import JSON
+from sqlalchemy.types import JSON, TypeDecorator
 
 from tenantry.core.errors import InvalidInput
 
@@ -26,6 +27,32 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class PydanticJSON(TypeDecorator[M], Generic[M]):
+    """A JSON column that holds one pydantic model: stored as the model's JSON, read back
+    through the model, so a document that does not validate fails where it is read.
+
+    The ORM sees a change only when a *different* model is assigned: edit a deep copy
+    (`model_copy(deep=True)`) and assign it back; a model changed in place is not saved.
+    """
+
+    impl = JSON
+    cache_ok = True
+    should_evaluate_none = True  # None is stored as JSON null
+
+    def __init__(self, model: type[M]) -> None:
+        super().__init__(none_as_null=False)
+        self.model = model
+
+    def process_bind_param(self, value: M | None, dialect: Dialect) -> Any:
+        return None if value is None else value.model_dump(mode="json")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> M | None:
+        return None if value is None else self.model.model_validate(value)
 
 
 def utcnow() -> dt.datetime:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select, text
@@ -45,22 +45,25 @@ class StepFailed(Exception):
 
 @dataclass(frozen=True)
 class JobKind:
+    """A kind of job: its ordered steps and what happens after. Each domain lists its kinds
+    in its `jobs.KINDS`; the worker learns them from the composition root."""
+
     name: str
     steps: tuple[tuple[str, Step], ...]
     on_failure: Callable[[StepContext, str], None] | None = None
     on_success: Callable[[StepContext], None] | None = None
 
 
-_KINDS: dict[str, JobKind] = {}
+@dataclass(frozen=True)
+class Periodic:
+    """Work a worker does every `every` seconds (`retry_every` after a failure), in a loop
+    of its own so that a slow one never holds up another. Domains list theirs in
+    `jobs.PERIODIC`."""
 
-
-def register(kind: JobKind) -> JobKind:
-    _KINDS[kind.name] = kind
-    return kind
-
-
-def kind_named(name: str) -> JobKind:
-    return _KINDS[name]
+    name: str
+    run: Callable[[Runtime], object]
+    every: float = 2.0
+    retry_every: float = 10.0
 
 
 def create_job(session: Session, *, kind: JobKind, isv_id: str | None, platform_id: str | None,
@@ -93,7 +96,7 @@ def _set_step(runtime: Runtime, step_id: int, state: str, error: str | None = No
         session.commit()
 
 
-def run_job(runtime: Runtime, job_id: int) -> None:
+def run_job(runtime: Runtime, job_id: int, kinds: Mapping[str, JobKind]) -> None:
     with runtime.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or job.state in ("succeeded", "failed"):
@@ -101,7 +104,7 @@ def run_job(runtime: Runtime, job_id: int) -> None:
         job.state = "running"
         job.started_at = job.started_at or utcnow()
         session.commit()
-        kind = kind_named(job.kind)
+        kind = kinds[job.kind]
         ctx = StepContext(runtime=runtime, job_id=job.id, platform_id=job.platform_id,
                           params=dict(job.params))
         steps = [(s.id, s.name, s.state, s.error) for s in job.steps]

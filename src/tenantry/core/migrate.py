@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,9 +35,10 @@ def upgrade(engine: Engine) -> None:
             driver.execute(SchemaManager.get_schema())
 
 
-def autogenerate(engine: Engine, message: str) -> None:
-    """Developer helper: write a new revision from the models."""
+def autogenerate(engine: Engine, message: str, metadata: MetaData) -> None:
+    """Developer helper: write a new revision from the models (`tenantry.app.metadata()`)."""
     with engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
+        config.attributes["metadata"] = metadata
         command.revision(config, message=message, autogenerate=True)

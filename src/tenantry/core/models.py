@@ -1,4 +1,8 @@
-"""Tables shared by every domain: jobs with their steps, and events."""
+"""Tables shared by every domain: jobs with their steps, and events.
+
+They name the ISV and platform they concern by id only, without foreign keys: core's
+tables reference nothing above core, and a job's record outlives its platform.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,8 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(40))
     # queued → running → succeeded | failed
     state: Mapped[str] = mapped_column(String(20), default="queued")
-    isv_id: Mapped[str | None] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"),
-                                               index=True)
-    platform_id: Mapped[str | None] = mapped_column(
-        ForeignKey("platforms.id", ondelete="SET NULL"), index=True)
+    isv_id: Mapped[str | None] = mapped_column(String(20), index=True)
+    platform_id: Mapped[str | None] = mapped_column(String(20), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

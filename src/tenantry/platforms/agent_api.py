@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -16,6 +16,7 @@ from tenantry.core.ca import check_csr
 from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
+from tenantry.platforms.contract import WIRE, DesiredHost, HostReport
 from tenantry.platforms.models import Host
 from tenantry.platforms.schemas import EnrollRequest, EnrollResponse
 
@@ -67,28 +68,33 @@ def _generation(runtime: Runtime, host_id: str) -> int:
         return int(session.scalar(select(Host.generation).where(Host.id == host_id)) or 0)
 
 
-@router.get("/desired")
+@router.get("/desired", response_model=DesiredHost)
 async def desired(host: HostDep, runtime: RuntimeDep,
                   generation: Annotated[int, Query(ge=0)] = 0,
-                  wait: Annotated[float, Query(ge=0, le=30)] = 0) -> dict[str, Any]:
-    """The host's desired state; with `wait`, held until it differs from `generation`."""
+                  wait: Annotated[float, Query(ge=0, le=30)] = 0) -> Response:
+    """The host's desired state; with `wait`, held until it differs from `generation`.
+
+    Serialized here with the WIRE context, the one place secrets are written in clear
+    (FastAPI's own serialization would mask them).
+    """
     deadline = asyncio.get_running_loop().time() + wait
     while (await asyncio.to_thread(_generation, runtime, host.id) == generation
            and asyncio.get_running_loop().time() < deadline):
         await asyncio.sleep(0.1)
 
-    def build() -> dict[str, Any]:
+    def build() -> DesiredHost:
         with runtime.sessions() as session:
             fresh = session.get(Host, host.id)
             assert fresh is not None
             return hosts.desired_state(session=session, host=fresh, secrets=runtime.secrets)
 
-    return await asyncio.to_thread(build)
+    document = await asyncio.to_thread(build)
+    return Response(document.model_dump_json(context=WIRE), media_type="application/json")
 
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT)
-def report(host: HostDep, session: SessionDep,
-           body: Annotated[dict[str, Any], Body()]) -> None:
+def report(host: HostDep, session: SessionDep, body: HostReport) -> None:
+    """What the agent observed; a report that does not validate answers 422 naming the field."""
     hosts.record_report(session=session, host=host, report=body)
 
 

@@ -19,9 +19,8 @@ from tenantry.api.deps import (
     SessionDep,
     ViewerDep,
 )
-from tenantry.core import activity
 from tenantry.core.errors import InvalidInput
-from tenantry.platforms import hosts, service
+from tenantry.platforms import activity, agent_api, hosts, service
 from tenantry.platforms.schemas import (
     EnrollTokenPublic,
     EventPublic,
@@ -40,8 +39,8 @@ from tenantry.platforms.schemas import (
 )
 
 router = APIRouter()
-MAX_BUNDLE = 512 * 1024 * 1024
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
+MAX_BUNDLE = 512 * 1024 * 1024
 
 
 @router.post("/isvs", status_code=status.HTTP_201_CREATED, tags=["isvs"])
@@ -172,6 +171,23 @@ def destroy_platform(ref: str, session: SessionDep, principal: OperatorDep,
     return PlatformAccepted(platform=platform, job_id=job_id)
 
 
+@router.get("/hosts", tags=["hosts"])
+def list_hosts(session: SessionDep, principal: ProviderDep) -> list[HostPublic]:
+    return hosts.list_hosts(session=session, principal=principal)
+
+
+@router.post("/hosts/{host}/revoke", tags=["hosts"])
+def revoke_host(host: Annotated[str, PathParam(min_length=1, max_length=40)],
+                session: SessionDep, principal: ProviderAdminDep) -> HostPublic:
+    return hosts.revoke_host(session=session, principal=principal, ref=host)
+
+
+@router.post("/hosts/enroll-tokens", status_code=status.HTTP_201_CREATED, tags=["hosts"])
+def create_enroll_token(session: SessionDep,
+                        principal: ProviderAdminDep) -> EnrollTokenPublic:
+    return hosts.create_enroll_token(session=session, principal=principal)
+
+
 @router.get("/jobs", tags=["jobs"])
 def list_jobs(session: SessionDep, principal: ViewerDep, platform: str | None = None,
               state: Literal["queued", "running", "succeeded", "failed"] | None = None,
@@ -198,18 +214,5 @@ def list_events(session: SessionDep, principal: ViewerDep, isv: str | None = Non
                                 platform_id=platform_id, after=after, limit=limit)
 
 
-@router.get("/hosts", tags=["hosts"])
-def list_hosts(session: SessionDep, principal: ProviderDep) -> list[HostPublic]:
-    return hosts.list_hosts(session=session, principal=principal)
-
-
-@router.post("/hosts/{host}/revoke", tags=["hosts"])
-def revoke_host(host: Annotated[str, PathParam(min_length=1, max_length=40)],
-                session: SessionDep, principal: ProviderAdminDep) -> HostPublic:
-    return hosts.revoke_host(session=session, principal=principal, ref=host)
-
-
-@router.post("/hosts/enroll-tokens", status_code=status.HTTP_201_CREATED, tags=["hosts"])
-def create_enroll_token(session: SessionDep,
-                        principal: ProviderAdminDep) -> EnrollTokenPublic:
-    return hosts.create_enroll_token(session=session, principal=principal)
+# The routes a host agent calls live beside the people's, under /agent.
+router.include_router(agent_api.router)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-from sqlalchemy import select, update
+from pydantic import SecretStr
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
@@ -14,9 +14,19 @@ from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from tenantry.core.events import emit
 from tenantry.core.names import check_name, new_id
+from tenantry.platforms.bundles import Manifest
+from tenantry.platforms.contract import (
+    DesiredDatabase,
+    DesiredHost,
+    DesiredPlatform,
+    DesiredRelease,
+    DesiredRoute,
+    FirewallReport,
+    HostInfo,
+    HostReport,
+)
 from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
 from tenantry.platforms.schemas import EnrollTokenPublic, HostPublic
-from tenantry.platforms.service import count_platforms_on
 
 OFFLINE_AFTER = dt.timedelta(seconds=20)
 
@@ -76,7 +86,7 @@ def _public(session: Session, h: Host) -> HostPublic:
     return HostPublic(id=h.id, name=h.name, region=h.region.name, address=h.address,
                       ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
                       platforms=count_platforms_on(session, h.id),
-                      firewall=firewall_state(h.observed.get("firewall")))
+                      firewall=firewall_state(h.observed.firewall))
 
 
 def list_hosts(*, session: Session, principal: Principal) -> list[HostPublic]:
@@ -104,74 +114,66 @@ def revoke_host(*, session: Session, principal: Principal, ref: str) -> HostPubl
     return _public(session, host)
 
 
-def firewall_state(reported: object) -> str:
+def firewall_state(reported: FirewallReport | None) -> str:
     """The agent's firewall report in a word or a reason (see agent.firewall.status)."""
-    if not isinstance(reported, dict):
+    if reported is None:
         return "off"
-    if reported.get("error"):
-        return f"error: {str(reported['error'])[:200]}"
-    return "in place" if reported.get("in_place") else "applying"
+    if reported.error:
+        return f"error: {reported.error[:200]}"
+    return "in place" if reported.in_place else "applying"
 
 
 def bump(session: Session, platform: Platform) -> None:
     """Tell the platform's agent that its desired state changed."""
-    platform.runtime = {**platform.runtime, "gen": int(platform.runtime.get("gen", 0)) + 1}
+    platform.desired = platform.desired.model_copy(update={"gen": platform.desired.gen + 1})
     if platform.host_id:
         session.execute(update(Host).where(Host.id == platform.host_id)
                         .values(generation=Host.generation + 1))
 
 
-def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> dict[str, Any]:
+def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> DesiredHost:
     """Everything the agent must make true on its host, secrets included (sent over TLS only)."""
     platforms = []
     for p in session.scalars(select(Platform).where(Platform.host_id == host.id)
                              .order_by(Platform.id)):
-        rt = p.runtime
-        if not rt:
-            continue
-        release_ids = set(rt.get("releases", []))
-        release_ids.update(s["release_id"] for s in rt.get("slots", {}).values())
-        releases = {r.id: r for r in session.scalars(select(Release)
-                                                     .where(Release.id.in_(release_ids)))}
-        cert = rt.get("cert")
+        want = p.desired
+        if want.db is None:
+            continue  # not placed yet
+        release_ids = set(want.releases) | {s.release_id for s in want.slots.values()}
+        releases = session.scalars(select(Release).where(Release.id.in_(release_ids))
+                                   .order_by(Release.id))
         route = None
-        if cert and rt.get("route_slot"):
-            route = {"hostname": rt["hostname"], "slot": rt["route_slot"],
-                     "cert_pem": cert["cert_pem"],
-                     "key_pem": secrets.decrypt(cert["key"]).get_secret_value()}
-        password = secrets.decrypt(p.db_password).get_secret_value() if p.db_password else ""
-        platforms.append({
-            "id": p.id, "isv": p.isv.name, "name": p.name, "size": p.size,
-            "gen": rt.get("gen", 0), "running": rt.get("running", False),
-            "absent": rt.get("absent", False),
-            "tenants": [t.name for t in p.tenants],
-            "database": {**rt["db"], "password": password},
-            "releases": [{"id": r.id, "digest": r.digest, "app": r.app.name,
-                          "version": r.version, "manifest": r.manifest}
-                         for r in releases.values()],
-            "migrations": rt.get("migrations", []),
-            "slots": rt.get("slots", {}),
-            "route": route,
-        })
-    return {"host": {"id": host.id, "name": host.name, "ingress_port": host.ingress_port,
-                     "address": host.address},
-            "generation": host.generation, "platforms": platforms}
+        if want.cert and want.route_slot and want.hostname:
+            route = DesiredRoute(hostname=want.hostname, slot=want.route_slot,
+                                 cert_pem=want.cert.cert_pem,
+                                 key_pem=secrets.decrypt(want.cert.key))
+        password = secrets.decrypt(p.db_password) if p.db_password else SecretStr("")
+        platforms.append(DesiredPlatform(
+            id=p.id, isv=p.isv.name, name=p.name, size=p.size, gen=want.gen,
+            running=want.running, absent=want.absent, tenants=[t.name for t in p.tenants],
+            database=DesiredDatabase(port=want.db.port, role=want.db.role,
+                                     dbname=want.db.dbname, password=password),
+            releases=[DesiredRelease(id=r.id, digest=r.digest, app=r.app.name,
+                                     version=r.version,
+                                     manifest=Manifest.model_validate(r.manifest))
+                      for r in releases],
+            migrations=want.migrations, slots=want.slots, route=route))
+    return DesiredHost(host=HostInfo(id=host.id, name=host.name, ingress_port=host.ingress_port,
+                                     address=host.address),
+                       generation=host.generation, platforms=platforms)
 
 
-def record_report(*, session: Session, host: Host, report: dict[str, Any]) -> None:
+def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     """Store what the agent observed; a host that reports is online."""
-    if not isinstance(report.get("platforms", {}), dict):
-        raise InvalidInput("platforms must be an object", field="platforms")
     was = host.state
     host.last_seen_at = utcnow()
     host.state = "online"
-    host.observed = {k: v for k, v in report.items() if k != "platforms"}
+    host.observed = report.host_part()
     if was != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
-    observed = report.get("platforms", {})
     for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
-                                                    Platform.id.in_(list(observed)))):
-        p.observed = observed[p.id]
+                                                    Platform.id.in_(list(report.platforms)))):
+        p.observed = report.platforms[p.id]
     session.commit()
 
 
@@ -183,3 +185,8 @@ def mark_offline_hosts(*, session: Session) -> None:
         emit(session, "HOST_OFFLINE", f"host {host.name} has not reported for "
              f"{int(OFFLINE_AFTER.total_seconds())} s", host_id=host.id)
     session.commit()
+
+
+def count_platforms_on(session: Session, host_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Platform)
+                          .where(Platform.host_id == host_id)) or 0

@@ -1,8 +1,12 @@
 """The steps of platform jobs: each writes desired state, then waits for the agent to report it.
 
 Every step is idempotent: run twice (after a crash), it finds its write already made and
-only waits again. Waiting compares the platform's `observed` document, reported by the
-host agent, with the desired generation the step wrote.
+only waits again. Waiting compares the platform's `observed` report (a `PlatformReport`
+from the host agent) with the desired state (`DesiredState`) the step wrote: a check is a
+pure function of the two that answers done (True), not yet (False), or raises StepFailed.
+
+A step edits the desired state on a deep copy and assigns it back: the ORM saves a column
+only when it holds a different object (see core.db.PydanticJSON).
 """
 
 from __future__ import annotations
@@ -10,20 +14,31 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 from sqlalchemy.orm import Session
 
-from tenantry.core.db import utcnow
 from tenantry.core.events import emit
-from tenantry.core.jobs import JobKind, StepContext, StepFailed, register
+from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
+from tenantry.core.runtime import Runtime
+from tenantry.platforms import hosts
+from tenantry.platforms.contract import (
+    DesiredMigration,
+    DesiredSlot,
+    DesiredState,
+    PlatformReport,
+    SlotName,
+    StoredCert,
+    Upgrade,
+)
 from tenantry.platforms.hosts import bump
 from tenantry.platforms.models import Platform, Release
 from tenantry.platforms.placement import allocate_ports, move_port, release_ports
 
 WAIT_TIMEOUT = 180.0
 POLL = 0.15
+
+Check = Callable[[PlatformReport, DesiredState], bool]
 
 
 def _load(session: Session, ctx: StepContext) -> Platform:
@@ -34,9 +49,8 @@ def _load(session: Session, ctx: StepContext) -> Platform:
     return platform
 
 
-def _wait(ctx: StepContext, what: str, check: Callable[[dict[str, Any], dict[str, Any]], bool],
-          timeout: float = WAIT_TIMEOUT) -> None:
-    """Poll the observed state until `check(observed, runtime)` holds for the current gen."""
+def _wait(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
+    """Poll the observed state until `check(observed, desired)` holds for the current gen."""
     deadline = time.monotonic() + timeout
     last_error = ""
     while True:
@@ -44,14 +58,14 @@ def _wait(ctx: StepContext, what: str, check: Callable[[dict[str, Any], dict[str
             platform = session.get(Platform, ctx.platform_id)
             if platform is None:
                 raise StepFailed("the platform no longer exists")
-            observed, runtime = platform.observed or {}, platform.runtime
-        current = int(observed.get("gen", 0)) >= int(runtime.get("gen", 0))
-        if current and observed.get("conflicts"):
-            _move_ports(ctx, [int(p) for p in observed["conflicts"]])
+            observed, desired = platform.observed or PlatformReport(), platform.desired
+        current = observed.gen >= desired.gen
+        if current and observed.conflicts:
+            _move_ports(ctx, observed.conflicts)
             continue
-        if current and check(observed, runtime):
+        if current and check(observed, desired):
             return
-        last_error = observed.get("error") or last_error
+        last_error = observed.error or last_error
         if time.monotonic() > deadline:
             hint = f" (agent says: {last_error})" if last_error else ""
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
@@ -63,18 +77,14 @@ def _move_ports(ctx: StepContext, taken: list[int]) -> None:
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
         assert platform.host is not None
-        rt = dict(platform.runtime)
-        if int(rt["db"]["port"]) in taken:
-            rt["db"] = {**rt["db"], "port": move_port(session, platform.host, platform.id,
-                                                        int(rt["db"]["port"]), "db", taken)}
-        slots = {}
-        for name, slot in rt.get("slots", {}).items():
-            new_ports = [move_port(session, platform.host, platform.id, int(port),
-                                   f"slot-{name}", taken) if int(port) in taken else port
-                         for port in slot["ports"]]
-            slots[name] = {**slot, "ports": new_ports}
-        rt["slots"] = slots
-        platform.runtime = rt
+        want = platform.desired.model_copy(deep=True)
+        if want.db is not None and want.db.port in taken:
+            want.db.port = move_port(session, platform.host, platform.id, want.db.port, "db",
+                                     taken)
+        for name, slot in want.slots.items():
+            slot.ports = [move_port(session, platform.host, platform.id, port, f"slot-{name}",
+                                    taken) if port in taken else port for port in slot.ports]
+        platform.desired = want
         bump(session, platform)
         emit(session, "PORTS_MOVED", f"{platform.isv.name}/{platform.name}: ports "
              f"{', '.join(map(str, taken))} were taken by another program; moved",
@@ -83,33 +93,60 @@ def _move_ports(ctx: StepContext, taken: list[int]) -> None:
         session.commit()
 
 
-def _release_state(rid: str) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
-    def check(observed: dict[str, Any], _: dict[str, Any]) -> bool:
-        state = observed.get("releases", {}).get(rid, "")
+def _release_state(rid: str) -> Check:
+    def check(observed: PlatformReport, _: DesiredState) -> bool:
+        state = observed.releases.get(rid, "")
         if state.startswith("error"):
             raise StepFailed(f"building the release failed: {state}")
-        return bool(state == "built")
+        return state == "built"
     return check
 
 
-def _migration_done(mid: str | None) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
-    def check(observed: dict[str, Any], _: dict[str, Any]) -> bool:
+def _migration_done(mid: str | None) -> Check:
+    def check(observed: PlatformReport, _: DesiredState) -> bool:
         if mid is None:
             return True
-        state = observed.get("migrations", {}).get(mid, "")
+        state = observed.migrations.get(mid, "")
         if state.startswith("failed"):
             raise StepFailed(f"the release command failed: {state[len('failed: '):]}")
-        return bool(state == "ok")
+        return state == "ok"
     return check
 
 
-def _slot_healthy(slot: str) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
-    def check(observed: dict[str, Any], _: dict[str, Any]) -> bool:
-        info = observed.get("slots", {}).get(slot, {})
-        if info.get("state") == "failed":
-            raise StepFailed(f"the app processes did not start: {info.get('detail', '')}")
-        return bool(info.get("healthy"))
+def _slot_healthy(slot: SlotName) -> Check:
+    def check(observed: PlatformReport, _: DesiredState) -> bool:
+        info = observed.slots.get(slot)
+        if info is None:
+            return False
+        if info.state == "failed":
+            raise StepFailed(f"the app processes did not start: {info.detail}")
+        return info.healthy
     return check
+
+
+def _routed(observed: PlatformReport, desired: DesiredState) -> bool:
+    return observed.route_slot == desired.route_slot
+
+
+def _serving(observed: PlatformReport, desired: DesiredState) -> bool:
+    """The route points at the desired slot and its processes answer their health check."""
+    slot = observed.slots.get(desired.route_slot) if desired.route_slot else None
+    return _routed(observed, desired) and slot is not None and slot.healthy
+
+
+def _slot_gone(slot: SlotName) -> Check:
+    def check(observed: PlatformReport, _: DesiredState) -> bool:
+        return slot not in observed.slots
+    return check
+
+
+def _stopped(observed: PlatformReport, _: DesiredState) -> bool:
+    return observed.database == "stopped" and not any(
+        s.state == "running" for s in observed.slots.values())
+
+
+def _removed(observed: PlatformReport, _: DesiredState) -> bool:
+    return observed.absent
 
 
 def probe(ctx: StepContext, timeout: float = 60.0) -> None:
@@ -117,7 +154,9 @@ def probe(ctx: StepContext, timeout: float = 60.0) -> None:
     with ctx.runtime.sessions() as session:
         platform = session.get(Platform, ctx.platform_id)
         assert platform is not None and platform.host is not None
-        hostname, address = platform.runtime["hostname"], platform.host.address
+        hostname, address = platform.desired.hostname, platform.host.address
+        if hostname is None:
+            raise StepFailed("the platform has no hostname: it was never placed")
         port, path = platform.host.ingress_port, platform.release.manifest["health_path"]
     verify = ssl.create_default_context(cadata=ctx.runtime.ca.cert_pem)
     deadline = time.monotonic() + timeout
@@ -136,12 +175,12 @@ def probe(ctx: StepContext, timeout: float = 60.0) -> None:
     raise StepFailed(f"https://{hostname}:{port}{path} did not answer 200 ({detail})")
 
 
-def _migration_for(session: Session, release_id: str, job_id: int) -> dict[str, Any] | None:
+def _migration_for(session: Session, release_id: str, job_id: int) -> DesiredMigration | None:
     release = session.get(Release, release_id)
     assert release is not None
     if not release.manifest.get("release_command"):
         return None
-    return {"id": f"m{job_id}", "release_id": release_id}
+    return DesiredMigration(id=f"m{job_id}", release_id=release_id)
 
 
 # ---------------------------------------------------------------- create
@@ -149,44 +188,43 @@ def _migration_for(session: Session, release_id: str, job_id: int) -> dict[str, 
 def step_place(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
-        rt = dict(platform.runtime)
-        if rt.get("placed_by") == ctx.job_id:
+        want = platform.desired.model_copy(deep=True)
+        if want.placed_by == ctx.job_id:
             return
         hostname = f"{platform.name}.{platform.isv.name}.{ctx.runtime.settings.domain}"
         issued = ctx.runtime.ca.issue_server_cert([hostname])
         migration = _migration_for(session, platform.release_id, ctx.job_id)
-        slot = dict(rt["slots"]["a"])
-        slot["after_migration"] = migration["id"] if migration else None
-        rt.update({
-            "placed_by": ctx.job_id, "hostname": hostname,
-            "cert": {"cert_pem": issued.cert_pem,
-                     "key": ctx.runtime.secrets.encrypt(issued.key_pem, org=platform.isv_id),
-                     "not_after": issued.not_after.isoformat()},
-            "migrations": [migration] if migration else [],
-            "slots": {"a": slot}, "route_slot": "a", "running": True,
-        })
-        platform.runtime = rt
+        slot = want.slots["a"]
+        slot.after_migration = migration.id if migration else None
+        want.placed_by, want.hostname = ctx.job_id, hostname
+        want.cert = StoredCert(
+            cert_pem=issued.cert_pem, not_after=issued.not_after,
+            key=ctx.runtime.secrets.encrypt(issued.key_pem, org=platform.isv_id))
+        want.migrations = [migration] if migration else []
+        want.slots = {"a": slot}
+        want.route_slot, want.running = "a", True
+        platform.desired = want
         bump(session, platform)
         session.commit()
 
 
 def _wait_database(ctx: StepContext) -> None:
-    _wait(ctx, "the database", lambda o, _: _db_ready(o))
+    _wait(ctx, "the database", _db_ready)
 
 
-def _db_ready(observed: dict[str, Any]) -> bool:
-    state = observed.get("database", "")
+def _db_ready(observed: PlatformReport, _: DesiredState) -> bool:
+    state = observed.database
     if state.startswith("error"):
         raise StepFailed(f"the database could not be made: {state}")
-    return bool(state == "ready")
+    return state == "ready"
 
 
 def _current_release(ctx: StepContext) -> tuple[str, str | None]:
     with ctx.runtime.sessions() as session:
         platform = session.get(Platform, ctx.platform_id)
         assert platform is not None
-        migrations = platform.runtime.get("migrations", [])
-        mid = next((m["id"] for m in migrations if m["id"] == f"m{ctx.job_id}"), None)
+        mid = next((m.id for m in platform.desired.migrations if m.id == f"m{ctx.job_id}"),
+                   None)
         return platform.release_id, mid
 
 
@@ -207,7 +245,7 @@ def step_start(ctx: StepContext) -> None:
 
 
 def step_route(ctx: StepContext) -> None:
-    _wait(ctx, "the ingress route", lambda o, r: o.get("route_slot") == r.get("route_slot"))
+    _wait(ctx, "the ingress route", _routed)
 
 
 def step_health(ctx: StepContext) -> None:
@@ -241,52 +279,53 @@ def _fail(ctx: StepContext, reason: str, *, state: str = "failed") -> None:
         session.commit()
 
 
-register(JobKind(
+CREATE = JobKind(
     name="create",
     steps=(("place", step_place), ("database", _wait_database), ("build", step_build),
            ("migrate", step_migrate), ("start", step_start), ("route", step_route),
            ("health", step_health)),
     on_success=lambda ctx: _finish(ctx, "ready", "DEPLOYED", "platform {p} is ready"),
     on_failure=lambda ctx, reason: _fail(ctx, reason),
-))
+)
 
 
 # ---------------------------------------------------------------- upgrade and rollback
 
-def _target_slot(ctx: StepContext) -> str:
+def _target_slot(ctx: StepContext) -> SlotName:
     with ctx.runtime.sessions() as session:
         platform = session.get(Platform, ctx.platform_id)
         assert platform is not None
-        upgrade = platform.runtime.get("upgrade")
-        if upgrade and upgrade.get("job") == ctx.job_id:
-            return str(upgrade["to_slot"])
-        return str(platform.runtime.get("route_slot") or "a")
+        upgrade = platform.desired.upgrade
+        if upgrade and upgrade.job == ctx.job_id:
+            return upgrade.to_slot
+        return platform.desired.route_slot or "a"
 
 
 def step_prepare(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
-        rt = dict(platform.runtime)
-        if rt.get("upgrade", {}).get("job") == ctx.job_id:
+        want = platform.desired.model_copy(deep=True)
+        if want.upgrade and want.upgrade.job == ctx.job_id:
             return
         new_release = str(ctx.params["release_id"])
-        current = str(rt["route_slot"])
-        idle = "b" if current == "a" else "a"
+        current = want.route_slot
+        if current is None:
+            raise StepFailed("the platform has no route to switch from")
+        idle: SlotName = "b" if current == "a" else "a"
         release_ports(session, platform.id, f"slot-{idle}")
         session.flush()
         assert platform.host is not None
         ports = allocate_ports(session, platform.host, platform.id, f"slot-{idle}",
-                               len(rt["slots"][current]["ports"]))
+                               len(want.slots[current].ports))
         migration = (_migration_for(session, new_release, ctx.job_id)
                      if ctx.params.get("migrate") else None)
-        rt["slots"] = {**rt["slots"], idle: {
-            "release_id": new_release, "ports": ports, "running": True,
-            "after_migration": migration["id"] if migration else None}}
-        rt["releases"] = sorted({*rt.get("releases", []), new_release})
-        rt["migrations"] = [*rt.get("migrations", []), *([migration] if migration else [])]
-        rt["upgrade"] = {"job": ctx.job_id, "from_slot": current, "to_slot": idle,
-                         "from_release": platform.release_id, "to_release": new_release}
-        platform.runtime = rt
+        want.slots[idle] = DesiredSlot(release_id=new_release, ports=ports,
+                                       after_migration=migration.id if migration else None)
+        want.releases = sorted({*want.releases, new_release})
+        want.migrations = [*want.migrations, *([migration] if migration else [])]
+        want.upgrade = Upgrade(job=ctx.job_id, from_slot=current, to_slot=idle,
+                               from_release=platform.release_id, to_release=new_release)
+        platform.desired = want
         bump(session, platform)
         session.commit()
 
@@ -294,11 +333,11 @@ def step_prepare(ctx: StepContext) -> None:
 def step_switch(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
-        rt = dict(platform.runtime)
-        target = rt["upgrade"]["to_slot"]
-        if rt["route_slot"] != target:
-            rt["route_slot"] = target
-            platform.runtime = rt
+        want = platform.desired.model_copy(deep=True)
+        assert want.upgrade is not None
+        if want.route_slot != want.upgrade.to_slot:
+            want.route_slot = want.upgrade.to_slot
+            platform.desired = want
             bump(session, platform)
         session.commit()
     step_route(ctx)
@@ -307,25 +346,27 @@ def step_switch(ctx: StepContext) -> None:
 def step_retire(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
-        rt = dict(platform.runtime)
-        upgrade = rt["upgrade"]
-        old = upgrade["from_slot"]
-        if old in rt["slots"]:
-            rt["slots"] = {k: v for k, v in rt["slots"].items() if k != old}
-            rt["releases"] = [upgrade["to_release"]]
-            platform.runtime = rt
+        want = platform.desired.model_copy(deep=True)
+        upgrade = want.upgrade
+        assert upgrade is not None
+        old = upgrade.from_slot
+        if old in want.slots:
+            del want.slots[old]
+            want.releases = [upgrade.to_release]
+            platform.desired = want
             release_ports(session, platform.id, f"slot-{old}")
             bump(session, platform)
         session.commit()
-    _wait(ctx, "the old processes to stop", lambda o, _: old not in o.get("slots", {}))
+    _wait(ctx, "the old processes to stop", _slot_gone(old))
 
 
 def _upgrade_succeeded(ctx: StepContext, kind: str) -> None:
     def mutate(platform: Platform) -> None:
-        upgrade = platform.runtime["upgrade"]
-        platform.previous_release_id = upgrade["from_release"]
-        platform.release_id = upgrade["to_release"]
-        platform.runtime = {k: v for k, v in platform.runtime.items() if k != "upgrade"}
+        upgrade = platform.desired.upgrade
+        assert upgrade is not None
+        platform.previous_release_id = upgrade.from_release
+        platform.release_id = upgrade.to_release
+        platform.desired = platform.desired.model_copy(update={"upgrade": None})
 
     verb = "upgraded" if kind == "UPGRADED" else "rolled back"
     _finish(ctx, "ready", kind, "platform {p} " + verb, mutate)
@@ -335,15 +376,15 @@ def _upgrade_failed(ctx: StepContext, reason: str) -> None:
     """Put the previous release back in front of the users, then record why."""
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
-        rt = dict(platform.runtime)
-        upgrade = rt.get("upgrade")
-        if upgrade and upgrade.get("job") == ctx.job_id:
-            new = upgrade["to_slot"]
-            rt["route_slot"] = upgrade["from_slot"]
-            rt["slots"] = {k: v for k, v in rt["slots"].items() if k != new}
-            rt["releases"] = [upgrade["from_release"]]
-            rt = {k: v for k, v in rt.items() if k != "upgrade"}
-            platform.runtime = rt
+        want = platform.desired.model_copy(deep=True)
+        upgrade = want.upgrade
+        if upgrade and upgrade.job == ctx.job_id:
+            new = upgrade.to_slot
+            want.route_slot = upgrade.from_slot
+            want.slots.pop(new, None)
+            want.releases = [upgrade.from_release]
+            want.upgrade = None
+            platform.desired = want
             release_ports(session, platform.id, f"slot-{new}")
             bump(session, platform)
         platform.state = "ready"
@@ -356,21 +397,19 @@ def _upgrade_failed(ctx: StepContext, reason: str) -> None:
              isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
              job_id=ctx.job_id)
         session.commit()
-    _wait(ctx, "the previous release to serve again", lambda o, r: (
-        o.get("route_slot") == r.get("route_slot")
-        and bool(o.get("slots", {}).get(r.get("route_slot"), {}).get("healthy"))), timeout=120)
+    _wait(ctx, "the previous release to serve again", _serving, timeout=120)
 
 
 _UPGRADE_STEPS = (("prepare", step_prepare), ("build", step_build), ("migrate", step_migrate),
                   ("start", step_start), ("switch", step_switch), ("health", step_health),
                   ("retire", step_retire))
 
-register(JobKind(name="upgrade", steps=_UPGRADE_STEPS,
-                 on_success=lambda ctx: _upgrade_succeeded(ctx, "UPGRADED"),
-                 on_failure=_upgrade_failed))
-register(JobKind(name="rollback", steps=_UPGRADE_STEPS,
-                 on_success=lambda ctx: _upgrade_succeeded(ctx, "ROLLED_BACK"),
-                 on_failure=_upgrade_failed))
+UPGRADE = JobKind(name="upgrade", steps=_UPGRADE_STEPS,
+                  on_success=lambda ctx: _upgrade_succeeded(ctx, "UPGRADED"),
+                  on_failure=_upgrade_failed)
+ROLLBACK = JobKind(name="rollback", steps=_UPGRADE_STEPS,
+                   on_success=lambda ctx: _upgrade_succeeded(ctx, "ROLLED_BACK"),
+                   on_failure=_upgrade_failed)
 
 
 # ---------------------------------------------------------------- stop, start, destroy
@@ -378,16 +417,15 @@ register(JobKind(name="rollback", steps=_UPGRADE_STEPS,
 def _set_running(ctx: StepContext, running: bool) -> None:
     with ctx.runtime.sessions() as session:
         platform = _load(session, ctx)
-        if platform.runtime.get("running") != running:
-            platform.runtime = {**platform.runtime, "running": running}
+        if platform.desired.running != running:
+            platform.desired = platform.desired.model_copy(update={"running": running})
             bump(session, platform)
         session.commit()
 
 
 def step_stop(ctx: StepContext) -> None:
     _set_running(ctx, False)
-    _wait(ctx, "the processes to stop", lambda o, _: o.get("database") == "stopped" and not any(
-        s.get("state") == "running" for s in o.get("slots", {}).values()))
+    _wait(ctx, "the processes to stop", _stopped)
 
 
 def step_start_all(ctx: StepContext) -> None:
@@ -397,14 +435,14 @@ def step_start_all(ctx: StepContext) -> None:
     step_route(ctx)
 
 
-register(JobKind(
+STOP = JobKind(
     name="stop", steps=(("stop", step_stop),),
     on_success=lambda ctx: _finish(ctx, "stopped", "STOPPED", "platform {p} stopped"),
-    on_failure=lambda ctx, reason: _fail(ctx, reason)))
-register(JobKind(
+    on_failure=lambda ctx, reason: _fail(ctx, reason))
+START = JobKind(
     name="start", steps=(("start", step_start_all), ("health", step_health)),
     on_success=lambda ctx: _finish(ctx, "ready", "STARTED", "platform {p} started"),
-    on_failure=lambda ctx, reason: _fail(ctx, reason)))
+    on_failure=lambda ctx, reason: _fail(ctx, reason))
 
 
 def step_teardown(ctx: StepContext) -> None:
@@ -412,12 +450,12 @@ def step_teardown(ctx: StepContext) -> None:
         platform = _load(session, ctx)
         if platform.host_id is None:
             return
-        if not platform.runtime.get("absent"):
-            platform.runtime = {**platform.runtime, "absent": True, "running": False,
-                                "route_slot": None}
+        if not platform.desired.absent:
+            platform.desired = platform.desired.model_copy(
+                update={"absent": True, "running": False, "route_slot": None})
             bump(session, platform)
         session.commit()
-    _wait(ctx, "the agent to remove the platform", lambda o, _: bool(o.get("absent")))
+    _wait(ctx, "the agent to remove the platform", _removed)
 
 
 def step_forget(ctx: StepContext) -> None:
@@ -432,9 +470,15 @@ def step_forget(ctx: StepContext) -> None:
         session.commit()
 
 
-register(JobKind(name="destroy", steps=(("teardown", step_teardown), ("forget", step_forget)),
-                 on_failure=lambda ctx, reason: _fail(ctx, reason)))
+DESTROY = JobKind(name="destroy", steps=(("teardown", step_teardown), ("forget", step_forget)),
+                  on_failure=lambda ctx, reason: _fail(ctx, reason))
 
 
-def stamp() -> str:
-    return utcnow().isoformat()
+
+def mark_offline_hosts(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
+        hosts.mark_offline_hosts(session=session)
+
+
+KINDS = (CREATE, UPGRADE, ROLLBACK, STOP, START, DESTROY)
+PERIODIC = (Periodic("mark hosts offline", mark_offline_hosts),)

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
-from tenantry.core.db import Base, utcnow
+from tenantry.core.db import Base, PydanticJSON, utcnow
+from tenantry.platforms.contract import DesiredState, HostObserved, PlatformReport
 
 
 class Region(Base):
@@ -32,7 +33,8 @@ class Host(Base):
     agent_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(20), default="online")  # online offline
     last_seen_at: Mapped[dt.datetime | None]
-    observed: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    observed: Mapped[HostObserved] = mapped_column(PydanticJSON(HostObserved),
+                                                   default=lambda: HostObserved())
     generation: Mapped[int] = mapped_column(default=1)  # bumped when its desired state changes
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     region: Mapped[Region] = relationship()
@@ -102,11 +104,12 @@ platform_tenants = Table(
 
 
 class Platform(Base):
-    """What the ISV asked for (release, size, tenants) and what runs (`runtime`).
+    """What the ISV asked for (release, size, tenants), what should run (`desired`) and
+    what the host agent last saw (`observed`).
 
-    `runtime` is the desired state the host agent converges to: database, slots of app
-    processes (a new release starts in the idle slot beside the serving one), migrations
-    to run once, and which slot the route points at.
+    `desired` is the state the host agent converges to: database, slots of app processes
+    (a new release starts in the idle slot beside the serving one), migrations to run
+    once, and which slot the route points at (see platforms.contract).
     """
 
     __tablename__ = "platforms"
@@ -125,8 +128,12 @@ class Platform(Base):
     release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
     previous_release_id: Mapped[str | None] = mapped_column(ForeignKey("releases.id"))
     db_password: Mapped[str | None] = mapped_column(Text)  # encrypted with the master key
-    runtime: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    observed: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    desired: Mapped[DesiredState] = mapped_column(PydanticJSON(DesiredState),
+                                                  default=lambda: DesiredState())
+    # Nothing reported yet is JSON null: the column is NOT NULL, and a plain default=None
+    # would leave it out of the INSERT.
+    observed: Mapped[PlatformReport | None] = mapped_column(PydanticJSON(PlatformReport),
+                                                            nullable=False, default=lambda: None)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

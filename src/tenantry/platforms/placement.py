@@ -8,6 +8,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from tenantry.core.errors import Unavailable
+from tenantry.platforms.contract import DatabaseSpec, DesiredSlot, DesiredState
 from tenantry.platforms.models import Host, Platform, PortAllocation
 
 WEB_PROCESSES = {"s": 1, "m": 2, "l": 3}
@@ -28,16 +29,9 @@ def place(session: Session, platform: Platform) -> None:
     platform.host = host
     db_port = allocate_ports(session, host, platform.id, "db", 1)[0]
     web = allocate_ports(session, host, platform.id, "slot-a", WEB_PROCESSES[platform.size])
-    platform.runtime = {
-        "gen": 1,
-        "db": {"port": db_port, "role": "app", "dbname": "app"},
-        "releases": [platform.release.id],
-        "slots": {"a": {"release_id": platform.release.id, "ports": web, "running": True}},
-        "route_slot": None,
-        "migrations": [],
-        "running": False,
-        "absent": False,
-    }
+    platform.desired = DesiredState(
+        gen=1, db=DatabaseSpec(port=db_port), releases=[platform.release.id],
+        slots={"a": DesiredSlot(release_id=platform.release.id, ports=web)})
 
 
 def allocate_ports(session: Session, host: Host, platform_id: str, purpose: str,
@@ -47,7 +41,7 @@ def allocate_ports(session: Session, host: Host, platform_id: str, purpose: str,
     taken = set(session.scalars(select(PortAllocation.port)
                                 .where(PortAllocation.address == host.address)))
     # Ports the agent saw held by other programs on the machine are not ours to give.
-    taken.update(int(p) for p in host.observed.get("busy_ports", []))
+    taken.update(host.observed.busy_ports)
     taken.update(avoid)
     ports: list[int] = []
     for port in range(host.port_min, host.port_max + 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -13,10 +13,10 @@ from tenantry.access.principal import Principal, scoped
 from tenantry.core.crypto import SecretBox, new_password
 from tenantry.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from tenantry.core.events import emit
-from tenantry.core.jobs import create_job, kind_named
+from tenantry.core.jobs import JobKind, create_job
 from tenantry.core.models import Job
 from tenantry.core.names import check_name, new_id, parse_app_ref
-from tenantry.platforms import placement
+from tenantry.platforms import jobs, placement
 from tenantry.platforms.bundles import store_bundle
 from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release, Tenant
 from tenantry.platforms.schemas import (
@@ -227,7 +227,7 @@ def create_platform(*, session: Session, principal: Principal, isv: str, spec: P
         session.rollback()
         raise Conflict(f"platform {isv}/{name} exists already", field="name") from None
     placement.place(session, platform)
-    job = create_job(session, kind=kind_named("create"), isv_id=owner.id,
+    job = create_job(session, kind=jobs.CREATE, isv_id=owner.id,
                      platform_id=platform.id)
     emit(session, "PLATFORM_CREATED",
          f"platform {isv}/{name} ({release.app.name}@{release.version}, size {spec.size}) "
@@ -252,7 +252,7 @@ def _region(session: Session, name: str | None) -> Region:
     return region
 
 
-def _platform_job(session: Session, principal: Principal, ref: str, kind: str,
+def _platform_job(session: Session, principal: Principal, ref: str, kind: JobKind,
                   *, allowed_states: Sequence[str], params: dict[str, object] | None = None,
                   new_state: str) -> tuple[Platform, int]:
     platform = get_platform(session, principal, ref, "operate")
@@ -261,8 +261,8 @@ def _platform_job(session: Session, principal: Principal, ref: str, kind: str,
                        field="platform")
     if platform.state not in allowed_states:
         raise Conflict(f"platform {platform.isv.name}/{platform.name} is {platform.state}; "
-                       f"{kind} needs it {' or '.join(allowed_states)}", field="platform")
-    job = create_job(session, kind=kind_named(kind), isv_id=platform.isv_id,
+                       f"{kind.name} needs it {' or '.join(allowed_states)}", field="platform")
+    job = create_job(session, kind=kind, isv_id=platform.isv_id,
                      platform_id=platform.id, params=params)
     platform.state = new_state
     platform.error = None
@@ -279,7 +279,7 @@ def upgrade_platform(*, session: Session, principal: Principal, ref: str, spec: 
     if release.id == platform.release_id:
         raise Conflict(f"platform already runs {spec.app}", field="app")
     platform, job_id = _platform_job(
-        session, principal, ref, "upgrade", allowed_states=("ready",), new_state="upgrading",
+        session, principal, ref, jobs.UPGRADE, allowed_states=("ready",), new_state="upgrading",
         params={"release_id": release.id, "migrate": True})
     session.commit()
     return platform_public(platform, domain), job_id
@@ -291,7 +291,7 @@ def rollback_platform(*, session: Session, principal: Principal, ref: str,
     if platform.previous_release_id is None:
         raise Conflict("platform has no previous release to roll back to", field="platform")
     platform, job_id = _platform_job(
-        session, principal, ref, "rollback", allowed_states=("ready",), new_state="upgrading",
+        session, principal, ref, jobs.ROLLBACK, allowed_states=("ready",), new_state="upgrading",
         params={"release_id": platform.previous_release_id, "migrate": False})
     session.commit()
     return platform_public(platform, domain), job_id
@@ -299,7 +299,7 @@ def rollback_platform(*, session: Session, principal: Principal, ref: str,
 
 def stop_platform(*, session: Session, principal: Principal, ref: str,
                   domain: str) -> tuple[PlatformPublic, int]:
-    platform, job_id = _platform_job(session, principal, ref, "stop",
+    platform, job_id = _platform_job(session, principal, ref, jobs.STOP,
                                      allowed_states=("ready", "failed"), new_state="stopping")
     session.commit()
     return platform_public(platform, domain), job_id
@@ -307,7 +307,7 @@ def stop_platform(*, session: Session, principal: Principal, ref: str,
 
 def start_platform(*, session: Session, principal: Principal, ref: str,
                    domain: str) -> tuple[PlatformPublic, int]:
-    platform, job_id = _platform_job(session, principal, ref, "start",
+    platform, job_id = _platform_job(session, principal, ref, jobs.START,
                                      allowed_states=("stopped",), new_state="starting")
     session.commit()
     return platform_public(platform, domain), job_id
@@ -316,12 +316,7 @@ def start_platform(*, session: Session, principal: Principal, ref: str,
 def destroy_platform(*, session: Session, principal: Principal, ref: str,
                      domain: str) -> tuple[PlatformPublic, int]:
     platform, job_id = _platform_job(
-        session, principal, ref, "destroy",
+        session, principal, ref, jobs.DESTROY,
         allowed_states=("ready", "stopped", "failed", "creating"), new_state="destroying")
     session.commit()
     return platform_public(platform, domain), job_id
-
-
-def count_platforms_on(session: Session, host_id: str) -> int:
-    return session.scalar(select(func.count()).select_from(Platform)
-                          .where(Platform.host_id == host_id)) or 0

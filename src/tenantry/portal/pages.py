@@ -1,4 +1,6 @@
-"""The portal: server-rendered pages (Jinja2 + htmx) over the same services as the API."""
+"""The portal: server-rendered pages (Jinja2 + htmx) over the same services as the API. Each
+domain owns its pages (`tenantry.app.page_routers`); this module mounts them with the
+portal's shared answers to a missing login, set-up or CSRF token."""
 
 from __future__ import annotations
 
@@ -8,24 +10,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from tenantry.access.audit import pages as audit_pages
-from tenantry.portal import (
-    account_pages,
-    activity_pages,
-    auth_pages,
-    platform_pages,
-    support_pages,
-    user_pages,
-)
+from tenantry.app import page_routers
 from tenantry.portal.web import HERE, CsrfRejected, LoginRequired, SetupRequired, error_page
 
 
 def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (auth_pages, account_pages, platform_pages, activity_pages, audit_pages,
-                   user_pages, support_pages):
-        app.include_router(module.router)
-
+    for router in page_routers():
+        app.include_router(router)
     async def login_required(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         location = f"/login?next={quote(target, safe='')}" if target != "/" else "/login"

@@ -12,21 +12,22 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from tenantry.access.principal import Principal
 from tenantry.access.service import authenticate_token, setup_required
 from tenantry.api.deps import SESSION_COOKIE, SessionDep, declares, permission_of
-from tenantry.api.errors import STATUS
-from tenantry.core.errors import NotAllowed, TenantryError
+from tenantry.core.errors import NotAllowed, TenantryError, field_errors
 
 CSRF_COOKIE = "tenantry_csrf"
 HERE = Path(__file__).resolve().parent
@@ -145,12 +146,39 @@ class PortalRoute(APIRoute):
             try:
                 return await handler(request)
             except TenantryError as exc:
-                status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-                return error_page(request, status, exc.code.replace("_", " "), exc.message)
+                return error_page(request, exc.status, exc.code.replace("_", " "),
+                                  exc.message)
             except RequestValidationError:
                 return error_page(request, 404, "not found", "There is no such page.")
 
         return portal_handler
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class FormErrors:
+    """Why a form's use case refused: the status to answer and {field: message}, where a
+    message that names no field of the form is under "_form"."""
+
+    status: int
+    errors: dict[str, str]
+
+
+def submit(use_case: Callable[[], T], fields: Collection[str]) -> T | FormErrors:
+    """Run a form's use case (validation included); its refusal comes back as FormErrors,
+    by the same status the API would answer, for the page to show beside each field."""
+    try:
+        return use_case()
+    except ValidationError as exc:
+        status, found = 422, field_errors(exc)
+    except TenantryError as exc:
+        status, found = exc.status, {exc.field or "_form": exc.message}
+    errors: dict[str, str] = {}
+    for field, message in found.items():
+        errors.setdefault(field if field in fields else "_form", message)
+    return FormErrors(status, errors)
 
 
 def form_value(value: str | None) -> str | None:

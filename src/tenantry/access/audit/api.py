@@ -39,5 +39,5 @@ def verify_audit(principal: ProviderAdminDep, runtime: RuntimeDep) -> AuditVerif
 def ship_audit(session: SessionDep, principal: ProviderAdminDep,
                runtime: RuntimeDep) -> AuditHead:
     service.require_auditor(principal)
-    return service.ship_head(session=session, keys=service.install(runtime),
+    return service.ship_head(session=session, keys=service.keys_of(runtime),
                              store=service.offsite_store(runtime))

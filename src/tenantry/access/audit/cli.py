@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tenantry.cli.client import Client
+from tenantry.cli.options import DataDirOpt, JsonOpt
 from tenantry.cli.output import emit_json, err, handle_errors, out, show
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object, or an array).")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data dir of a local control plane.")]
 COLUMNS = ["id", "time", "actor", "source", "action", "target", "outcome", "ip"]
 
 
@@ -59,3 +56,7 @@ def audit_ship(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Sign the current head and ship it offsite now."""
     show(Client.from_env(data_dir).post("/audit/ship"), json_,
          ["last_id", "count", "time", "last_mac"])
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="audit")

@@ -44,7 +44,6 @@ SAFE_FIELDS = ("name", "tenants", "app", "region", "size", "service_level", "rol
 
 
 def install(app: FastAPI, runtime: Runtime) -> None:
-    service.install(runtime)
     app.add_middleware(AuditMiddleware, runtime=runtime)
 
 

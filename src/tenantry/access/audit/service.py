@@ -20,9 +20,8 @@ a valid chain, so the head (last id, last MAC, count, time) is signed with a sec
 ("audit-head") and shipped to an offsite object store at least every minute; verify
 compares the chain with the latest shipped head.
 
-The MAC key belongs to the process's runtime: `install(runtime)` (done by the API app and
-the worker) registers it for the runtime's engine, and `record` finds it through the
-session's bind. There is no import-time key.
+The MAC key belongs to the process's runtime (`keys_of(runtime)`, kept on the runtime), and
+`record` finds it through the session's runtime. There is no import-time key.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import hashlib
 import hmac
 import json
 import threading
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,11 +49,11 @@ from tenantry.access.audit.schemas import (
 from tenantry.access.principal import Principal, scoped
 from tenantry.core.crypto import SecretBox
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, NotAllowed, Unavailable
+from tenantry.core.errors import Conflict, NotAllowed
 from tenantry.core.objectstore import ObjectStore, open_offsite
-from tenantry.core.runtime import Runtime
+from tenantry.core.runtime import Runtime, runtime_of
 
-__all__ = ["record", "append_many", "appender", "install", "list_entries", "verify", "ship_head",
+__all__ = ["record", "append_many", "appender", "keys_of", "list_entries", "verify", "ship_head",
            "ship_head_if_due", "latest_head", "offsite_store", "AuditKeys"]
 
 GENESIS = "0" * 64
@@ -81,25 +79,13 @@ class AuditKeys:
         return cls(mac=box.derive("audit-mac"), head=box.derive("audit-head"))
 
 
-_installed: weakref.WeakKeyDictionary[Engine, AuditKeys] = weakref.WeakKeyDictionary()
-
-
-def install(runtime: Runtime) -> AuditKeys:
-    """Register this runtime's audit keys for its engine (idempotent)."""
-    keys = _installed.get(runtime.engine)
-    if keys is None:
-        keys = _installed[runtime.engine] = AuditKeys.from_secrets(runtime.secrets)
-    return keys
+def keys_of(runtime: Runtime) -> AuditKeys:
+    """The runtime's audit keys (derived once, kept on the runtime)."""
+    return runtime.shared("audit.keys", lambda: AuditKeys.from_secrets(runtime.secrets))
 
 
 def _keys_for(session: Session) -> AuditKeys:
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    keys = _installed.get(engine)
-    if keys is None:
-        raise Unavailable("the audit log is not installed in this process "
-                          "(tenantry.access.audit.service.install(runtime))")
-    return keys
+    return keys_of(runtime_of(session))
 
 
 def _iso(time: dt.datetime) -> str:
@@ -202,7 +188,7 @@ class GroupAppender:
         return mine.entry_id
 
     def _write(self, batch: list[_Pending]) -> None:
-        keys = install(self.runtime)
+        keys = keys_of(self.runtime)
         try:
             self._commit(batch, keys)
         except Exception:
@@ -228,15 +214,9 @@ class _Pending:
     error: Exception | None = None
 
 
-_appenders: weakref.WeakKeyDictionary[Engine, GroupAppender] = weakref.WeakKeyDictionary()
-
-
 def appender(runtime: Runtime) -> GroupAppender:
     """The runtime's one group appender (appends in transactions of their own go here)."""
-    found = _appenders.get(runtime.engine)
-    if found is None:
-        found = _appenders[runtime.engine] = GroupAppender(runtime)
-    return found
+    return runtime.shared("audit.appender", lambda: GroupAppender(runtime))
 
 
 def record_for(session: Session, principal: Principal, *, action: str, target: str,
@@ -280,20 +260,14 @@ def _head_sig(key: bytes, last_id: int, last_mac: str, count: int, time: dt.date
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-_stores: weakref.WeakKeyDictionary[Engine, ObjectStore] = weakref.WeakKeyDictionary()
-
-
 def offsite_store(runtime: Runtime) -> ObjectStore:
     """The store the `offsite_*` settings name (DATA_DIR/offsite when none), one per runtime.
 
     Dated heads are write-once there (S3 Object Lock, when the bucket has it); the latest
     head (HEAD_KEY) is rewritten at every ship, so it is the one key left unlocked.
     """
-    store = _stores.get(runtime.engine)
-    if store is None:
-        store = _stores[runtime.engine] = open_offsite(runtime.settings,
-                                                       mutable_keys=(HEAD_KEY,))
-    return store
+    return runtime.shared("audit.offsite", lambda: open_offsite(runtime.settings,
+                                                                 mutable_keys=(HEAD_KEY,)))
 
 
 def current_head(session: Session, keys: AuditKeys) -> AuditHead:
@@ -328,7 +302,7 @@ def ship_head(*, session: Session, keys: AuditKeys, store: ObjectStore) -> Audit
 
 def ship_head_if_due(runtime: Runtime, *, every: float = SHIP_EVERY) -> AuditHead | None:
     """Called by the worker's housekeeping loop; ships when the latest head is `every` old."""
-    keys = install(runtime)
+    keys = keys_of(runtime)
     store = offsite_store(runtime)
     last = latest_head(store)
     if last is not None and (utcnow() - last.time).total_seconds() < every:
@@ -463,5 +437,5 @@ def verify_with_store(*, engine: Engine, keys: AuditKeys,
 
 
 def verify_runtime(runtime: Runtime) -> AuditVerifyReport:
-    return verify_with_store(engine=runtime.engine, keys=install(runtime),
+    return verify_with_store(engine=runtime.engine, keys=keys_of(runtime),
                              store=offsite_store(runtime))

@@ -11,15 +11,13 @@ import typer
 from pydantic import SecretStr
 
 from tenantry.cli.client import Client
+from tenantry.cli.options import DataDirOpt, JsonOpt
 from tenantry.cli.output import emit_json, err, handle_errors, show
 from tenantry.core.errors import InvalidInput
 
 app = typer.Typer(help="Secrets at rest and the master key.", no_args_is_help=True)
 cert_app = typer.Typer(help="Certificates for an ISV's own domains.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data dir of the local control plane (default: $TENANTRY_DATA_DIR).")]
 CERT_COLUMNS = ["domain", "issuer", "not_after", "days_left", "fingerprint"]
 
 
@@ -103,23 +101,30 @@ def cert_upload(isv: str, domain: str,
                 cert: Annotated[Path, typer.Option(
                     "--cert", help="PEM: the site's certificate, then each issuer.")],
                 key: Annotated[Path, typer.Option("--key", help="PEM: its private key.")],
-                json_: JsonOpt = False) -> None:
+                json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Upload (or replace) the certificate for one of an ISV's domains; it is checked first."""
     body = {"domain": domain, "certificate_pem": cert.read_text(), "key_pem": key.read_text()}
-    show(Client.from_env().post(f"/isvs/{quote(isv, safe='')}/certificates", body), json_,
+    show(Client.from_env(data_dir).post(f"/isvs/{quote(isv, safe='')}/certificates", body), json_,
          CERT_COLUMNS)
 
 
 @cert_app.command("list")
 @handle_errors
-def cert_list(isv: str, json_: JsonOpt = False) -> None:
+def cert_list(isv: str, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """An ISV's certificates, with the days each has left."""
-    show(Client.from_env().get(f"/isvs/{quote(isv, safe='')}/certificates"), json_, CERT_COLUMNS)
+    show(Client.from_env(data_dir).get(f"/isvs/{quote(isv, safe='')}/certificates"), json_,
+         CERT_COLUMNS)
 
 
 @cert_app.command("delete")
 @handle_errors
-def cert_delete(isv: str, domain: str) -> None:
+def cert_delete(isv: str, domain: str, data_dir: DataDirOpt = None) -> None:
     """Forget the certificate of a domain."""
-    Client.from_env().delete(f"/isvs/{quote(isv, safe='')}/certificates/{quote(domain, safe='')}")
+    Client.from_env(data_dir).delete(
+        f"/isvs/{quote(isv, safe='')}/certificates/{quote(domain, safe='')}")
     err.print(f"deleted the certificate for {domain}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="secrets")
+    root.add_typer(cert_app, name="cert")

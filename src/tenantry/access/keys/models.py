@@ -1,4 +1,5 @@
-"""Tables of this package: wrapped data keys, and site certificates uploaded by ISVs."""
+"""Tables of this package: site certificates uploaded by ISVs (data keys are core's,
+`tenantry.core.keystore`: the secret box of every process needs them)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,6 @@ from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.db import Base, utcnow
-
-
-class DataKey(Base):
-    """One data key per organisation (an ISV id, or "provider"), wrapped by the master key."""
-
-    __tablename__ = "data_keys"
-
-    id: Mapped[str] = mapped_column(String(24), primary_key=True)
-    org: Mapped[str] = mapped_column(String(20), unique=True)
-    wrapped: Mapped[str] = mapped_column(Text)
-    master_key_id: Mapped[str] = mapped_column(String(24))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    rotated_at: Mapped[dt.datetime | None]
 
 
 class SiteCertificate(Base):

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tenantry.access.keys.certs import check_domain, check_site_cert
-from tenantry.access.keys.models import DataKey, SiteCertificate
+from tenantry.access.keys.models import SiteCertificate
 from tenantry.access.keys.schemas import (
     RotationPublic,
     SiteCertificateCreate,
@@ -22,6 +22,7 @@ from tenantry.core.crypto import V2, MasterKey, SecretBox, write_private
 from tenantry.core.db import utcnow
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
 from tenantry.core.events import emit
+from tenantry.core.keystore import DataKey
 from tenantry.core.names import new_id
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,12 @@ def convert_v1(*, sessions: sessionmaker[Session], box: SecretBox) -> int:
             if p.db_password and not p.db_password.startswith(V2):
                 p.db_password = box.encrypt(box.decrypt(p.db_password), org=p.isv_id)
                 count += 1
-            cert = (p.runtime or {}).get("cert")
-            if cert and cert.get("key") and not str(cert["key"]).startswith(V2):
-                key = box.encrypt(box.decrypt(cert["key"]), org=p.isv_id)
-                p.runtime = {**p.runtime, "cert": {**cert, "key": key}}
+            cert = p.desired.cert
+            if cert and cert.key and not cert.key.startswith(V2):
+                desired = p.desired.model_copy(deep=True)  # assigned back: the ORM sees it
+                assert desired.cert is not None
+                desired.cert.key = box.encrypt(box.decrypt(cert.key), org=p.isv_id)
+                p.desired = desired
                 count += 1
         for u in session.scalars(select(User).where(User.totp_secret.is_not(None))
                                  .with_for_update()):

@@ -9,14 +9,12 @@ from typing import Annotated
 import typer
 
 from tenantry.cli.client import Client
+from tenantry.cli.options import DataDirOpt, JsonOpt
 from tenantry.cli.output import emit_json, err, handle_errors, show
 from tenantry.core.errors import InvalidInput
 
 app = typer.Typer(help="SSH certificates for operators.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object, or an array).")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data dir of a local control plane.")]
 
 _TTL = re.compile(r"^(\d+)([smh]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -89,3 +87,7 @@ def list_(all_: Annotated[bool, typer.Option("--all", help="Expired and revoked 
     """List certificates you may see (valid ones unless --all)."""
     show(Client.from_env(data_dir).get("/ssh/certs", all="true" if all_ else None), json_,
          CERT_COLUMNS)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="ssh")

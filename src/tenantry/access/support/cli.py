@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tenantry.cli.client import Client
+from tenantry.cli.options import DataDirOpt, JsonOpt
 from tenantry.cli.output import emit_json, err, handle_errors, show
 
 app = typer.Typer(help="Support access: ISV admins let the provider into a hands-on "
                   "platform for a few hours.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object, or an array).")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data dir of a local control plane.")]
 COLUMNS = ["id", "platform", "reason", "granted_by", "expires_at", "active"]
 
 
@@ -48,3 +45,7 @@ def list_(all_: Annotated[bool, typer.Option("--all", help="Ended ones too.")] =
 def revoke(grant_id: str, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """End a support grant now."""
     show(Client.from_env(data_dir).post(f"/support-grants/{grant_id}/revoke"), json_, COLUMNS)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="support")

@@ -1,12 +1,12 @@
-"""Alembic environment: the connection is handed in by tenantry.core.migrate."""
+"""Alembic environment: the connection (and, to autogenerate, every table) is handed in by
+tenantry.core.migrate."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from tenantry.core.schema import metadata
-
 connection = context.config.attributes["connection"]
+metadata = context.config.attributes.get("metadata")  # only autogenerate needs the tables
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

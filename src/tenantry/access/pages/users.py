@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Form, Request, Response
-from pydantic import ValidationError
 
 from tenantry.access import service
 from tenantry.access.principal import ISV_ROLES, PROVIDER_ROLES, Principal
 from tenantry.access.schemas import RoleChange, UserCreate
 from tenantry.api.deps import SessionDep
-from tenantry.core.errors import TenantryError
 from tenantry.platforms.service import list_isvs
-from tenantry.portal.web import PageAdmin, check_csrf, page_router, render
+from tenantry.portal.web import FormErrors, PageAdmin, check_csrf, page_router, render, submit
 
 router = page_router()
+FIELDS = ("username", "role", "isv")
 FormStr = Annotated[str, Form()]
 
 
@@ -40,18 +39,12 @@ def user_create(request: Request, session: SessionDep, principal: PageAdmin,
                 username: FormStr = "", role: FormStr = "", isv: FormStr = "",
                 csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    try:
-        spec = UserCreate(username=username.strip(), role=role,
-                          isv=isv.strip() or None)
-        made = service.create_user(session=session, principal=principal, spec=spec)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        return _page(request, session, principal, status_code=422,
-                     field=str(first["loc"][0]) if first["loc"] else None,
-                     error=str(first["msg"]))
-    except TenantryError as exc:
-        return _page(request, session, principal, status_code=_status(exc), field=exc.field,
-                     error=exc.message)
+    made = submit(lambda: service.create_user(
+        session=session, principal=principal,
+        spec=UserCreate(username=username.strip(), role=role, isv=isv.strip() or None)),
+        FIELDS)
+    if isinstance(made, FormErrors):
+        return _refused(request, session, principal, made)
     return _page(request, session, principal, created=made.user.username,
                  password=made.password)
 
@@ -60,15 +53,13 @@ def user_create(request: Request, session: SessionDep, principal: PageAdmin,
 def user_role(request: Request, session: SessionDep, principal: PageAdmin, username: str,
               role: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    try:
-        spec = RoleChange(role=role)
-        service.set_role(session=session, principal=principal, username=username, spec=spec)
-    except ValidationError:
-        return _page(request, session, principal, status_code=422, field="role",
-                     error=f"{role!r} is not a role")
-    except TenantryError as exc:
-        return _page(request, session, principal, status_code=_status(exc), field=exc.field,
-                     error=exc.message)
+    done = submit(lambda: service.set_role(session=session, principal=principal,
+                                           username=username, spec=RoleChange(role=role)),
+                  FIELDS)
+    if isinstance(done, FormErrors):
+        if done.status == 422 and "role" in done.errors:
+            done.errors["role"] = f"{role!r} is not a role"
+        return _refused(request, session, principal, done)
     return _page(request, session, principal)
 
 
@@ -76,15 +67,15 @@ def user_role(request: Request, session: SessionDep, principal: PageAdmin, usern
 def user_disable(request: Request, session: SessionDep, principal: PageAdmin,
                  username: str, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    try:
-        service.disable_user(session=session, principal=principal, username=username)
-    except TenantryError as exc:
-        return _page(request, session, principal, status_code=_status(exc), field=exc.field,
-                     error=exc.message)
+    done = submit(lambda: service.disable_user(session=session, principal=principal,
+                                               username=username), FIELDS)
+    if isinstance(done, FormErrors):
+        return _refused(request, session, principal, done)
     return _page(request, session, principal)
 
 
-def _status(exc: TenantryError) -> int:
-    from tenantry.api.errors import STATUS
-
-    return next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+def _refused(request: Request, session: SessionDep, principal: Principal,
+             refused: FormErrors) -> Response:
+    field, error = next(iter(refused.errors.items()))
+    return _page(request, session, principal, status_code=refused.status,
+                 field=None if field == "_form" else field, error=error)

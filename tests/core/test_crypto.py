@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from tenantry.access.keys.models import DataKey
 from tenantry.core.config import load_settings
+from tenantry.core.keystore import DataKey
 from tenantry.core.runtime import make_runtime
 from tenantry.platforms.models import Platform
 from tests.access.test_keys_certs import INTER, issue
@@ -116,8 +116,8 @@ def test_no_secret_in_store_or_logs(plane: ControlPlaneProcess, isv: str,
     try:
         with runtime.sessions() as session:
             platform = session.get(Platform, created["id"])
-            assert platform is not None
-            ingress_key = runtime.secrets.decrypt(platform.runtime["cert"]["key"])
+            assert platform is not None and platform.desired.cert is not None
+            ingress_key = runtime.secrets.decrypt(platform.desired.cert.key)
             secrets["ingress key"] = pem_needles(ingress_key.get_secret_value())
             secrets["data keys"] = [runtime.secrets.master.unwrap(k.wrapped).decode()
                                     for k in session.scalars(select(DataKey))]

@@ -1,4 +1,4 @@
-"""The `data_keys` table as a KeyStore for `SecretBox`.
+"""The `data_keys` table, and a KeyStore for `SecretBox` on it.
 
 Each call runs in a short transaction of its own, apart from the caller's: a data key
 created for a use case that then fails is simply unused.
@@ -6,12 +6,27 @@ created for a use case that then fails is simply unused.
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, sessionmaker
+import datetime as dt
 
-from tenantry.access.keys.models import DataKey
+from sqlalchemy import String, Text, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
 from tenantry.core.crypto import StaleMasterKey, WrappedKey
+from tenantry.core.db import Base, utcnow
+
+
+class DataKey(Base):
+    """One data key per organisation (an ISV id, or "provider"), wrapped by the master key."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    org: Mapped[str] = mapped_column(String(20), unique=True)
+    wrapped: Mapped[str] = mapped_column(Text)
+    master_key_id: Mapped[str] = mapped_column(String(24))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[dt.datetime | None]
 
 
 def _wrapped(row: DataKey) -> WrappedKey:

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Form, Request, Response
+from fastapi import Form, Path, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
 from tenantry.access.support import service as support_service
+from tenantry.access.support.pages import support_section
 from tenantry.access.support.schemas import MAX_HOURS, SupportGrantCreate
 from tenantry.api.deps import RuntimeDep, SessionDep
-from tenantry.api.errors import STATUS
-from tenantry.core import activity
-from tenantry.core.errors import NotAllowed, TenantryError
-from tenantry.platforms import hosts, service
+from tenantry.platforms import activity, hosts, service
 from tenantry.platforms.schemas import PlatformCreate, PlatformFilter, PlatformPublic
-from tenantry.portal.support_pages import support_section
 from tenantry.portal.web import (
+    FormErrors,
     PageAdmin,
     PageOperator,
     PageViewer,
@@ -28,6 +25,7 @@ from tenantry.portal.web import (
     form_value,
     page_router,
     render,
+    submit,
 )
 
 router = page_router()
@@ -99,25 +97,17 @@ def new_platform(request: Request, session: SessionDep, principal: PageOperator,
     values = {"isv": isv, "tenants": tenants, "app": app, "name": name, "region": region,
               "size": size}
     tenant_list = [t for t in tenants.replace(" ", ",").split(",") if t]
-    try:
-        spec = PlatformCreate.model_validate({
+    made = submit(lambda: service.create_platform(
+        session=session, principal=principal, isv=isv.strip(),
+        spec=PlatformCreate.model_validate({
             "tenants": tenant_list, "app": app.strip(), "name": form_value(name),
-            "region": form_value(region), "size": size.strip() or "s"})
-        platform, _job = service.create_platform(
-            session=session, principal=principal, isv=isv.strip(), spec=spec,
-            secrets=runtime.secrets, domain=runtime.settings.domain)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "_form"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if field == "tenants" and not tenant_list:
-            message = "name at least one tenant"
-        return _new_form(request, session, principal, values, {field: message}, 422)
-    except TenantryError as exc:
-        field = exc.field if exc.field in FORM_FIELDS else "_form"
-        status = 403 if isinstance(exc, NotAllowed) else 422
-        return _new_form(request, session, principal, values, {field or "_form": exc.message},
-                         status)
+            "region": form_value(region), "size": size.strip() or "s"}),
+        secrets=runtime.secrets, domain=runtime.settings.domain), FORM_FIELDS)
+    if isinstance(made, FormErrors):
+        if "tenants" in made.errors and not tenant_list:
+            made.errors["tenants"] = "name at least one tenant"
+        return _new_form(request, session, principal, values, made.errors, made.status)
+    platform, _job = made
     return RedirectResponse(f"/platforms/{platform.id}", status_code=303)
 
 
@@ -155,22 +145,16 @@ def platform_support_grant(request: Request, session: SessionDep, principal: Pag
     """An ISV admin lets the provider in; bad input comes back next to its field."""
     check_csrf(request, csrf)
     values = {"hours": hours, "reason": reason}
-    try:
-        spec = SupportGrantCreate.model_validate({"platform": platform_id,
-                                                  "hours": hours.strip(), "reason": reason})
-        support_service.grant_support(session=session, principal=principal, spec=spec)
-    except ValidationError as exc:
-        fields = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & SUPPORT_ERRORS.keys()
-        errors = ({f: SUPPORT_ERRORS[f] for f in fields}
-                  or {"_form": str(exc.errors()[0]["msg"])})
+    done = submit(lambda: support_service.grant_support(
+        session=session, principal=principal, spec=SupportGrantCreate.model_validate(
+            {"platform": platform_id, "hours": hours.strip(), "reason": reason})),
+        SUPPORT_ERRORS)
+    if isinstance(done, FormErrors):
+        if done.status == 422:  # the form's own wording for its fields
+            done.errors = {f: SUPPORT_ERRORS.get(f, m) for f, m in done.errors.items()}
         return _detail(request, session, principal, platform_id, runtime.settings.domain,
-                       support_values=values, support_errors=errors, status_code=422)
-    except TenantryError as exc:
-        field = exc.field if exc.field in SUPPORT_ERRORS else "_form"
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-        return _detail(request, session, principal, platform_id, runtime.settings.domain,
-                       support_values=values, support_errors={field: exc.message},
-                       status_code=status)
+                       support_values=values, support_errors=done.errors,
+                       status_code=done.status)
     return RedirectResponse(f"/platforms/{platform_id}#support", status_code=303)
 
 
@@ -179,3 +163,43 @@ def platform_live(request: Request, session: SessionDep, principal: PageViewer,
                   runtime: RuntimeDep, platform_id: str) -> Response:
     context = _live_context(session, principal, platform_id, runtime.settings.domain)
     return render(request, "_platform_live.html", principal=principal, **context)
+
+
+# ---------------------------------------------------------------- jobs and events
+
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+
+
+@router.get("/jobs")
+def job_list(request: Request, session: SessionDep, principal: PageViewer,
+             state: str = "") -> Response:
+    jobs = activity.list_jobs(session=session, principal=principal, state=form_value(state),
+                              limit=100)
+    return render(request, "jobs.html", principal=principal, jobs=jobs, state=state,
+                  states=JOB_STATES)
+
+
+@router.get("/jobs/{job_id}")
+def job_detail(request: Request, session: SessionDep, principal: PageViewer,
+               job_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+    job = activity.get_job(session=session, principal=principal, job_id=job_id)
+    return render(request, "job.html", principal=principal, job=job)
+
+
+@router.get("/events")
+def event_list(request: Request, session: SessionDep, principal: PageViewer,
+               runtime: RuntimeDep, isv: str = "", platform: str = "") -> Response:
+    isv_name, platform_ref = form_value(isv), form_value(platform)
+    isv_id = service.get_isv(session, principal, isv_name).id if isv_name else None
+    platform_id = (service.get_platform(session, principal, platform_ref).id
+                   if platform_ref else None)
+    events = activity.list_events(session=session, principal=principal, isv_id=isv_id,
+                                  platform_id=platform_id, limit=200)
+    platforms = service.list_platforms(session=session, principal=principal,
+                                       filters=PlatformFilter(isv=isv_name),
+                                       domain=runtime.settings.domain)
+    names = {p.id: f"{p.isv}/{p.name}" for p in platforms}
+    return render(request, "events.html", principal=principal, events=list(reversed(events)),
+                  isvs=[i.name for i in service.list_isvs(session=session, principal=principal)],
+                  platforms=platforms, names=names, isv=isv_name or "",
+                  platform=platform_ref or "")

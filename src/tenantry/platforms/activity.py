@@ -1,4 +1,5 @@
-"""Use cases for reading jobs and events (both are written by the other domains)."""
+"""Use cases for reading jobs and events (both are written by the other domains, through
+`tenantry.core.jobs` and `tenantry.core.events`)."""
 
 from __future__ import annotations
 

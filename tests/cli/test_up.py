@@ -8,7 +8,6 @@ because `up` waits on conditions, not on the usual timing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -23,8 +22,10 @@ import pytest
 from tests.conftest import (
     ControlPlaneProcess,
     PortalAccount,
+    curl_health,
     free_port,
     portal_login,
+    processes_mentioning,
     short_tmp,
     wait_until,
 )
@@ -33,17 +34,6 @@ pytestmark = pytest.mark.slow
 
 TENANTRY_SCRIPT = Path(sys.executable).parent / "tenantry"
 DEMO_PLATFORMS = ("lbh", "dlg")
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture
@@ -71,16 +61,6 @@ def readme_up(cp: ControlPlaneProcess, **env: str) -> None:
                                       start_new_session=True)
 
 
-def curl_health(cp: ControlPlaneProcess, tenant: str) -> bool:
-    """As the README says: curl, the name, and the CA from the data dir."""
-    done = subprocess.run(
-        ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
-         "--cacert", str(cp.data_dir / "ca.pem"),
-         f"https://{tenant}.bms.localhost:{cp.ingress_port}/health"],
-        capture_output=True, text=True)
-    return done.stdout == "200"
-
-
 def wait_demo_serving(cp: ControlPlaneProcess, timeout: float = 240) -> float:
     def serving() -> bool:
         assert cp.process is not None
@@ -92,7 +72,7 @@ def wait_demo_serving(cp: ControlPlaneProcess, timeout: float = 240) -> float:
             raise AssertionError(log[-3000:])
         reported = all(f"demo: https://{t}.bms.localhost:{cp.ingress_port}/ ready" in log
                        or "exists already" in log for t in DEMO_PLATFORMS)
-        return reported and all(curl_health(cp, t) for t in DEMO_PLATFORMS)
+        return reported and all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS)
 
     try:
         return wait_until(serving, timeout, "both demo platforms to be ready and serve over HTTPS",

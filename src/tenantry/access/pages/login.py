@@ -60,8 +60,7 @@ def login(request: Request, session: SessionDep, username: FormStr = "", passwor
         principal = authenticate_password(session=session, username=username,
                                           password=password, code=code or None)
     except NotAllowed as exc:
-        status = 429 if exc.code == "too_many_attempts" else 401
-        return render(request, "login.html", status_code=status, next=_safe_next(next),
+        return render(request, "login.html", status_code=exc.status, next=_safe_next(next),
                       csrf_binding=binding, error=exc.message, username=username)
     token = issue_session_token(session=session, principal=principal)
     response = RedirectResponse(_safe_next(next), status_code=303)

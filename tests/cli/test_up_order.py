@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tenantry.cli.up import ControlPlane, StartupWait
 from tenantry.core.config import load_settings
 from tenantry.core.errors import InvalidInput, Unavailable
-from tenantry.core.up import ControlPlane, StartupWait
 
 
 def _wait(ready: object, *, timeout: float = 0.5, lines: list[str] | None = None,

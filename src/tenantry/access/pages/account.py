@@ -6,14 +6,12 @@ from typing import Annotated
 
 from fastapi import Form, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import ValidationError
 
 from tenantry.access import service
 from tenantry.access.principal import Principal
 from tenantry.access.schemas import PasswordChange
 from tenantry.api.deps import RuntimeDep, SessionDep
-from tenantry.core.errors import TenantryError
-from tenantry.portal.web import PageAccount, check_csrf, page_router, render
+from tenantry.portal.web import FormErrors, PageAccount, check_csrf, page_router, render, submit
 
 router = page_router()
 FormStr = Annotated[str, Form()]
@@ -43,16 +41,13 @@ def change_password(request: Request, session: SessionDep, principal: PageAccoun
                     runtime: RuntimeDep, current: FormStr = "", new: FormStr = "",
                     csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    try:
-        spec = PasswordChange(current=current, new=new)
-        service.change_password(session=session, principal=principal, spec=spec)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        return _page(request, session, principal, runtime, status_code=422,
-                     field=str(first["loc"][0]), error=str(first["msg"]))
-    except TenantryError as exc:
-        return _page(request, session, principal, runtime, status_code=422, field=exc.field,
-                     error=exc.message)
+    done = submit(lambda: service.change_password(
+        session=session, principal=principal, spec=PasswordChange(current=current, new=new)),
+        ("current", "new"))
+    if isinstance(done, FormErrors):
+        field, error = next(iter(done.errors.items()))
+        return _page(request, session, principal, runtime, status_code=done.status,
+                     field=None if field == "_form" else field, error=error)
     return RedirectResponse("/account/setup" if service.setup_required(
         session=session, principal=principal) else "/", status_code=303)
 
@@ -61,10 +56,10 @@ def change_password(request: Request, session: SessionDep, principal: PageAccoun
 def confirm_totp(request: Request, session: SessionDep, principal: PageAccount,
                  runtime: RuntimeDep, code: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    try:
-        codes = service.confirm_totp(session=session, principal=principal, box=runtime.secrets,
-                                     code=code.strip())
-    except TenantryError as exc:
-        return _page(request, session, principal, runtime, status_code=422, field="code",
-                     error=exc.message)
+    codes = submit(lambda: service.confirm_totp(session=session, principal=principal,
+                                                box=runtime.secrets, code=code.strip()),
+                   ("code",))
+    if isinstance(codes, FormErrors):
+        return _page(request, session, principal, runtime, status_code=codes.status,
+                     field="code", error=next(iter(codes.errors.values())))
     return _page(request, session, principal, runtime, codes=codes)

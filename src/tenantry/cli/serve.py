@@ -1,0 +1,125 @@
+"""`tenantry up` and the servers it runs (`serve-api`, `serve-worker`): commands that start
+processes, not use cases (up.py, worker.py and demo.py beside this hold their logic)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tenantry.cli.output import configure_logging, err, handle_errors
+from tenantry.core import delays
+from tenantry.core.config import load_settings, parse_listen
+
+
+def register(root: typer.Typer) -> None:
+    root.command("up")(up)
+    root.command("serve-api", hidden=True)(serve_api)
+    root.command("serve-worker", hidden=True)(serve_worker)
+
+
+@handle_errors
+def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is kept.")] = None,
+       listen: Annotated[str | None, typer.Option(help="API and portal address HOST:PORT "
+                                                  "(default 127.0.0.1:8080).")] = None,
+       ingress_port: Annotated[int | None, typer.Option(help="HTTPS port of the platforms "
+                                                        "(default 8443).")] = None,
+       port_range: Annotated[str | None, typer.Option(
+           help="Ports the local host hands to platforms, MIN-MAX (default 20000-29999).")]
+       = None,
+       demo: Annotated[bool, typer.Option("--demo", help="Create a demo ISV with two "
+                                          "platforms.")] = False,
+       agent_tls_listen: Annotated[str | None, typer.Option(
+           help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
+                "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
+    """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
+    from tenantry.cli.up import ControlPlane
+
+    settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port,
+                             port_range=port_range, agent_tls_listen=agent_tls_listen)
+    plane = ControlPlane(settings=settings, say=say)
+    plane.preflight()
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        plane.stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        say(f"tenantry: data dir {settings.data_dir}")
+        plane.prepare_store()
+        plane.spawn()
+        say(f"tenantry: portal and API at {plane.api_url}/")
+        say(f"tenantry: admin password in {settings.data_dir / 'admin-password'}, "
+            f"API token in {settings.data_dir / 'admin-token'} (both mode 0600)")
+        say(f"tenantry: clients trust {settings.data_dir / 'ca.pem'}; "
+            f"platforms at https://NAME.ISV.{settings.domain}:{settings.ingress_port}/")
+        say("tenantry: running; Ctrl-C stops everything")
+        tasks = []
+        if demo:
+            from tenantry.cli.client import Client
+            from tenantry.cli.demo import run_demo
+
+            tasks.append(("the demo", lambda: run_demo(Client.from_env(settings.data_dir),
+                                                       plane.stopping, plane.say)))
+        threading.Thread(target=plane.after_start, args=(tasks,), name="after-start",
+                         daemon=True).start()
+        plane.watch()
+    finally:
+        say("tenantry: stopping ...")
+        plane.shutdown()
+        say("tenantry: stopped")
+
+
+def say(line: str) -> None:
+    """One progress line on stderr, never wrapped nor read as markup (it holds paths)."""
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@handle_errors
+def serve_api(data_dir: Annotated[Path, typer.Option()],
+              listen: Annotated[str, typer.Option()] = "127.0.0.1:8080",
+              agent_tls_listen: Annotated[str | None, typer.Option()] = None) -> None:
+    """Internal: the API and portal server that `up` runs (and its agent TLS listener)."""
+    import asyncio
+
+    import uvicorn
+
+    from tenantry.api.agent_tls import ssl_options
+    from tenantry.api.app import create_app
+    from tenantry.core.runtime import make_runtime
+
+    host, port = parse_listen(listen)
+    settings = load_settings(data_dir=data_dir, listen=listen, agent_tls_listen=agent_tls_listen)
+    delays.delay("api.start")
+    runtime = make_runtime(settings)
+    app = create_app(runtime)
+    configs = [uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)]
+    if settings.agent_tls_listen:
+        tls_host, tls_port = parse_listen(settings.agent_tls_listen, field="agent_tls_listen")
+        configs.append(uvicorn.Config(app, host=tls_host, port=tls_port, log_level="warning",
+                                      access_log=False, **ssl_options(runtime, tls_host)))
+
+    async def serve() -> None:
+        await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
+
+    asyncio.run(serve())
+
+
+@handle_errors
+def serve_worker(data_dir: Annotated[Path, typer.Option()]) -> None:
+    """Internal: the job worker that `up` runs."""
+    from tenantry.cli.worker import run_worker
+    from tenantry.core.runtime import make_runtime
+
+    configure_logging()
+    settings = load_settings(data_dir=data_dir)
+    delays.delay("worker.start")
+    asyncio.run(run_worker(make_runtime(settings)))

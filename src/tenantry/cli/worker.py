@@ -1,0 +1,89 @@
+"""The job worker: procrastinate runs `jobs` rows; housekeeping requeues what a crash left;
+each domain's periodic work runs in a loop of its own (`tenantry.app.periodic`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import procrastinate
+
+from tenantry import app as composition
+from tenantry.core import jobs
+from tenantry.core.errors import TenantryError
+from tenantry.core.jobs import Periodic
+from tenantry.core.runtime import Runtime, database_url
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 2.0
+STALLED_AFTER = 6.0
+
+
+def make_app(runtime: Runtime) -> procrastinate.App:
+    composition.metadata()  # every domain's tables are known to this process
+    kinds = composition.job_kinds()
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=database_url(runtime.settings)))
+
+    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False)
+    def run_job(job_id: int) -> None:
+        jobs.run_job(runtime, job_id, kinds)
+
+    return app
+
+
+async def _repeat(task: Periodic, runtime: Runtime) -> None:
+    """Run `task` every `task.every` seconds; a failure is told once, not at every turn (a
+    slow or failing object store must not fill the log, nor hold up other work)."""
+    failing: str | None = None
+    while True:
+        try:
+            await asyncio.to_thread(task.run, runtime)
+            if failing is not None:
+                log.info("%s: working again", task.name)
+            failing, pause = None, task.every
+        except TenantryError as exc:
+            if exc.message != failing:
+                log.warning("%s: %s", task.name, exc.message)
+            failing, pause = exc.message, task.retry_every
+        except Exception:
+            if failing != "unexpected":
+                log.exception("%s failed; trying again", task.name)
+            failing, pause = "unexpected", task.retry_every
+        await asyncio.sleep(pause)
+
+
+async def _requeue_stalled(app: procrastinate.App) -> None:
+    """A worker that was killed leaves its jobs in `doing`; its heartbeat stops, so after
+    STALLED_AFTER seconds the job is handed to a live worker, which resumes it from its
+    recorded step."""
+    while True:
+        try:
+            for job in await app.job_manager.get_stalled_jobs(
+                    seconds_since_heartbeat=STALLED_AFTER):
+                log.warning("requeueing job %s left by a dead worker", job.id)
+                await app.job_manager.retry_job(job)
+            await app.job_manager.prune_stalled_workers(STALLED_AFTER)
+        except Exception:
+            log.exception("requeueing stalled jobs failed; trying again")
+        await asyncio.sleep(2.0)
+
+
+async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
+    app = make_app(runtime)
+    async with app.open_async():
+        keepers = [asyncio.create_task(_requeue_stalled(app))]
+        keepers += [asyncio.create_task(_repeat(task, runtime))
+                    for task in composition.periodic()]
+        try:
+            await app.run_worker_async(
+                queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
+                update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
+                fetch_job_polling_interval=1.0, install_signal_handlers=True)
+        finally:
+            for keeper in keepers:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper

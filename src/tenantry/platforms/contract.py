@@ -1,0 +1,216 @@
+"""The host contract: what the control plane wants on a host, and what its agent reports.
+
+Three documents, each a model defined once and validated on both sides:
+
+- `DesiredState`: a platform's desired state as the control plane stores it (the
+  `platforms.desired` column). It names releases by id and keeps the TLS key encrypted.
+- `DesiredHost`: the document the agent fetches (`GET /agent/desired`): the host, its
+  generation and a `DesiredPlatform` per platform, with releases spelled out and secrets
+  decrypted. Secrets are `SecretStr`: `repr`, `str` and a plain JSON dump show
+  `'**********'`; only `model_dump(mode="json", context=WIRE)` (or `model_dump_json`
+  with it) writes the real values, which the agent API does and nothing else should.
+- `HostReport`: what the agent observed (`POST /agent/report`): a `PlatformReport` per
+  platform plus host facts (`HostObserved`, stored on the host).
+
+Field names are the JSON keys the agent and the control plane have always exchanged, so the
+wire format is unchanged. Models that cross the boundary refuse unknown fields: a typo on
+either side fails loudly at the edge instead of being ignored on a remote host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, SerializationInfo
+
+from tenantry.platforms.bundles import Manifest
+
+SlotName = Literal["a", "b"]  # a new release starts in the idle slot beside the serving one
+
+WIRE = {"reveal_secrets": True}  # serialization context of the document sent to the agent
+
+
+def _secret_for(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context
+    if isinstance(context, dict) and context.get("reveal_secrets") is True:
+        return value.get_secret_value()
+    return str(value)  # '**********'
+
+
+# Shown masked everywhere; written in clear only into a JSON dump with the WIRE context.
+WireSecret = Annotated[SecretStr, PlainSerializer(_secret_for, return_type=str,
+                                                  when_used="json")]
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- shared parts
+
+
+class DatabaseSpec(_Document):
+    port: int
+    role: str = "app"
+    dbname: str = "app"
+
+
+class DesiredSlot(_Document):
+    """The processes of one release on a set of ports (one port per web process)."""
+
+    release_id: str
+    ports: list[int]
+    running: bool = True
+    after_migration: str | None = None  # start only once this migration ran "ok"
+
+
+class DesiredMigration(_Document):
+    """A release command to run once (its id is unique per job)."""
+
+    id: str
+    release_id: str
+
+
+# ---------------------------------------------------------------- stored: platforms.desired
+
+
+class StoredCert(_Document):
+    cert_pem: str
+    key: str  # encrypted with the ISV's data key (SecretBox)
+    not_after: dt.datetime
+
+
+class Upgrade(_Document):
+    """An upgrade or rollback in progress, so its steps find their own writes again."""
+
+    job: int
+    from_slot: SlotName
+    to_slot: SlotName
+    from_release: str
+    to_release: str
+
+
+class DesiredState(_Document):
+    """A platform's desired state as stored; `{}` (not placed yet) loads as the defaults."""
+
+    gen: int = 0  # bumped on every change; the agent reports the gen it converged to
+    db: DatabaseSpec | None = None  # None until the platform is placed on a host
+    releases: list[str] = Field(default_factory=list)  # release ids built on the host
+    slots: dict[SlotName, DesiredSlot] = Field(default_factory=dict)
+    route_slot: SlotName | None = None
+    migrations: list[DesiredMigration] = Field(default_factory=list)
+    running: bool = False
+    absent: bool = False  # the agent removes everything of the platform
+    placed_by: int | None = None  # the create job that placed it
+    hostname: str | None = None
+    cert: StoredCert | None = None
+    upgrade: Upgrade | None = None
+
+
+# ---------------------------------------------------------------- wire: GET /agent/desired
+
+
+class DesiredDatabase(DatabaseSpec):
+    password: WireSecret
+
+
+class DesiredRelease(_Document):
+    id: str
+    digest: str
+    app: str
+    version: str
+    manifest: Manifest
+
+
+class DesiredRoute(_Document):
+    hostname: str
+    slot: SlotName
+    cert_pem: str
+    key_pem: WireSecret
+
+
+class DesiredPlatform(_Document):
+    id: str
+    isv: str
+    name: str
+    size: str
+    gen: int
+    running: bool
+    absent: bool
+    tenants: list[str]
+    database: DesiredDatabase
+    releases: list[DesiredRelease]
+    migrations: list[DesiredMigration]
+    slots: dict[SlotName, DesiredSlot]
+    route: DesiredRoute | None
+
+    def release(self, rid: str) -> DesiredRelease:
+        return next(r for r in self.releases if r.id == rid)
+
+    def ports(self) -> list[int]:
+        return [self.database.port, *(p for s in self.slots.values() for p in s.ports)]
+
+
+class HostInfo(_Document):
+    id: str
+    name: str
+    ingress_port: int
+    address: str
+
+
+class DesiredHost(_Document):
+    host: HostInfo
+    generation: int
+    platforms: list[DesiredPlatform]
+
+
+# ---------------------------------------------------------------- wire: POST /agent/report
+
+
+class SlotReport(_Document):
+    state: Literal["running", "starting", "stopped", "failed"]
+    healthy: bool
+    detail: str = ""
+
+
+class PlatformReport(_Document):
+    """What the agent saw of one platform, at the desired `gen` it converged to.
+
+    `database` is "ready", "starting", "stopped" or "error: <why>"; `releases` maps a
+    release id to "built"; `migrations` maps a migration id to "ok" or "failed: <why>".
+    """
+
+    gen: int = 0
+    database: str = ""
+    conflicts: list[int] = Field(default_factory=list)  # our ports another program holds
+    releases: dict[str, str] = Field(default_factory=dict)
+    migrations: dict[str, str] = Field(default_factory=dict)
+    slots: dict[SlotName, SlotReport] = Field(default_factory=dict)
+    route_slot: SlotName | None = None
+    absent: bool = False  # everything of the platform is gone from the host
+    error: str | None = None
+
+
+class FirewallReport(_Document):
+    table: str
+    tcp_ports: list[int]
+    in_place: bool
+    repairs: int = 0
+    error: str | None = None
+
+
+class HostObserved(_Document):
+    """The host-level part of a report, kept on the host (the `hosts.observed` column)."""
+
+    ingress_error: str | None = None
+    busy_ports: list[int] = Field(default_factory=list)  # held by other programs
+    agent_time: float | None = None
+    firewall: FirewallReport | None = None
+
+
+class HostReport(HostObserved):
+    platforms: dict[str, PlatformReport] = Field(default_factory=dict)
+
+    def host_part(self) -> HostObserved:
+        return HostObserved.model_validate(self.model_dump(exclude={"platforms"}))

@@ -1,0 +1,257 @@
+"""Job steps wait on the agent's reports: fake reports in, done / keep waiting / failed out."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tenantry.core.jobs import StepContext, StepFailed
+from tenantry.platforms import jobs
+from tenantry.platforms.contract import DesiredState, PlatformReport
+
+DONE, WAIT = True, False
+
+# The desired state the create job writes (gen 2: placed, then the place step's bump).
+DESIRED = DesiredState.model_validate({
+    "gen": 2, "db": {"port": 21000}, "releases": ["r1"],
+    "slots": {"a": {"release_id": "r1", "ports": [21001], "after_migration": "m7"}},
+    "route_slot": "a", "migrations": [{"id": "m7", "release_id": "r1"}], "running": True})
+
+
+def report(**fields: Any) -> PlatformReport:
+    return PlatformReport.model_validate({"gen": 2, **fields})
+
+
+def slot(state: str = "running", healthy: bool = True, detail: str = "") -> dict[str, Any]:
+    return {"state": state, "healthy": healthy, "detail": detail}
+
+
+CASES: list[tuple[str, jobs.Check, PlatformReport, bool | str]] = [
+    # ---- the database
+    ("db: nothing yet", jobs._db_ready, report(), WAIT),
+    ("db: starting", jobs._db_ready, report(database="starting"), WAIT),
+    ("db: stopped", jobs._db_ready, report(database="stopped"), WAIT),
+    ("db: ready", jobs._db_ready, report(database="ready"), DONE),
+    ("db: error", jobs._db_ready, report(database="error: PostgreSQL exited: no space"),
+     "the database could not be made: error: PostgreSQL exited: no space"),
+    # ---- building the release
+    ("build: not reported", jobs._release_state("r1"), report(), WAIT),
+    ("build: another release built", jobs._release_state("r1"),
+     report(releases={"r0": "built"}), WAIT),
+    ("build: built", jobs._release_state("r1"), report(releases={"r1": "built"}), DONE),
+    ("build: error", jobs._release_state("r1"), report(releases={"r1": "error: bad wheel"}),
+     "building the release failed: error: bad wheel"),
+    # ---- the release command
+    ("migrate: none to run", jobs._migration_done(None), report(), DONE),
+    ("migrate: not run yet", jobs._migration_done("m7"), report(), WAIT),
+    ("migrate: ok", jobs._migration_done("m7"), report(migrations={"m7": "ok"}), DONE),
+    ("migrate: an older one ok", jobs._migration_done("m7"), report(migrations={"m6": "ok"}),
+     WAIT),
+    ("migrate: failed", jobs._migration_done("m7"),
+     report(migrations={"m7": "failed: relation exists"}),
+     "the release command failed: relation exists"),
+    # ---- the app processes of a slot
+    ("start: slot not reported", jobs._slot_healthy("a"), report(), WAIT),
+    ("start: starting", jobs._slot_healthy("a"),
+     report(slots={"a": slot("starting", healthy=False)}), WAIT),
+    ("start: running, not healthy yet", jobs._slot_healthy("a"),
+     report(slots={"a": slot(healthy=False)}), WAIT),
+    ("start: healthy", jobs._slot_healthy("a"), report(slots={"a": slot()}), DONE),
+    ("start: the other slot healthy", jobs._slot_healthy("b"), report(slots={"a": slot()}),
+     WAIT),
+    ("start: failed", jobs._slot_healthy("a"),
+     report(slots={"a": slot("failed", healthy=False, detail="ImportError: x")}),
+     "the app processes did not start: ImportError: x"),
+    # ---- the route
+    ("route: not loaded", jobs._routed, report(), WAIT),
+    ("route: other slot", jobs._routed, report(route_slot="b"), WAIT),
+    ("route: loaded", jobs._routed, report(route_slot="a"), DONE),
+    ("serving: routed, not healthy", jobs._serving,
+     report(route_slot="a", slots={"a": slot(healthy=False)}), WAIT),
+    ("serving: healthy, not routed", jobs._serving, report(slots={"a": slot()}), WAIT),
+    ("serving: routed and healthy", jobs._serving,
+     report(route_slot="a", slots={"a": slot()}), DONE),
+    # ---- retire, stop, destroy
+    ("retire: old slot still there", jobs._slot_gone("b"),
+     report(slots={"a": slot(), "b": slot()}), WAIT),
+    ("retire: old slot gone", jobs._slot_gone("b"), report(slots={"a": slot()}), DONE),
+    ("stop: database still up", jobs._stopped, report(database="ready"), WAIT),
+    ("stop: a slot still running", jobs._stopped,
+     report(database="stopped", slots={"a": slot()}), WAIT),
+    ("stop: all stopped", jobs._stopped,
+     report(database="stopped", slots={"a": slot("stopped", healthy=False)}), DONE),
+    ("destroy: still there", jobs._removed, report(absent=False), WAIT),
+    ("destroy: gone", jobs._removed, report(absent=True), DONE),
+]
+
+
+@pytest.mark.parametrize(("check", "observed", "expected"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_a_check_reads_the_report(check: jobs.Check, observed: PlatformReport,
+                                  expected: bool | str) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(StepFailed) as failed:
+            check(observed, DESIRED)
+        assert str(failed.value) == expected
+    else:
+        assert check(observed, DESIRED) is expected
+
+
+# ---------------------------------------------------------------- the waiting loop
+
+
+class _Plane:
+    """Just enough of the runtime for `_wait`: one platform whose report changes per poll."""
+
+    def __init__(self, reports: list[PlatformReport | None],
+                 desired: DesiredState = DESIRED) -> None:
+        self.reports = reports
+        self.desired = desired
+        self.polls = 0
+
+    @contextlib.contextmanager
+    def sessions(self) -> Iterator[SimpleNamespace]:
+        observed = self.reports[min(self.polls, len(self.reports) - 1)]
+        self.polls += 1
+        platform = SimpleNamespace(observed=observed, desired=self.desired)
+        yield SimpleNamespace(get=lambda model, key: platform)
+
+
+def _ctx(plane: _Plane) -> StepContext:
+    return StepContext(runtime=plane, job_id=12, platform_id="p1", params={})  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "POLL", 0.001)
+
+
+WAIT_CASES: list[tuple[str, list[PlatformReport | None], int | str]] = [
+    ("done at once", [report(database="ready")], 1),
+    ("nothing reported, then done", [None, report(database="starting"),
+                                     report(database="ready")], 3),
+    # A report for an older gen says nothing about what the step wrote, even a failure.
+    ("an older gen is not enough", [report(gen=1, database="ready"),
+                                    report(gen=1, database="error: old news"),
+                                    report(database="ready")], 3),
+    ("a newer gen counts", [report(gen=5, database="ready")], 1),
+    ("a failure fails the step", [report(database="starting"),
+                                  report(database="error: disk full")],
+     "the database could not be made: error: disk full"),
+    ("the timeout names the agent's error", [report(database="starting", error="pg: boom")],
+     "timed out after 0 s waiting for the database (agent says: pg: boom)"),
+    ("the timeout without an error", [None],
+     "timed out after 0 s waiting for the database"),
+]
+
+
+@pytest.mark.parametrize(("reports", "expected"), [c[1:] for c in WAIT_CASES],
+                         ids=[c[0] for c in WAIT_CASES])
+def test_wait_polls_until_the_current_gen_says_done(reports: list[PlatformReport | None],
+                                                    expected: int | str) -> None:
+    plane = _Plane(reports)
+    timeout = 0.05 if isinstance(expected, str) else 5.0
+    if isinstance(expected, str):
+        with pytest.raises(StepFailed) as failed:
+            jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=timeout)
+        assert str(failed.value) == expected
+    else:
+        jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=timeout)
+        assert plane.polls == expected
+
+
+def test_wait_moves_ports_another_program_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    moved: list[list[int]] = []
+    plane = _Plane([report(conflicts=[21001]), report(database="ready")])
+    monkeypatch.setattr(jobs, "_move_ports", lambda ctx, taken: moved.append(taken))
+    jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=5)
+    assert moved == [[21001]] and plane.polls == 2
+
+
+# ---------------------------------------------------------------- whole steps, real store
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Any]:
+    from tests.conftest import store_runtime
+
+    with store_runtime("tntj-") as runtime:
+        yield runtime
+
+
+def _report(runtime: Any, host_id: str, platform_id: str, **fields: Any) -> None:
+    from tenantry.platforms.contract import HostReport
+    from tenantry.platforms.hosts import record_report
+    from tenantry.platforms.models import Host
+
+    with runtime.sessions() as session:
+        host = session.get(Host, host_id)
+        record_report(session=session, host=host, report=HostReport.model_validate(
+            {"platforms": {platform_id: fields}}))
+
+
+@pytest.mark.slow
+def test_steps_write_the_desired_state_and_wait_on_reports(store: Any) -> None:
+    """place → database → build → a port conflict → destroy, in a real PostgreSQL."""
+    from tenantry.platforms.hosts import desired_state
+    from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
+    from tenantry.platforms.placement import place
+
+    manifest = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["x"]},
+                "release_command": ["x", "migrate"], "health_path": "/health",
+                "requirements": None, "wheels": None}
+    with store.sessions() as session:
+        isv = Isv(id="i1", name="bms")
+        app = App(id="a1", isv=isv, name="bodyshop")
+        release = Release(id="r1", app=app, version="1.0.0", digest="sha256:" + "ab" * 32,
+                          manifest=manifest)
+        region = Region(id="g1", name="local")
+        host = Host(id="h1", name="local", region=region, ingress_port=8443,
+                    agent_token_hash="x" * 64, port_min=21000, port_max=21009)
+        platform = Platform(id="p1", isv=isv, name="lbh", region=region, release=release,
+                            db_password=store.secrets.encrypt("pw-on-the-wire", org="i1"))
+        session.add_all([isv, app, release, region, host, platform])
+        session.flush()
+        assert platform.desired == DesiredState() and platform.observed is None
+        place(session, platform)
+        session.commit()
+    ctx = StepContext(runtime=store, job_id=7, platform_id="p1", params={})
+
+    jobs.step_place(ctx)
+    jobs.step_place(ctx)  # idempotent: found its own write
+    with store.sessions() as session:
+        platform = session.get(Platform, "p1")
+        assert platform is not None and platform.desired.placed_by == 7
+        assert platform.desired.gen == 2 and platform.desired.route_slot == "a"
+        assert platform.desired.migrations[0].id == "m7"
+        assert platform.host is not None and platform.host.generation == 2
+        sent = desired_state(session=session, host=platform.host, secrets=store.secrets)
+        wire = sent.platforms[0]
+        assert wire.database.password.get_secret_value() == "pw-on-the-wire"
+        assert wire.route is not None and "PRIVATE KEY" in wire.route.key_pem.get_secret_value()
+        assert "pw-on-the-wire" not in repr(sent)
+        web = platform.desired.slots["a"].ports[0]
+
+    _report(store, "h1", "p1", gen=2, database="ready", releases={"r1": "built"})
+    jobs._wait_database(ctx)
+    jobs.step_build(ctx)
+    _report(store, "h1", "p1", gen=2, migrations={"m7": "failed: no table"})
+    with pytest.raises(StepFailed, match="the release command failed: no table"):
+        jobs.step_migrate(ctx)
+
+    jobs._move_ports(ctx, [web])
+    with store.sessions() as session:
+        platform = session.get(Platform, "p1")
+        assert platform is not None and platform.desired.gen == 3
+        assert platform.desired.slots["a"].ports != [web]
+
+    _report(store, "h1", "p1", gen=4, absent=True)
+    jobs.step_teardown(ctx)
+    with store.sessions() as session:
+        platform = session.get(Platform, "p1")
+        assert platform is not None and platform.desired.absent and not platform.desired.running
+        assert platform.observed == PlatformReport(gen=4, absent=True)
