@@ -27,6 +27,7 @@ from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
 from tenantry.core.pgserver import ControlPlaneDatabase, pg_bin
+from tenantry.core.runtime import Runtime
 
 REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
 LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
@@ -194,14 +195,13 @@ class ControlPlane:
             runtime.engine.dispose()
         (self.data_dir / "api-url").write_text(self.api_url + "\n")
 
-    def _local_enroll_token(self, runtime: object) -> str | None:
+    def _local_enroll_token(self, runtime: Runtime) -> str | None:
         if (self.data_dir / "agent" / "agent.json").exists():
             return None
         from tenantry.access.principal import Principal
         from tenantry.platforms.hosts import create_enroll_token
 
-        rt = runtime
-        with rt.sessions() as session:  # type: ignore[attr-defined]
+        with runtime.sessions() as session:
             system = Principal(user_id="system", username="system", role="provider-admin")
             return create_enroll_token(session=session, principal=system).token
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tenantry.core.jobs import JobKind, Periodic
@@ -61,8 +61,7 @@ class Domain:
         return router
 
     def register_cli(self, root: Typer) -> None:
-        register: Callable[[Typer], None] = self._attribute("cli", "register",
-                                                            type(lambda: None))
+        register: Callable[[Typer], None] = self._attribute("cli", "register", FunctionType)
         register(root)
 
     def job_kinds(self) -> Sequence[JobKind]:
