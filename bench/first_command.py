@@ -35,6 +35,7 @@ from _common import (  # noqa: E402
     machine_facts,
     md_table,
     other_tenantry_ups,
+    port_block,
     processes_mentioning,
     short_tmp,
     summary,
@@ -49,10 +50,10 @@ def _burn() -> None:
         pass
 
 
-def one_run() -> dict[str, object]:
+def one_run(ports: tuple[int, int]) -> dict[str, object]:
     root = short_tmp("tnt-first-")
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
-                             ingress_port=free_port())
+                             ingress_port=free_port(), port_range=ports)
     env = {**cp.env, "TENANTRY_LISTEN": f"127.0.0.1:{cp.listen_port}",
            "TENANTRY_INGRESS_PORT": str(cp.ingress_port),
            "TENANTRY_PORT_RANGE": "{}-{}".format(*cp.port_range)}
@@ -101,9 +102,10 @@ def main() -> None:
     facts["load"] = (f"{args.load} busy process(es) for the whole run" if args.load
                      else "none added")
     rows, served, stops = [], [], []
+    ports = port_block()  # one block for every run: each run stops before the next starts
     try:
         for i in range(1, args.runs + 1):
-            r = one_run()
+            r = one_run(ports)
             ok = r["served"] is not None and r["left"] == 0
             print(f"run {i}: {r}", flush=True)
             if r["served"] is not None:
