@@ -62,9 +62,12 @@ class Received:
 
 @dataclass
 class Mailbox:
-    """aiosmtpd handler: keeps what it accepts; `rcpt_reply` refuses every recipient."""
+    """aiosmtpd handler: keeps what it accepts; `rcpt_reply` refuses every recipient,
+    `data_reply` every message; `drop_on_quit` hangs up instead of answering QUIT."""
 
     rcpt_reply: str | None = None
+    data_reply: str | None = None
+    drop_on_quit: bool = False
     messages: list[Received] = field(default_factory=list)
 
     async def handle_RCPT(self, server: SMTPServer, session: Session, envelope: Envelope,
@@ -76,6 +79,8 @@ class Mailbox:
 
     async def handle_DATA(self, server: SMTPServer, session: Session,
                           envelope: Envelope) -> str:
+        if self.data_reply is not None:
+            return self.data_reply
         content = envelope.original_content or b""
         login = session.auth_data.login if isinstance(session.auth_data, LoginPassword) else None
         # session.ssl is set by STARTTLS only; SMTPS shows on the transport.
@@ -84,6 +89,12 @@ class Mailbox:
         self.messages.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
                                       content, login, tls))
         return "250 2.0.0 accepted"
+
+    async def handle_QUIT(self, server: SMTPServer, session: Session,
+                          envelope: Envelope) -> str:
+        if self.drop_on_quit and server.transport is not None:
+            server.transport.abort()
+        return "221 bye"
 
 
 @dataclass
@@ -102,12 +113,12 @@ def _authenticator(login: str, password: str) -> Any:
 
 
 @contextmanager
-def smtp_server(*, rcpt_reply: str | None = None, certs: Certs | None = None,
-                implicit_tls: bool = False,
+def smtp_server(*, mailbox: Mailbox | None = None, rcpt_reply: str | None = None,
+                certs: Certs | None = None, implicit_tls: bool = False,
                 login: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
     """aiosmtpd on 127.0.0.1: plain, STARTTLS (`certs`) or SMTPS (`implicit_tls`); with
     `login`, AUTH is required (over TLS) before any mail."""
-    mailbox = Mailbox(rcpt_reply)
+    mailbox = mailbox or Mailbox(rcpt_reply)
     port = free_port()
     kwargs: dict[str, Any] = {}
     if certs is not None and implicit_tls:

@@ -33,6 +33,7 @@ from tenantry.monitoring.channels import (
 )
 from tests.monitoring.servers import (
     Certs,
+    Mailbox,
     basic,
     http_gateway,
     make_certs,
@@ -328,6 +329,22 @@ def test_a_recipient_refused_for_now_is_retried() -> None:
     with smtp_server(rcpt_reply="451 4.3.0 try again later") as server:
         failed = failure(smtp_channel(server.port))
     assert failed.retry and "451" in failed.message
+
+
+@pytest.mark.parametrize(("reply", "retry"), [("554 5.7.1 rejected as spam", False),
+                                              ("452 4.3.1 insufficient storage", True)])
+def test_a_refused_message_is_retried_only_when_the_refusal_is_temporary(
+        reply: str, retry: bool) -> None:
+    with smtp_server(mailbox=Mailbox(data_reply=reply)) as server:
+        failed = failure(smtp_channel(server.port))
+    assert failed.retry is retry and reply[:3] in failed.message
+
+
+def test_accepted_is_final_even_when_the_server_hangs_up_on_quit() -> None:
+    # A retry here would deliver the message twice.
+    with smtp_server(mailbox=Mailbox(drop_on_quit=True)) as server:
+        smtp_channel(server.port).send(message())
+        assert len(server.mailbox.messages) == 1
 
 
 def test_an_smtp_server_that_is_down_is_retried() -> None:

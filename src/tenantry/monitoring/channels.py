@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from email.message import EmailMessage
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,7 +114,7 @@ def _redact(text: str, *secrets: SecretStr | None) -> str:
     return text
 
 
-def _tls_context(ca_file: object) -> ssl.SSLContext:
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
 
 
@@ -222,7 +223,7 @@ class _HttpSmsChannel(Channel):
     kind = "sms"
     _secrets: tuple[SecretStr | None, ...] = ()
 
-    def __init__(self, *, ca_file: object, timeout: float) -> None:
+    def __init__(self, *, ca_file: Path | None, timeout: float) -> None:
         self._ca_file = ca_file
         self.timeout = timeout
 
