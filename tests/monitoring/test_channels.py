@@ -116,6 +116,7 @@ def test_bad_smtp_urls_name_smtp_url(url: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         load_settings(smtp_url=url, smtp_from="noc@example.com")
     assert caught.value.field == "smtp_url"
+    assert "[" not in caught.value.message  # the CLI prints messages as Rich markup
 
 
 @pytest.mark.parametrize("sender", ["nobody", "a@", "@example.com", "a b@example.com",
@@ -174,6 +175,7 @@ def test_bad_sms_urls_name_sms_url(url: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         load_settings(sms_url=url)
     assert caught.value.field == "sms_url"
+    assert TOKEN not in caught.value.message and "[" not in caught.value.message  # Rich
 
 
 @pytest.mark.parametrize(("overrides", "field"), [
@@ -392,6 +394,17 @@ def test_webhook_sms_posts_json_with_the_bearer_token(certs: Certs) -> None:
     assert request.headers["Content-Type"] == "application/json"
     assert request.json() == {"to": "+15550002222", "body": "load 9.5 > 8"}
     assert request.headers["Idempotency-Key"] == "alert:42:overloaded:ops:email"
+
+
+def test_a_webhook_url_with_a_key_in_path_and_query_is_not_shown(certs: Certs) -> None:
+    with http_gateway(certs=certs) as gw:
+        channel = webhook(f"{gw.url}/hooks/k3y-in-path?api_key=k3y-in-query", certs,
+                          token=None)
+        gw.statuses.append(500)
+        failed = failure(channel, message("+15550002222"))
+        assert gw.requests[0].path == "/hooks/k3y-in-path?api_key=k3y-in-query"
+    for text in (str(failed), repr(channel)):
+        assert "k3y" not in text and gw.url in text
 
 
 def test_webhook_sms_token_from_the_url_userinfo() -> None:

@@ -233,9 +233,11 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 EMAIL_ADDRESS = re.compile(r"[^@\s<>(),;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _TWILIO_SID = re.compile(r"[A-Za-z0-9]{2,64}")
-_SMTP_FORMS = "must be smtp://[USER:PASS@]HOST:PORT[?starttls=true] or smtps://..."
-_SMS_FORMS = ("must be https://[TOKEN@]HOST[:PORT]/PATH (a webhook) or "
-              "twilio://ACCOUNT_SID:AUTH_TOKEN@HOST[?from=+NUMBER]")
+# Messages say it without brackets: the CLI prints errors as Rich markup.
+_SMTP_FORMS = ("must be smtp://HOST:PORT or smtp://USER:PASS@HOST:PORT?starttls=true, "
+               "or smtps://USER:PASS@HOST:PORT (TLS from the start)")
+_SMS_FORMS = ("must be https://HOST/PATH or https://TOKEN@HOST:PORT/PATH (a webhook), or "
+              "twilio://ACCOUNT_SID:AUTH_TOKEN@HOST?from=+NUMBER")
 
 
 def _host_port(value: str, field: str, forms: str,

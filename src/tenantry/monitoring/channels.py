@@ -30,6 +30,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -262,14 +263,20 @@ class WebhookSmsChannel(_HttpSmsChannel):
         self.endpoint = endpoint
         self._secrets = (endpoint.token,)
 
+    @property
+    def origin(self) -> str:
+        """scheme://host:port only: many gateways put a token in the path or query."""
+        parts = urlsplit(self.endpoint.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
     def __repr__(self) -> str:
-        return f"WebhookSmsChannel({self.endpoint.url!r}, token='**********')"
+        return f"WebhookSmsChannel({self.origin!r}, token='**********')"
 
     def send(self, message: Message) -> None:
         headers = {"Idempotency-Key": message.dedup_key}
         if self.endpoint.token is not None:
             headers["Authorization"] = f"Bearer {self.endpoint.token.get_secret_value()}"
-        self._post(self.endpoint.url, where=f"SMS gateway {self.endpoint.url}",
+        self._post(self.endpoint.url, where=f"SMS gateway {self.origin}",
                    json={"to": self._number(message), "body": message.body}, headers=headers)
 
 
