@@ -4,8 +4,11 @@ against a real server on loopback that accepts, refuses, is down or is slow."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from email import message_from_bytes
 from email.policy import default as email_policy
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -31,6 +34,7 @@ from tenantry.monitoring.channels import (
     WebhookSmsChannel,
     open_channels,
 )
+from tests.conftest import TENANTRY
 from tests.monitoring.servers import (
     Certs,
     Mailbox,
@@ -208,6 +212,23 @@ def test_channel_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("TENANTRY_SMTP_URL", "")
     monkeypatch.setenv("TENANTRY_SMTP_FROM", "")
     assert open_channels(load_settings()) == {}
+
+
+@pytest.mark.parametrize(("env", "field"), [
+    ({"TENANTRY_SMTP_URL": f"smtp://noc:{quote(PASSWORD, safe='')}@mail.example.com",
+      "TENANTRY_SMTP_FROM": "noc@example.com"}, "smtp_url"),
+    ({"TENANTRY_SMS_URL": f"twilio://{SID}:{TOKEN}@api.twilio.com?from=555"}, "sms_url"),
+])
+def test_up_refuses_a_bad_channel_url_at_start(tmp_path: Path, env: dict[str, str],
+                                               field: str) -> None:
+    """The edge: `tenantry up` stops before starting anything, exit 2, the field named."""
+    done = subprocess.run(
+        [*TENANTRY, "up", "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "TENANTRY_DATA_DIR": str(tmp_path), **env})
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert f"({field})" in said and "Traceback" not in said
+    assert PASSWORD not in said and quote(PASSWORD, safe="") not in said and TOKEN not in said
 
 
 # ---------------------------------------------------------------- secrets
