@@ -166,7 +166,7 @@ class EmailChannel(Channel):
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(message.to, (0, b""))
             raise self._refused(f"refused the recipient {message.to}", code, reply,
-                                final=code >= 500) from None
+                                final=code >= 500, field="to") from None
         except smtplib.SMTPDataError as exc:
             raise self._refused("refused the message", exc.smtp_code, exc.smtp_error,
                                 final=exc.smtp_code >= 500) from None
