@@ -14,16 +14,15 @@ from urllib.parse import quote
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from tenantry.core.config import (
-    Settings,
+from tenantry.core.config import Settings, load_settings
+from tenantry.core.errors import InvalidInput
+from tenantry.core.notify import (
     SmtpEndpoint,
     TwilioSmsEndpoint,
     WebhookSmsEndpoint,
-    load_settings,
     parse_sms_url,
     parse_smtp_url,
 )
-from tenantry.core.errors import InvalidInput
 from tenantry.monitoring.channels import (
     Channel,
     DeliveryFailed,

@@ -35,17 +35,17 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from tenantry.core.config import (
+from tenantry.core.config import Settings
+from tenantry.core.errors import Unavailable
+from tenantry.core.notify import (
     E164,
     EMAIL_ADDRESS,
-    Settings,
     SmtpEndpoint,
     TwilioSmsEndpoint,
     WebhookSmsEndpoint,
     sms_endpoint,
     smtp_endpoint,
 )
-from tenantry.core.errors import Unavailable
 
 DEFAULT_TIMEOUT = 10.0  # seconds for each connect, read or write; the outbox retries later
 
