@@ -6,10 +6,17 @@ import os
 import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantry.core.errors import InvalidInput, field_errors
+from tenantry.core.notify import sms_endpoint, smtp_endpoint
 from tenantry.core.objectstore import S3Location, check_endpoint, parse_store_url
 
 
@@ -50,6 +57,29 @@ class Settings(BaseSettings):
     offsite_access_key_id: str | None = None
     offsite_secret_access_key: SecretStr | None = None
     offsite_lock_days: int = 365  # COMPLIANCE retention of each shipped object; 0: none
+    # Notification channels (tenantry.monitoring.channels); see parse_smtp_url and
+    # parse_sms_url below. Unset: notifications wait in the outbox, shown in the portal.
+    # The URLs hold credentials, so they are secrets as a whole.
+    smtp_url: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_ca_file: Path | None = None  # a private CA the SMTP server's certificate chains to
+    sms_url: SecretStr | None = None
+    sms_token: SecretStr | None = None  # bearer token of a webhook gateway (or in its URL)
+    sms_ca_file: Path | None = None
+
+    @field_validator("smtp_url", "smtp_from", "smtp_ca_file", "sms_url", "sms_token",
+                     "sms_ca_file", mode="before")
+    @classmethod
+    def _empty_channel_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _channels(self) -> Settings:
+        # InvalidInput rather than ValueError: pydantic's error would quote the input, and
+        # the input is a URL with a password in it.
+        smtp_endpoint(self)
+        sms_endpoint(self)
+        return self
 
     @field_validator("offsite_url", "offsite_endpoint", "offsite_access_key_id",
                      "offsite_secret_access_key", mode="before")

@@ -1,0 +1,1 @@
+"""Monitoring, alerting and notifications: the operator knows before the customer does."""

@@ -1,0 +1,1 @@
+"""Tests of the monitoring domain (notification channels against real servers on loopback)."""
