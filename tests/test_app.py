@@ -77,3 +77,15 @@ def test_the_front_ends_read_the_root() -> None:
             "warn of expiring certificates"} <= {t.name for t in composition.periodic()}
     tables = set(composition.metadata().tables)
     assert {"platforms", "jobs", "events", "users", "audit_entries", "data_keys"} <= tables
+
+
+def test_the_cli_loads_neither_fastapi_nor_the_store() -> None:
+    """Every command builds the whole Typer root: it must stay light (about 0.5 s)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from tenantry.cli.main import build; build(); "
+             "print(sorted(m for m in ('fastapi', 'sqlalchemy', 'jinja2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

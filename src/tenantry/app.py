@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import MetaData
-
 from tenantry.core.domain import Domain
-from tenantry.core.jobs import JobKind, Periodic
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI reads DOMAINS: it must not pull in FastAPI or SQLAlchemy
     from fastapi import APIRouter
+    from sqlalchemy import MetaData
     from typer import Typer
+
+    from tenantry.core.jobs import JobKind, Periodic
 
 DOMAINS: tuple[Domain, ...] = (
     Domain("tenantry.platforms"),  # ISVs, tenants, releases, platforms, hosts, jobs, events

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from types import FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from tenantry.core.jobs import JobKind, Periodic
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI loads this module: it must not pull in FastAPI or the store
     from fastapi import APIRouter
     from typer import Typer
+
+    from tenantry.core.jobs import JobKind, Periodic
 
 PARTS = ("models", "schemas", "service", "api", "pages", "cli", "jobs")
 
