@@ -1,0 +1,1 @@
+"""Monitoring: the check catalog, and the Prometheus stack that evaluates it."""
