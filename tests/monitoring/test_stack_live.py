@@ -1,0 +1,214 @@
+"""The real stack end to end: HTTP SD → Prometheus rules → Alertmanager → webhook.
+
+A small HTTP server in the test plays the control plane: it serves the SD documents (listing
+a real node_exporter and its own /metrics, whose value the test sets), and receives the
+webhook. The test checks the bearer tokens both ways, hysteresis (below busy but above clear
+keeps the alert firing), resolution below the clear threshold, and a rule change picked up by
+a reload without restart; it prints the fault-to-webhook latency.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tenantry.monitoring import rules, stack
+from tenantry.monitoring.catalog import Check, Scope, TargetKind, ThresholdOverride, catalog
+from tenantry.monitoring.prometheus import (
+    AlertmanagerInputs,
+    PrometheusInputs,
+    SdDocument,
+    SdGroup,
+    render_alertmanager,
+    render_blackbox,
+    render_prometheus,
+)
+from tenantry.monitoring.webhook import WebhookPayload
+from tests.monitoring.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+SD_TOKEN = "sd-token-for-test"
+HOOK_TOKEN = "hook-token-for-test"
+LOAD = Check("test_load", TargetKind.HOST, 'tenantry_test_load{job="agent"}', True,
+             busy=50, overloaded=80, clear=20, hold=0, unit="%", summary="test load")
+
+
+class FakeControlPlane:
+    """SD endpoints, a /metrics with one settable gauge, and the webhook receiver."""
+
+    def __init__(self, node_port: int) -> None:
+        self.value = 10.0
+        self.hooks: list[tuple[float, str, WebhookPayload]] = []
+        self.sd_auth: set[str] = set()
+        self.lock = threading.Lock()
+        outer = self
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(outer))
+        self.port = self.server.server_address[1]
+        self.sd = {
+            "node": SdDocument([SdGroup(targets=[f"127.0.0.1:{node_port}"],
+                                        labels={"kind": "host", "host": "h1"})]),
+            "agent": SdDocument([SdGroup(targets=[f"127.0.0.1:{self.port}"],
+                                         labels={"kind": "host", "host": "h1"})]),
+        }
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def set(self, value: float) -> float:
+        with self.lock:
+            self.value = value
+        return time.monotonic()
+
+    def wait_hook(self, status: str, level: str, *, after: float, timeout: float = 60,
+                  scope: str | None = None) -> tuple[float, dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for at, auth, payload in self.hooks:
+                    for alert in payload.alerts:
+                        lab = alert.labels
+                        if (at >= after and alert.status == status and lab["check"] == LOAD.name
+                                and lab["level"] == level
+                                and (scope is None or lab["scope"] == scope)):
+                            assert auth == f"Bearer {HOOK_TOKEN}"
+                            return at, lab
+            time.sleep(0.1)
+        raise AssertionError(f"no {status} {level} webhook within {timeout} s: {self.hooks}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(cp: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/metrics":
+                with cp.lock:
+                    body = f"tenantry_test_load {cp.value}\n".encode()
+                self._send(200, body, "text/plain; version=0.0.4")
+                return
+            prefix = "/api/v1/monitoring/sd/"
+            if self.path.startswith(prefix):
+                cp.sd_auth.add(self.headers.get("Authorization", ""))
+                if self.headers.get("Authorization") != f"Bearer {SD_TOKEN}":
+                    self._send(401, b"{}")
+                    return
+                doc = cp.sd.get(self.path[len(prefix):], SdDocument([]))
+                self._send(200, doc.model_dump_json().encode())
+                return
+            self._send(404, b"{}")
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path == "/webhook":
+                payload = WebhookPayload.model_validate_json(body)
+                with cp.lock:
+                    cp.hooks.append((time.monotonic(), self.headers.get("Authorization", ""),
+                                     payload))
+                self._send(200, b"{}")
+                return
+            self._send(404, b"{}")
+
+    return Handler
+
+
+def _query(prom: str, promql: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=5)
+    r.raise_for_status()
+    result: list[dict[str, Any]] = r.json()["data"]["result"]
+    return result
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_threshold_to_webhook_with_hysteresis_and_reload(root: Path, launch: Any) -> None:
+    ports = stack.StackPorts(free_port(), free_port(), free_port(), free_port(), free_port())
+    layout = stack.StackLayout(root)
+    layout.prepare()
+    cp = FakeControlPlane(ports.node_exporter)
+    try:
+        _run(cp, layout, ports, launch)
+    finally:
+        cp.close()
+
+
+def _run(cp: FakeControlPlane, layout: stack.StackLayout, ports: stack.StackPorts,
+         launch: Any) -> None:
+    checks = catalog(extra=(LOAD,))
+    rule_file = layout.rules_dir / "checks.yml"
+    stack.write_if_changed(layout.sd_token_file, SD_TOKEN, mode=0o600)
+    stack.write_if_changed(layout.webhook_token_file, HOOK_TOKEN, mode=0o600)
+    stack.write_if_changed(rule_file, rules.render(checks))
+    stack.write_if_changed(layout.prometheus_yml, render_prometheus(PrometheusInputs(
+        alertmanager=f"127.0.0.1:{ports.alertmanager}",
+        control_plane=f"http://127.0.0.1:{cp.port}",
+        token_file=str(layout.sd_token_file),
+        blackbox=f"127.0.0.1:{ports.blackbox_exporter}",
+        rule_files=(str(layout.rules_dir / "*.yml"),))))
+    stack.write_if_changed(layout.alertmanager_yml, render_alertmanager(AlertmanagerInputs(
+        webhook_url=f"http://127.0.0.1:{cp.port}/webhook",
+        token_file=str(layout.webhook_token_file))))
+    stack.write_if_changed(layout.blackbox_yml, render_blackbox(ca_file=None))
+
+    procs = {spec.name: launch(spec) for spec in stack.programs(layout, ports)}
+    prom = f"http://127.0.0.1:{ports.prometheus}"
+    stack.wait_ready(prom)
+    stack.wait_ready(f"http://127.0.0.1:{ports.alertmanager}")
+    _wait(lambda: len(_query(prom, 'up{job=~"agent|node"} == 1')) == 2, "both targets up")
+    _wait(lambda: bool(_query(prom, 'tenantry:check_value{check="test_load"}')),
+          "the test value recorded")
+    assert cp.sd_auth == {f"Bearer {SD_TOKEN}"}
+
+    # Busy: the value crosses 50.
+    t_fault = cp.set(60)
+    t_fire, labels = cp.wait_hook("firing", "busy", after=t_fault)
+    assert labels["host"] == "h1" and labels["kind"] == "host" and labels["scope"] == "default"
+    fire_latency = t_fire - t_fault
+
+    # Below busy (50) but above clear (20): still firing, three evaluations later.
+    t_dip = cp.set(40)
+    time.sleep(16)
+    assert _query(prom, 'ALERTS{alertname="test_load_busy", alertstate="firing"}')
+    with pytest.raises(AssertionError):
+        cp.wait_hook("resolved", "busy", after=t_dip, timeout=0.5)
+
+    # Below clear: resolved.
+    t_repair = cp.set(10)
+    t_resolved, _ = cp.wait_hook("resolved", "busy", after=t_repair)
+    resolve_latency = t_resolved - t_repair
+
+    # A host override (busy at 5) in a changed rule file, picked up by a reload.
+    pid = procs["mon-prometheus"].pid
+    override = ThresholdOverride(check=LOAD.name, scope=Scope.HOST, target="h1",
+                                 busy=5, overloaded=80, clear=2)
+    assert stack.write_if_changed(rule_file, rules.render(checks, [override]))
+    t_reload = time.monotonic()
+    stack.reload(prom)
+    cp.wait_hook("firing", "busy", after=t_reload, scope="host:h1")
+    assert procs["mon-prometheus"].pid == pid and procs["mon-prometheus"].poll() is None
+
+    print(f"\nfault -> webhook {fire_latency:.1f} s; repair -> resolved {resolve_latency:.1f} s")
+    assert fire_latency < 15 and resolve_latency < 15
