@@ -35,8 +35,8 @@ from tests.monitoring.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
-SD_TOKEN = "sd-token-for-test"
-HOOK_TOKEN = "hook-token-for-test"
+SD_TOKEN = "sd-token-for-test"  # noqa: S105 - a test value
+HOOK_TOKEN = "hook-token-for-test"  # noqa: S105 - a test value
 LOAD = Check("test_load", TargetKind.HOST, 'tenantry_test_load{job="agent"}', True,
              busy=50, overloaded=80, clear=20, hold=0, unit="%", summary="test load")
 
