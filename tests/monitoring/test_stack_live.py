@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tenantry.core.errors import Unavailable
 from tenantry.monitoring import rules, stack
 from tenantry.monitoring.catalog import Check, Scope, TargetKind, ThresholdOverride, catalog
 from tenantry.monitoring.prometheus import (
@@ -209,6 +210,12 @@ def _run(cp: FakeControlPlane, layout: stack.StackLayout, ports: stack.StackPort
     stack.reload(prom)
     cp.wait_hook("firing", "busy", after=t_reload, scope="host:h1")
     assert procs["mon-prometheus"].pid == pid and procs["mon-prometheus"].poll() is None
+
+    # A broken rule file is refused by the reload, and the running rules stay in force.
+    rule_file.write_text("groups: [{name: x, rules: [{alert: a, expr: 'up >'}]}]\n")
+    with pytest.raises(Unavailable):
+        stack.reload(prom)
+    assert stack.ready(prom) and _query(prom, 'ALERTS{alertname="test_load_busy"}')
 
     print(f"\nfault -> webhook {fire_latency:.1f} s; repair -> resolved {resolve_latency:.1f} s")
     assert fire_latency < 15 and resolve_latency < 15
