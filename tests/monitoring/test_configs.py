@@ -124,6 +124,7 @@ def test_programs(tmp_path: Path) -> None:
     with_pg = stack.programs(layout, PORTS, postgres_dsns=dsns)
     pg = next(s for s in with_pg if s.name == "mon-postgres-exporter")
     assert pg.environment["DATA_SOURCE_NAME"] == ",".join(dsns)
+    assert {"--no-collector.bgwriter", "--no-collector.database"} <= set(pg.command)
     assert "postgresql://" not in repr(pg)  # DSNs may hold passwords
 
 

@@ -135,6 +135,39 @@ UNIT_TESTS: list[dict[str, Any]] = [
 ]
 
 
+_A = 'host="h1", server="/run/a:5432"'
+_B = 'host="h1", server="/run/b:5433"'
+UNIT_TESTS.append({
+    # postgres_exporter 0.11 with two DSNs: a stopped cluster's series vanish (its pg_up is
+    # one unlabelled gauge); the agent's expected clusters say which one is down, and lend
+    # their platform labels to every database series.
+    "interval": "5s",
+    "input_series": [
+        {"series": f'tenantry_database_expected{{job="agent", {_A}, isv="acme", '
+                   'platform="acme/p1"}', "values": "1x10"},
+        {"series": f'tenantry_database_expected{{job="agent", {_B}, isv="acme", '
+                   'platform="acme/p2"}', "values": "1x10"},
+        {"series": f'pg_static{{job="postgres", {_A}, version="15"}}', "values": "1x10"},
+        {"series": f'pg_static{{job="postgres", {_B}, version="15"}}', "values": "1 stale"},
+        {"series": f'pg_settings_max_connections{{job="postgres", {_A}}}', "values": "100x10"},
+        {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
+                   'state="active"}', "values": "70x10"},
+        {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
+                   'state="idle"}', "values": "10x10"},
+    ],
+    "alert_rule_test": [
+        {"eval_time": "10s", "alertname": "db_up_overloaded", "exp_alerts": [
+            {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
+                            "platform": "acme/p2", "check": "db_up", "kind": "database",
+                            "level": "overloaded", "scope": "default"}}]},
+        {"eval_time": "40s", "alertname": "connections_busy", "exp_alerts": [
+            {"exp_labels": {"job": "postgres", "host": "h1", "server": "/run/a:5432",
+                            "isv": "acme", "platform": "acme/p1", "check": "connections",
+                            "kind": "database", "level": "busy", "scope": "default"}}]},
+    ],
+})
+
+
 def test_rules_behave_under_promtool(tmp_path: Path) -> None:
     doc = rules.rule_groups(CHECKS, OVERRIDES)
     for r in doc["groups"][0]["rules"]:

@@ -64,6 +64,19 @@ class Check:
         return a > b if self.higher_is_worse else a < b
 
 
+# postgres_exporter 0.11 with several DSNs (one exporter per host, every cluster on it) labels
+# each cluster's series `server` ("SOCKETDIR:PORT" or "HOST:PORT"), but its `pg_up` is a
+# single unlabelled gauge (1 while any cluster answers), and a stopped cluster's series simply
+# vanish. So the agent exports the clusters it expects, `tenantry_database_expected{server,
+# isv, platform} 1` (server spelt as the exporter spells it): "up" is "expected and present",
+# and each database series gets its platform's labels from that join.
+EXPECTED = 'max by(server, isv, platform, host) (tenantry_database_expected{job="agent"})'
+
+
+def _db(expr: str) -> str:
+    return f"({expr}) * on(server) group_left(isv, platform) {EXPECTED}"
+
+
 _FS = 'fstype!~"tmpfs|ramfs|devtmpfs|squashfs|nsfs|autofs|proc|sysfs|fuse.*"'
 _PGDB = "datid, datname"
 
@@ -93,20 +106,22 @@ CHECKS: tuple[Check, ...] = (
           'probe_duration_seconds{job="probe_platform"} and probe_success{job="probe_platform"}'
           " == 1",
           True, 1, 3, 0.5, 15, "s", "slow responses"),
-    # database (postgres_exporter 0.11; one exporter per host, a `server` label per cluster)
-    Check("db_up", TargetKind.DATABASE, 'pg_up{job="postgres"}',
+    # database (postgres_exporter 0.11, one per host; see _db)
+    Check("db_up", TargetKind.DATABASE,
+          f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
+          f" or ({EXPECTED} * 0)",
           False, None, 1, 1, 5, "", "database down"),
     Check("connections", TargetKind.DATABASE,
-          "100 * sum without(datname, state) (pg_stat_activity_count)"
-          " / pg_settings_max_connections",
+          _db("100 * sum without(datname, state) (pg_stat_activity_count)"
+              " / pg_settings_max_connections"),
           True, 75, 90, 65, 30, "%", "connections used"),
     Check("longest_transaction", TargetKind.DATABASE,
-          "max without(datname, state) (pg_stat_activity_max_tx_duration)",
+          _db("max without(datname, state) (pg_stat_activity_max_tx_duration)"),
           True, 300, 1800, 120, 0, "s", "long transaction"),
     Check("cache_hit", TargetKind.DATABASE,
-          f"100 * sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
-          f" / (sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
-          f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m])))",
+          _db(f"100 * sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
+              f" / (sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
+              f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m])))"),
           False, 95, 90, 97, 120, "%", "buffer cache hit ratio low"),
 )
 

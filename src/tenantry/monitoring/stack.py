@@ -151,6 +151,10 @@ def programs(layout: StackLayout, ports: StackPorts, *, retention: str = "15d",
         specs.append(ProgramSpec(f"{name_prefix}postgres-exporter", (
             binary("postgres_exporter"),
             _listen(host, ports.postgres_exporter),
+            # 0.11's new-style collectors label nothing by server: with two DSNs their
+            # series collide and the whole /metrics answers 500 (checked on Debian 12).
+            "--no-collector.bgwriter",
+            "--no-collector.database",
         ), environment={"DATA_SOURCE_NAME": ",".join(postgres_dsns)},
             log_file=str(layout.log("postgres_exporter"))))
     return specs
