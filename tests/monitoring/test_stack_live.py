@@ -3,12 +3,16 @@
 A small HTTP server in the test plays the control plane: it serves the SD documents (listing
 a real node_exporter and its own /metrics, whose value the test sets), and receives the
 webhook. The test checks the bearer tokens both ways, hysteresis (below busy but above clear
-keeps the alert firing), resolution below the clear threshold, and a rule change picked up by
-a reload without restart; it prints the fault-to-webhook latency.
+keeps the alert firing), resolution below the clear threshold, a rule change picked up by
+a reload without restart, and an HTTPS probe of a site by address with its name given apart
+(the `hostname` parameter: Host header and TLS name) that alerts when the site stops. It
+prints the fault-to-webhook latencies.
 """
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +42,7 @@ pytestmark = pytest.mark.slow
 
 SD_TOKEN = "sd-token-for-test"  # noqa: S105 - a test value
 HOOK_TOKEN = "hook-token-for-test"  # noqa: S105 - a test value
+SITE = "p1.acme.localhost"
 LOAD = Check("test_load", TargetKind.HOST, 'tenantry_test_load{job="agent"}', True,
              busy=50, overloaded=80, clear=20, hold=0, unit="%", summary="test load")
 
@@ -45,7 +50,7 @@ LOAD = Check("test_load", TargetKind.HOST, 'tenantry_test_load{job="agent"}', Tr
 class FakeControlPlane:
     """SD endpoints, a /metrics with one settable gauge, and the webhook receiver."""
 
-    def __init__(self, node_port: int) -> None:
+    def __init__(self, node_port: int, site_port: int) -> None:
         self.value = 10.0
         self.hooks: list[tuple[float, str, WebhookPayload]] = []
         self.sd_auth: set[str] = set()
@@ -58,6 +63,11 @@ class FakeControlPlane:
                                         labels={"kind": "host", "host": "h1"})]),
             "agent": SdDocument([SdGroup(targets=[f"127.0.0.1:{self.port}"],
                                          labels={"kind": "host", "host": "h1"})]),
+            # The ingress by address; the name only as the probe's Host and TLS name.
+            "probe_platform": SdDocument([SdGroup(
+                targets=[f"https://127.0.0.1:{site_port}/health"],
+                labels={"kind": "platform", "host": "h1", "isv": "acme",
+                        "platform": "acme/p1", "server_name": SITE})]),
         }
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -67,14 +77,15 @@ class FakeControlPlane:
         return time.monotonic()
 
     def wait_hook(self, status: str, level: str, *, after: float, timeout: float = 60,
-                  scope: str | None = None) -> tuple[float, dict[str, str]]:
+                  scope: str | None = None, check: str = LOAD.name,
+                  ) -> tuple[float, dict[str, str]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
                 for at, auth, payload in self.hooks:
                     for alert in payload.alerts:
                         lab = alert.labels
-                        if (at >= after and alert.status == status and lab["check"] == LOAD.name
+                        if (at >= after and alert.status == status and lab["check"] == check
                                 and lab["level"] == level
                                 and (scope is None or lab["scope"] == scope)):
                             assert auth == f"Bearer {HOOK_TOKEN}"
@@ -130,6 +141,39 @@ def _handler(cp: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Site:
+    """An HTTPS site serving only the name SITE, with a self-signed certificate (its own CA)."""
+
+    def __init__(self, root: Path) -> None:
+        self.cert, key = root / "site.pem", root / "site.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", str(key), "-out", str(self.cert), "-subj", f"/CN={SITE}",
+                        "-addext", f"subjectAltName=DNS:{SITE}"], check=True,
+                       capture_output=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, key)
+
+        class Ok(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                ok = self.headers.get("Host") == SITE
+                self.send_response(200 if ok else 421)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> float:
+        self.server.shutdown()
+        self.server.server_close()
+        return time.monotonic()
+
+
 def _query(prom: str, promql: str) -> list[dict[str, Any]]:
     r = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=5)
     r.raise_for_status()
@@ -149,14 +193,16 @@ def test_threshold_to_webhook_with_hysteresis_and_reload(root: Path, launch: Any
     ports = stack.StackPorts(free_port(), free_port(), free_port(), free_port(), free_port())
     layout = stack.StackLayout(root)
     layout.prepare()
-    cp = FakeControlPlane(ports.node_exporter)
+    site = Site(root)
+    cp = FakeControlPlane(ports.node_exporter, site.port)
     try:
-        _run(cp, layout, ports, launch)
+        _run(cp, site, layout, ports, launch)
     finally:
         cp.close()
+        site.stop()
 
 
-def _run(cp: FakeControlPlane, layout: stack.StackLayout, ports: stack.StackPorts,
+def _run(cp: FakeControlPlane, site: Site, layout: stack.StackLayout, ports: stack.StackPorts,
          launch: Any) -> None:
     checks = catalog(extra=(LOAD,))
     rule_file = layout.rules_dir / "checks.yml"
@@ -172,7 +218,7 @@ def _run(cp: FakeControlPlane, layout: stack.StackLayout, ports: stack.StackPort
     stack.write_if_changed(layout.alertmanager_yml, render_alertmanager(AlertmanagerInputs(
         webhook_url=f"http://127.0.0.1:{cp.port}/webhook",
         token_file=str(layout.webhook_token_file))))
-    stack.write_if_changed(layout.blackbox_yml, render_blackbox(ca_file=None))
+    stack.write_if_changed(layout.blackbox_yml, render_blackbox(ca_file=str(site.cert)))
 
     procs = {spec.name: launch(spec) for spec in stack.programs(layout, ports)}
     prom = f"http://127.0.0.1:{ports.prometheus}"
@@ -182,6 +228,9 @@ def _run(cp: FakeControlPlane, layout: stack.StackLayout, ports: stack.StackPort
     _wait(lambda: bool(_query(prom, 'tenantry:check_value{check="test_load"}')),
           "the test value recorded")
     assert cp.sd_auth == {f"Bearer {SD_TOKEN}"}
+    _wait(lambda: [r["value"][1] for r in _query(prom, 'tenantry:check_value{check="responding",'
+                                                       ' platform="acme/p1"}')] == ["1"],
+          "the platform probed through its address, by name, against its CA")
 
     # Busy: the value crosses 50.
     t_fault = cp.set(60)
@@ -217,5 +266,12 @@ def _run(cp: FakeControlPlane, layout: stack.StackLayout, ports: stack.StackPort
         stack.reload(prom)
     assert stack.ready(prom) and _query(prom, 'ALERTS{alertname="test_load_busy"}')
 
-    print(f"\nfault -> webhook {fire_latency:.1f} s; repair -> resolved {resolve_latency:.1f} s")
-    assert fire_latency < 15 and resolve_latency < 15
+    # The site stops answering: "instance not responding" (5 s hold).
+    t_down = site.stop()
+    t_hook, labels = cp.wait_hook("firing", "overloaded", after=t_down, check="responding")
+    assert labels["platform"] == "acme/p1" and labels["isv"] == "acme"
+    down_latency = t_hook - t_down
+
+    print(f"\nthreshold crossed -> webhook {fire_latency:.1f} s; below clear -> resolved "
+          f"{resolve_latency:.1f} s; site down -> webhook {down_latency:.1f} s")
+    assert fire_latency < 15 and resolve_latency < 15 and down_latency < 20

@@ -206,7 +206,7 @@ def resolve(ov: ThresholdOverride, checks: dict[str, Check]) -> Thresholds:
         raise InvalidInput(f"unknown check {ov.check!r}", field="check")
     if check.busy is None and ov.busy is not None:
         raise InvalidInput(f"check {check.name!r} has no busy level", field="busy")
-    busy = ov.busy if check.busy is None or ov.busy is not None else None
+    busy = ov.busy
     if check.busy is not None and busy is None:
         raise InvalidInput(f"check {check.name!r} needs a busy threshold", field="busy")
     if ov.clear is not None:
