@@ -275,3 +275,45 @@ def _run(cp: FakeControlPlane, site: Site, layout: stack.StackLayout, ports: sta
     print(f"\nthreshold crossed -> webhook {fire_latency:.1f} s; below clear -> resolved "
           f"{resolve_latency:.1f} s; site down -> webhook {down_latency:.1f} s")
     assert fire_latency < 15 and resolve_latency < 15 and down_latency < 20
+
+
+def test_a_silent_host_inhibits_its_platforms(root: Path, launch: Any) -> None:
+    """The real Alertmanager with the rendered config: a host's heartbeat alert holds back
+    the alerts of platforms on that host, not those of other hosts."""
+    ports = stack.StackPorts(free_port(), free_port(), free_port(), free_port(), free_port())
+    layout = stack.StackLayout(root)
+    layout.prepare()
+    cp = FakeControlPlane(0, 0)
+    try:
+        stack.write_if_changed(layout.webhook_token_file, HOOK_TOKEN, mode=0o600)
+        stack.write_if_changed(layout.alertmanager_yml, render_alertmanager(AlertmanagerInputs(
+            webhook_url=f"http://127.0.0.1:{cp.port}/webhook",
+            token_file=str(layout.webhook_token_file))))
+        am_spec = next(s for s in stack.programs(layout, ports) if "alertmanager" in s.name)
+        launch(am_spec)
+        am = f"http://127.0.0.1:{ports.alertmanager}"
+        stack.wait_ready(am)
+
+        def alert(check: str, **labels: str) -> dict[str, Any]:
+            return {"labels": {"alertname": f"{check}_overloaded", "check": check,
+                               "level": "overloaded", "scope": "default", **labels}}
+
+        t0 = time.monotonic()
+        httpx.post(f"{am}/api/v2/alerts", timeout=5, json=[
+            alert("heartbeat", kind="host", host="hx", job="node"),
+            alert("responding", kind="platform", host="hx", isv="acme", platform="acme/p1"),
+            alert("responding", kind="platform", host="hy", isv="acme", platform="acme/p2"),
+        ]).raise_for_status()
+        cp.wait_hook("firing", "overloaded", after=t0, check="heartbeat")
+        _, labels = cp.wait_hook("firing", "overloaded", after=t0, check="responding")
+        assert labels["host"] == "hy"
+        states = {a["labels"].get("platform", a["labels"]["check"]): a["status"]
+                  for a in httpx.get(f"{am}/api/v2/alerts", timeout=5).json()}
+        assert states["acme/p1"]["state"] == "suppressed" and states["acme/p1"]["inhibitedBy"]
+        assert states["acme/p2"]["state"] == "active"
+        time.sleep(6)  # one more group interval: still nothing about hx's platform
+        with cp.lock:
+            sent = [a.labels for _, _, p in cp.hooks for a in p.alerts]
+        assert not [x for x in sent if x.get("platform") == "acme/p1"]
+    finally:
+        cp.close()
