@@ -12,8 +12,8 @@ from tenantry.monitoring.catalog import CHECKS, Check, TargetKind, catalog, pars
 CHECKS_BY_NAME = catalog()
 
 REQUIRED = {
-    TargetKind.HOST: {"cpu", "memory", "swap", "df", "heartbeat", "proxy"},
-    TargetKind.PLATFORM: {"responding", "response_time"},
+    TargetKind.HOST: {"cpu", "memory", "swap", "df", "interface_errors", "heartbeat", "proxy"},
+    TargetKind.PLATFORM: {"responding", "response_time", "tls_expiry"},
     TargetKind.DATABASE: {"db_up", "connections", "longest_transaction", "cache_hit"},
 }
 
@@ -52,6 +52,8 @@ def test_defaults_are_ordered_and_hysteretic(check: Check) -> None:
     ({"check": "cpu", "scope": "host", "target": "h1", "overloaded": 90}, "busy"),
     ({"check": "cpu", "scope": "region", "target": "h1", "busy": 80, "overloaded": 90}, "scope"),
     ({"check": "cpu", "scope": "host", "target": 'h"1', "busy": 80, "overloaded": 90},
+     "target"),
+    ({"check": "cpu", "scope": "host", "target": "h1|h2", "busy": 80, "overloaded": 90},
      "target"),
     ({"check": "cpu", "scope": "host", "target": "h1", "busy": 80, "overloaded": 90,
       "extra": 1}, "extra"),

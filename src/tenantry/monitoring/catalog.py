@@ -14,6 +14,7 @@ into the alerts, where Alertmanager inhibition and tenantry's routing need them.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,6 +39,9 @@ class Scope(StrEnum):
 
 
 SPECIFICITY: tuple[Scope, ...] = (Scope.ISV, Scope.HOST, Scope.PLATFORM)
+# Names of ISVs, hosts and platforms (`ISV/NAME`) as they appear in label values; nothing
+# that could end a PromQL string or mean something in a regex besides '.'.
+TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,10 @@ CHECKS: tuple[Check, ...] = (
     Check("df", TargetKind.HOST,
           f"100 * (1 - node_filesystem_avail_bytes{{{_FS}}} / node_filesystem_size_bytes{{{_FS}}})",
           True, 85, 95, 80, 30, "%", "filesystem used"),
+    Check("interface_errors", TargetKind.HOST,
+          'rate(node_network_receive_errs_total{device!="lo"}[30s])'
+          ' + rate(node_network_transmit_errs_total{device!="lo"}[30s])',
+          True, 1, 10, 0.5, 30, "errors/s", "network interface errors"),
     Check("heartbeat", TargetKind.HOST, 'up{job=~"agent|node"}',
           False, None, 1, 1, 5, "", "host silent"),
     Check("proxy", TargetKind.HOST, 'probe_success{job="probe_proxy"}',
@@ -106,6 +114,9 @@ CHECKS: tuple[Check, ...] = (
           'probe_duration_seconds{job="probe_platform"} and probe_success{job="probe_platform"}'
           " == 1",
           True, 1, 3, 0.5, 15, "s", "slow responses"),
+    Check("tls_expiry", TargetKind.PLATFORM,
+          '(probe_ssl_earliest_cert_expiry{job="probe_platform"} - time()) / 86400',
+          False, 14, 3, 21, 0, "days", "TLS certificate expires soon"),
     # database (postgres_exporter 0.11, one per host; see _db)
     Check("db_up", TargetKind.DATABASE,
           f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
@@ -170,8 +181,8 @@ class ThresholdOverride(BaseModel):
     @field_validator("target")
     @classmethod
     def _target(cls, v: str) -> str:
-        if not v or any(ch in v for ch in "\"\\\n|") or v != v.strip():
-            raise ValueError("must be a plain name")
+        if not TARGET_RE.fullmatch(v):
+            raise ValueError("must be a plain name (letters, digits, . _ : / @ -)")
         return v
 
 

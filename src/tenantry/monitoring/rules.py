@@ -16,7 +16,6 @@ order, so the alerts see the values recorded in the same evaluation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 from tenantry.core.errors import InvalidInput
 from tenantry.monitoring.catalog import (
     SPECIFICITY,
+    TARGET_RE,
     Check,
     Scope,
     ThresholdOverride,
@@ -41,7 +41,6 @@ LEVELS = ("busy", "overloaded")
 # `scope` (default, isv:X, host:H, platform:P) says which threshold applied; it also keeps
 # the rules of one alert name distinct, which promtool's lint requires.
 _ALERT_ONLY = ("alertname", "alertstate", "level", "scope")
-_TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 
 
 def alert_name(check: str, level: str) -> str:
@@ -49,7 +48,7 @@ def alert_name(check: str, level: str) -> str:
 
 
 def _regex(values: Iterable[str]) -> str:
-    # Target names are plain (see _TARGET_RE); only '.' means something to RE2, and the
+    # Target names are plain (see TARGET_RE); only '.' means something to RE2, and the
     # backslash is doubled once more for the PromQL string literal.
     return "|".join(sorted(v.replace(".", "\\\\.") for v in values))
 
@@ -66,7 +65,7 @@ def _scoped(check: Check, overrides: Sequence[ThresholdOverride],
     mine = [o for o in overrides if o.check == check.name]
     by_scope: dict[Scope, dict[str, ThresholdOverride]] = {s: {} for s in SPECIFICITY}
     for o in mine:
-        if not _TARGET_RE.fullmatch(o.target):
+        if not TARGET_RE.fullmatch(o.target):
             raise InvalidInput(f"bad target name {o.target!r}", field="target")
         by_scope[o.scope][o.target] = o  # a later override of the same target replaces it
     out: list[_ScopedRule] = []
