@@ -1,1 +1,2 @@
-"""Monitoring, alerting and notifications: the operator knows before the customer does."""
+"""Monitoring: the check catalog, the Prometheus stack that evaluates it, and the channels
+that notify people (not yet a domain of tenantry.app: the wiring comes next)."""

@@ -1,0 +1,234 @@
+"""The check catalog as data, and threshold overrides per ISV, host or platform.
+
+Each check is one PromQL expression whose value is compared with thresholds. Two levels fire:
+*busy* (warning) and *overloaded* (critical). Hysteresis: once busy fires it holds until the
+value passes the separate `clear` threshold; overloaded holds until the value passes the busy
+threshold (so overloaded steps down to busy, and busy to OK).
+
+Target labels: the service-discovery document (`prometheus.SdGroup`) labels every target with
+`kind` (host, platform, database), `host`, and for platforms and their databases `isv` and
+`platform` (`ISV/NAME`). Expressions aggregate only with `without(...)` so those labels survive
+into the alerts, where Alertmanager inhibition and tenantry's routing need them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from tenantry.core.errors import InvalidInput
+
+
+class TargetKind(StrEnum):
+    HOST = "host"
+    PLATFORM = "platform"
+    DATABASE = "database"
+
+
+class Scope(StrEnum):
+    """Where an override applies, least specific first: a platform's beats its host's,
+    which beats its ISV's, which beats the catalog default."""
+
+    ISV = "isv"
+    HOST = "host"
+    PLATFORM = "platform"
+
+
+SPECIFICITY: tuple[Scope, ...] = (Scope.ISV, Scope.HOST, Scope.PLATFORM)
+# Names of ISVs, hosts and platforms (`ISV/NAME`) as they appear in label values; nothing
+# that could end a PromQL string or mean something in a regex besides '.'.
+TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check. `busy` may be None for checks that are simply up or down (overloaded only).
+
+    `hold` is Prometheus's `for`, in seconds: the condition must last that long before the
+    alert fires, which filters single-scrape blips at the cost of latency.
+    """
+
+    name: str
+    kind: TargetKind
+    expr: str
+    higher_is_worse: bool
+    busy: float | None
+    overloaded: float
+    clear: float
+    hold: int
+    unit: str
+    summary: str
+
+    def worse(self, a: float, b: float) -> bool:
+        """True when value `a` is strictly worse than `b` for this check."""
+        return a > b if self.higher_is_worse else a < b
+
+
+# postgres_exporter 0.11 with several DSNs (one exporter per host, every cluster on it) labels
+# each cluster's series `server` ("SOCKETDIR:PORT" or "HOST:PORT"), but its `pg_up` is a
+# single unlabelled gauge (1 while any cluster answers), and a stopped cluster's series simply
+# vanish. So the agent exports the clusters it expects, `tenantry_database_expected{server,
+# isv, platform} 1` (server spelt as the exporter spells it): "up" is "expected and present",
+# and each database series gets its platform's labels from that join.
+EXPECTED = 'max by(server, isv, platform, host) (tenantry_database_expected{job="agent"})'
+
+
+def _db(expr: str) -> str:
+    return f"({expr}) * on(server) group_left(isv, platform) {EXPECTED}"
+
+
+_FS = 'fstype!~"tmpfs|ramfs|devtmpfs|squashfs|nsfs|autofs|proc|sysfs|fuse.*"'
+_PGDB = "datid, datname"
+
+CHECKS: tuple[Check, ...] = (
+    # host (node_exporter 1.5; `up` of the agent and node targets)
+    Check("cpu", TargetKind.HOST,
+          '100 * (1 - avg without(cpu, mode) (rate(node_cpu_seconds_total{mode="idle"}[30s])))',
+          True, 80, 95, 70, 60, "%", "CPU busy"),
+    Check("memory", TargetKind.HOST,
+          "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
+          True, 85, 95, 80, 30, "%", "memory used"),
+    Check("swap", TargetKind.HOST,
+          "100 * (1 - node_memory_SwapFree_bytes / node_memory_SwapTotal_bytes)"
+          " and node_memory_SwapTotal_bytes > 0",
+          True, 50, 80, 40, 60, "%", "swap used"),
+    Check("df", TargetKind.HOST,
+          f"100 * (1 - node_filesystem_avail_bytes{{{_FS}}} / node_filesystem_size_bytes{{{_FS}}})",
+          True, 85, 95, 80, 30, "%", "filesystem used"),
+    Check("interface_errors", TargetKind.HOST,
+          'rate(node_network_receive_errs_total{device!="lo"}[30s])'
+          ' + rate(node_network_transmit_errs_total{device!="lo"}[30s])',
+          True, 1, 10, 0.5, 30, "errors/s", "network interface errors"),
+    Check("heartbeat", TargetKind.HOST, 'up{job=~"agent|node"}',
+          False, None, 1, 1, 5, "", "host silent"),
+    Check("proxy", TargetKind.HOST, 'probe_success{job="probe_proxy"}',
+          False, None, 1, 1, 5, "", "proxy (Caddy) not answering"),
+    # platform (blackbox_exporter 0.23, probing the ingress)
+    Check("responding", TargetKind.PLATFORM, 'probe_success{job="probe_platform"}',
+          False, None, 1, 1, 5, "", "instance not responding"),
+    Check("response_time", TargetKind.PLATFORM,
+          'probe_duration_seconds{job="probe_platform"} and probe_success{job="probe_platform"}'
+          " == 1",
+          True, 1, 3, 0.5, 15, "s", "slow responses"),
+    Check("tls_expiry", TargetKind.PLATFORM,
+          '(probe_ssl_earliest_cert_expiry{job="probe_platform"} - time()) / 86400',
+          False, 14, 3, 21, 0, "days", "TLS certificate expires soon"),
+    # database (postgres_exporter 0.11, one per host; see _db)
+    Check("db_up", TargetKind.DATABASE,
+          f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
+          f" or ({EXPECTED} * 0)",
+          False, None, 1, 1, 5, "", "database down"),
+    Check("connections", TargetKind.DATABASE,
+          _db("100 * sum without(datname, state) (pg_stat_activity_count)"
+              " / pg_settings_max_connections"),
+          True, 75, 90, 65, 30, "%", "connections used"),
+    Check("longest_transaction", TargetKind.DATABASE,
+          _db("max without(datname, state) (pg_stat_activity_max_tx_duration)"),
+          True, 300, 1800, 120, 0, "s", "long transaction"),
+    Check("cache_hit", TargetKind.DATABASE,
+          _db(f"100 * sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
+              f" / (sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
+              f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m])))"),
+          False, 95, 90, 97, 120, "%", "buffer cache hit ratio low"),
+)
+
+
+def catalog(extra: tuple[Check, ...] = ()) -> dict[str, Check]:
+    """The checks by name; `extra` lets tests and later domains add their own."""
+    checks = {c.name: c for c in (*CHECKS, *extra)}
+    for c in checks.values():
+        _check_order(c, c.busy, c.overloaded, c.clear, field=f"catalog.{c.name}.")
+    return checks
+
+
+def _check_order(check: Check, busy: float | None, overloaded: float, clear: float,
+                 *, field: str) -> None:
+    word = "above" if check.higher_is_worse else "below"
+    if busy is not None and check.worse(busy, overloaded):
+        raise InvalidInput(f"busy {busy:g} is {word} overloaded {overloaded:g} for check "
+                           f"{check.name!r}", field=f"{field}busy")
+    if check.worse(clear, busy if busy is not None else overloaded):
+        raise InvalidInput(f"clear {clear:g} is {word} the threshold it clears for check "
+                           f"{check.name!r}", field=f"{field}clear")
+
+
+class ThresholdOverride(BaseModel):
+    """`tenantry threshold set CHECK --busy X --overloaded Y [--isv|--host|--platform]`.
+
+    `clear` defaults to keeping the catalog's gap between busy and clear.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: str
+    scope: Scope
+    target: str
+    busy: float | None = None
+    overloaded: float
+    clear: float | None = None
+
+    @field_validator("busy", "overloaded", "clear")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not TARGET_RE.fullmatch(v):
+            raise ValueError("must be a plain name (letters, digits, . _ : / @ -)")
+        return v
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    busy: float | None
+    overloaded: float
+    clear: float
+
+
+def parse_override(data: object, checks: dict[str, Check]) -> ThresholdOverride:
+    """Validate raw input (API body, CLI flags) into an override, or InvalidInput naming the
+    field. Numbers given as strings must parse; booleans are refused."""
+    try:
+        if isinstance(data, dict):
+            for key in ("busy", "overloaded", "clear"):
+                if isinstance(data.get(key), bool):
+                    raise InvalidInput(f"{key} must be a number", field=key)
+        ov = ThresholdOverride.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise InvalidInput(f"{field}: {err['msg']}", field=field) from None
+    resolve(ov, checks)
+    return ov
+
+
+def resolve(ov: ThresholdOverride, checks: dict[str, Check]) -> Thresholds:
+    """The thresholds an override means, checked against its check's direction."""
+    check = checks.get(ov.check)
+    if check is None:
+        raise InvalidInput(f"unknown check {ov.check!r}", field="check")
+    if check.busy is None and ov.busy is not None:
+        raise InvalidInput(f"check {check.name!r} has no busy level", field="busy")
+    busy = ov.busy
+    if check.busy is not None and busy is None:
+        raise InvalidInput(f"check {check.name!r} needs a busy threshold", field="busy")
+    if ov.clear is not None:
+        clear = ov.clear
+    elif busy is not None and check.busy is not None:
+        clear = busy - (check.busy - check.clear)
+    else:
+        clear = ov.overloaded - (check.overloaded - check.clear)
+    _check_order(check, busy, ov.overloaded, clear, field="")
+    return Thresholds(busy, ov.overloaded, clear)
+
+
+def default_thresholds(check: Check) -> Thresholds:
+    return Thresholds(check.busy, check.overloaded, check.clear)

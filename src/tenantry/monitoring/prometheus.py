@@ -1,0 +1,180 @@
+"""Configuration files of the monitoring stack, rendered from typed inputs.
+
+- prometheus.yml: 5 s scrape and evaluation; targets from the control plane's HTTP service
+  discovery (one endpoint per job, bearer token read from a file, refreshed every scrape
+  interval so new platforms are watched within seconds); HTTPS probes through blackbox.
+- The service-discovery document the control plane serves (`SdGroup`, a typed model).
+- alertmanager.yml: short grouping, one webhook receiver into tenantry with its bearer token
+  in a file, inhibition of platform and database alerts while their host is silent.
+- blackbox.yml: the probe modules.
+
+Probes go to the ingress by address, naming the platform separately (`hostname` parameter of
+blackbox_exporter 0.23: the Host header and the TLS server name): `*.localhost` names do not
+resolve through the system resolver that Go programs use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, RootModel, field_validator
+
+SD_JOBS = ("node", "agent", "postgres", "probe_platform", "probe_proxy")
+PROBE_MODULES = {"probe_platform": "https_platform", "probe_proxy": "tcp_proxy"}
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+
+
+class SdGroup(BaseModel):
+    """One entry of Prometheus's HTTP SD format: `{"targets": [...], "labels": {...}}`.
+
+    Conventional labels: `kind` (host, platform, database), `host`, `isv`, `platform`
+    (`ISV/NAME`), and for probes `server_name` (the name the ingress serves the platform as).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[str]
+    labels: dict[str, str] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _LABEL_RE.fullmatch(name) or name.startswith("__"):
+                raise ValueError(f"bad label name {name!r}")
+        return v
+
+
+class SdDocument(RootModel[list[SdGroup]]):
+    """The whole response body of one SD endpoint (a JSON array)."""
+
+
+def sd_url(control_plane: str, job: str) -> str:
+    return f"{control_plane.rstrip('/')}/api/v1/monitoring/sd/{job}"
+
+
+@dataclass(frozen=True)
+class PrometheusInputs:
+    """What prometheus.yml needs. Paths are absolute; addresses are host:port."""
+
+    alertmanager: str
+    control_plane: str
+    token_file: str
+    blackbox: str
+    rule_files: tuple[str, ...]
+    interval: str = "5s"
+    external_labels: dict[str, str] = field(default_factory=dict)
+
+
+def _sd(inputs: PrometheusInputs, job: str) -> list[dict[str, Any]]:
+    return [{
+        "url": sd_url(inputs.control_plane, job),
+        "refresh_interval": inputs.interval,
+        "authorization": {"type": "Bearer", "credentials_file": inputs.token_file},
+    }]
+
+
+def prometheus_config(inputs: PrometheusInputs) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = []
+    for job in SD_JOBS:
+        scrape: dict[str, Any] = {"job_name": job, "http_sd_configs": _sd(inputs, job)}
+        module = PROBE_MODULES.get(job)
+        if module is not None:
+            scrape |= {
+                "metrics_path": "/probe",
+                "params": {"module": [module]},
+                "relabel_configs": [
+                    {"source_labels": ["__address__"], "target_label": "__param_target"},
+                    {"source_labels": ["server_name"], "regex": "(.+)",
+                     "target_label": "__param_hostname"},
+                    {"source_labels": ["__param_target"], "target_label": "instance"},
+                    {"target_label": "__address__", "replacement": inputs.blackbox},
+                    {"action": "labeldrop", "regex": "server_name"},
+                ],
+            }
+        jobs.append(scrape)
+    glob: dict[str, Any] = {"scrape_interval": inputs.interval,
+                            "evaluation_interval": inputs.interval,
+                            "scrape_timeout": inputs.interval}
+    if inputs.external_labels:
+        glob["external_labels"] = dict(inputs.external_labels)
+    return {
+        "global": glob,
+        "rule_files": list(inputs.rule_files),
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [inputs.alertmanager]}]}]},
+        "scrape_configs": jobs,
+    }
+
+
+def render_prometheus(inputs: PrometheusInputs) -> str:
+    return _dump(prometheus_config(inputs))
+
+
+@dataclass(frozen=True)
+class AlertmanagerInputs:
+    webhook_url: str
+    token_file: str
+    group_wait: str = "1s"
+    group_interval: str = "5s"
+    repeat_interval: str = "4h"
+
+
+def alertmanager_config(inputs: AlertmanagerInputs) -> dict[str, Any]:
+    """Grouping stays short: tenantry groups per platform itself and damps flapping, so
+    Alertmanager's job is to deliver every change promptly."""
+    return {
+        "route": {
+            "receiver": "tenantry",
+            "group_by": ["isv", "platform", "host", "check"],
+            "group_wait": inputs.group_wait,
+            "group_interval": inputs.group_interval,
+            "repeat_interval": inputs.repeat_interval,
+        },
+        "receivers": [{
+            "name": "tenantry",
+            "webhook_configs": [{
+                "url": inputs.webhook_url,
+                "send_resolved": True,
+                "http_config": {"authorization": {"type": "Bearer",
+                                                  "credentials_file": inputs.token_file}},
+            }],
+        }],
+        "inhibit_rules": [
+            # A silent host explains everything on it: one notification, not twenty.
+            {"source_matchers": ['check="heartbeat"', 'level="overloaded"'],
+             "target_matchers": ['kind=~"platform|database"'],
+             "equal": ["host"]},
+            # Overloaded says more than busy about the same series.
+            {"source_matchers": ['level="overloaded"'],
+             "target_matchers": ['level="busy"'],
+             "equal": ["check", "instance", "job", "server", "mountpoint", "platform", "host"]},
+        ],
+    }
+
+
+def render_alertmanager(inputs: AlertmanagerInputs) -> str:
+    return _dump(alertmanager_config(inputs))
+
+
+def blackbox_config(*, ca_file: str | None, timeout: str = "4s") -> dict[str, Any]:
+    """`https_platform` verifies the ingress certificate against tenantry's CA (`ca_file`)
+    under the name given per probe; `tcp_proxy` only asks whether Caddy accepts."""
+    tls: dict[str, Any] = {"ca_file": ca_file} if ca_file else {}
+    return {"modules": {
+        "https_platform": {"prober": "http", "timeout": timeout, "http": {
+            "preferred_ip_protocol": "ip4", "fail_if_not_ssl": True,
+            "follow_redirects": False, "tls_config": tls}},
+        "tcp_proxy": {"prober": "tcp", "timeout": timeout,
+                      "tcp": {"preferred_ip_protocol": "ip4"}},
+    }}
+
+
+def render_blackbox(*, ca_file: str | None, timeout: str = "4s") -> str:
+    return _dump(blackbox_config(ca_file=ca_file, timeout=timeout))

@@ -1,0 +1,181 @@
+"""Rule rendering: structure, promtool's checks, and the rules' behaviour under
+`promtool test rules` (hysteresis, most specific override wins)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tenantry.core.errors import InvalidInput
+from tenantry.monitoring import rules
+from tenantry.monitoring.catalog import Check, Scope, TargetKind, ThresholdOverride, catalog
+
+LOAD = Check("test_load", TargetKind.HOST, 'tenantry_test_load{job="agent"}', True,
+             busy=50, overloaded=80, clear=20, hold=0, unit="%", summary="test load")
+CHECKS = catalog(extra=(LOAD,))
+OVERRIDES = [
+    ThresholdOverride(check="test_load", scope=Scope.ISV, target="acme", busy=40,
+                      overloaded=80),
+    ThresholdOverride(check="test_load", scope=Scope.HOST, target="h1", busy=60, overloaded=80),
+    ThresholdOverride(check="test_load", scope=Scope.PLATFORM, target="acme/p1.x", busy=30,
+                      overloaded=80),
+    ThresholdOverride(check="cpu", scope=Scope.HOST, target="db-1.example", busy=60,
+                      overloaded=70),
+]
+
+
+def _alerts(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in doc["groups"][0]["rules"] if "alert" in r]
+
+
+def test_one_alert_per_check_and_level() -> None:
+    doc = rules.rule_groups(catalog())
+    group = doc["groups"][0]
+    assert group["interval"] == "5s"
+    names = [r["alert"] for r in _alerts(doc)]
+    want = [rules.alert_name(c.name, lvl) for c in catalog().values()
+            for lvl in rules.LEVELS if lvl == "overloaded" or c.busy is not None]
+    assert names == want
+    records = [r for r in group["rules"] if "record" in r]
+    assert group["rules"][: len(records)] == records  # values recorded before alerts read them
+    for r in _alerts(doc):
+        assert set(r["labels"]) == {"check", "level", "kind", "scope"}
+        assert "ALERTS{" in r["expr"]
+
+
+def test_overrides_make_scoped_rules() -> None:
+    doc = rules.rule_groups(CHECKS, OVERRIDES)
+    busy = {r["labels"]["scope"]: r["expr"] for r in _alerts(doc)
+            if r["alert"] == "test_load_busy"}
+    assert set(busy) == {"default", "isv:acme", "host:h1", "platform:acme/p1.x"}
+    assert 'isv!~"acme"' in busy["default"] and 'platform!~"acme/p1\\\\.x"' in busy["host:h1"]
+    assert "isv!~" not in busy["host:h1"]  # less specific overrides do not exclude
+    # fire at 60; clear keeps the catalog gap of 30 (busy 50, clear 20)
+    assert "> 60)" in busy["host:h1"] and "> 30)" in busy["host:h1"]
+
+
+def test_render_is_deterministic() -> None:
+    assert rules.render(CHECKS, OVERRIDES) == rules.render(CHECKS, list(OVERRIDES))
+
+
+def test_render_refuses_a_bad_override() -> None:
+    bad = ThresholdOverride(check="nope", scope=Scope.HOST, target="h1", busy=1, overloaded=2)
+    with pytest.raises(InvalidInput) as e:
+        rules.render(CHECKS, [bad])
+    assert e.value.field == "check"
+
+
+@pytest.mark.parametrize("overrides", [[], OVERRIDES], ids=["defaults", "overrides"])
+def test_promtool_accepts(tmp_path: Path, overrides: list[ThresholdOverride]) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text(rules.render(CHECKS, overrides))
+    out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _labels(**extra: str) -> dict[str, str]:
+    return {"job": "agent", "check": "test_load", "kind": "host", **extra}
+
+
+UNIT_TESTS: list[dict[str, Any]] = [
+    {   # hysteresis: 60 fires; 40 (below busy, above clear) holds; 10 (below clear) clears;
+        # 40 again without firing first does not fire.
+        "interval": "5s",
+        "input_series": [{"series": 'tenantry_test_load{job="agent", host="h9"}',
+                          "values": "10 60 60 40 40 40 10 10 40 40"}],
+        "alert_rule_test": [
+            {"eval_time": "0s", "alertname": "test_load_busy", "exp_alerts": []},
+            {"eval_time": "5s", "alertname": "test_load_busy",
+             "exp_alerts": [{"exp_labels": _labels(host="h9", level="busy", scope="default")}]},
+            {"eval_time": "25s", "alertname": "test_load_busy",
+             "exp_alerts": [{"exp_labels": _labels(host="h9", level="busy", scope="default")}]},
+            {"eval_time": "30s", "alertname": "test_load_busy", "exp_alerts": []},
+            {"eval_time": "45s", "alertname": "test_load_busy", "exp_alerts": []},
+        ],
+    },
+    {   # overloaded steps down to busy: it holds until the value is below busy.
+        "interval": "5s",
+        "input_series": [{"series": 'tenantry_test_load{job="agent", host="h9"}',
+                          "values": "90 70 70 45"}],
+        "alert_rule_test": [
+            {"eval_time": "10s", "alertname": "test_load_overloaded",
+             "exp_alerts": [{"exp_labels": _labels(host="h9", level="overloaded",
+                                                   scope="default")}]},
+            {"eval_time": "15s", "alertname": "test_load_overloaded", "exp_alerts": []},
+            {"eval_time": "15s", "alertname": "test_load_busy",
+             "exp_alerts": [{"exp_labels": _labels(host="h9", level="busy", scope="default")}]},
+        ],
+    },
+    {   # most specific override wins: platform 30 > host h1 60 > ISV acme 40 > default 50
+        "interval": "5s",
+        "input_series": [
+            {"series": 'tenantry_test_load{job="agent", host="h1", isv="acme", '
+                       'platform="acme/p1.x"}', "values": "45"},
+            {"series": 'tenantry_test_load{job="agent", host="h1", isv="acme", '
+                       'platform="acme/p2"}', "values": "45"},
+            {"series": 'tenantry_test_load{job="agent", host="h2", isv="acme", '
+                       'platform="acme/p1yx"}', "values": "45"},
+            {"series": 'tenantry_test_load{job="agent", host="h2", isv="other", '
+                       'platform="other/p4"}', "values": "45"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "0s", "alertname": "test_load_busy", "exp_alerts": [
+                {"exp_labels": _labels(host="h1", isv="acme", platform="acme/p1.x",
+                                       level="busy", scope="platform:acme/p1.x")},
+                {"exp_labels": _labels(host="h2", isv="acme", platform="acme/p1yx",
+                                       level="busy", scope="isv:acme")},
+            ]},
+        ],
+    },
+]
+
+
+_A = 'host="h1", server="/run/a:5432"'
+_B = 'host="h1", server="/run/b:5433"'
+UNIT_TESTS.append({
+    # postgres_exporter 0.11 with two DSNs: a stopped cluster's series vanish (its pg_up is
+    # one unlabelled gauge); the agent's expected clusters say which one is down, and lend
+    # their platform labels to every database series.
+    "interval": "5s",
+    "input_series": [
+        {"series": f'tenantry_database_expected{{job="agent", {_A}, isv="acme", '
+                   'platform="acme/p1"}', "values": "1x10"},
+        {"series": f'tenantry_database_expected{{job="agent", {_B}, isv="acme", '
+                   'platform="acme/p2"}', "values": "1x10"},
+        {"series": f'pg_static{{job="postgres", {_A}, version="15"}}', "values": "1x10"},
+        {"series": f'pg_static{{job="postgres", {_B}, version="15"}}', "values": "1 stale"},
+        {"series": f'pg_settings_max_connections{{job="postgres", {_A}}}', "values": "100x10"},
+        {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
+                   'state="active"}', "values": "70x10"},
+        {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
+                   'state="idle"}', "values": "10x10"},
+    ],
+    "alert_rule_test": [
+        {"eval_time": "10s", "alertname": "db_up_overloaded", "exp_alerts": [
+            {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
+                            "platform": "acme/p2", "check": "db_up", "kind": "database",
+                            "level": "overloaded", "scope": "default"}}]},
+        {"eval_time": "40s", "alertname": "connections_busy", "exp_alerts": [
+            {"exp_labels": {"job": "postgres", "host": "h1", "server": "/run/a:5432",
+                            "isv": "acme", "platform": "acme/p1", "check": "connections",
+                            "kind": "database", "level": "busy", "scope": "default"}}]},
+    ],
+})
+
+
+def test_rules_behave_under_promtool(tmp_path: Path) -> None:
+    doc = rules.rule_groups(CHECKS, OVERRIDES)
+    for r in doc["groups"][0]["rules"]:
+        r.pop("annotations", None)  # labels are what these cases are about
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "5s", "tests": UNIT_TESTS,
+    }, sort_keys=False))
+    out = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
