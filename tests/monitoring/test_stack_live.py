@@ -257,7 +257,8 @@ def _run(cp: FakeControlPlane, site: Site, layout: stack.StackLayout, ports: sta
     assert stack.write_if_changed(rule_file, rules.render(checks, [override]))
     t_reload = time.monotonic()
     stack.reload(prom)
-    cp.wait_hook("firing", "busy", after=t_reload, scope="host:h1")
+    # A generous wait: once, on a machine loaded by two other test runs, this took over 60 s.
+    cp.wait_hook("firing", "busy", after=t_reload, scope="host:h1", timeout=150)
     assert procs["mon-prometheus"].pid == pid and procs["mon-prometheus"].poll() is None
 
     # A broken rule file is refused by the reload, and the running rules stay in force.
