@@ -123,8 +123,10 @@ def test_first_command_from_an_empty_data_dir(fresh: ControlPlaneProcess) -> Non
 
 
 def test_demo_waits_for_a_slow_agent(fresh: ControlPlaneProcess) -> None:
-    """The race of the last round: the agent enrolls long after the API answers."""
-    readme_up(fresh, TENANTRY_TEST_DELAYS="agent.enroll=8")
+    """The race of the last round: the agent enrolls long after the API answers. The shell
+    also points the CLI at another control plane (TENANTRY_URL): `up` talks to its own."""
+    readme_up(fresh, TENANTRY_TEST_DELAYS="agent.enroll=8",
+              TENANTRY_URL="http://127.0.0.1:9", TENANTRY_TOKEN="elsewhere")  # noqa: S106
     wait_demo_serving(fresh)
     log = fresh.log.read_text()
     online = log.split("local agent online after ", 1)[1].split(" ", 1)[0]

@@ -12,9 +12,11 @@ from tenantry.core.config import default_data_dir
 from tenantry.core.errors import NotAllowed, Unavailable, error_for_status
 
 
-def locate(data_dir: Path | None = None) -> tuple[str, str]:
+def locate(data_dir: Path | None = None, *, local: bool = False) -> tuple[str, str]:
+    """TENANTRY_URL and TENANTRY_TOKEN, else the control plane of the data dir (always that
+    one with `local`: `up` talks to the plane it runs, whatever the shell points at)."""
     url, token = os.environ.get("TENANTRY_URL"), os.environ.get("TENANTRY_TOKEN")
-    if url and token:
+    if url and token and not local:
         return url.rstrip("/"), token
     root = data_dir or default_data_dir()
     url_file, token_file = root / "api-url", root / "admin-token"
@@ -37,6 +39,11 @@ class Client:
     @classmethod
     def from_env(cls, data_dir: Path | None = None) -> Client:
         return cls(*locate(data_dir))
+
+    @classmethod
+    def local(cls, data_dir: Path) -> Client:
+        """The control plane whose data dir this is, never a remote one."""
+        return cls(*locate(data_dir, local=True))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

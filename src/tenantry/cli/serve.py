@@ -67,7 +67,7 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
             from tenantry.cli.client import Client
             from tenantry.cli.demo import run_demo
 
-            tasks.append(("the demo", lambda: run_demo(Client.from_env(settings.data_dir),
+            tasks.append(("the demo", lambda: run_demo(Client.local(settings.data_dir),
                                                        plane.stopping, plane.say)))
         threading.Thread(target=plane.after_start, args=(tasks,), name="after-start",
                          daemon=True).start()

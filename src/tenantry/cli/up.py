@@ -259,7 +259,7 @@ class ControlPlane:
         from tenantry.cli.client import Client
 
         try:
-            hosts = Client.from_env(self.data_dir).get("/hosts")
+            hosts = Client.local(self.data_dir).get("/hosts")
         except TenantryError:
             return False
         assert self.agent_started_at is not None
