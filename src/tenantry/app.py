@@ -27,6 +27,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("tenantry.access.ssh"),  # SSH certificates for people on hosts
     Domain("tenantry.access.keys"),  # secrets at rest, site certificates
     Domain("tenantry.access.support"),  # support grants on hands-on platforms
+    Domain("tenantry.monitoring"),  # checks, alerts, notifications, maintenance, status
 )
 
 # Commands that run processes rather than use cases: `up` and its servers, the agent.

@@ -101,6 +101,15 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/hosts/{host}/revoke"): "provider+admin",
     ("POST", "/api/v1/support-grants"): "admin",
     ("POST", "/api/v1/support-grants/{grant_id}/revoke"): "admin",
+    # monitoring: the stack's programs carry tokens `up` gave them, never a person's
+    ("GET", "/api/v1/monitoring/sd/{job}"): "monitoring-stack",
+    ("POST", "/api/v1/monitoring/alertmanager"): "monitoring-stack",
+    ("PUT", "/api/v1/thresholds"): "admin",
+    ("DELETE", "/api/v1/thresholds"): "admin",
+    ("POST", "/api/v1/contacts"): "admin",
+    ("DELETE", "/api/v1/contacts/{contact_id}"): "admin",
+    ("POST", "/api/v1/maintenance"): "operate",
+    ("POST", "/api/v1/maintenance/{maintenance_id}/cancel"): "operate",
     ("POST", "/platforms/{platform_id}/support"): "admin",
     ("POST", "/support/{grant_id}/end"): "admin",  # provider admins too: the service decides
     ("GET", "/support"): "provider",  # every ISV's live grants: the provider's own list

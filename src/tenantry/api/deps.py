@@ -35,6 +35,7 @@ SESSION_COOKIE = "tenantry_session"
 ACTIONS = ("view", "operate", "admin", "provider")  # what Principal.require knows
 PUBLIC = "public"  # no credential at all
 AGENT = "agent"  # a host agent's token, never a person's
+MONITOR = "monitoring-stack"  # the token `up` gave Prometheus or Alertmanager, never a person's
 AUTHENTICATED = "authenticated"  # any person; the service acts on their own account
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -48,6 +48,17 @@ def check_binaries() -> None:
             raise Unavailable(f"{binary} is missing: install the Debian package {package}")
 
 
+def check_monitoring_binaries() -> None:
+    import shutil
+
+    from tenantry.monitoring.stack import BINARIES
+
+    for binary in BINARIES.values():
+        if shutil.which(binary) is None and not Path(f"/usr/bin/{binary}").exists():
+            raise Unavailable(f"{binary} is missing: install the Debian package {binary} "
+                              "(scripts/install does), or run with TENANTRY_MONITORING=false")
+
+
 def check_data_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -139,6 +150,9 @@ class ControlPlane:
                                                                   flush=True))
     # When the local agent was (re)started: a report before this is from an earlier run.
     agent_started_at: dt.datetime | None = None
+    # Prometheus, Alertmanager and the blackbox prober (TENANTRY_MONITORING, on by default).
+    monitoring: list[Child] = field(default_factory=list)
+    prometheus_url: str | None = None
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
@@ -151,6 +165,8 @@ class ControlPlane:
     def preflight(self) -> None:
         check_data_dir(self.data_dir)
         check_binaries()
+        if self.settings.monitoring:
+            check_monitoring_binaries()
         host, port = parse_listen(self.settings.listen)
         check_port_free(host, port, "listen")
         if self.settings.agent_tls_listen:
@@ -191,9 +207,30 @@ class ControlPlane:
                 write_private(self.data_dir / "admin-token",
                               (token.get_secret_value() + "\n").encode())
             self._enroll_token = self._local_enroll_token(runtime)
+            if self.settings.monitoring:
+                self._prepare_monitoring(runtime)
         finally:
             runtime.engine.dispose()
         (self.data_dir / "api-url").write_text(self.api_url + "\n")
+
+    def _prepare_monitoring(self, runtime: Runtime) -> None:
+        """Configs, fresh bearer tokens and kept ports of Prometheus, Alertmanager and the
+        blackbox prober; they start once the API answers (their discovery and webhook)."""
+        from tenantry.monitoring import local
+        from tenantry.monitoring.service import overrides
+
+        ports = local.ports(self.data_dir)
+        with runtime.sessions() as session:
+            tokens = local.issue_tokens(session)
+            found = overrides(session)
+        local.write_configs(self.data_dir, api_url=self.api_url, tokens=tokens,
+                            overrides=found, ports_=ports)
+        self.monitoring = [
+            Child(spec.name, list(spec.command),
+                  Path(spec.log_file or self.data_dir / "logs" / f"{spec.name}.log"),
+                  env=dict(spec.environment))
+            for spec in local.central_programs(self.data_dir, ports)]
+        self.prometheus_url = f"http://127.0.0.1:{ports.prometheus}"
 
     def _local_enroll_token(self, runtime: Runtime) -> str | None:
         if (self.data_dir / "agent" / "agent.json").exists():
@@ -233,6 +270,12 @@ class ControlPlane:
         self.wait_api()
         self.agent_started_at = dt.datetime.now(dt.UTC)
         self.children[2].start()
+        for child in self.monitoring:
+            child.start()
+            self.children.append(child)
+        if self.monitoring:
+            self.say(f"tenantry: monitoring: Prometheus at {self.prometheus_url}, logs in "
+                     f"{self.data_dir / 'monitoring' / 'log'}")
 
     def _child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -321,7 +364,7 @@ class ControlPlane:
     def shutdown(self) -> None:
         """Stop in order: no new jobs, no new requests, then the host, then the store."""
         self.stopping.set()
-        for name in ("worker", "api", "agent"):
+        for name in ("worker", "api", "agent", *(c.name for c in self.monitoring)):
             for child in self.children:
                 if child.name == name:
                     child.stop()

@@ -16,7 +16,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantry.core.errors import InvalidInput, field_errors
-from tenantry.core.notify import sms_endpoint, smtp_endpoint
+from tenantry.core.notify import business_hours, sms_endpoint, smtp_endpoint
 from tenantry.core.objectstore import S3Location, check_endpoint, parse_store_url
 
 
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     sms_url: SecretStr | None = None
     sms_token: SecretStr | None = None  # bearer token of a webhook gateway (or in its URL)
     sms_ca_file: Path | None = None
+    # When the NOC hears of hands-on platforms (and contacts kept to business hours hear).
+    business_hours: str = "Mon-Fri 08:00-18:00"
+    business_timezone: str = "UTC"
+    # `up` runs the monitoring stack (Prometheus, Alertmanager, exporters); off: it does not.
+    monitoring: bool = True
 
     @field_validator("smtp_url", "smtp_from", "smtp_ca_file", "sms_url", "sms_token",
                      "sms_ca_file", mode="before")
@@ -79,6 +84,7 @@ class Settings(BaseSettings):
         # the input is a URL with a password in it.
         smtp_endpoint(self)
         sms_endpoint(self)
+        business_hours(self)
         return self
 
     @field_validator("offsite_url", "offsite_endpoint", "offsite_access_key_id",

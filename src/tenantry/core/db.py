@@ -98,3 +98,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def rowcount(result: object) -> int:
+    """Rows an UPDATE, DELETE or INSERT ... ON CONFLICT touched (typed Results hide it)."""
+    return int(getattr(result, "rowcount", 0) or 0)

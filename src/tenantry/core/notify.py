@@ -8,6 +8,7 @@ name the setting and never quote the URL: it holds credentials.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from email.utils import formataddr, parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -204,3 +205,64 @@ def sms_endpoint(settings: Settings) -> WebhookSmsEndpoint | TwilioSmsEndpoint |
                          ca_file=settings.sms_ca_file)
 
 
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS_RE = re.compile(r"^(?P<d1>[A-Za-z]{3})(?:-(?P<d2>[A-Za-z]{3}))?\s+"
+                       r"(?P<h1>\d{2}):(?P<m1>\d{2})-(?P<h2>\d{2}):(?P<m2>\d{2})$")
+
+
+class BusinessHours(BaseModel):
+    """`TENANTRY_BUSINESS_HOURS` ("Mon-Fri 08:00-18:00") in `TENANTRY_BUSINESS_TIMEZONE`.
+
+    The NOC hears of hands-on platforms only within them; contacts kept to business hours
+    too.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    first_day: int
+    last_day: int
+    start_minute: int
+    end_minute: int
+    timezone: str
+
+    @classmethod
+    def parse(cls, spec: str, timezone: str) -> BusinessHours:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        m = _HOURS_RE.fullmatch(spec.strip())
+        bad = InvalidInput("business_hours must look like 'Mon-Fri 08:00-18:00'",
+                           field="business_hours")
+        if m is None:
+            raise bad
+        d1, d2 = m["d1"].lower(), (m["d2"] or m["d1"]).lower()
+        if d1 not in _DAYS or d2 not in _DAYS:
+            raise bad
+        h1, m1, h2, m2 = (int(m[k]) for k in ("h1", "m1", "h2", "m2"))
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+            raise bad
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        if end <= start:
+            raise InvalidInput("business_hours must end after they start",
+                               field="business_hours")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(f"business_timezone {timezone!r} is not a known time zone "
+                               "(like Europe/Zurich)", field="business_timezone") from None
+        return cls(first_day=_DAYS.index(d1), last_day=_DAYS.index(d2), start_minute=start,
+                   end_minute=end, timezone=timezone)
+
+    def contains(self, when: datetime) -> bool:
+        from zoneinfo import ZoneInfo
+
+        local = when.astimezone(ZoneInfo(self.timezone))
+        day = local.weekday()
+        in_days = (self.first_day <= day <= self.last_day if self.first_day <= self.last_day
+                   else day >= self.first_day or day <= self.last_day)
+        minute = local.hour * 60 + local.minute
+        return in_days and self.start_minute <= minute < self.end_minute
+
+
+def business_hours(settings: Settings) -> BusinessHours:
+    return BusinessHours.parse(settings.business_hours, settings.business_timezone)
