@@ -127,6 +127,9 @@ def programs(layout: StackLayout, ports: StackPorts, *, retention: str = "15d",
             f"--storage.tsdb.retention.time={retention}",
             _listen(host, ports.prometheus),
             "--web.enable-lifecycle",
+            # Firing alerts are re-sent this often: an Alertmanager that restarted knows them
+            # again within seconds (the default is a minute).
+            "--rules.alert.resend-delay=5s",
         ), log_file=str(layout.log("prometheus"))),
         ProgramSpec(f"{name_prefix}alertmanager", (
             binary("alertmanager"),
@@ -136,11 +139,9 @@ def programs(layout: StackLayout, ports: StackPorts, *, retention: str = "15d",
             # Empty: no gossip listener (it would take 0.0.0.0:9094, the system copy's port).
             "--cluster.listen-address=",
         ), log_file=str(layout.log("alertmanager"))),
-        ProgramSpec(f"{name_prefix}node-exporter", (
-            binary("node_exporter"),
-            _listen(host, ports.node_exporter),
-            f"--collector.textfile.directory={layout.data('textfile')}",
-        ), log_file=str(layout.log("node_exporter"))),
+        node_exporter(f"{name_prefix}node-exporter", host=host, port=ports.node_exporter,
+                      textfile_dir=layout.data("textfile"),
+                      log_file=str(layout.log("node_exporter"))),
         ProgramSpec(f"{name_prefix}blackbox-exporter", (
             binary("blackbox_exporter"),
             f"--config.file={layout.blackbox_yml}",
@@ -148,16 +149,33 @@ def programs(layout: StackLayout, ports: StackPorts, *, retention: str = "15d",
         ), log_file=str(layout.log("blackbox_exporter"))),
     ]
     if postgres_dsns:
-        specs.append(ProgramSpec(f"{name_prefix}postgres-exporter", (
-            binary("postgres_exporter"),
-            _listen(host, ports.postgres_exporter),
-            # 0.11's new-style collectors label nothing by server: with two DSNs their
-            # series collide and the whole /metrics answers 500 (checked on Debian 12).
-            "--no-collector.bgwriter",
-            "--no-collector.database",
-        ), environment={"DATA_SOURCE_NAME": ",".join(postgres_dsns)},
-            log_file=str(layout.log("postgres_exporter"))))
+        specs.append(postgres_exporter(f"{name_prefix}postgres-exporter", host=host,
+                                       port=ports.postgres_exporter, dsns=postgres_dsns,
+                                       log_file=str(layout.log("postgres_exporter"))))
     return specs
+
+
+def node_exporter(name: str, *, host: str, port: int, textfile_dir: Path | None = None,
+                  log_file: str | None = None) -> ProgramSpec:
+    argv = [binary("node_exporter"), _listen(host, port)]
+    if textfile_dir is not None:
+        argv.append(f"--collector.textfile.directory={textfile_dir}")
+    return ProgramSpec(name, tuple(argv), log_file=log_file)
+
+
+def postgres_exporter(name: str, *, host: str, port: int, dsns: Sequence[str],
+                      log_file: str | None = None) -> ProgramSpec:
+    """One exporter for several clusters. A DSN must not hold a comma (the separator), and
+    one that does not answer costs its scrape about a second (0.11 retries, one DSN after
+    the other): give it only clusters that run."""
+    return ProgramSpec(name, (
+        binary("postgres_exporter"),
+        _listen(host, port),
+        # 0.11's new-style collectors label nothing by server: with two DSNs their
+        # series collide and the whole /metrics answers 500 (checked on Debian 12).
+        "--no-collector.bgwriter",
+        "--no-collector.database",
+    ), environment={"DATA_SOURCE_NAME": ",".join(dsns)}, log_file=log_file)
 
 
 def reload(url: str, *, timeout: float = 10) -> None:
