@@ -207,6 +207,9 @@ class HostObserved(_Document):
     busy_ports: list[int] = Field(default_factory=list)  # held by other programs
     agent_time: float | None = None
     firewall: FirewallReport | None = None
+    # Where Prometheus scrapes this host, job → "host:port": "node", "agent", and "postgres"
+    # while the host runs a cluster (read by the control plane's service discovery).
+    monitoring: dict[str, str] = Field(default_factory=dict)
 
 
 class HostReport(HostObserved):
