@@ -1,0 +1,220 @@
+"""The agent's own /metrics, in Prometheus text format 0.0.4.
+
+What only the agent knows: when it last reached the control plane, how many app processes
+each platform slot runs against how many it should, which clusters it runs (so a cluster
+missing from postgres_exporter's series is "down", not "gone"), and rogue processes.
+
+The agent refreshes a `HostSnapshot` on every pass; a scrape renders the latest one plus a
+fresh rogue scan, so it never waits on supervisord or the control plane.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tenantry.agent import converge, releases
+from tenantry.agent.rogues import Known, Rogue, RogueReport, RogueScanner
+from tenantry.agent.services import ProgramStatus
+from tenantry.platforms.contract import DesiredPlatform, DesiredSlot
+
+log = logging.getLogger("tenantry.agent")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class SlotProcesses:
+    isv: str
+    platform: str  # ISV/NAME
+    slot: str
+    running: int
+    expected: int
+
+
+@dataclass(frozen=True)
+class ExpectedDatabase:
+    server: str  # as postgres_exporter labels the cluster's series
+    isv: str
+    platform: str
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    slots: tuple[SlotProcesses, ...] = ()
+    databases: tuple[ExpectedDatabase, ...] = ()
+    known: Known = field(default_factory=Known)
+
+
+# ---------------------------------------------------------------- the text format
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    help: str
+    type: str
+    samples: Sequence[tuple[Mapping[str, str], float]]
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _value(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return str(int(v)) if float(v).is_integer() and abs(v) < 2**53 else repr(float(v))
+
+
+def render(families: Iterable[Family]) -> str:
+    lines = []
+    for fam in families:
+        lines += [f"# HELP {fam.name} {_escape_help(fam.help)}", f"# TYPE {fam.name} {fam.type}"]
+        for labels, value in fam.samples:
+            text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
+            lines.append(f"{fam.name}{{{text}}} {_value(value)}" if text
+                         else f"{fam.name} {_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport) -> list[Family]:
+    def slot(s: SlotProcesses) -> dict[str, str]:
+        return {"isv": s.isv, "platform": s.platform, "slot": s.slot}
+
+    def rogue(r: Rogue) -> dict[str, str]:
+        return {"pid": str(r.pid), "comm": r.comm}
+
+    return [
+        Family("tenantry_agent_heartbeat_timestamp_seconds",
+               "Unix time of the agent's last successful report to the control plane "
+               "(0: none since it started).", "gauge", [({}, heartbeat)]),
+        Family("tenantry_platform_processes", "App processes running in a platform slot.",
+               "gauge", [(slot(s), s.running) for s in snapshot.slots]),
+        Family("tenantry_platform_processes_expected",
+               "App processes that should run in a platform slot (0 when stopped).",
+               "gauge", [(slot(s), s.expected) for s in snapshot.slots]),
+        Family("tenantry_database_expected",
+               "A platform cluster the agent runs; `server` as postgres_exporter labels it.",
+               "gauge", [({"server": d.server, "isv": d.isv, "platform": d.platform}, 1)
+                         for d in snapshot.databases]),
+        Family("tenantry_rogue_processes",
+               "Processes of no platform and no known service over the CPU or memory "
+               "threshold.", "gauge", [({}, rogues.count)]),
+        Family("tenantry_rogue_process_cpu_ratio",
+               "CPU used by a top rogue process since the previous scrape, in cores.",
+               "gauge", [(rogue(r), r.cpu_ratio) for r in rogues.top]),
+        Family("tenantry_rogue_process_rss_bytes", "Resident memory of a top rogue process.",
+               "gauge", [(rogue(r), r.rss_bytes) for r in rogues.top]),
+    ]
+
+
+# ---------------------------------------------------------------- from the agent's state
+
+
+def slot_processes(paths: converge.HostPaths, platforms: Sequence[DesiredPlatform],
+                   programs: Mapping[str, ProgramStatus]) -> list[SlotProcesses]:
+    """Per slot of each platform (and per retired slot whose programs still run): programs
+    RUNNING, against those that should."""
+    found = []
+    for p in platforms:
+        if p.absent:
+            continue
+        migrations = converge.read_migrations(paths, p.id) if p.running else {}
+        infos = {str(slot): info for slot, info in p.slots.items()}
+        seen = {n.split("-")[1] for n in programs if n.startswith(f"{p.id}-") and n.count("-") >= 3}
+        for slot in sorted(set(infos) | seen):
+            running = sum(1 for n, s in programs.items()
+                          if n.startswith(f"{p.id}-{slot}-") and s.state == "RUNNING")
+            found.append(SlotProcesses(
+                isv=p.isv, platform=f"{p.isv}/{p.name}", slot=slot, running=running,
+                expected=_expected(paths, p, infos.get(slot), migrations)))
+    return found
+
+
+def _expected(paths: converge.HostPaths, p: DesiredPlatform, info: DesiredSlot | None,
+              migrations: Mapping[str, str]) -> int:
+    """What the plan runs now: nothing for a stopped platform or slot, nor before the slot's
+    release is built and its migration went through."""
+    if info is None or not (p.running and info.running):
+        return 0
+    release = next((r for r in p.releases if r.id == info.release_id), None)
+    if release is None or not (releases.release_dir(paths.releases, release.digest)
+                               / releases.BUILT).exists():
+        return 0
+    if info.after_migration and not migrations.get(info.after_migration, "").startswith("ok"):
+        return 0
+    return sum(len(info.ports) if proc == "web" else 1 for proc in release.manifest.processes)
+
+
+class AgentMetrics:
+    """The latest snapshot, the heartbeat and the rogue scanner, rendered on demand."""
+
+    def __init__(self, scanner: RogueScanner | None = None) -> None:
+        self.snapshot = HostSnapshot()
+        self.heartbeat = 0.0
+        self.scanner = scanner or RogueScanner()
+
+    def text(self) -> str:
+        snapshot = self.snapshot  # one reference: the agent replaces it whole
+        return render(families(snapshot, self.heartbeat, self.scanner.scan(snapshot.known)))
+
+
+class MetricsServer:
+    """GET /metrics on its own threads; anything else is 404."""
+
+    def __init__(self, host: str, port: int, text: Callable[[], str]) -> None:
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            daemon_threads = True
+
+        self._server = Server((host, port), _handler(text))
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(text: Callable[[], str]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404)
+                return
+            try:
+                body = text().encode()
+            except Exception:  # a scrape must never take the agent down
+                log.exception("rendering /metrics failed")
+                self.send_error(500)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
