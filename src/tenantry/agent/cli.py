@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,11 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
               "inbound only the ingress port, SSH, loopback and replies.")] = False,
           firewall_netns: Annotated[str | None, typer.Option(
               hidden=True, help="Apply the firewall in this network namespace (tests).")]
-          = None) -> None:
+          = None,
+          metrics_host: Annotated[str, typer.Option(
+              help="Address the host's exporters and the agent's /metrics listen on (ports "
+                   "chosen once, kept in DATA_DIR/monitoring.json); Prometheus scrapes "
+                   "them there.")] = "127.0.0.1") -> None:
     """Run the host agent: enroll once, then converge this host to its desired state."""
     from tenantry.agent.main import Agent, AgentOptions, run_agent
 
@@ -64,6 +69,11 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
         raise InvalidInput(f"{ssh_port} is not a TCP port", field="ssh_port")
     if firewall_netns is not None and not firewall:
         raise InvalidInput("--firewall-netns needs --firewall", field="firewall_netns")
+    try:
+        ipaddress.ip_address(metrics_host)
+    except ValueError:
+        raise InvalidInput(f"{metrics_host!r} is not an IP address",
+                           field="metrics_host") from None
     options = AgentOptions(data_dir=data_dir.absolute(), server=server,
                            enroll_token=enroll_token or None, region=region, name=name,
                            ca_file=ca_file.absolute() if ca_file else None,
@@ -72,7 +82,7 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
                            host_access=host_access, etc_root=etc_root.absolute(),
                            sshd_pid_file=sshd_pid_file, sshd_log=sshd_log,
                            ssh_port=ssh_port, firewall=firewall,
-                           firewall_netns=firewall_netns)
+                           firewall_netns=firewall_netns, metrics_host=metrics_host)
     configure_logging()
     if plan:
         the_agent = Agent(options)

@@ -25,10 +25,11 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from tenantry.agent import converge, ingress
+from tenantry.agent import converge, exporters, ingress
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.firewall import HostFirewall
 from tenantry.agent.hostaccess import HostAccess
+from tenantry.agent.monitor import HostMonitoring
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
@@ -67,6 +68,7 @@ class AgentOptions:
     ssh_port: int = 22  # sshd's port: host access writes it, the firewall lets it in
     firewall: bool = False  # keep the nftables table inet tenantry (ingress + SSH only)
     firewall_netns: str | None = None  # apply it in this network namespace (tests)
+    metrics_host: str = "127.0.0.1"  # where the exporters and the agent's /metrics listen
 
 
 class _Serialized(ServiceManager):
@@ -134,6 +136,10 @@ class Agent:
         self._client: ControlPlaneClient | None = None
         self._caddy = ingress.CaddyAdmin(self.paths.ingress_admin())
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="converge")
+        self.monitoring = HostMonitoring(
+            self.paths, self.services, host=options.metrics_host,
+            avoid={*range(options.port_min, options.port_max + 1), options.ingress_port})
+        self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
 
     @property
     def credentials_file(self) -> Path:
@@ -168,6 +174,7 @@ class Agent:
             facts = converge.observe_platform(self.paths, p, programs)
             actions.extend(converge.plan_platform(p, facts, fx))
         actions.extend(self._plan_orphans(desired, programs))
+        actions.extend(self.monitoring.plan(desired, programs))
         return actions
 
     def _effects(self) -> converge.Effects:
@@ -176,11 +183,13 @@ class Agent:
 
     def _plan_orphans(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
                       busy: Collection[str] = ()) -> list[converge.Action]:
-        """Processes of platforms the control plane no longer knows."""
+        """Processes of platforms the control plane no longer knows (the host's own
+        programs, the ingress and the exporters, are not a platform's)."""
         known = {p.id for p in desired.platforms} | set(busy)
+        host_programs = {converge.INGRESS_PROGRAM, *exporters.PROGRAMS}
         actions = []
         for name in sorted(programs):
-            if name != converge.INGRESS_PROGRAM and name.split("-", 1)[0] not in known:
+            if name not in host_programs and name.split("-", 1)[0] not in known:
                 actions.append(converge.Action(f"remove orphan process {name}",
                                                partial(self.services.remove, name)))
         return actions
@@ -275,6 +284,8 @@ class Agent:
         for action in self._plan_orphans(desired, self.services.observe(), busy):
             log.info("%s", action.description)
             action.run()
+        self._desired = desired
+        self.monitoring.keep(desired)
         if now - self._heartbeat_at >= IDLE_WAIT:
             self._heartbeat_at = now
             self._report({pid: r for pid, r in self._last_reports.items() if pid in platforms})
@@ -300,7 +311,9 @@ class Agent:
             platforms=reports, ingress_error=self._ingress_error,
             busy_ports=busy_ports(self.options.port_min, self.options.port_max, self._ours),
             agent_time=time.time(),
-            firewall=self._firewall.status() if self._firewall else None))
+            firewall=self._firewall.status() if self._firewall else None,
+            monitoring=self.monitoring.targets))
+        self.monitoring.metrics.heartbeat = time.time()
 
     def fetch_desired(self, client: ControlPlaneClient, *, generation: int,
                       wait: float) -> DesiredHost | None:
@@ -319,6 +332,13 @@ class Agent:
 
     def run(self) -> None:
         self.paths.prepare()
+        self.monitoring.start()
+        try:
+            self._run()
+        finally:
+            self.monitoring.stop()
+
+    def _run(self) -> None:
         if self.options.firewall:  # before connecting: the host closes even if the plane is away
             self._firewall = HostFirewall(ingress_port=self.options.ingress_port,
                                           ssh_port=self.options.ssh_port,
@@ -359,6 +379,8 @@ class Agent:
                 backoff = 0.5
             except (httpx.HTTPError, Unavailable) as exc:
                 log.warning("control plane unreachable (%s); services keep running", exc)
+                if self._desired is not None:
+                    self.monitoring.keep(self._desired)
                 settled = False
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)

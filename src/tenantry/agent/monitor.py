@@ -1,0 +1,168 @@
+"""The agent's monitoring duties on its host: the exporters, /metrics, and where to scrape.
+
+On every pass (and while the control plane is away, since clusters still come and go) the
+agent calls `keep`: it converges the exporters, refreshes the snapshot /metrics serves, and
+the targets it reports (`HostObserved.monitoring`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import traceback
+from collections.abc import Collection
+from pathlib import Path
+
+from tenantry.agent import converge, exporters, pgcluster, unixusers
+from tenantry.agent.metrics import (
+    AgentMetrics,
+    ExpectedDatabase,
+    HostSnapshot,
+    MetricsServer,
+    slot_processes,
+)
+from tenantry.agent.ports import listening_ports
+from tenantry.agent.rogues import Known
+from tenantry.agent.services import ProgramStatus, ServiceManager
+from tenantry.core.errors import TenantryError
+from tenantry.core.pgserver import SERVICE_USER
+from tenantry.platforms.contract import DesiredHost
+
+log = logging.getLogger("tenantry.agent")
+
+
+class HostMonitoring:
+    def __init__(self, paths: converge.HostPaths, services: ServiceManager, *, host: str,
+                 avoid: Collection[int] = ()) -> None:
+        self.paths = paths
+        self.services = services
+        self.host = host  # where the exporters and /metrics listen
+        self.avoid = avoid  # ports never to choose (the platforms' range, the ingress)
+        self.metrics = AgentMetrics()
+        self.targets: dict[str, str] = {}  # job → host:port, as reported
+        self._server: MetricsServer | None = None
+        self._ports: exporters.MonitoringPorts | None = None
+        self._db_seen: set[str] = set()  # clusters seen running since their platform started
+
+    @property
+    def ports_file(self) -> Path:
+        return self.paths.root / exporters.PORTS_FILE
+
+    def ports(self, *, save: bool = True) -> exporters.MonitoringPorts:
+        """The kept ports, chosen (and kept, with `save`) on first use."""
+        if self._ports is None:
+            ports = exporters.load_or_choose_ports(self.ports_file, self.host,
+                                                   avoid=self.avoid, save=save)
+            if not save:
+                return ports
+            self._ports = ports
+        return self._ports
+
+    # ------------------------------------------------------------ /metrics
+
+    def start(self) -> None:
+        """Serve /metrics on the kept port, or a new one if another program took it
+        meanwhile. Failing that the agent runs on without it: monitoring never stops
+        hosting."""
+        for attempt in range(2):
+            ports = self.ports()
+            try:
+                self._server = MetricsServer(self.host, ports.agent, self.metrics.text)
+                break
+            except OSError as exc:
+                log.warning("metrics: cannot listen on %s (%s)",
+                            exporters.address(self.host, ports.agent), exc)
+                if attempt == 0:
+                    self._save(ports.with_new("agent", self.host, self.avoid))
+        if self._server is not None:
+            self._server.start()
+            log.info("metrics on http://%s/metrics",
+                     exporters.address(self.host, self._server.port))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _save(self, ports: exporters.MonitoringPorts) -> None:
+        ports.save(self.ports_file)
+        self._ports = ports
+
+    # ------------------------------------------------------------ each pass
+
+    def plan(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
+             ) -> list[converge.Action]:
+        clusters = exporters.running_clusters(desired.platforms, programs)
+        specs = exporters.wanted(self.paths, self.ports(save=self._ports is not None),
+                                 host=self.host, clusters=clusters)
+        return exporters.plan(specs, programs, self.services)
+
+    def keep(self, desired: DesiredHost) -> None:
+        try:
+            self._keep(desired)
+        except (TenantryError, OSError) as exc:
+            log.warning("monitoring: %s", exc)
+        except Exception:  # a bug in monitoring must not stop the agent hosting
+            log.error("monitoring crashed:\n%s", traceback.format_exc())
+
+    def _keep(self, desired: DesiredHost) -> None:
+        self.ports()
+        programs = self.services.observe()
+        self._repick_taken_ports(programs)
+        for action in self.plan(desired, programs):
+            log.info("%s", action.description)
+            action.run()
+        programs = self.services.observe()
+        self.metrics.snapshot = self.snapshot(desired, programs)
+        self.targets = exporters.targets(self.ports(), host=self._scrape_host(desired),
+                                         agent_up=self._server is not None, programs=programs)
+
+    def _repick_taken_ports(self, programs: dict[str, ProgramStatus]) -> None:
+        if not any((s := programs.get(n)) and s.state == "FATAL" for n in exporters.PROGRAMS):
+            return
+        ports = self.ports()
+        for job in exporters.taken_ports(ports, programs, listening_ports()):
+            new = ports.with_new(job, self.host, self.avoid)
+            log.warning("monitoring: port %d of the %s exporter is taken; it moves to %d",
+                        ports.port(job), job, new.port(job))
+            ports = new
+        if ports != self._ports:
+            self._save(ports)
+
+    def _scrape_host(self, desired: DesiredHost) -> str:
+        """The address Prometheus reaches us at: the host's own when we listen on all."""
+        return desired.host.address if self.host in ("", "0.0.0.0", "::") else self.host
+
+    def snapshot(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
+                 ) -> HostSnapshot:
+        """A cluster is expected once seen running (a new platform does not look down while
+        its cluster is made), or when its program failed; until its platform stops."""
+        wanted = {p.id for p in desired.platforms if p.running and not p.absent}
+        running = {p.id for p in exporters.running_clusters(desired.platforms, programs)}
+        self._db_seen = (self._db_seen | running) & wanted
+        failed = {pid for pid in wanted if (s := programs.get(f"{pid}-db")) is not None
+                  and s.state in ("FATAL", "BACKOFF", "EXITED", "STOPPED")}
+        databases = tuple(
+            ExpectedDatabase(
+                server=exporters.server_label(self.paths.socket_dir(p.id), p.database.port),
+                isv=p.isv, platform=f"{p.isv}/{p.name}")
+            for p in sorted(desired.platforms, key=lambda p: p.id)
+            if p.id in self._db_seen | failed)
+        return HostSnapshot(slots=tuple(slot_processes(self.paths, desired.platforms, programs)),
+                            databases=databases, known=self._known(desired))
+
+    def _known(self, desired: DesiredHost) -> Known:
+        """Our tree and our supervisord's; the platforms' and tenantry's Unix users."""
+        roots = {os.getpid()}
+        with contextlib.suppress(OSError, ValueError):
+            roots.add(int((self.paths.services / "supervisord.pid").read_text()))
+        users = [u for p in desired.platforms if (u := converge.unix_user(p.id))]
+        if unixusers.running_as_root():
+            users += [SERVICE_USER, pgcluster.TEMPLATE_USER]
+        uids = set()
+        for user in users:
+            with contextlib.suppress(KeyError):
+                uids.add(pwd.getpwnam(user).pw_uid)
+        return Known(roots=frozenset(roots), uids=frozenset(uids))
