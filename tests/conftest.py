@@ -74,6 +74,7 @@ class ControlPlaneProcess:
     ingress_port: int
     process: subprocess.Popen[bytes] | None = None
     port_range: tuple[int, int] = field(default_factory=port_block)
+    extra_env: dict[str, str] = field(default_factory=dict)  # TENANTRY_SMTP_URL, say
     log: Path = field(init=False)
     _admin: PortalAccount | None = field(default=None, repr=False)
 
@@ -89,7 +90,7 @@ class ControlPlaneProcess:
         env = {k: v for k, v in os.environ.items()
                if k not in ("TENANTRY_URL", "TENANTRY_TOKEN")}
         env["TENANTRY_DATA_DIR"] = str(self.data_dir)
-        return env
+        return env | self.extra_env
 
     @property
     def token(self) -> str:
@@ -285,11 +286,12 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def running_plane(*extra: str) -> Iterator[ControlPlaneProcess]:
+def running_plane(*extra: str, env: dict[str, str] | None = None
+                  ) -> Iterator[ControlPlaneProcess]:
     """A `tenantry up` in a fresh data dir, stopped and removed afterwards, even on failure."""
     root = short_tmp("tnt-")
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
-                             ingress_port=free_port())
+                             ingress_port=free_port(), extra_env=dict(env or {}))
     try:
         cp.start(*extra)
         yield cp

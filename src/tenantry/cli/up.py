@@ -220,6 +220,7 @@ class ControlPlane:
         from tenantry.monitoring.service import overrides
 
         ports = local.ports(self.data_dir)
+        runtime.ca  # noqa: B018 - made now: the prober checks platforms' certificates by it
         with runtime.sessions() as session:
             tokens = local.issue_tokens(session)
             found = overrides(session)

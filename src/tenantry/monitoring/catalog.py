@@ -129,11 +129,22 @@ CHECKS: tuple[Check, ...] = (
     Check("longest_transaction", TargetKind.DATABASE,
           _db("max without(datname, state) (pg_stat_activity_max_tx_duration)"),
           True, 300, 1800, 120, 0, "s", "long transaction"),
+    # Only while the database does real work (over 200 block reads a second): an idle
+    # cluster's ratio is noise (a freshly started one reads everything from disk once).
     Check("cache_hit", TargetKind.DATABASE,
-          _db(f"100 * sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
+          _db(f"(100 * sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
               f" / (sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
-              f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m])))"),
+              f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m]))))"
+              f" and (sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
+              f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m]))) > 200"),
           False, 95, 90, 97, 120, "%", "buffer cache hit ratio low"),
+    # the agent's own series (tenantry.agent.metrics)
+    Check("processes", TargetKind.PLATFORM,
+          '100 * sum without(slot) (tenantry_platform_processes{job="agent"})'
+          ' / (sum without(slot) (tenantry_platform_processes_expected{job="agent"}) > 0)',
+          False, 99, 50, 100, 10, "%", "application processes missing"),
+    Check("rogue", TargetKind.HOST, 'tenantry_rogue_processes{job="agent"}',
+          True, 1, 3, 0.5, 60, "processes", "rogue processes"),
 )
 
 

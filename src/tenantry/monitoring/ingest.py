@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from tenantry.core.db import rowcount, utcnow
+from tenantry.core.events import emit
 from tenantry.core.notify import BusinessHours
 from tenantry.monitoring.models import (
     Alert,
@@ -136,6 +137,7 @@ def _firing(session: Session, item: WebhookAlert, hours: BusinessHours,
     if alert is None:  # this very episode was seen and ended (reconciled): nothing new
         return 0
     session.add(AlertChange(alert_id=alert.id, state="firing", at=now, value=alert.value))
+    _event(session, alert, "ALERT")
     window = active_maintenance(session, alert, now)
     if window is not None:
         alert.maintenance_id = window.id
@@ -171,6 +173,7 @@ def close(session: Session, alert: Alert, *, hours: BusinessHours, now: dt.datet
     """End an open alert; tell those who were told it fired (unless it flaps)."""
     alert.ended_at = max(ended_at, alert.started_at)
     session.add(AlertChange(alert_id=alert.id, state="resolved", at=now, note=note))
+    _event(session, alert, "ALERT_RESOLVED")
     if alert.suppressed is not None or alert.maintenance_id is not None:
         return
     told = _flap(session, alert, now)
@@ -188,6 +191,20 @@ def close(session: Session, alert: Alert, *, hours: BusinessHours, now: dt.datet
         if pending and not was_told:
             return  # nobody heard it fire: nobody needs to hear it end
     notify(session, alert, told, hours=hours, now=now)
+
+
+def _event(session: Session, alert: Alert, kind: str) -> None:
+    """The events feed: "CPU busy on node1", "Instance not responding on bms/lbh"."""
+    what = alert.summary.split(" (")[0]
+    what = what[:1].upper() + what[1:]
+    if kind == "ALERT":
+        text = f"{what} ({alert.level}) on {alert.target} (alert {alert.id})"
+    else:
+        text = f"{what} on {alert.target}: resolved (alert {alert.id})"
+    host_id = session.scalar(select(Host.id).where(Host.name == alert.host)) \
+        if alert.host else None
+    emit(session, kind, text, isv_id=alert.isv_id, platform_id=alert.platform_id,
+         host_id=host_id)
 
 
 def _flap(session: Session, alert: Alert, now: dt.datetime) -> str | None:

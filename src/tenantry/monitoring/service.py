@@ -18,6 +18,7 @@ from tenantry.access.audit.service import record_for
 from tenantry.access.principal import Principal, scoped
 from tenantry.core.db import rowcount, utcnow
 from tenantry.core.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from tenantry.core.events import emit
 from tenantry.core.names import new_id
 from tenantry.monitoring import catalog as cat
 from tenantry.monitoring.models import (
@@ -351,6 +352,9 @@ def create_maintenance(*, session: Session, principal: Principal,
     from tenantry.monitoring.ingest import announce_maintenance
 
     announce_maintenance(session, window)
+    emit(session, "MAINTENANCE", f"Maintenance of {scope} {target} from "
+         f"{spec.starts_at:%Y-%m-%d %H:%M} to {spec.ends_at:%Y-%m-%d %H:%M} UTC: "
+         f"{spec.message}", isv_id=isv_id)
     record_for(session, principal, action="maintenance.create", target=f"{scope}:{target}",
                source="api", org=isv_id,
                detail={"id": window.id, "from": spec.starts_at.isoformat(),
