@@ -84,6 +84,7 @@ REPORT: dict[str, Any] = {
     "ingress_error": None, "busy_ports": [20005], "agent_time": 1790000000.5,
     "firewall": {"table": "inet tenantry", "tcp_ports": [22, 8443], "in_place": True,
                  "repairs": 0, "error": None},
+    "monitoring": {"agent": "10.0.0.7:41002", "node": "10.0.0.7:41001"},
 }
 
 
