@@ -115,11 +115,12 @@ def _authenticator(login: str, password: str) -> Any:
 @contextmanager
 def smtp_server(*, mailbox: Mailbox | None = None, rcpt_reply: str | None = None,
                 certs: Certs | None = None, implicit_tls: bool = False,
-                login: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
+                login: tuple[str, str] | None = None,
+                port: int | None = None) -> Iterator[SmtpServer]:
     """aiosmtpd on 127.0.0.1: plain, STARTTLS (`certs`) or SMTPS (`implicit_tls`); with
     `login`, AUTH is required (over TLS) before any mail."""
     mailbox = mailbox or Mailbox(rcpt_reply)
-    port = free_port()
+    port = port or free_port()
     kwargs: dict[str, Any] = {}
     if certs is not None and implicit_tls:
         kwargs["ssl_context"] = certs.server_context()

@@ -230,3 +230,17 @@ def test_a_maintenance_window_silences_and_is_announced(session: Session) -> Non
     stored = session.scalars(select(Alert)).one()
     assert stored.maintenance_id == "mw1"
     assert not notes(session, alert_id=stored.id)
+
+
+def test_only_those_who_heard_it_fire_hear_it_end(session: Session) -> None:
+    """A contact added while the alert was open (or who was outside their hours when it
+    fired) is not told of its end."""
+    session.get(Contact, "ct1").hours = "business"  # type: ignore[union-attr]
+    session.commit()
+    post(session, alert(), now=SUNDAY_NIGHT)  # anna is off duty: only the NOC hears it
+    outbox.deliver(session, {"email": RecordingChannel(), "sms": RecordingChannel("sms")},
+                   now=SUNDAY_NIGHT + ingest.GROUP_WAIT)
+    session.add(Contact(id="ct9", name="new", isv_id="i1", email="new@bms.example"))
+    session.commit()
+    post(session, alert(status="resolved", ends=MONDAY_NOON), now=MONDAY_NOON)
+    assert {r for s, _, r, _ in notes(session) if s == "resolved"} == {"noc@provider.example"}

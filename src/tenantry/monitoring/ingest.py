@@ -24,11 +24,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from tenantry.core.db import rowcount, utcnow
+from tenantry.core.db import utcnow
 from tenantry.core.events import emit
 from tenantry.core.notify import BusinessHours
 from tenantry.monitoring.models import (
@@ -180,16 +180,21 @@ def close(session: Session, alert: Alert, *, hours: BusinessHours, now: dt.datet
     if told is None:
         return
     if told == "resolved":
-        pending = rowcount(session.execute(
+        session.execute(
             update(Notification).where(Notification.alert_id == alert.id,
                                        Notification.status == "pending",
                                        Notification.state == "firing")
-            .values(status="suppressed", last_error="resolved before it went out")))
-        was_told = session.scalar(select(func.count()).select_from(Notification).where(
-            Notification.alert_id == alert.id, Notification.state == "firing",
-            Notification.status != "suppressed"))
-        if pending and not was_told:
-            return  # nobody heard it fire: nobody needs to hear it end
+            .values(status="suppressed", last_error="resolved before it went out"))
+        # Those who heard it fire hear it end; nobody else (a contact added meanwhile, or
+        # one outside their hours when it fired, has nothing to be told).
+        heard = {(n.contact_id, n.channel) for n in session.scalars(
+            select(Notification).where(Notification.alert_id == alert.id,
+                                       Notification.state == "firing",
+                                       Notification.status != "suppressed"))}
+        recipients = [r for r in route(session, alert, hours=hours, now=now, any_hour=True)
+                      if (r.contact_id, r.channel) in heard]
+        _queue_alert(session, alert, told, recipients, now)
+        return
     notify(session, alert, told, hours=hours, now=now)
 
 
@@ -277,11 +282,11 @@ def active_maintenance(session: Session, alert: Alert, now: dt.datetime) -> Main
 
 
 def route(session: Session, alert: Alert, *, hours: BusinessHours,
-          now: dt.datetime) -> list[Recipient]:
+          now: dt.datetime, any_hour: bool = False) -> list[Recipient]:
     """An ISV's contacts hear of their own platforms; the NOC of everything on hands-off
     platforms and hosts at any hour, of hands-on platforms in business hours. A contact
-    kept to business hours hears nothing outside them."""
-    in_hours = hours.contains(now)
+    kept to business hours hears nothing outside them (`any_hour`: the hours aside)."""
+    in_hours = any_hour or hours.contains(now)
     contacts: list[Contact] = []
     if alert.isv_id is not None:
         contacts += session.scalars(select(Contact).where(Contact.isv_id == alert.isv_id))
@@ -335,7 +340,12 @@ def _words(alert: Alert, state: str) -> tuple[str, str]:
 def notify(session: Session, alert: Alert, state: str, *, hours: BusinessHours,
            now: dt.datetime) -> int:
     """Queue the notifications of one alert state; the number queued (duplicates none)."""
-    recipients = route(session, alert, hours=hours, now=now)
+    return _queue_alert(session, alert, state, route(session, alert, hours=hours, now=now),
+                        now)
+
+
+def _queue_alert(session: Session, alert: Alert, state: str, recipients: Sequence[Recipient],
+                 now: dt.datetime) -> int:
     subject, body = _words(alert, state)
     group = (alert.labels or {}).get("platform") or f"host:{alert.host}"
     return _queue(session, recipients, subject=subject, body=body, state=state,
