@@ -95,7 +95,7 @@ class HostMonitoring:
     def plan(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
              ) -> list[converge.Action]:
         clusters = exporters.running_clusters(desired.platforms, programs)
-        specs = exporters.wanted(self.paths, self.ports(save=self._ports is not None),
+        specs = exporters.wanted(self.paths, self.ports(save=False),  # --plan writes nothing
                                  host=self.host, clusters=clusters)
         return exporters.plan(specs, programs, self.services)
 
