@@ -38,7 +38,7 @@ from tenantry.monitoring import rules  # noqa: E402
 from tenantry.monitoring.catalog import Check, TargetKind  # noqa: E402
 
 STEP = 5  # seconds between evaluations (tenantry's default)
-QUIET_MIN = 12  # after the flapping: longer than the damping's STABLE_AFTER (10 min)
+QUIET_MIN = 12  # after the flapping: longer than the damping's STABLE_AFTER (5 min)
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 LABELS = {"host": "node1", "kind": "host", "region": "eu"}
 _FAILED = re.compile(r"alertname: (\S+), time: (\S+),")

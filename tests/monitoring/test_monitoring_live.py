@@ -57,12 +57,13 @@ def resume(pids: list[int]) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def to(mailbox: SmtpServer, gateway: Gateway, word: str) -> tuple[list[str], list[str]]:
+def to(mailbox: SmtpServer, gateway: Gateway, *words: str) -> tuple[list[str], list[str]]:
+    """The emails and SMS to the ISV's contact that say all of `words`."""
     mails = [m.content.decode(errors="replace") for m in mailbox.mailbox.messages
-             if EMAIL in m.rcpt_tos and word in m.content.decode(errors="replace")]
-    texts = [r.json()["body"] for r in gateway.requests if r.json()["to"] == PHONE
-             and word in r.json()["body"]]
-    return mails, texts
+             if EMAIL in m.rcpt_tos]
+    texts = [r.json()["body"] for r in gateway.requests if r.json()["to"] == PHONE]
+    return ([m for m in mails if all(w in m for w in words)],
+            [t for t in texts if all(w in t for w in words)])
 
 
 def prometheus(cp: ControlPlaneProcess) -> str:
@@ -72,9 +73,13 @@ def prometheus(cp: ControlPlaneProcess) -> str:
 
 
 def check_value(cp: ControlPlaneProcess, check: str, platform: str) -> float | None:
-    r = httpx.get(f"{prometheus(cp)}/api/v1/query", timeout=5, params={
-        "query": f'tenantry:check_value{{check="{check}", platform="{platform}"}}'})
-    result = r.json()["data"]["result"]
+    try:
+        r = httpx.get(f"{prometheus(cp)}/api/v1/query", timeout=5, params={
+            "query": f'tenantry:check_value{{check="{check}", platform="{platform}"}}'})
+        result = r.json()["data"]["result"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None  # Prometheus restarting
+
     return float(result[0]["value"][1]) if result else None
 
 
@@ -103,16 +108,19 @@ def test_a_hung_app_is_told_once_by_email_and_sms(live: Any) -> None:
     assert pids, "the platform's app processes"
     hang(pids)
     try:
-        wait_until(lambda: all(to(smtp, sms, "not responding")), 90,
+        wait_until(lambda: all(to(smtp, sms, "OVERLOADED", "not responding")), 90,
                    "an email and an SMS saying the instance is not responding")
         time.sleep(8)  # anything more would have arrived by now (5 s evaluations)
-        mails, texts = to(smtp, sms, "not responding")
+        mails, texts = to(smtp, sms, "OVERLOADED", "not responding")
         assert len(mails) == 1 and len(texts) == 1, (mails, texts)
         assert name in mails[0] and name in texts[0]
     finally:
         resume(pids)
-    wait_until(lambda: all(to(smtp, sms, "RESOLVED")), 90, "the recovery, by email and SMS")
+    wait_until(lambda: all(to(smtp, sms, "RESOLVED", "not responding")), 90,
+               "the recovery, by email and SMS")
     alerts = cp.cli_json("alert", "list", "--platform", name)
+    # nothing else fired on the platform (its creation, say, raised no database alert)
+    assert {a["check"] for a in alerts} == {"responding"}, alerts
     mine = [a for a in alerts if a["check"] == "responding"]
     assert len(mine) == 1 and mine[0]["ended_at"] is not None
     shown = cp.cli_json("alert", "show", str(mine[0]["id"]))
@@ -136,7 +144,7 @@ def test_a_maintenance_window_silences_the_next_hang(live: Any) -> None:
                            for m in smtp.mailbox.messages), 60, "the announcement")
     wait_until(lambda: cp.cli_json("maintenance", "list")[0]["silence_id"], 30,
                "the Alertmanager silence")
-    before = len(to(smtp, sms, "not responding")[0])
+    before = len(to(smtp, sms, "OVERLOADED", "not responding")[0])
     wait_until(lambda: check_value(cp, "responding", name) == 1, 60, "the platform answering")
     pids = app_pids(platform["id"])
     hang(pids)
@@ -146,7 +154,7 @@ def test_a_maintenance_window_silences_the_next_hang(live: Any) -> None:
                        for a in cp.cli_json("alert", "list", "--platform", name, "--open"))
         wait_until(silenced, 90, "the silenced alert in the history")
         time.sleep(5)
-        assert len(to(smtp, sms, "not responding")[0]) == before
+        assert len(to(smtp, sms, "OVERLOADED", "not responding")[0]) == before
     finally:
         resume(pids)
 
@@ -175,3 +183,69 @@ def test_bad_input_is_refused_by_field_and_changes_nothing(live: Any) -> None:
         assert "Traceback" not in done.stderr
     assert (cp.cli_json("threshold", "list"), cp.cli_json("contact", "list"),
             cp.cli_json("maintenance", "list")) == before
+
+
+def test_the_stack_endpoints_want_their_own_tokens(live: Any) -> None:
+    cp, *_ = live
+    secrets = cp.data_dir / "monitoring" / "secrets"
+    assert (secrets / "sd-token").stat().st_mode & 0o077 == 0
+    sd_token = (secrets / "sd-token").read_text().strip()
+    hook_token = (secrets / "webhook-token").read_text().strip()
+    body = {"version": "4", "groupKey": "g", "status": "firing", "receiver": "tenantry",
+            "groupLabels": {}, "alerts": []}
+    with httpx.Client(base_url=f"{cp.url}/api/v1", timeout=10) as http:
+        assert http.get("/monitoring/sd/node").status_code == 401
+        assert http.get("/monitoring/sd/node", headers={
+            "Authorization": f"Bearer {hook_token}"}).status_code == 401  # not its token
+        assert http.get("/monitoring/sd/node", headers={
+            "Authorization": f"Bearer {cp.token}"}).status_code == 401  # nor a person's
+        assert http.get("/monitoring/sd/node", headers={
+            "Authorization": f"Bearer {sd_token}"}).status_code == 200
+        assert http.post("/monitoring/alertmanager", json=body).status_code == 401
+        assert http.post("/monitoring/alertmanager", json=body, headers={
+            "Authorization": f"Bearer {sd_token}"}).status_code == 401
+        bad = http.post("/monitoring/alertmanager", json={**body, "alerts": "x"}, headers={
+            "Authorization": f"Bearer {hook_token}"})
+        assert bad.status_code == 422 and "alerts" in bad.text
+
+
+def test_prometheus_and_alertmanager_killed_are_restarted_and_tell_nothing_twice(
+        live: Any) -> None:
+    from tests.conftest import processes_mentioning
+
+    cp, smtp, sms, first = live
+    # a platform of its own: the first one's hangs moments ago would make this one flapping
+    platform = cp.cli_json("platform", "create", first["isv"], "--tenant", "t2", "--app",
+                           "bodyshop@1.0.0", "--wait")
+    name = f"{platform['isv']}/{platform['name']}"
+    wait_until(lambda: check_value(cp, "responding", name) == 1, 90, "the probe")
+    fired_before = len(to(smtp, sms, "OVERLOADED", "not responding")[0])
+    resolved_before = len(to(smtp, sms, "RESOLVED", "not responding")[0])
+    pids = app_pids(platform["id"])
+    hang(pids)
+    try:
+        try:
+            wait_until(lambda: len(to(smtp, sms, "OVERLOADED", "not responding")[0])
+                       > fired_before, 90, "the email of the new hang")
+        except AssertionError:
+            import json
+            am = json.loads((cp.data_dir / "monitoring" / "stack.json").read_text())
+            print("ALERTS", cp.cli_json("alert", "list", "--platform", name))
+            print("AM", httpx.get(am["alertmanager"] + "/api/v2/alerts").text)
+            print("AMS", httpx.get(am["alertmanager"] + "/api/v2/silences").text)
+            print("MAIL", [m.content[-400:] for m in smtp.mailbox.messages])
+            raise
+        for config in ("prometheus.yml", "alertmanager.yml"):
+            for pid in processes_mentioning(f"{cp.data_dir}/monitoring/{config}"):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: check_value(cp, "responding", name) == 0, 90,
+                   "Prometheus back (restarted by up), seeing the hang")
+        time.sleep(20)  # Prometheus raises the alert anew; Alertmanager sends it anew
+    finally:
+        resume(pids)
+    wait_until(lambda: len(to(smtp, sms, "RESOLVED", "not responding")[0]) > resolved_before, 120,
+               "the recovery")
+    time.sleep(8)
+    assert len(to(smtp, sms, "OVERLOADED", "not responding")[0]) == fired_before + 1
+    assert len(to(smtp, sms, "RESOLVED", "not responding")[0]) == resolved_before + 1
+    assert "prometheus exited; restarting it" in cp.log.read_text().replace("mon-", "")

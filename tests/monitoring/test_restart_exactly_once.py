@@ -58,16 +58,16 @@ def test_sigkill_while_the_smtp_server_is_down_delivers_each_once(
 
                 with smtp_server(port=smtp_port) as smtp:
                     cp.start()
-                    wait_until(lambda: to(smtp, sms, "OVERLOADED")[0], 90,
+                    wait_until(lambda: to(smtp, sms, "OVERLOADED", "not responding")[0], 90,
                                "the email, once the server is back")
                     for pid in pids:
                         os.kill(pid, signal.SIGCONT)
                     pids = []
-                    wait_until(lambda: all(to(smtp, sms, "RESOLVED")), 120,
+                    wait_until(lambda: all(to(smtp, sms, "RESOLVED", "not responding")), 120,
                                "the recovery, told after the restart")
                     time.sleep(10)  # a duplicate would have arrived by now
-                    fired_mail, fired_sms = to(smtp, sms, "OVERLOADED")
-                    resolved_mail, resolved_sms = to(smtp, sms, "RESOLVED")
+                    fired_mail, fired_sms = to(smtp, sms, "OVERLOADED", "not responding")
+                    resolved_mail, resolved_sms = to(smtp, sms, "RESOLVED", "not responding")
                     assert (len(fired_mail), len(fired_sms)) == (1, 1)
                     assert (len(resolved_mail), len(resolved_sms)) == (1, 1)
                     alerts = cp.cli_json("alert", "list", "--platform", name)

@@ -149,6 +149,12 @@ UNIT_TESTS.append({
                    'platform="acme/p2"}', "values": "1x10"},
         {"series": f'pg_static{{job="postgres", {_A}, version="15"}}', "values": "1x10"},
         {"series": f'pg_static{{job="postgres", {_B}, version="15"}}', "values": "1 stale"},
+        {"series": 'up{job="postgres", host="h1"}', "values": "1x10"},
+        # host h2's exporter does not answer (restarting for a new DSN, say): its expected
+        # cluster is not called down
+        {"series": 'tenantry_database_expected{job="agent", host="h2", server="/run/c:5434", '
+                   'isv="acme", platform="acme/p3"}', "values": "1x10"},
+        {"series": 'up{job="postgres", host="h2"}', "values": "0x10"},
         {"series": f'pg_settings_max_connections{{job="postgres", {_A}}}', "values": "100x10"},
         {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
                    'state="active"}', "values": "70x10"},

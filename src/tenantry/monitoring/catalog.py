@@ -118,9 +118,11 @@ CHECKS: tuple[Check, ...] = (
           '(probe_ssl_earliest_cert_expiry{job="probe_platform"} - time()) / 86400',
           False, 14, 3, 21, 0, "days", "TLS certificate expires soon"),
     # database (postgres_exporter 0.11, one per host; see _db)
+    # Down: expected, and absent from an exporter that answered (an exporter restarting to
+    # take a new cluster's DSN, or not answering, says nothing about the databases).
     Check("db_up", TargetKind.DATABASE,
           f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
-          f" or ({EXPECTED} * 0)",
+          f" or ({EXPECTED} * 0 and on(host) (up{{job=\"postgres\"}} == 1))",
           False, None, 1, 1, 5, "", "database down"),
     Check("connections", TargetKind.DATABASE,
           _db("100 * sum without(datname, state) (pg_stat_activity_count)"

@@ -45,9 +45,12 @@ from tenantry.platforms.models import Host, Isv, Platform, Region
 log = logging.getLogger(__name__)
 
 GROUP_WAIT = dt.timedelta(seconds=2)
-FLAP_WINDOW = dt.timedelta(minutes=10)
-FLAP_CHANGES = 3  # firing, resolved, firing again within the window: flapping
-STABLE_AFTER = dt.timedelta(minutes=10)
+# Flapping: fired, resolved and fired again within two minutes (a check evaluated every 5 s
+# that changes at every evaluation is caught within 15 s; an outage that recurs after minutes
+# is told as what it is). Stable: five minutes without a change.
+FLAP_WINDOW = dt.timedelta(minutes=2)
+FLAP_CHANGES = 3
+STABLE_AFTER = dt.timedelta(minutes=5)
 TOLD = ("firing", "resolved", "flapping", "stable")
 # Labels that tell one series of a check from another on the same target.
 _SERIES_LABELS = ("mountpoint", "device", "server", "instance")

@@ -136,4 +136,7 @@ def write_rules(data_dir: Path, overrides: list[catalog.ThresholdOverride]) -> b
 def central_programs(data_dir: Path, ports_: stack.StackPorts) -> list[ProgramSpec]:
     """Prometheus, Alertmanager and blackbox: the programs `up` supervises."""
     keep = ("mon-prometheus", "mon-alertmanager", "mon-blackbox-exporter")
-    return [p for p in stack.programs(layout(data_dir), ports_) if p.name in keep]
+    # 35 days of samples: the portal's graphs go back a month (alerts are kept for good in
+    # tenantry's own store).
+    return [p for p in stack.programs(layout(data_dir), ports_, retention="35d")
+            if p.name in keep]
