@@ -110,6 +110,7 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/contacts/{contact_id}"): "admin",
     ("POST", "/api/v1/maintenance"): "operate",
     ("POST", "/api/v1/maintenance/{maintenance_id}/cancel"): "operate",
+    ("POST", "/monitoring/check"): "admin",  # a threshold from the check's page
     ("POST", "/platforms/{platform_id}/support"): "admin",
     ("POST", "/support/{grant_id}/end"): "admin",  # provider admins too: the service decides
     ("GET", "/support"): "provider",  # every ISV's live grants: the provider's own list

@@ -258,3 +258,37 @@ def test_graph_data_for_the_portal(plane: ControlPlaneProcess, setup: Setup) -> 
         answer = graph(anon, check="cpu", host="local")
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
         assert anon.get("/monitoring").status_code == 303
+
+
+def test_thresholds_are_set_from_the_drilldown(plane: ControlPlaneProcess,
+                                               setup: Setup) -> None:
+    from tests.conftest import csrf_of
+
+    page = f"/monitoring/check?check=response_time&platform={setup.a_platform}"
+    shown = setup.provider.get(page)
+    assert shown.status_code == 200 and 'id="threshold-form"' in shown.text
+    form = {"csrf": csrf_of(shown.text), "check": "response_time",
+            "platform": setup.a_platform}
+    with plane.api() as api:
+        before = api.get("/thresholds", params={"check": "response_time"}).json()
+        # not a number; busy above overloaded: refused beside the field, nothing stored
+        for values, field in (({"busy": "abc", "overloaded": "3"}, "busy"),
+                              ({"busy": "5", "overloaded": "3"}, "busy")):
+            refused = setup.provider.post("/monitoring/check", data={**form, **values})
+            assert refused.status_code == 422, refused.text
+            assert f'id="{field}-error"' in refused.text
+        assert api.get("/thresholds", params={"check": "response_time"}).json() == before
+        done = setup.provider.post("/monitoring/check",
+                                   data={**form, "busy": "0.5", "overloaded": "2"})
+        assert done.status_code == 303
+        after = api.get("/thresholds", params={"check": "response_time"}).json()
+        assert [(t["scope"], t["target"], t["busy"], t["overloaded"]) for t in after
+                if t["target"] == setup.a_platform] == \
+            [("platform", setup.a_platform, 0.5, 2.0)]
+    assert "platform " + setup.a_platform in html.unescape(setup.provider.get(page).text)
+    # a viewer sees the thresholds but gets no form, and may not post one
+    viewer_page = setup.a_viewer.get(page)
+    assert viewer_page.status_code == 200 and 'id="threshold-form"' not in viewer_page.text
+    assert setup.a_viewer.post("/monitoring/check", data={
+        **form, "csrf": csrf_of(viewer_page.text), "busy": "1", "overloaded": "2"}
+        ).status_code == 403

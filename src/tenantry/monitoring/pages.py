@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+from fastapi import Form, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi import Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
@@ -23,9 +23,18 @@ from tenantry.api.deps import RuntimeDep, SessionDep
 from tenantry.api.errors import error_body
 from tenantry.core.errors import InvalidInput, NotFound, TenantryError
 from tenantry.monitoring import catalog, graphs, service
-from tenantry.monitoring.schemas import CheckState, StatusPublic
+from tenantry.monitoring.schemas import CheckState, StatusPublic, ThresholdSet
 from tenantry.platforms.service import get_platform
-from tenantry.portal.web import PageViewer, form_value, page_router, render
+from tenantry.portal.web import (
+    FormErrors,
+    PageAdmin,
+    PageViewer,
+    check_csrf,
+    form_value,
+    page_router,
+    render,
+    submit,
+)
 
 router = page_router()
 RangeParam = Annotated[str, Query(alias="range")]
@@ -104,19 +113,69 @@ def _current(tree: StatusPublic, target: CheckTarget) -> CheckState | None:
     return None  # a platform with no host yet
 
 
+def _check_page(request: Request, session: Session, principal: Principal,
+                target: CheckTarget, span: str, *, values: dict[str, str] | None = None,
+                errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    current = _current(service.status(session=session, principal=principal), target)
+    alerts = service.list_alerts(session=session, principal=principal,
+                                 check=target.check.name, host=target.host,
+                                 platform=target.platform, limit=100)
+    isv = target.platform.partition("/")[0] if target.platform else None
+    overrides = [t for t in service.list_thresholds(session=session, principal=principal,
+                                                    check=target.check.name)
+                 if (t.scope, t.target) in {("host", target.host), ("platform", target.platform),
+                                            ("isv", isv)}]
+    may_set = "admin" in _actions(principal) and (target.platform is not None
+                                                   or principal.is_provider)
+    return render(request, "monitoring_check.html", principal=principal, target=target,
+                  current=current, alerts=alerts, spans=SPAN_NAMES,
+                  span=span if span in SPAN_NAMES else "1h", overrides=overrides,
+                  may_set=may_set, values=values or {}, errors=errors or {},
+                  status_code=status_code)
+
+
+def _actions(principal: Principal) -> set[str]:
+    found = set()
+    for action in ("view", "operate", "admin"):
+        try:
+            principal.require(action)
+        except TenantryError:
+            continue
+        found.add(action)
+    return found
+
+
 @router.get("/monitoring/check")
 def check_page(request: Request, session: SessionDep, principal: PageViewer,
                check: str = "", host: str = "", platform: str = "",
                range_: RangeParam = "1h") -> Response:
-    """A check on a host or platform: its state, its graph and its alerts."""
+    """A check on a host or platform: its state, its graph, its thresholds and alerts."""
     target = _check_target(session, principal, check.strip(), form_value(host),
                            form_value(platform))
-    current = _current(service.status(session=session, principal=principal), target)
-    alerts = service.list_alerts(session=session, principal=principal, check=check.strip(),
-                                 host=target.host, platform=target.platform, limit=100)
-    return render(request, "monitoring_check.html", principal=principal, target=target,
-                  current=current, alerts=alerts, spans=SPAN_NAMES,
-                  span=range_ if range_ in SPAN_NAMES else "1h")
+    return _check_page(request, session, principal, target, range_)
+
+
+@router.post("/monitoring/check")
+def set_threshold(request: Request, session: SessionDep, principal: PageAdmin,
+                  check: Annotated[str, Form()] = "", host: Annotated[str, Form()] = "",
+                  platform: Annotated[str, Form()] = "", busy: Annotated[str, Form()] = "",
+                  overloaded: Annotated[str, Form()] = "", clear: Annotated[str, Form()] = "",
+                  csrf: Annotated[str, Form()] = "") -> Response:
+    """Override the check's thresholds for this host or platform (the form on its page)."""
+    check_csrf(request, csrf)
+    target = _check_target(session, principal, check.strip(), form_value(host),
+                           form_value(platform))
+    values = {"busy": busy, "overloaded": overloaded, "clear": clear}
+    made = submit(lambda: service.set_threshold(
+        session=session, principal=principal, spec=ThresholdSet.model_validate({
+            "check": target.check.name, "host": target.host, "platform": target.platform,
+            **{k: v.strip() for k, v in values.items() if v.strip()}})),
+        fields=("busy", "overloaded", "clear"))
+    if isinstance(made, FormErrors):
+        session.rollback()
+        return _check_page(request, session, principal, target, "1h", values=values,
+                           errors=made.errors, status_code=made.status)
+    return RedirectResponse(f"/monitoring/check?{target.query}#thresholds", status_code=303)
 
 
 @router.get("/monitoring/graph.json")
