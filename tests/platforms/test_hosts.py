@@ -7,9 +7,17 @@ import signal
 import subprocess
 import time
 
+import httpx
 import pytest
 
-from tests.conftest import TENANTRY, ControlPlaneProcess, free_port, port_block, short_tmp
+from tests.conftest import (
+    TENANTRY,
+    ControlPlaneProcess,
+    free_port,
+    port_block,
+    short_tmp,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +55,14 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
         assert probe.https(f"t1.{isv}.localhost", "/health").status_code == 200
         assert plane.cli_json("platform", "list", "--region", "eu")[0]["id"] == created["id"]
 
+        # Its agent serves its exporters to the same Prometheus, found by discovery.
+        def scraped() -> set[str]:
+            found = httpx.get(f"{prometheus_url(plane)}/api/v1/targets", timeout=5).json()
+            return {t["labels"]["job"] for t in found["data"]["activeTargets"]
+                    if t["labels"].get("host") == "eu-host-1" and t["health"] == "up"}
+        wait_until(lambda: {"node", "agent", "postgres", "probe_proxy",
+                            "probe_platform"} <= scraped(), 60, "eu-host-1 scraped")
+
         # --plan on a converged host has nothing to do.
         plan = subprocess.run([*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--plan"],
                               env=plane.env, capture_output=True, text=True, timeout=60)
@@ -60,6 +76,9 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
         # A host that stops reporting goes offline, and comes back when its agent does.
         agent.kill()
         agent.wait()
+        wait_until(lambda: [a for a in plane.cli_json("alert", "list", "--host", "eu-host-1",
+                                                      "--open") if a["check"] == "heartbeat"],
+                   60, "the silent host's heartbeat alert")
         wait_event(plane, "HOST_OFFLINE", timeout=60)
         agent = subprocess.Popen(
             [*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--stop-services-on-exit"],
@@ -73,6 +92,13 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
             agent.kill()
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def prometheus_url(plane: ControlPlaneProcess) -> str:
+    import json
+
+    stack = json.loads((plane.data_dir / "monitoring" / "stack.json").read_text())
+    return str(stack["prometheus"])
 
 
 def wait_event(plane: ControlPlaneProcess, kind: str, timeout: float) -> None:
