@@ -27,6 +27,9 @@ from tenantry.core.notify import business_hours
 from tenantry.monitoring import discovery, graphs, ingest, local, service
 from tenantry.monitoring.models import StackCredential
 from tenantry.monitoring.schemas import (
+    CHECK,
+    NAME,
+    PLATFORM,
     AlertPublic,
     CheckPublic,
     ContactCreate,
@@ -60,8 +63,8 @@ AlertmanagerDep = Annotated[str, Depends(_stack_program("alertmanager"))]
 
 
 @router.get("/monitoring/sd/{job}")
-def service_discovery(job: Annotated[str, PathParam(max_length=40)], session: SessionDep,
-                      _: PrometheusDep) -> list[dict[str, Any]]:
+def service_discovery(job: Annotated[str, PathParam(max_length=40, pattern=CHECK)],
+                      session: SessionDep, _: PrometheusDep) -> list[dict[str, Any]]:
     """Prometheus's HTTP service discovery: one document per job."""
     groups: list[dict[str, Any]] = discovery.sd_document(session, job).model_dump()
     return groups
@@ -82,7 +85,7 @@ def checks(session: SessionDep, principal: ViewerDep) -> list[CheckPublic]:
 
 @router.get("/thresholds")
 def thresholds(session: SessionDep, principal: ViewerDep,
-               check: Annotated[str | None, Query(max_length=40)] = None
+               check: Annotated[str | None, Query(max_length=40, pattern=CHECK)] = None
                ) -> list[ThresholdPublic]:
     return service.list_thresholds(session=session, principal=principal, check=check)
 
@@ -95,9 +98,10 @@ def set_threshold(spec: ThresholdSet, session: SessionDep,
 
 @router.delete("/thresholds", status_code=status.HTTP_204_NO_CONTENT)
 def unset_threshold(session: SessionDep, principal: AdminDep,
-                    check: Annotated[str, Query(min_length=1, max_length=40)],
+                    check: Annotated[str, Query(min_length=1, max_length=40, pattern=CHECK)],
                     scope: Annotated[Literal["isv", "host", "platform"], Query()],
-                    target: Annotated[str, Query(min_length=1, max_length=81)]) -> None:
+                    target: Annotated[str, Query(min_length=1, max_length=81,
+                                                 pattern=PLATFORM)]) -> None:
     service.unset_threshold(session=session, principal=principal, check=check, scope=scope,
                             target=target)
 
@@ -113,18 +117,19 @@ def add_contact(spec: ContactCreate, session: SessionDep, principal: AdminDep) -
 
 
 @router.delete("/contacts/{contact_id}", status_code=status.HTTP_204_NO_CONTENT)
-def remove_contact(contact_id: Annotated[str, PathParam(max_length=20)], session: SessionDep,
-                   principal: AdminDep) -> None:
+def remove_contact(contact_id: Annotated[str, PathParam(max_length=20, pattern=NAME)],
+                   session: SessionDep, principal: AdminDep) -> None:
     service.remove_contact(session=session, principal=principal, contact_id=contact_id)
 
 
 @router.get("/alerts")
 def alerts(session: SessionDep, principal: ViewerDep,
-           platform: Annotated[str | None, Query(max_length=81)] = None,
-           host: Annotated[str | None, Query(max_length=40)] = None,
-           check: Annotated[str | None, Query(max_length=40)] = None,
+           platform: Annotated[str | None, Query(max_length=81, pattern=PLATFORM)] = None,
+           host: Annotated[str | None, Query(max_length=40, pattern=NAME)] = None,
+           check: Annotated[str | None, Query(max_length=40, pattern=CHECK)] = None,
            open_: Annotated[bool, Query(alias="open")] = False,
-           since: Annotated[str | None, Query(max_length=40)] = None,
+           since: Annotated[str | None, Query(max_length=40, pattern=r"^[0-9A-Za-z:+. -]+$")]
+           = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AlertPublic]:
     return service.list_alerts(session=session, principal=principal, platform=platform,
                                host=host, check=check, open_only=open_, since=since,
@@ -132,7 +137,7 @@ def alerts(session: SessionDep, principal: ViewerDep,
 
 
 @router.get("/alerts/{alert_id}")
-def alert(alert_id: Annotated[int, PathParam(ge=1, le=2**62)], session: SessionDep,
+def alert(alert_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)], session: SessionDep,
           principal: ViewerDep) -> AlertPublic:
     return service.get_alert(session=session, principal=principal, alert_id=alert_id)
 
@@ -149,7 +154,7 @@ def create_maintenance(spec: MaintenanceCreate, session: SessionDep,
 
 
 @router.post("/maintenance/{maintenance_id}/cancel")
-def cancel_maintenance(maintenance_id: Annotated[str, PathParam(max_length=20)],
+def cancel_maintenance(maintenance_id: Annotated[str, PathParam(max_length=20, pattern=NAME)],
                        session: SessionDep, principal: OperatorDep) -> MaintenancePublic:
     return service.cancel_maintenance(session=session, principal=principal,
                                       maintenance_id=maintenance_id)
@@ -162,9 +167,9 @@ def status_(session: SessionDep, principal: ViewerDep) -> StatusPublic:
 
 @router.get("/monitoring/graph")
 def graph(session: SessionDep, principal: ViewerDep, runtime: RuntimeDep,
-          check: Annotated[str, Query(min_length=1, max_length=40)],
-          host: Annotated[str | None, Query(max_length=40)] = None,
-          platform: Annotated[str | None, Query(max_length=81)] = None,
+          check: Annotated[str, Query(min_length=1, max_length=40, pattern=CHECK)],
+          host: Annotated[str | None, Query(max_length=40, pattern=NAME)] = None,
+          platform: Annotated[str | None, Query(max_length=81, pattern=PLATFORM)] = None,
           range_: Annotated[Literal["1h", "1d", "1w", "1m"], Query(alias="range")] = "1h",
           ) -> graphs.Graph:
     """A check's values over the last hour, day, week or month (from Prometheus)."""

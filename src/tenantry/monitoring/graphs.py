@@ -43,6 +43,8 @@ def _target(session: Session, principal: Principal, check: catalog.Check, host: 
     if check.kind is catalog.TargetKind.HOST:
         if host is None or platform is not None:
             raise InvalidInput(f"check {check.name!r} is of a host: give host", field="host")
+        if len(host) > 40 or not catalog.TARGET_RE.fullmatch(host):
+            raise InvalidInput("host must be a plain name", field="host")
         visible = select(Host.id).where(Host.name == host)
         if not principal.is_provider:
             principal.require("view")

@@ -220,7 +220,7 @@ def alert_list(request: Request, session: SessionDep, principal: PageViewer,
 
 @router.get("/monitoring/alerts/{alert_id}")
 def alert_detail(request: Request, session: SessionDep, principal: PageViewer,
-                 alert_id: Annotated[int, PathParam(ge=1, le=2**62)]) -> Response:
+                 alert_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]) -> Response:
     alert = service.get_alert(session=session, principal=principal, alert_id=alert_id)
     where = {"host": alert.host} if alert.kind == "host" else {"platform": alert.platform}
     graph_query = None  # the drilldown, when the alert names a known check and its target

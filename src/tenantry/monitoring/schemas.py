@@ -12,6 +12,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 EMAIL_RE = re.compile(r"^[^@\s,;<>\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164
 Hours = Literal["always", "business"]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # an ISV, host or region
+PLATFORM = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"  # ISV/NAME or an id
+CHECK = r"^[a-z][a-z0-9_]*$"
+TEXT = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"  # no control characters but tab and newline
 Level = Literal["ok", "busy", "overloaded", "unknown"]
 
 
@@ -33,13 +37,13 @@ class ThresholdSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    check: str = Field(min_length=1, max_length=40)
+    check: str = Field(min_length=1, max_length=40, pattern=CHECK)
     busy: float | None = None
     overloaded: float
     clear: float | None = None
-    isv: str | None = Field(default=None, min_length=1, max_length=40)
-    host: str | None = Field(default=None, min_length=1, max_length=40)
-    platform: str | None = Field(default=None, min_length=1, max_length=81)
+    isv: str | None = Field(default=None, min_length=1, max_length=40, pattern=NAME)
+    host: str | None = Field(default=None, min_length=1, max_length=40, pattern=NAME)
+    platform: str | None = Field(default=None, min_length=1, max_length=81, pattern=PLATFORM)
 
     @field_validator("busy", "overloaded", "clear", mode="before")
     @classmethod
@@ -80,10 +84,10 @@ class ThresholdPublic(BaseModel):
 class ContactCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=60)
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]+$")
     email: str | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=16)
-    isv: str | None = Field(default=None, min_length=1, max_length=40,
+    isv: str | None = Field(default=None, min_length=1, max_length=40, pattern=NAME,
                             description="the ISV whose alerts this contact gets; none: NOC")
     hours: Hours = "always"
 
@@ -159,12 +163,12 @@ class AlertPublic(BaseModel):
 class MaintenanceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 
-    region: str | None = Field(default=None, min_length=1, max_length=40)
-    host: str | None = Field(default=None, min_length=1, max_length=40)
-    platform: str | None = Field(default=None, min_length=1, max_length=81)
+    region: str | None = Field(default=None, min_length=1, max_length=40, pattern=NAME)
+    host: str | None = Field(default=None, min_length=1, max_length=40, pattern=NAME)
+    platform: str | None = Field(default=None, min_length=1, max_length=81, pattern=PLATFORM)
     starts_at: AwareDatetime = Field(alias="from")
     ends_at: AwareDatetime = Field(alias="to")
-    message: str = Field(min_length=3, max_length=1000)
+    message: str = Field(min_length=3, max_length=1000, pattern=TEXT)
 
     @model_validator(mode="after")
     def _valid(self) -> MaintenanceCreate:

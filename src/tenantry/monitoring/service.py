@@ -61,6 +61,15 @@ MATRIX: dict[str, frozenset[str]] = {
 NOC = "NOC"
 
 
+def plain_name(value: str, *, field: str) -> str:
+    """A host, region or check name as given by a caller: plain, or refused by field (it
+    goes into queries and PromQL label matchers)."""
+    if len(value) > 100 or not cat.TARGET_RE.fullmatch(value):
+        raise InvalidInput(f"{field} must be a plain name (letters, digits, . _ : / @ -)",
+                           field=field)
+    return value
+
+
 def worst(levels: Iterable[str]) -> Level:
     best: Level = "ok"
     for level in levels:
@@ -116,6 +125,7 @@ def _scope_target(session: Session, principal: Principal, scope: str,
         return f"{platform.isv.name}/{platform.name}", platform.isv_id
     if not principal.is_provider:
         raise NotAllowed("only the provider sets thresholds of a host")
+    plain_name(target, field="host")
     if session.scalar(select(Host.id).where(Host.name == target)) is None:
         raise NotFound(f"no host named {target!r}", field="host")
     return target, None
@@ -164,6 +174,7 @@ def unset_threshold(*, session: Session, principal: Principal, check: str, scope
     principal.require("admin")
     if scope not in ("isv", "host", "platform"):
         raise InvalidInput("scope must be isv, host or platform", field="scope")
+    plain_name(check, field="check")
     name, isv_id = _scope_target(session, principal, scope, target)
     gone = rowcount(session.execute(delete(ThresholdSetting).where(
         ThresholdSetting.check == check, ThresholdSetting.scope == scope,
@@ -278,9 +289,9 @@ def list_alerts(*, session: Session, principal: Principal, platform: str | None 
     if platform is not None:
         query = query.where(Alert.platform_id == get_platform(session, principal, platform).id)
     if host is not None:
-        query = query.where(Alert.host == host)
+        query = query.where(Alert.host == plain_name(host, field="host"))
     if check is not None:
-        query = query.where(Alert.check == check)
+        query = query.where(Alert.check == plain_name(check, field="check"))
     if open_only:
         query = query.where(Alert.ended_at.is_(None))
     after = _parse_since(since)
@@ -342,6 +353,7 @@ def create_maintenance(*, session: Session, principal: Principal,
         principal.require("provider")
         principal.require("operate")
         model = Region if scope == "region" else Host
+        plain_name(target, field=scope)
         if session.scalar(select(model.id).where(model.name == target)) is None:
             raise NotFound(f"no {scope} named {target!r}", field=scope)
     window = Maintenance(id=new_id("mw"), scope=scope, target=target, isv_id=isv_id,
@@ -433,6 +445,20 @@ def status(*, session: Session, principal: Principal) -> StatusPublic:
         names = {h.name for h, _ in hosts}
         open_alerts += list(session.scalars(select(Alert).where(
             Alert.ended_at.is_(None), Alert.kind == "host", Alert.host.in_(names or {""}))))
+    # When each check last changed to OK (its latest resolution in the last 30 days).
+    ended = session.execute(
+        scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
+        .with_only_columns(Alert.kind, Alert.host, Alert.platform_id, Alert.check,
+                           func.max(Alert.ended_at))
+        .where(Alert.ended_at.is_not(None),
+               Alert.started_at > utcnow() - dt.timedelta(days=30))
+        .group_by(Alert.kind, Alert.host, Alert.platform_id, Alert.check)).all()
+    resolved: dict[tuple[str, str, str], dt.datetime] = {}
+    for kind, host_name, platform_id, check_name, at in ended:
+        key = (("host", host_name or "") if kind == "host" else ("platform", platform_id or ""))
+        found = resolved.get((*key, check_name))
+        if at is not None and (found is None or at > found):
+            resolved[(*key, check_name)] = at
     checks = cat.catalog()
     by_target: dict[tuple[str, str], list[Alert]] = {}
     for a in open_alerts:
@@ -449,7 +475,7 @@ def status(*, session: Session, principal: Principal) -> StatusPublic:
             a = found.get(c.name)
             level: Level = "unknown" if unknown else ("ok" if a is None else a.level)  # type: ignore[assignment]
             out.append(CheckState(check=c.name, level=level, value=a.value if a else None,
-                                  since=a.started_at if a else None,
+                                  since=a.started_at if a else resolved.get((*key, c.name)),
                                   alert_id=a.id if a else None))
         return out
 
