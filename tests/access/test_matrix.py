@@ -209,8 +209,8 @@ def test_declared_permissions_predict_answers_on_own_objects(plane: ControlPlane
                 seen = (role, route.method, route.path, route.permission,
                         answer.status_code, answer.text[:300])
                 assert answer.status_code < 500, seen
-                if route.permission == "agent":
-                    assert answer.status_code == 401, seen  # a person is never an agent
+                if route.permission in ("agent", "monitoring-stack"):
+                    assert answer.status_code == 401, seen  # a person: no agent, no program
                 elif route.permission == "authenticated" or may(role, route.permission):
                     assert answer.status_code not in (401, 403), seen
                 else:
