@@ -108,10 +108,14 @@ def test_first_command_from_an_empty_data_dir(fresh: ControlPlaneProcess) -> Non
         page = client.get("/", params={"isv": "bms"})
         assert page.status_code == 200
         assert all(f"{t}.bms.localhost" in page.text for t in DEMO_PLATFORMS)
+        # and the NOC console, where the demo's platforms are watched
+        wait_until(lambda: all(f"bms/{t}" in client.get("/monitoring").text
+                               for t in DEMO_PLATFORMS), 60, "the platforms in the console")
     for secret in ("admin-password", "admin-token"):
         assert (cp.data_dir / secret).stat().st_mode & 0o777 == 0o600
+    assert [c["name"] for c in cp.cli_json("contact", "list")] == ["ops"]
 
-    interrupt(cp)
+    interrupt(cp)  # checks that nothing of the data dir is left: the monitoring stack too
 
     # Again, on the same data dir: the demo sees its ISV and leaves it alone, and every
     # platform comes back.

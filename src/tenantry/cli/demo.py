@@ -64,6 +64,11 @@ def run_demo(client: Client, stopping: threading.Event,
         bundle = build_example(VERSION, Path(tmp))
         client.request("POST", f"/isvs/{ISV}/releases",
                        files={"bundle": ("bundle.tar.gz", pack(bundle), "application/gzip")})
+    with step(f"add contact ops of {ISV}"), contextlib.suppress(Conflict):
+        # The ISV's on-call: alerts of its platforms are queued for it (and sent once
+        # TENANTRY_SMTP_URL / TENANTRY_SMS_URL point at a mail server and SMS gateway).
+        client.post("/contacts", {"name": "ops", "isv": ISV, "email": f"ops@{ISV}.example",
+                                  "phone": "+15550100100"})
     jobs = []
     for tenant in TENANTS:
         with step(f"create tenant {tenant}"), contextlib.suppress(Conflict):
