@@ -89,3 +89,30 @@ def test_settings_validate_the_startup_timeout_and_port_range(tmp_path: Path) ->
         load_settings(data_dir=tmp_path, port_range="30000-20000")
     assert caught.value.field == "port_range"
     assert load_settings(data_dir=tmp_path, port_range="21000-21999").ports == (21000, 21999)
+
+
+def test_ctrl_c_stops_the_monitoring_programs_alongside_and_bounds_the_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker stuck in a job is not waited on for a minute (its job resumes at the next
+    start); the monitoring programs are told first and stop while the rest stop in order."""
+    import time
+
+    from tenantry.cli import up
+
+    monkeypatch.setattr(up, "WORKER_GRACE", 1.0)
+    settings = load_settings(data_dir=tmp_path, database_url="postgresql://x@/y")
+    plane = ControlPlane(settings=settings, say=lambda line: None)
+    stuck = ["sh", "-c", "trap '' TERM; sleep 60"]  # ignores SIGTERM, like a job in progress
+    plane.children = [up.Child("worker", stuck, tmp_path / "worker.log"),
+                      up.Child("api", ["sleep", "60"], tmp_path / "api.log"),
+                      up.Child("agent", ["sleep", "60"], tmp_path / "agent.log")]
+    plane.monitoring = [up.Child("mon-prometheus", ["sleep", "60"], tmp_path / "p.log")]
+    plane.children += plane.monitoring
+    for child in plane.children:
+        child.start()
+    started = time.monotonic()
+    plane.shutdown()
+    assert time.monotonic() - started < 10
+    assert not any(child.alive() for child in plane.children)
+    monitoring = plane.monitoring[0].process
+    assert monitoring is not None and monitoring.returncode == -15  # SIGTERM, not a kill

@@ -31,6 +31,7 @@ from tenantry.core.runtime import Runtime
 
 REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
 LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
+WORKER_GRACE = 15.0  # seconds the worker has on Ctrl-C to finish its running jobs
 
 
 def _die_with_parent() -> None:
@@ -99,6 +100,12 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM) without waiting; `stop` waits."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60) -> None:
         if not self.alive():
@@ -363,11 +370,16 @@ class ControlPlane:
                     child.start()
 
     def shutdown(self) -> None:
-        """Stop in order: no new jobs, no new requests, then the host, then the store."""
+        """Stop in order: no new jobs, no new requests, then the host, then the store. The
+        monitoring programs depend on none of these: they are told at once and stop
+        alongside. A job the worker is running resumes from its recorded step at the next
+        start, so the worker gets WORKER_GRACE, not a minute, to finish it."""
         self.stopping.set()
+        for child in self.monitoring:
+            child.terminate()
         for name in ("worker", "api", "agent", *(c.name for c in self.monitoring)):
             for child in self.children:
                 if child.name == name:
-                    child.stop()
+                    child.stop(WORKER_GRACE if name == "worker" else 60)
         if self.settings.database_url is None:
             ControlPlaneDatabase(self.data_dir).stop()
