@@ -89,13 +89,13 @@ def ingest(session: Session, payload: WebhookPayload, *, hours: BusinessHours,
     return changed
 
 
-def _open_alert(session: Session, fingerprint: str) -> Alert | None:
+def open_alert(session: Session, fingerprint: str) -> Alert | None:
     return session.scalar(select(Alert).where(Alert.fingerprint == fingerprint,
                                               Alert.ended_at.is_(None))
                           .order_by(Alert.id.desc()).limit(1).with_for_update())
 
 
-def _new_alert(session: Session, item: WebhookAlert, now: dt.datetime) -> Alert | None:
+def new_alert(session: Session, item: WebhookAlert, now: dt.datetime) -> Alert | None:
     labels = item.labels
     kind = labels.get("kind", "host")
     platform_label = labels.get("platform")
@@ -132,11 +132,11 @@ def _new_alert(session: Session, item: WebhookAlert, now: dt.datetime) -> Alert 
 
 def _firing(session: Session, item: WebhookAlert, hours: BusinessHours,
             now: dt.datetime) -> int:
-    alert = _open_alert(session, item.fingerprint[:32])
+    alert = open_alert(session, item.fingerprint[:32])
     if alert is not None:  # the same episode, re-sent: only the value moves
         alert.value = _float(item.annotations.get("value")) or alert.value
         return 0
-    alert = _new_alert(session, item, now)
+    alert = new_alert(session, item, now)
     if alert is None:  # this very episode was seen and ended (reconciled): nothing new
         return 0
     session.add(AlertChange(alert_id=alert.id, state="firing", at=now, value=alert.value))
@@ -163,7 +163,7 @@ def _firing(session: Session, item: WebhookAlert, hours: BusinessHours,
 
 def _resolved(session: Session, item: WebhookAlert, hours: BusinessHours,
               now: dt.datetime) -> int:
-    alert = _open_alert(session, item.fingerprint[:32])
+    alert = open_alert(session, item.fingerprint[:32])
     if alert is None:
         return 0  # never seen firing (it fired and ended while nobody listened), or closed
     close(session, alert, hours=hours, now=now,

@@ -439,9 +439,7 @@ def status(*, session: Session, principal: Principal) -> StatusPublic:
     open_alerts = list(session.scalars(
         scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
         .where(Alert.ended_at.is_(None), Alert.suppressed.is_(None))))
-    if principal.is_provider:
-        pass
-    else:  # host checks of the hosts they run on
+    if not principal.is_provider:  # host checks of the hosts they run on
         names = {h.name for h, _ in hosts}
         open_alerts += list(session.scalars(select(Alert).where(
             Alert.ended_at.is_(None), Alert.kind == "host", Alert.host.in_(names or {""}))))

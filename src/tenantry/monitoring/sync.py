@@ -124,9 +124,9 @@ def record_silenced(session: Session, urls: local.StackUrls, hours: BusinessHour
                              annotations=item.get("annotations") or {},
                              startsAt=item["startsAt"], endsAt=item["endsAt"],
                              fingerprint=item["fingerprint"])
-        if ingest._open_alert(session, alert.fingerprint) is not None:  # noqa: SLF001
+        if ingest.open_alert(session, alert.fingerprint) is not None:
             continue
-        row = ingest._new_alert(session, alert, now)  # noqa: SLF001
+        row = ingest.new_alert(session, alert, now)
         if row is None:
             continue
         row.maintenance_id = window.id if window is not None else None
