@@ -59,8 +59,13 @@ def test_the_real_tools_accept_every_file(tmp_path: Path) -> None:
 
 def test_prometheus_config_shape(tmp_path: Path) -> None:
     doc = yaml.safe_load(_write_all(tmp_path).prometheus_yml.read_text())
-    assert doc["global"]["scrape_interval"] == doc["global"]["evaluation_interval"] == "5s"
+    assert doc["global"]["scrape_interval"] == "5s"
+    assert doc["global"]["evaluation_interval"] == "1s"
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
+    # what pages someone at once is asked more often, and gives up sooner
+    assert (jobs["probe_platform"]["scrape_interval"], jobs["agent"]["scrape_timeout"]) == \
+        ("3s", "2s")
+    assert "scrape_interval" not in jobs["node"]
     assert set(jobs) == {"node", "agent", "postgres", "probe_platform", "probe_proxy"}
     sd = jobs["node"]["http_sd_configs"][0]
     assert sd["url"] == "https://127.0.0.1:8443/api/v1/monitoring/sd/node"
@@ -75,7 +80,7 @@ def test_prometheus_config_shape(tmp_path: Path) -> None:
 
 def test_alertmanager_config_shape(tmp_path: Path) -> None:
     doc = yaml.safe_load(_write_all(tmp_path).alertmanager_yml.read_text())
-    assert doc["route"]["group_wait"] == "1s"
+    assert doc["route"]["group_wait"] == "0s"  # tenantry's outbox groups
     hook = doc["receivers"][0]["webhook_configs"][0]
     assert hook["send_resolved"] is True
     assert hook["http_config"]["authorization"]["credentials_file"].endswith("webhook-token")

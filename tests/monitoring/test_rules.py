@@ -35,7 +35,7 @@ def _alerts(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def test_one_alert_per_check_and_level() -> None:
     doc = rules.rule_groups(catalog())
     group = doc["groups"][0]
-    assert group["interval"] == "5s"
+    assert group["interval"] == "1s"
     names = [r["alert"] for r in _alerts(doc)]
     want = [rules.alert_name(c.name, lvl) for c in catalog().values()
             for lvl in rules.LEVELS if lvl == "overloaded" or c.busy is not None]

@@ -113,7 +113,7 @@ CHECKS: tuple[Check, ...] = (
     Check("response_time", TargetKind.PLATFORM,
           'probe_duration_seconds{job="probe_platform"} and probe_success{job="probe_platform"}'
           " == 1",
-          True, 1, 3, 0.5, 15, "s", "slow responses"),
+          True, 1, 2, 0.5, 15, "s", "slow responses"),  # the probe gives up at 2.5 s
     Check("tls_expiry", TargetKind.PLATFORM,
           '(probe_ssl_earliest_cert_expiry{job="probe_platform"} - time()) / 86400',
           False, 14, 3, 21, 0, "days", "TLS certificate expires soon"),

@@ -44,7 +44,7 @@ from tenantry.platforms.models import Host, Isv, Platform, Region
 
 log = logging.getLogger(__name__)
 
-GROUP_WAIT = dt.timedelta(seconds=2)
+GROUP_WAIT = dt.timedelta(seconds=1)
 # Flapping: fired, resolved and fired again within two minutes (a check evaluated every 5 s
 # that changes at every evaluation is caught within 15 s; an outage that recurs after minutes
 # is told as what it is). Stable: five minutes without a change.

@@ -1,8 +1,9 @@
 """Configuration files of the monitoring stack, rendered from typed inputs.
 
-- prometheus.yml: 5 s scrape and evaluation; targets from the control plane's HTTP service
-  discovery (one endpoint per job, bearer token read from a file, refreshed every scrape
-  interval so new platforms are watched within seconds); HTTPS probes through blackbox.
+- prometheus.yml: 5 s scrapes, 3 s for the probes and the agents' heartbeat (`FAST_JOBS`: the
+  checks a person waits on), rules evaluated every second; targets from the control plane's
+  HTTP service discovery (one endpoint per job, bearer token read from a file, refreshed
+  every 5 s so new platforms are watched within seconds); HTTPS probes through blackbox.
 - The service-discovery document the control plane serves (`SdGroup`, a typed model).
 - alertmanager.yml: short grouping, one webhook receiver into tenantry with its bearer token
   in a file, inhibition of platform and database alerts while their host is silent.
@@ -24,6 +25,13 @@ from pydantic import BaseModel, ConfigDict, RootModel, field_validator
 
 SD_JOBS = ("node", "agent", "postgres", "probe_platform", "probe_proxy")
 PROBE_MODULES = {"probe_platform": "https_platform", "probe_proxy": "tcp_proxy"}
+# (interval, timeout) of the jobs behind the checks that page someone at once: a platform not
+# answering, the proxy down, a host's agent silent. A hung app is told by the probe's
+# timeout, a stopped agent by the scrape's, so both are short (the agent answers in
+# milliseconds; a platform slower than 2.5 s is as good as down to its users).
+FAST_JOBS = {"probe_platform": ("3s", "3s"), "probe_proxy": ("3s", "3s"),
+             "agent": ("3s", "2s")}
+PROBE_TIMEOUT = "2.5s"  # blackbox's own: half a second inside the 3 s scrape timeout
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -70,6 +78,8 @@ class PrometheusInputs:
     blackbox: str
     rule_files: tuple[str, ...]
     interval: str = "5s"
+    evaluation_interval: str = "1s"
+    fast_jobs: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(FAST_JOBS))
     external_labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -85,6 +95,8 @@ def prometheus_config(inputs: PrometheusInputs) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     for job in SD_JOBS:
         scrape: dict[str, Any] = {"job_name": job, "http_sd_configs": _sd(inputs, job)}
+        if job in inputs.fast_jobs:
+            scrape["scrape_interval"], scrape["scrape_timeout"] = inputs.fast_jobs[job]
         module = PROBE_MODULES.get(job)
         if module is not None:
             scrape |= {
@@ -101,7 +113,7 @@ def prometheus_config(inputs: PrometheusInputs) -> dict[str, Any]:
             }
         jobs.append(scrape)
     glob: dict[str, Any] = {"scrape_interval": inputs.interval,
-                            "evaluation_interval": inputs.interval,
+                            "evaluation_interval": inputs.evaluation_interval,
                             "scrape_timeout": inputs.interval}
     if inputs.external_labels:
         glob["external_labels"] = dict(inputs.external_labels)
@@ -121,7 +133,7 @@ def render_prometheus(inputs: PrometheusInputs) -> str:
 class AlertmanagerInputs:
     webhook_url: str
     token_file: str
-    group_wait: str = "1s"
+    group_wait: str = "0s"  # tenantry's outbox waits (ingest.GROUP_WAIT) and groups
     group_interval: str = "5s"
     repeat_interval: str = "4h"
 
@@ -163,7 +175,7 @@ def render_alertmanager(inputs: AlertmanagerInputs) -> str:
     return _dump(alertmanager_config(inputs))
 
 
-def blackbox_config(*, ca_file: str | None, timeout: str = "4s") -> dict[str, Any]:
+def blackbox_config(*, ca_file: str | None, timeout: str = PROBE_TIMEOUT) -> dict[str, Any]:
     """`https_platform` verifies the ingress certificate against tenantry's CA (`ca_file`)
     under the name given per probe; `tcp_proxy` only asks whether Caddy accepts."""
     tls: dict[str, Any] = {"ca_file": ca_file} if ca_file else {}
@@ -176,5 +188,5 @@ def blackbox_config(*, ca_file: str | None, timeout: str = "4s") -> dict[str, An
     }}
 
 
-def render_blackbox(*, ca_file: str | None, timeout: str = "4s") -> str:
+def render_blackbox(*, ca_file: str | None, timeout: str = PROBE_TIMEOUT) -> str:
     return _dump(blackbox_config(ca_file=ca_file, timeout=timeout))

@@ -113,7 +113,7 @@ def _alert(check: Check, level: str, rule: _ScopedRule, fire: float, clear: floa
 
 
 def rule_groups(checks: dict[str, Check], overrides: Sequence[ThresholdOverride] = (),
-                *, interval: str = "5s") -> dict[str, Any]:
+                *, interval: str = "1s") -> dict[str, Any]:
     """The rule file as a document (render() dumps it)."""
     for o in overrides:
         resolve(o, checks)  # unknown checks and bad orders refuse the whole file
@@ -131,7 +131,7 @@ def rule_groups(checks: dict[str, Check], overrides: Sequence[ThresholdOverride]
 
 
 def render(checks: dict[str, Check], overrides: Sequence[ThresholdOverride] = (),
-           *, interval: str = "5s") -> str:
+           *, interval: str = "1s") -> str:
     """The rule file's YAML text: deterministic, so an unchanged file needs no reload."""
     doc = rule_groups(checks, overrides, interval=interval)
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
