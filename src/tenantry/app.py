@@ -28,6 +28,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("tenantry.access.keys"),  # secrets at rest, site certificates
     Domain("tenantry.access.support"),  # support grants on hands-on platforms
     Domain("tenantry.monitoring"),  # checks, alerts, notifications, maintenance, status
+    Domain("tenantry.backups"),  # backups, point-in-time recovery, disaster recovery
 )
 
 # Commands that run processes rather than use cases: `up` and its servers, the agent.

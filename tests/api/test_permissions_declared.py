@@ -110,7 +110,10 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/contacts/{contact_id}"): "admin",
     ("POST", "/api/v1/maintenance"): "operate",
     ("POST", "/api/v1/maintenance/{maintenance_id}/cancel"): "operate",
-    ("POST", "/monitoring/check"): "admin",  # a threshold from the check's page
+    ("POST", "/monitoring/check"): "admin",
+    # backups: running one is an operator's; the ISV's passphrases are its admins' only
+    ("POST", "/api/v1/platforms/{isv}/{name}/backups"): "operate",
+    ("GET", "/api/v1/isvs/{isv}/backup-keys"): "admin",  # a threshold from the check's page
     ("POST", "/platforms/{platform_id}/support"): "admin",
     ("POST", "/support/{grant_id}/end"): "admin",  # provider admins too: the service decides
     ("GET", "/support"): "provider",  # every ISV's live grants: the provider's own list

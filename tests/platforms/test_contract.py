@@ -40,6 +40,8 @@ from tenantry.platforms.models import Host
 
 PASSWORD = "s3cret-db-pw"  # noqa: S105 - a needle to look for
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nS3CRETKEYBODY\n-----END PRIVATE KEY-----\n"
+CIPHER = "s3cret-repo-cipher"  # noqa: S105
+S3_SECRET = "s3cret-store-key"  # noqa: S105
 MANIFEST = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["python", "-m", "x"]},
             "release_command": ["python", "-m", "x.migrate"], "health_path": "/health",
             "requirements": None, "wheels": None}
@@ -59,6 +61,11 @@ WIRE_DOC: dict[str, Any] = {
                         "after_migration": "m7"}},
         "route": {"hostname": "lbh.bms.example.test", "slot": "a",
                   "cert_pem": "-----BEGIN CERTIFICATE-----\n...", "key_pem": KEY_PEM},
+        "backup": {"repo": {"type": "s3", "path": "/tn/bms/p1", "bucket": "backups",
+                            "endpoint": "localhost:9443", "region": "us-east-1",
+                            "key_id": "AKIA1", "ca_pem": None},
+                   "cipher_pass": CIPHER, "secret_key": S3_SECRET, "archive_timeout": 10,
+                   "spool_max_mb": 512, "tasks": [{"id": "b12", "type": "full"}]},
     }],
 }
 
@@ -80,7 +87,14 @@ REPORT: dict[str, Any] = {
         "gen": 3, "database": "ready", "conflicts": [], "releases": {"r1": "built"},
         "migrations": {"m7": "ok"},
         "slots": {"a": {"state": "running", "healthy": True, "detail": ""}},
-        "route_slot": "a", "absent": False, "error": None}},
+        "route_slot": "a", "absent": False, "error": None,
+        "backup": {"stanza": "ready", "tasks": {"b12": "ok: 20261201-101500F"},
+                   "backups": [{"label": "20261201-101500F", "type": "full",
+                                "started_at": 1790000000.0, "finished_at": 1790000003.5,
+                                "size": 31000000, "stored": 4000000,
+                                "wal_start": "000000010000000000000003",
+                                "wal_stop": "000000010000000000000004"}],
+                   "archived_at": 1790000010.0, "archive_error": None}}},
     "ingress_error": None, "busy_ports": [20005], "agent_time": 1790000000.5,
     "firewall": {"table": "inet tenantry", "tcp_ports": [22, 8443], "in_place": True,
                  "repairs": 0, "error": None},
@@ -137,6 +151,7 @@ def test_secrets_never_show_in_repr_str_or_a_plain_dump(
             log.info("fields: %s", vars(model))
     for text in [caplog.text, *(t for m in models for t in _shown(m))]:
         assert PASSWORD not in text and "S3CRETKEYBODY" not in text
+        assert CIPHER not in text and S3_SECRET not in text
     assert "**********" in repr(platform.database)
 
 

@@ -22,10 +22,12 @@ from typing import Literal
 
 import httpx
 
-from tenantry.agent import ingress, pgcluster, ports, releases, unixusers
+from tenantry.agent import backups, ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core.crypto import write_private
 from tenantry.platforms.contract import (
+    BackupReport,
+    BackupTask,
     DesiredHost,
     DesiredMigration,
     DesiredPlatform,
@@ -111,6 +113,11 @@ class PlatformFacts:
     user_exists: bool
     dir_exists: bool
     taken_ports: set[int] = field(default_factory=set)  # ours on paper, held by another program
+    conf_current: bool = True  # tenantry.conf says what the desired state asks
+    backup_config_current: bool = True
+    needs_stanza: bool = False
+    backup_tasks: list[BackupTask] = field(default_factory=list)  # to start
+    backup: BackupReport | None = None
 
 
 def unix_user(pid: str) -> str | None:
@@ -118,9 +125,11 @@ def unix_user(pid: str) -> str | None:
 
 
 def cluster_spec(paths: HostPaths, p: DesiredPlatform) -> pgcluster.ClusterSpec:
+    extra = backups.archive_settings(paths.platform(p.id), p)
     return pgcluster.ClusterSpec(datadir=paths.platform(p.id) / "pgdata",
                                  port=p.database.port, owner=unix_user(p.id),
-                                 size=p.size, socket_dir=paths.socket_dir(p.id))
+                                 size=p.size, socket_dir=paths.socket_dir(p.id),
+                                 extra=tuple(sorted(extra.items())))
 
 
 def database_marker(p: DesiredPlatform) -> str:
@@ -178,7 +187,8 @@ def read_migrations(paths: HostPaths, pid: str) -> dict[str, str]:
 
 
 def observe_platform(paths: HostPaths, p: DesiredPlatform,
-                     programs: dict[str, ProgramStatus]) -> PlatformFacts:
+                     programs: dict[str, ProgramStatus],
+                     runner: backups.BackupRunner | None = None) -> PlatformFacts:
     pid = p.id
     root = paths.platform(pid)
     marker = root / "database.marker"
@@ -195,11 +205,12 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
             if status and status.state == "RUNNING" and _healthy(port, path):
                 healthy.add(port)
     user = unix_user(pid)
-    return PlatformFacts(
+    initialized = (root / "pgdata" / "PG_VERSION").exists() and paths.socket_dir(pid).is_dir()
+    spec = cluster_spec(paths, p)
+    facts = PlatformFacts(
         programs=mine,
         # The socket dir lives under /tmp, which may be wiped (a reboot, our own clean stop).
-        cluster_initialized=(root / "pgdata" / "PG_VERSION").exists()
-        and paths.socket_dir(pid).is_dir(),
+        cluster_initialized=initialized,
         database_marker=marker.read_text() if marker.exists() else None,
         built=built,
         migrations=read_migrations(paths, pid),
@@ -207,7 +218,16 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
         taken_ports=_taken_ports(p, mine),
         user_exists=user is None or _user_exists(user),
         dir_exists=root.exists(),
+        conf_current=not initialized or pgcluster.conf_current(spec),
     )
+    if p.backup is not None and runner is not None and not p.absent:
+        db = mine.get(f"{pid}-db")
+        facts.backup_config_current = runner.config_current(root, p, spec)
+        facts.needs_stanza = runner.needs_stanza(root, p, spec)
+        facts.backup_tasks = runner.tasks_to_start(root, p)
+        facts.backup = runner.report(root, p, spec,
+                                     database_up=db is not None and db.state == "RUNNING")
+    return facts
 
 
 def _taken_ports(p: DesiredPlatform, mine: dict[str, ProgramStatus]) -> set[int]:
@@ -250,10 +270,12 @@ class Effects:
     """The side effects the plan's actions call; one object so tests can swap it."""
 
     def __init__(self, paths: HostPaths, services: ServiceManager,
-                 fetch_bundle: Callable[[str, Path], None]) -> None:
+                 fetch_bundle: Callable[[str, Path], None],
+                 backups: backups.BackupRunner | None = None) -> None:
         self.paths = paths
         self.services = services
         self.fetch_bundle = fetch_bundle
+        self.backups = backups
 
     def make_home(self, p: DesiredPlatform) -> None:
         user = unix_user(p.id)
@@ -268,6 +290,21 @@ class Effects:
 
     def init_cluster(self, p: DesiredPlatform) -> None:
         pgcluster.init_cluster(cluster_spec(self.paths, p), template_dir=self.paths.pg_template)
+
+    def configure_cluster(self, p: DesiredPlatform) -> None:
+        pgcluster.configure(cluster_spec(self.paths, p))
+
+    def configure_backups(self, p: DesiredPlatform) -> None:
+        assert self.backups is not None
+        self.backups.configure(self.paths.platform(p.id), p, cluster_spec(self.paths, p))
+
+    def create_stanza(self, p: DesiredPlatform) -> None:
+        assert self.backups is not None
+        self.backups.create_stanza(self.paths.platform(p.id), p, cluster_spec(self.paths, p))
+
+    def start_backup(self, p: DesiredPlatform, task: BackupTask) -> None:
+        assert self.backups is not None
+        self.backups.start(self.paths.platform(p.id), p, cluster_spec(self.paths, p), task)
 
     def ensure_database(self, p: DesiredPlatform) -> None:
         spec = cluster_spec(self.paths, p)
@@ -333,6 +370,13 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
     if not facts.cluster_initialized:
         actions.append(Action(f"{pid}: create PostgreSQL cluster on port "
                               f"{p.database.port}", lambda: fx.init_cluster(p)))
+    elif not facts.conf_current:
+        actions.append(Action(f"{pid}: write PostgreSQL settings",
+                              lambda: fx.configure_cluster(p)))
+    backing_up = p.backup is not None and fx.backups is not None
+    if backing_up and not facts.backup_config_current:
+        actions.append(Action(f"{pid}: write pgBackRest configuration",
+                              lambda: fx.configure_backups(p)))
     wanted: dict[str, ProgramSpec] = {}
     dbspec = db_program(fx.paths, p)
     running = p.running
@@ -345,6 +389,13 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
         if facts.database_marker != database_marker(p):
             actions.append(Action(f"{pid}: create role and database",
                                   lambda: fx.ensure_database(p)))
+        if backing_up and (facts.needs_stanza or not facts.backup_config_current):
+            actions.append(Action(f"{pid}: create pgBackRest stanza",
+                                  lambda: fx.create_stanza(p)))
+        elif backing_up:
+            for task in facts.backup_tasks:
+                actions.append(Action(f"{pid}: start {task.type} backup {task.id}",
+                                      partial(fx.start_backup, p, task)))
     wanted[dbspec.name] = dbspec
     for release in p.releases:
         if release.id not in facts.built:
@@ -430,7 +481,7 @@ def report_platform(p: DesiredPlatform, facts: PlatformFacts, paths: HostPaths,
     return PlatformReport(gen=p.gen, database=database, conflicts=sorted(facts.taken_ports),
                           releases={rid: "built" for rid in facts.built},
                           migrations=facts.migrations, slots=slots, route_slot=route_slot,
-                          absent=False, error=error)
+                          absent=False, error=error, backup=facts.backup)
 
 
 def _log_tail(logs: Path, names: list[str]) -> str:

@@ -26,6 +26,7 @@ import httpx
 from pydantic import ValidationError
 
 from tenantry.agent import converge, exporters, ingress
+from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.firewall import HostFirewall
 from tenantry.agent.hostaccess import HostAccess
@@ -140,6 +141,7 @@ class Agent:
             self.paths, self.services, host=options.metrics_host,
             avoid={*range(options.port_min, options.port_max + 1), options.ingress_port})
         self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
+        self.backups = BackupRunner(on_done=self._backup_done)
 
     @property
     def credentials_file(self) -> Path:
@@ -171,7 +173,7 @@ class Agent:
         programs = self.services.observe()
         actions: list[converge.Action] = []
         for p in desired.platforms:
-            facts = converge.observe_platform(self.paths, p, programs)
+            facts = converge.observe_platform(self.paths, p, programs, self.backups)
             actions.extend(converge.plan_platform(p, facts, fx))
         actions.extend(self._plan_orphans(desired, programs))
         actions.extend(self.monitoring.plan(desired, programs))
@@ -179,7 +181,23 @@ class Agent:
 
     def _effects(self) -> converge.Effects:
         assert self._client is not None
-        return converge.Effects(self.paths, self.services, self._client.download_bundle)
+        return converge.Effects(self.paths, self.services, self._client.download_bundle,
+                                self.backups)
+
+    def _backup_done(self, pid: str) -> None:
+        """A backup ended (in the runner's thread): tell the control plane now, not at the
+        platform's next check."""
+        desired, last = self._desired, self._last_reports.get(pid)
+        p = next((x for x in desired.platforms if x.id == pid), None) if desired else None
+        if p is None or last is None:
+            return
+        facts = converge.observe_platform(self.paths, p, self.services.observe(), self.backups)
+        report = last.model_copy(update={"backup": facts.backup})
+        self._last_reports[pid] = report
+        try:
+            self._report({pid: report})
+        except (httpx.HTTPError, TenantryError) as exc:
+            log.warning("report failed (%s); it goes with the next heartbeat", exc)
 
     def _plan_orphans(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
                       busy: Collection[str] = ()) -> list[converge.Action]:
@@ -198,7 +216,7 @@ class Agent:
         error: str | None = None
         for _ in range(3):  # a pass may enable the next (cluster up → database → migration)
             programs = self.services.observe()
-            facts = converge.observe_platform(self.paths, p, programs)
+            facts = converge.observe_platform(self.paths, p, programs, self.backups)
             actions = converge.plan_platform(p, facts, fx)
             if not actions:
                 break
@@ -217,7 +235,7 @@ class Agent:
             if error:
                 break
         programs = self.services.observe()
-        facts = converge.observe_platform(self.paths, p, programs)
+        facts = converge.observe_platform(self.paths, p, programs, self.backups)
         return converge.report_platform(p, facts, self.paths, error, self._route_slot(p))
 
     def _route_slot(self, p: DesiredPlatform) -> SlotName | None:
@@ -386,6 +404,7 @@ class Agent:
                 backoff = min(backoff * 2, 10.0)
         client.close()
         self._pool.shutdown(wait=True)
+        self.backups.close()
         if self.options.stop_services_on_exit:
             log.info("stopping every service on this host")
             self.services.shutdown()

@@ -99,6 +99,8 @@ class ClusterSpec:
     owner: str | None
     size: str
     socket_dir: Path
+    # Settings beside the size's (WAL archiving into the platform's backups, say).
+    extra: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -224,7 +226,8 @@ def _write_owned(path: Path, content: str, owner: str | None) -> None:
     os.replace(tmp, path)
 
 
-def _configure(spec: ClusterSpec) -> None:
+def render_conf(spec: ClusterSpec) -> str:
+    """tenantry.conf, the settings tenantry owns (included from postgresql.conf)."""
     settings = {
         "port": str(spec.port),
         "listen_addresses": "'127.0.0.1'",
@@ -235,11 +238,27 @@ def _configure(spec: ClusterSpec) -> None:
         "log_line_prefix": "'%m [%p] %q%u@%d '",
         **_COMMON,
         **SIZES[spec.size],
+        **dict(spec.extra),
     }
-    conf = "# written by tenantry on every init; edits are lost\n" + "".join(
+    return "# written by tenantry on every init; edits are lost\n" + "".join(
         f"{k} = {v}\n" for k, v in sorted(settings.items())
     )
-    _write_owned(spec.datadir / "tenantry.conf", conf, spec.owner)
+
+
+def conf_current(spec: ClusterSpec) -> bool:
+    try:
+        return (spec.datadir / "tenantry.conf").read_text() == render_conf(spec)
+    except OSError:
+        return False
+
+
+def configure(spec: ClusterSpec) -> None:
+    """Write the settings again (a restart applies them: the program's digest changes)."""
+    _configure(spec)
+
+
+def _configure(spec: ClusterSpec) -> None:
+    _write_owned(spec.datadir / "tenantry.conf", render_conf(spec), spec.owner)
     hba = (
         "# written by tenantry: superuser over the socket only, other roles over loopback\n"
         f"local all {SUPERUSER} peer map=tenantry\n"
@@ -264,10 +283,12 @@ def program_spec(spec: ClusterSpec, *, name: str, log_file: str | None) -> Progr
     if log_file and spec.datadir.is_dir():
         # Remembered so that wait_ready can show the log tail of a cluster that fails.
         (spec.datadir / _LOGPATH).write_text(log_file + "\n")
+    settings = hashlib.sha256(render_conf(spec).encode()).hexdigest()[:16]
     return ProgramSpec(
         name=name,
         command=(pg_bin("postgres"), "-D", str(spec.datadir)),
-        environment={"LC_ALL": "C.UTF-8"},
+        # The settings' digest: changed settings restart the cluster (archive_mode needs it).
+        environment={"LC_ALL": "C.UTF-8", "TENANTRY_SETTINGS": settings},
         user=spec.owner,
         directory=str(spec.datadir),  # supervisord's own directory is not the owner's
         log_file=log_file,

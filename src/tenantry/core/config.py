@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     business_timezone: str = "UTC"
     # `up` runs the monitoring stack (Prometheus, Alertmanager, exporters); off: it does not.
     monitoring: bool = True
+    # Where platforms' backups go (pgBackRest and restic): s3://BUCKET[/PREFIX] on
+    # `backup_endpoint` (https only: pgBackRest speaks nothing else), or a directory; unset
+    # means DATA_DIR/backups on each host, which is no offsite copy (the demo's default).
+    backup_url: str | None = None
+    backup_endpoint: str | None = None
+    backup_region: str = "us-east-1"
+    backup_access_key_id: str | None = None
+    backup_secret_access_key: SecretStr | None = None
+    backup_ca_file: Path | None = None  # a private CA the endpoint's certificate chains to
+    backup_archive_timeout: int = 10  # seconds; the longest a commit waits to be archived
 
     @field_validator("smtp_url", "smtp_from", "smtp_ca_file", "sms_url", "sms_token",
                      "sms_ca_file", mode="before")
@@ -88,12 +98,14 @@ class Settings(BaseSettings):
         return self
 
     @field_validator("offsite_url", "offsite_endpoint", "offsite_access_key_id",
-                     "offsite_secret_access_key", mode="before")
+                     "offsite_secret_access_key", "backup_url", "backup_endpoint",
+                     "backup_access_key_id", "backup_secret_access_key", "backup_ca_file",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("offsite_url")
+    @field_validator("offsite_url", "backup_url")
     @classmethod
     def _store_url(cls, value: str | None) -> str | None:
         if value is not None:
@@ -105,7 +117,32 @@ class Settings(BaseSettings):
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint(value)
 
-    @field_validator("offsite_region")
+    @field_validator("backup_endpoint")
+    @classmethod
+    def _backup_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_endpoint(value)
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL: pgBackRest reaches S3 over TLS only "
+                             "(put a TLS proxy before a plain-HTTP server)")
+        return value.rstrip("/")
+
+    @field_validator("backup_ca_file")
+    @classmethod
+    def _backup_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @field_validator("backup_archive_timeout")
+    @classmethod
+    def _archive_timeout(cls, value: int) -> int:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be a number of seconds between 1 and 3600")
+        return value
+
+    @field_validator("offsite_region", "backup_region")
     @classmethod
     def _region(cls, value: str) -> str:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
@@ -135,6 +172,23 @@ class Settings(BaseSettings):
                        else "offsite_secret_access_key")
             raise InvalidInput("offsite_access_key_id and offsite_secret_access_key go "
                                "together", field=missing)
+        return self
+
+    @model_validator(mode="after")
+    def _backup_consistent(self) -> Settings:
+        s3 = self.backup_url is not None and isinstance(parse_store_url(self.backup_url),
+                                                        S3Location)
+        if not s3:
+            for name in ("backup_endpoint", "backup_access_key_id",
+                         "backup_secret_access_key", "backup_ca_file"):
+                if getattr(self, name) is not None:
+                    raise InvalidInput(f"{name} is set but backup_url is not an s3:// URL",
+                                       field=name)
+        elif self.backup_access_key_id is None or self.backup_secret_access_key is None:
+            missing = ("backup_access_key_id" if self.backup_access_key_id is None
+                       else "backup_secret_access_key")
+            raise InvalidInput("an s3:// backup_url needs backup_access_key_id and "
+                               "backup_secret_access_key", field=missing)
         return self
 
     @field_validator("listen")

@@ -72,7 +72,38 @@ class DesiredMigration(_Document):
     release_id: str
 
 
+class BackupRepo(_Document):
+    """Where a platform's backups go: a directory (the embedded default, on the host) or an
+    S3-compatible store. `path` is the directory, or the key prefix in the bucket; either
+    way it ends in the ISV's name and the platform's id, so each ISV has its own prefix."""
+
+    type: Literal["posix", "s3"]
+    path: str
+    bucket: str | None = None
+    endpoint: str | None = None  # host[:port] of the S3 server (TLS only: pgBackRest's rule)
+    region: str | None = None
+    key_id: str | None = None
+    ca_pem: str | None = None  # a private CA the endpoint's certificate chains to
+
+
+class BackupTask(_Document):
+    """A backup the control plane asked for (its id is unique per job)."""
+
+    id: str
+    type: Literal["full", "diff", "incr"]
+
+
 # ---------------------------------------------------------------- stored: platforms.desired
+
+
+class StoredBackup(_Document):
+    """Backups of a platform as stored: the secrets encrypted with their owner's data key."""
+
+    repo: BackupRepo
+    cipher: str  # the ISV's repository passphrase, encrypted with the ISV's data key
+    secret_key: str | None = None  # the S3 secret access key, encrypted
+    archive_timeout: int = 10  # seconds: the longest a commit waits to be archived
+    spool_max_mb: int = 512  # WAL queued while the store is away, at most; then an event
 
 
 class StoredCert(_Document):
@@ -106,6 +137,8 @@ class DesiredState(_Document):
     hostname: str | None = None
     cert: StoredCert | None = None
     upgrade: Upgrade | None = None
+    backup: StoredBackup | None = None  # None: no backups (not configured yet)
+    backup_tasks: list[BackupTask] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- wire: GET /agent/desired
@@ -130,6 +163,15 @@ class DesiredRoute(_Document):
     key_pem: WireSecret
 
 
+class DesiredBackup(_Document):
+    repo: BackupRepo
+    cipher_pass: WireSecret
+    secret_key: WireSecret | None = None
+    archive_timeout: int
+    spool_max_mb: int
+    tasks: list[BackupTask] = Field(default_factory=list)
+
+
 class DesiredPlatform(_Document):
     id: str
     isv: str
@@ -144,6 +186,7 @@ class DesiredPlatform(_Document):
     migrations: list[DesiredMigration]
     slots: dict[SlotName, DesiredSlot]
     route: DesiredRoute | None
+    backup: DesiredBackup | None = None
 
     def release(self, rid: str) -> DesiredRelease:
         return next(r for r in self.releases if r.id == rid)
@@ -174,6 +217,35 @@ class SlotReport(_Document):
     detail: str = ""
 
 
+class BackupInfo(_Document):
+    """One backup in the repository, as `pgbackrest info` tells it."""
+
+    label: str
+    type: Literal["full", "diff", "incr"]
+    started_at: float  # Unix time
+    finished_at: float
+    size: int  # bytes of the database it holds
+    stored: int  # bytes it takes in the repository (compressed, only what changed)
+    wal_start: str
+    wal_stop: str
+
+
+class BackupReport(_Document):
+    """The platform's backups as the agent last saw them.
+
+    `stanza` is "ready", "missing" or "error: <why>"; `tasks` maps a task id to "running",
+    "ok: <label>" or "failed: <why>"; `archived_at` is when PostgreSQL last archived a WAL
+    segment (everything committed before it can be recovered), `archive_error` why the
+    last attempt failed when it did fail after that.
+    """
+
+    stanza: str = "missing"
+    tasks: dict[str, str] = Field(default_factory=dict)
+    backups: list[BackupInfo] = Field(default_factory=list)
+    archived_at: float | None = None
+    archive_error: str | None = None
+
+
 class PlatformReport(_Document):
     """What the agent saw of one platform, at the desired `gen` it converged to.
 
@@ -190,6 +262,7 @@ class PlatformReport(_Document):
     route_slot: SlotName | None = None
     absent: bool = False  # everything of the platform is gone from the host
     error: str | None = None
+    backup: BackupReport | None = None
 
 
 class FirewallReport(_Document):

@@ -16,6 +16,7 @@ from tenantry.core.events import emit
 from tenantry.core.names import check_name, new_id
 from tenantry.platforms.bundles import Manifest
 from tenantry.platforms.contract import (
+    DesiredBackup,
     DesiredDatabase,
     DesiredHost,
     DesiredPlatform,
@@ -148,6 +149,14 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
                                  cert_pem=want.cert.cert_pem,
                                  key_pem=secrets.decrypt(want.cert.key))
         password = secrets.decrypt(p.db_password) if p.db_password else SecretStr("")
+        backup = None
+        if want.backup is not None:
+            b = want.backup
+            backup = DesiredBackup(
+                repo=b.repo, cipher_pass=secrets.decrypt(b.cipher),
+                secret_key=secrets.decrypt(b.secret_key) if b.secret_key else None,
+                archive_timeout=b.archive_timeout, spool_max_mb=b.spool_max_mb,
+                tasks=want.backup_tasks)
         platforms.append(DesiredPlatform(
             id=p.id, isv=p.isv.name, name=p.name, size=p.size, gen=want.gen,
             running=want.running, absent=want.absent, tenants=[t.name for t in p.tenants],
@@ -157,7 +166,7 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
                                      version=r.version,
                                      manifest=Manifest.model_validate(r.manifest))
                       for r in releases],
-            migrations=want.migrations, slots=want.slots, route=route))
+            migrations=want.migrations, slots=want.slots, route=route, backup=backup))
     return DesiredHost(host=HostInfo(id=host.id, name=host.name, ingress_port=host.ingress_port,
                                      address=host.address),
                        generation=host.generation, platforms=platforms)

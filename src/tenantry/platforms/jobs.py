@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
 from tenantry.core.runtime import Runtime
-from tenantry.platforms import hosts
+from tenantry.platforms import backing, hosts
 from tenantry.platforms.contract import (
+    BackupTask,
     DesiredMigration,
     DesiredSlot,
     DesiredState,
@@ -36,6 +37,7 @@ from tenantry.platforms.models import Platform, Release
 from tenantry.platforms.placement import allocate_ports, move_port, release_ports
 
 WAIT_TIMEOUT = 180.0
+BACKUP_WAIT = 6 * 3600.0  # a first full backup of a large database takes a while
 POLL = 0.15
 
 Check = Callable[[PlatformReport, DesiredState], bool]
@@ -279,11 +281,62 @@ def _fail(ctx: StepContext, reason: str, *, state: str = "failed") -> None:
         session.commit()
 
 
+# ---------------------------------------------------------------- backups
+
+def step_backups_on(ctx: StepContext) -> None:
+    """The desired state holds the platform's backup configuration (repository, the ISV's
+    key, WAL archiving) and the agent made its stanza."""
+    with ctx.runtime.sessions() as session:
+        platform = _load(session, ctx)
+        stored = backing.configured(ctx.runtime.settings, ctx.runtime.secrets, session,
+                                    platform)
+        if stored is not None:
+            platform.desired = platform.desired.model_copy(update={"backup": stored})
+            bump(session, platform)
+        session.commit()
+    _wait(ctx, "the backup repository (pgBackRest stanza)", _stanza_ready)
+
+
+def _stanza_ready(observed: PlatformReport, _: DesiredState) -> bool:
+    state = observed.backup.stanza if observed.backup else ""
+    if state.startswith("error"):
+        raise StepFailed("the backup repository could not be prepared: "
+                         + backing.explain(state.removeprefix("error: ")))
+    return state == "ready"
+
+
+def run_backup(ctx: StepContext, task: BackupTask, timeout: float = BACKUP_WAIT) -> None:
+    """Ask the agent for a backup and wait for its outcome (a step: idempotent)."""
+    with ctx.runtime.sessions() as session:
+        platform = _load(session, ctx)
+        tasks = backing.with_task(platform.desired.backup_tasks, task)
+        if tasks is not None:
+            platform.desired = platform.desired.model_copy(update={"backup_tasks": tasks})
+            bump(session, platform)
+        session.commit()
+    _wait(ctx, f"the {task.type} backup", _task_done(task.id), timeout=timeout)
+
+
+def _task_done(task_id: str) -> Check:
+    def check(observed: PlatformReport, _: DesiredState) -> bool:
+        state = observed.backup.tasks.get(task_id, "") if observed.backup else ""
+        if state.startswith("failed"):
+            raise StepFailed("the backup failed: "
+                             + backing.explain(state.removeprefix("failed: ")))
+        return state.startswith("ok")
+    return check
+
+
+def step_first_backup(ctx: StepContext) -> None:
+    step_backups_on(ctx)
+    run_backup(ctx, BackupTask(id=f"b{ctx.job_id}", type="full"))
+
+
 CREATE = JobKind(
     name="create",
     steps=(("place", step_place), ("database", _wait_database), ("build", step_build),
            ("migrate", step_migrate), ("start", step_start), ("route", step_route),
-           ("health", step_health)),
+           ("health", step_health), ("backup", step_first_backup)),
     on_success=lambda ctx: _finish(ctx, "ready", "DEPLOYED", "platform {p} is ready"),
     on_failure=lambda ctx, reason: _fail(ctx, reason),
 )

@@ -55,6 +55,11 @@ class Isv(Base):
     id: Mapped[str] = mapped_column(String(20), primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The ISV's backup passphrases (pgBackRest's repository cipher, restic's password),
+    # made at its first backup and encrypted with its data key: tenantry escrows them, an
+    # admin of the ISV may export them, and one ISV's cannot open another's repository.
+    backup_key: Mapped[str | None] = mapped_column(Text, default=None)
+    files_key: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class _OwnedByIsv:

@@ -1,0 +1,352 @@
+"""A platform's backups on its host: pgBackRest, one stanza per platform.
+
+Everything of a platform's backups lives in its own directory (`PLATFORM/backup`): the
+pgBackRest configuration (mode 0600, owned by the platform's Unix user: it holds the ISV's
+repository passphrase), the spool of WAL waiting to be pushed, pgBackRest's locks and logs,
+and `state.json`, what the agent knows of the stanza and of each task the control plane
+asked for. pgBackRest always runs as the platform's user, with `--config` on every call
+(PostgreSQL's `archive_command` included), so two platforms never share a file.
+
+WAL is archived continuously and asynchronously (`archive-async`); `archive_timeout` closes a
+segment at least every 10 s while anything is written, so a commit reaches the repository
+within seconds. While the store is away WAL queues in the spool up to `spool_max_mb`; past
+that pgBackRest drops it rather than fill the disk, and the report says so (the control plane
+raises an event: recovery past that point needs a new full backup).
+
+Backups run in the runner's own threads, so a long one never holds up the convergence of its
+platform (a crashed app is restarted meanwhile). A task that was running when the agent died
+runs again at its next start; pgBackRest resumes what the first attempt had copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tenantry.agent import pgcluster, unixusers
+from tenantry.core.crypto import write_private
+from tenantry.core.errors import Unavailable
+from tenantry.platforms.contract import (
+    BackupInfo,
+    BackupReport,
+    BackupTask,
+    DesiredPlatform,
+)
+
+log = logging.getLogger(__name__)
+
+PGBACKREST = "pgbackrest"
+BACKUP_TIMEOUT = 6 * 3600.0
+LOCK_RETRY = 5.0  # a backup that finds another running waits this long and tries again
+LOCK_WAIT = 600.0  # ... for at most this long
+_LOCK_EXIT = 50  # pgBackRest's "unable to acquire lock"
+
+
+def backup_dir(platform_dir: Path) -> Path:
+    return platform_dir / "backup"
+
+
+def config_path(platform_dir: Path) -> Path:
+    return backup_dir(platform_dir) / "pgbackrest.conf"
+
+
+def archive_settings(platform_dir: Path, p: DesiredPlatform) -> dict[str, str]:
+    """PostgreSQL settings that archive every WAL segment into the platform's stanza."""
+    if p.backup is None:
+        return {}
+    command = (f"{PGBACKREST} --config={config_path(platform_dir)} --stanza={p.id} "
+               "archive-push %p")
+    return {"archive_mode": "on", "archive_command": f"'{command}'",
+            "archive_timeout": str(p.backup.archive_timeout), "wal_level": "replica"}
+
+
+def render_config(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec) -> str:
+    """pgbackrest.conf: the repository, its cipher, and where this platform keeps its files."""
+    b = p.backup
+    assert b is not None
+    bdir = backup_dir(platform_dir)
+    repo = b.repo
+    lines = [
+        "# written by tenantry's agent; edits are lost", "[global]",
+        f"repo1-type={repo.type}", f"repo1-path={repo.path}",
+        "repo1-cipher-type=aes-256-cbc", f"repo1-cipher-pass={b.cipher_pass.get_secret_value()}",
+        # Expiry follows tenantry's own retention (grandfather-father-son), not a count here.
+        "repo1-retention-full=9999999", "repo1-retention-full-type=count",
+        "archive-async=y", f"spool-path={bdir / 'spool'}",
+        f"archive-push-queue-max={b.spool_max_mb}MB",
+        f"lock-path={bdir / 'lock'}", f"log-path={bdir / 'log'}",
+        "log-level-console=warn", "log-level-stderr=off", "log-level-file=info",
+        "start-fast=y", "compress-type=lz4", "process-max=2", "delta=y",
+    ]  # fmt: skip
+    if repo.type == "s3":
+        host, _, port = (repo.endpoint or "").partition(":")
+        lines += [f"repo1-s3-bucket={repo.bucket}", f"repo1-s3-endpoint={host}",
+                  f"repo1-s3-region={repo.region}", "repo1-s3-uri-style=path",
+                  f"repo1-s3-key={repo.key_id}",
+                  f"repo1-s3-key-secret={b.secret_key.get_secret_value() if b.secret_key else ''}"]
+        if port:
+            lines.append(f"repo1-storage-port={port}")
+        if repo.ca_pem:
+            lines.append(f"repo1-storage-ca-file={bdir / 'ca.pem'}")
+    lines += ["", f"[{p.id}]", f"pg1-path={spec.datadir}", f"pg1-port={spec.port}",
+              f"pg1-socket-path={spec.socket_dir}", f"pg1-user={pgcluster.SUPERUSER}", ""]
+    return "\n".join(lines)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class BackupRunner:
+    """The host's backups: stanzas, tasks in threads of their own, and what they left."""
+
+    def __init__(self, *, on_done: Callable[[str], None] | None = None,
+                 workers: int = 2) -> None:
+        self._on_done = on_done
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backup")
+        self._lock = threading.Lock()
+        self._active: set[str] = set()  # "platform:task" running in this process
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ state.json
+
+    @staticmethod
+    def _state_file(platform_dir: Path) -> Path:
+        return backup_dir(platform_dir) / "state.json"
+
+    def read_state(self, platform_dir: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(self._state_file(platform_dir).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _update(self, platform_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            state = self.read_state(platform_dir)
+            change(state)
+            path = self._state_file(platform_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(path, json.dumps(state, sort_keys=True).encode())
+
+    # ------------------------------------------------------------ facts
+
+    def config_current(self, platform_dir: Path, p: DesiredPlatform,
+                       spec: pgcluster.ClusterSpec) -> bool:
+        path = config_path(platform_dir)
+        try:
+            return path.read_text() == render_config(platform_dir, p, spec)
+        except OSError:
+            return False
+
+    def needs_stanza(self, platform_dir: Path, p: DesiredPlatform,
+                     spec: pgcluster.ClusterSpec) -> bool:
+        state = self.read_state(platform_dir)
+        return state.get("stanza") != _digest(render_config(platform_dir, p, spec))
+
+    def tasks_to_start(self, platform_dir: Path, p: DesiredPlatform) -> list[BackupTask]:
+        """Tasks never started, and those left "running" by an agent that died."""
+        if p.backup is None:
+            return []
+        done = self.read_state(platform_dir).get("tasks", {})
+        return [t for t in p.backup.tasks
+                if (t.id not in done or done[t.id] == "running")
+                and f"{p.id}:{t.id}" not in self._active]
+
+    def report(self, platform_dir: Path, p: DesiredPlatform,
+               spec: pgcluster.ClusterSpec, *, database_up: bool) -> BackupReport:
+        state = self.read_state(platform_dir)
+        wanted = {t.id for t in p.backup.tasks} if p.backup else set()
+        digest = _digest(render_config(platform_dir, p, spec))
+        failed = state.get("stanza_error") or {}
+        stanza = ("ready" if state.get("stanza") == digest else
+                  failed.get("error", "missing") if failed.get("digest") == digest
+                  else "missing")
+        report = BackupReport(
+            stanza=stanza,
+            tasks={k: v for k, v in state.get("tasks", {}).items() if k in wanted},
+            backups=[BackupInfo.model_validate(b) for b in state.get("backups", [])])
+        if database_up:
+            report.archived_at, report.archive_error = archiver(spec)
+        return report
+
+    # ------------------------------------------------------------ actions
+
+    def configure(self, platform_dir: Path, p: DesiredPlatform,
+                  spec: pgcluster.ClusterSpec) -> None:
+        b = p.backup
+        assert b is not None
+        bdir = backup_dir(platform_dir)
+        for sub in ("", "spool", "lock", "log"):
+            (bdir / sub).mkdir(mode=0o700, exist_ok=True)
+        if b.repo.ca_pem:
+            write_private(bdir / "ca.pem", b.repo.ca_pem.encode())
+        if b.repo.type == "posix":
+            repo = Path(b.repo.path)
+            for parent in reversed(repo.parents[:2]):  # the store's root and the ISV's prefix
+                parent.mkdir(mode=0o711, exist_ok=True)
+            repo.mkdir(mode=0o700, exist_ok=True)
+            unixusers.chown_tree(repo, spec.owner)
+        write_private(config_path(platform_dir), render_config(platform_dir, p, spec).encode())
+        unixusers.chown_tree(bdir, spec.owner)
+
+    def create_stanza(self, platform_dir: Path, p: DesiredPlatform,
+                      spec: pgcluster.ClusterSpec) -> None:
+        pgcluster.wait_ready(spec, timeout=60)
+        digest = _digest(render_config(platform_dir, p, spec))
+        try:
+            self.run(platform_dir, p, spec, ["stanza-create"], timeout=300)
+        except Unavailable as exc:
+            failed = {"digest": digest, "error": f"error: {exc}"[:1000]}
+            self._update(platform_dir, lambda s: s.update(stanza_error=failed))
+            raise
+        def ready(state: dict[str, Any]) -> None:
+            state["stanza"] = digest
+            state.pop("stanza_error", None)
+
+        self._update(platform_dir, ready)
+
+    def start(self, platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
+              task: BackupTask) -> None:
+        key = f"{p.id}:{task.id}"
+        with self._lock:
+            if key in self._active:
+                return
+            self._active.add(key)
+        self._update(platform_dir, lambda s: s.setdefault("tasks", {}).__setitem__(
+            task.id, "running"))
+        self._pool.submit(self._backup, platform_dir, p, spec, task, key)
+
+    def _backup(self, platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
+                task: BackupTask, key: str) -> None:
+        try:
+            outcome = self._run_backup(platform_dir, p, spec, task)
+        except Exception as exc:  # noqa: BLE001 - recorded and reported, never lost
+            log.exception("backup %s of %s", task.id, p.id)
+            outcome = f"failed: {type(exc).__name__}: {exc}"
+        self._update(platform_dir, lambda s: s.setdefault("tasks", {}).__setitem__(
+            task.id, outcome[:2000]))
+        with self._lock:
+            self._active.discard(key)
+        log.info("backup %s of %s: %s", task.id, p.id, outcome[:200])
+        if self._on_done is not None:
+            self._on_done(p.id)
+
+    def _run_backup(self, platform_dir: Path, p: DesiredPlatform,
+                    spec: pgcluster.ClusterSpec, task: BackupTask) -> str:
+        before = {b.label for b in self.info(platform_dir, p, spec)}
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                self.run(platform_dir, p, spec, [f"--type={task.type}", "backup"],
+                         timeout=BACKUP_TIMEOUT)
+                break
+            except _Locked:
+                if time.monotonic() > deadline:
+                    return "failed: another backup of this platform held its lock for " \
+                           f"{int(LOCK_WAIT)} s"
+                time.sleep(LOCK_RETRY)
+            except Unavailable as exc:
+                return f"failed: {exc}"
+        backups = self.info(platform_dir, p, spec)
+        self._update(platform_dir, lambda s: s.update(
+            backups=[b.model_dump() for b in backups]))
+        new = [b for b in backups if b.label not in before]
+        return f"ok: {new[-1].label}" if new else "ok"
+
+    def refresh(self, platform_dir: Path, p: DesiredPlatform,
+                spec: pgcluster.ClusterSpec) -> None:
+        backups = self.info(platform_dir, p, spec)
+        self._update(platform_dir, lambda s: s.update(
+            backups=[b.model_dump() for b in backups]))
+
+    def info(self, platform_dir: Path, p: DesiredPlatform,
+             spec: pgcluster.ClusterSpec) -> list[BackupInfo]:
+        out = self.run(platform_dir, p, spec, ["--output=json", "info"], timeout=120)
+        return parse_info(out, p.id)
+
+    def run(self, platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
+            args: list[str], *, timeout: float) -> str:
+        argv = unixusers.run_as(spec.owner, [
+            PGBACKREST, f"--config={config_path(platform_dir)}", f"--stanza={p.id}", *args])
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                       "LC_ALL": "C.UTF-8"},
+                                  cwd=str(platform_dir), check=False)
+        except subprocess.TimeoutExpired:
+            raise Unavailable(f"pgbackrest {args[-1]} did not finish within "
+                              f"{int(timeout)} s") from None
+        if done.returncode == _LOCK_EXIT:
+            raise _Locked()
+        if done.returncode != 0:
+            raise Unavailable(f"pgbackrest {args[-1]} failed ({done.returncode}): "
+                              + _last_error(done.stderr or done.stdout))
+        return done.stdout
+
+
+class _Locked(Exception):
+    pass
+
+
+def _last_error(text: str) -> str:
+    """pgBackRest's message, without the secrets it never prints anyway."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-3:])[-800:] or "no output"
+
+
+def parse_info(text: str, stanza: str) -> list[BackupInfo]:
+    """The backups of `pgbackrest info --output=json`, oldest first."""
+    try:
+        doc = json.loads(text or "[]")
+    except ValueError:
+        raise Unavailable("pgbackrest info: not JSON") from None
+    found = []
+    for entry in doc:
+        if entry.get("name") != stanza:
+            continue
+        for b in entry.get("backup", []):
+            info = b.get("info", {})
+            found.append(BackupInfo(
+                label=b["label"], type=b["type"],
+                started_at=float(b["timestamp"]["start"]),
+                finished_at=float(b["timestamp"]["stop"]),
+                size=int(info.get("size", 0)),
+                stored=int(info.get("repository", {}).get("delta", 0)),
+                wal_start=str(b.get("archive", {}).get("start") or ""),
+                wal_stop=str(b.get("archive", {}).get("stop") or "")))
+    return sorted(found, key=lambda b: b.started_at)
+
+
+def archiver(spec: pgcluster.ClusterSpec) -> tuple[float | None, str | None]:
+    """pg_stat_archiver: when a segment was last archived, and the last failure after it."""
+    with contextlib.suppress(psycopg.Error, OSError):
+        with psycopg.connect(host=str(spec.socket_dir), port=spec.port,
+                             user=pgcluster.SUPERUSER, dbname="postgres",
+                             connect_timeout=2) as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM last_archived_time), last_failed_wal, "
+                "extract(epoch FROM last_failed_time) FROM pg_stat_archiver").fetchone()
+        if row is not None:
+            archived = float(row[0]) if row[0] is not None else None
+            failed = float(row[2]) if row[2] is not None else None
+            error = None
+            if failed is not None and (archived is None or failed > archived):
+                error = f"archiving WAL segment {row[1]} failed at " \
+                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(failed))}"
+            return archived, error
+    return None, None

@@ -1,0 +1,1 @@
+"""Backups, point-in-time recovery and disaster recovery of platforms (pgBackRest)."""

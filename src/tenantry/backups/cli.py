@@ -1,0 +1,96 @@
+"""`tenantry backup run|list|window|key`: a platform's backups from the shell."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from tenantry.cli.client import Client
+from tenantry.cli.follow import wait_for_job
+from tenantry.cli.options import DataDirOpt, JsonOpt, WaitOpt, seg
+from tenantry.cli.output import emit_json, err, handle_errors, out, show
+
+backup = typer.Typer(help="Backups of platforms (pgBackRest: full, differential, incremental, "
+                     "and continuous WAL archiving for point-in-time recovery).",
+                     no_args_is_help=True)
+
+PlatformArg = Annotated[str, typer.Argument(help="The platform, ISV/NAME or its id.")]
+COLUMNS = ["label", "type", "status", "started_at", "finished_at", "duration_seconds", "size",
+           "stored"]
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(backup, name="backup")
+
+
+def _path(client: Client, ref: str) -> str:
+    """The backups path of a platform given as ISV/NAME or as its id."""
+    if "/" not in ref:
+        found = client.get(f"/platforms/{seg(ref)}")
+        ref = f"{found['isv']}/{found['name']}"
+    isv, _, name = ref.partition("/")
+    return f"/platforms/{seg(isv)}/{seg(name)}/backups"
+
+
+@backup.command("run")
+@handle_errors
+def backup_run(platform: PlatformArg,
+               type_: Annotated[str, typer.Option(
+                   "--type", help="full, diff (changes since the last full) or incr (since the "
+                   "last backup of any type).")] = "incr",
+               wait: WaitOpt = False, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Back up a platform now (the schedule runs on its own)."""
+    client = Client.from_env(data_dir)
+    path = _path(client, platform)
+    accepted = client.post(path, {"type": type_})
+    job_id = accepted["job_id"]
+    if not wait:
+        if json_:
+            emit_json(accepted)
+        else:
+            err.print(f"job {job_id} started; follow it with `tenantry job show {job_id}`")
+        return
+    job = wait_for_job(client, job_id, quiet=json_)
+    label = ""
+    if job["state"] == "succeeded":
+        done = client.get(path)
+        label = done[-1]["label"] if done else ""
+    result: dict[str, Any] = {"platform": accepted["platform"], "job_id": job_id,
+                              "state": job["state"], "error": job["error"], "label": label}
+    if json_:
+        emit_json(result)
+    elif job["state"] == "succeeded":
+        out.print(f"backup {label} of {accepted['platform']} done")
+    if job["state"] == "failed":
+        if not json_:
+            err.print(f"[red]job {job_id} failed[/red]: {job['error']}")
+        raise SystemExit(1)
+
+
+@backup.command("list")
+@handle_errors
+def backup_list(platform: PlatformArg, json_: JsonOpt = False,
+                data_dir: DataDirOpt = None) -> None:
+    """The platform's backups, oldest first."""
+    client = Client.from_env(data_dir)
+    show(client.get(_path(client, platform)), json_, COLUMNS)
+
+
+@backup.command("window")
+@handle_errors
+def backup_window(platform: PlatformArg, json_: JsonOpt = False,
+                  data_dir: DataDirOpt = None) -> None:
+    """The recoverable time range: `earliest` and `latest`."""
+    client = Client.from_env(data_dir)
+    show(client.get(f"{_path(client, platform)}/window"), json_,
+         ["platform", "earliest", "latest", "archive_error"])
+
+
+@backup.command("key")
+@handle_errors
+def backup_key(isv: Annotated[str, typer.Argument(help="The ISV (by name).")],
+               json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Export the ISV's escrowed backup passphrases (admins only; the export is recorded)."""
+    show(Client.from_env(data_dir).get(f"/isvs/{seg(isv)}/backup-keys"), json_,
+         ["isv", "pgbackrest_cipher_pass", "restic_password"])

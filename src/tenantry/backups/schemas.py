@@ -1,0 +1,51 @@
+"""What the backups API takes and answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+BackupType = Literal["full", "diff", "incr"]
+
+
+class BackupRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: BackupType = "incr"
+
+
+class BackupPublic(BaseModel):
+    label: str
+    type: BackupType
+    status: Literal["ok"]  # the repository holds only complete backups
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    duration_seconds: float
+    size: int  # bytes of the database
+    stored: int  # bytes added to the repository
+
+
+class BackupWindow(BaseModel):
+    """The recoverable time range: from the end of the oldest backup to the last archived
+    WAL; `earliest` and `latest` are null while there is no backup."""
+
+    platform: str
+    earliest: dt.datetime | None
+    latest: dt.datetime | None
+    archive_error: str | None = None
+
+
+class BackupAccepted(BaseModel):
+    platform: str
+    job_id: int
+
+
+class BackupKeys(BaseModel):
+    """An ISV's escrowed passphrases: with them (and the store), its repositories open
+    without tenantry."""
+
+    isv: str
+    pgbackrest_cipher_pass: str | None
+    restic_password: str | None

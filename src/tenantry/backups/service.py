@@ -1,0 +1,79 @@
+"""Backup use cases: run one, list them, the recoverable window, the ISV's keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tenantry.access.principal import Principal
+from tenantry.backups import jobs
+from tenantry.backups.schemas import BackupKeys, BackupPublic, BackupType, BackupWindow
+from tenantry.core.crypto import SecretBox
+from tenantry.core.errors import Conflict
+from tenantry.core.events import emit
+from tenantry.core.jobs import create_job
+from tenantry.core.models import Job
+from tenantry.platforms.backing import isv_key
+from tenantry.platforms.models import Platform
+from tenantry.platforms.service import ACTIVE_JOB_STATES, get_isv, get_platform
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def _name(platform: Platform) -> str:
+    return f"{platform.isv.name}/{platform.name}"
+
+
+def run_backup(*, session: Session, principal: Principal, ref: str,
+               type_: BackupType) -> tuple[str, int]:
+    platform = get_platform(session, principal, ref, "operate")
+    if platform.state not in ("ready", "degraded"):
+        raise Conflict(f"platform {_name(platform)} is {platform.state}; a backup needs it "
+                       "ready", field="platform")
+    busy = session.scalar(select(Job.id).where(Job.platform_id == platform.id,
+                                               Job.state.in_(ACTIVE_JOB_STATES)).limit(1))
+    job = create_job(session, kind=jobs.BACKUP, isv_id=platform.isv_id,
+                     platform_id=platform.id, params={"type": type_})
+    emit(session, "BACKUP_REQUESTED", f"{type_} backup of {_name(platform)} requested by "
+         f"{principal.username}" + (f" (after job {busy})" if busy else ""),
+         isv_id=platform.isv_id, platform_id=platform.id, job_id=job.id)
+    session.commit()
+    return _name(platform), job.id
+
+
+def list_backups(*, session: Session, principal: Principal, ref: str) -> list[BackupPublic]:
+    platform = get_platform(session, principal, ref)
+    report = platform.observed.backup if platform.observed else None
+    return [BackupPublic(label=b.label, type=b.type, status="ok",
+                         started_at=_utc(b.started_at), finished_at=_utc(b.finished_at),
+                         duration_seconds=round(b.finished_at - b.started_at, 1),
+                         size=b.size, stored=b.stored)
+            for b in (report.backups if report else [])]
+
+
+def window(*, session: Session, principal: Principal, ref: str) -> BackupWindow:
+    platform = get_platform(session, principal, ref)
+    report = platform.observed.backup if platform.observed else None
+    if report is None or not report.backups:
+        return BackupWindow(platform=_name(platform), earliest=None, latest=None,
+                            archive_error=report.archive_error if report else None)
+    earliest = report.backups[0].finished_at
+    latest = max(report.backups[-1].finished_at, report.archived_at or 0)
+    return BackupWindow(platform=_name(platform), earliest=_utc(earliest),
+                        latest=_utc(latest), archive_error=report.archive_error)
+
+
+def export_keys(*, session: Session, principal: Principal, secrets: SecretBox,
+                isv: str) -> BackupKeys:
+    """An ISV admin's (or the provider admin's) copy of the ISV's passphrases; audited."""
+    owner = get_isv(session, principal, isv, "admin")
+    cipher = secrets.decrypt(isv_key(session, secrets, owner.id)).get_secret_value()
+    files = secrets.decrypt(owner.files_key).get_secret_value() if owner.files_key else None
+    emit(session, "BACKUP_KEY_EXPORTED", f"backup keys of ISV {owner.name} exported by "
+         f"{principal.username}", isv_id=owner.id)
+    session.commit()
+    return BackupKeys(isv=owner.name, pgbackrest_cipher_pass=cipher, restic_password=files)

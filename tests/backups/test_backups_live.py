@@ -1,0 +1,122 @@
+"""Backups against a real `tenantry up` and the real pgBackRest: every new platform ends its
+creation backed up, WAL is archived within seconds, backups on demand, the recoverable
+window, the ISV's escrowed key, and one ISV never reaching another's backups."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ControlPlaneProcess, api_as, person_token, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _ts(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _repo(plane: ControlPlaneProcess, isv: str, pid: str) -> Path:
+    return plane.data_dir / "backups" / isv / pid
+
+
+def _info(repo: Path, stanza: str, cipher: str, tmp: Path) -> dict[str, Any]:
+    """`pgbackrest info` with nothing of tenantry's: the repository and a passphrase."""
+    conf = tmp / f"pgbackrest-{cipher[:4]}.conf"
+    conf.write_text(f"[global]\nrepo1-path={repo}\nrepo1-cipher-type=aes-256-cbc\n"
+                    f"repo1-cipher-pass={cipher}\nlock-path={tmp}\nlog-path={tmp}\n"
+                    "log-level-file=off\n")
+    done = subprocess.run(["pgbackrest", f"--config={conf}", f"--stanza={stanza}",
+                           "--output=json", "info"], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # A wrong passphrase still answers, with the stanza's status "other" (99).
+    found: dict[str, Any] = json.loads(done.stdout.decode(errors="replace"), strict=False)[0]
+    return found
+
+
+def test_a_new_platform_is_backed_up_archives_wal_and_backs_up_on_demand(
+        plane: ControlPlaneProcess, isv: str, tmp_path: Path) -> None:
+    created = plane.cli_json("platform", "create", isv, "--tenant", "t1",
+                             "--app", "bodyshop@1.0.0", "--wait")
+    assert created["state"] == "ready"
+    ref, host = f"{isv}/t1", f"t1.{isv}.localhost"
+    create_job = next(j for j in plane.cli_json("job", "list", "--platform", ref)
+                      if j["kind"] == "create")
+    steps = plane.cli_json("job", "show", str(create_job["id"]))["steps"]
+    assert steps[-1]["name"] == "backup" and steps[-1]["state"] == "done"
+
+    first: list[dict[str, Any]] = plane.cli_json("backup", "list", ref)
+    assert [(b["type"], b["status"]) for b in first] == [("full", "ok")]
+    assert first[0]["size"] > 1_000_000 and 0 < first[0]["stored"] <= first[0]["size"]
+    window = plane.cli_json("backup", "window", ref)
+    assert _ts(window["earliest"]) == pytest.approx(_ts(first[0]["finished_at"]), abs=1)
+
+    # A commit is archived within seconds (archive_timeout 10 s): the window reaches it.
+    made = plane.https(host, "/api/jobs", "POST", json={"registration": "AB 1",
+                                                       "customer": "Ana"})
+    assert made.status_code == 201, made.text
+    committed = time.time()
+    took = wait_until(lambda: _ts(plane.cli_json("backup", "window", ref)["latest"])
+                      >= committed, 40, "the commit's WAL archived", every=1)
+    print(f"commit archived within {took:.1f} s")
+
+    ran = plane.cli_json("backup", "run", ref, "--type", "incr", "--wait")
+    assert ran["state"] == "succeeded", ran
+    after = plane.cli_json("backup", "list", ref)
+    assert [b["type"] for b in after] == ["full", "incr"]
+    assert after[-1]["label"] == ran["label"] and after[-1]["label"].startswith(
+        first[0]["label"])  # an incremental names the full it builds on
+    assert after[-1]["stored"] < first[0]["stored"]
+    kinds = [e["kind"] for e in plane.cli_json("events", "--platform", ref)]
+    assert kinds.count("BACKUP") == 1 and "BACKUP_REQUESTED" in kinds
+
+    # The repository is encrypted: its files are OpenSSL's salted format, and the
+    # ISV's escrowed passphrase opens it with pgBackRest alone; another does not.
+    repo = _repo(plane, isv, created["id"])
+    info_file = repo / "backup" / created["id"] / "backup.info"
+    assert info_file.read_bytes().startswith(b"Salted__")
+    keys = plane.cli_json("backup", "key", isv)
+    opened = _info(repo, created["id"], keys["pgbackrest_cipher_pass"], tmp_path)
+    assert opened["status"]["code"] == 0, opened
+    assert [b["label"] for b in opened["backup"]] == [b["label"] for b in after]
+    refused = _info(repo, created["id"], "not-" + keys["pgbackrest_cipher_pass"], tmp_path)
+    assert refused["status"]["code"] != 0 and not refused["backup"]
+    assert "BACKUP_KEY_EXPORTED" in [e["kind"] for e in plane.cli_json("events", "--isv", isv)]
+
+    # pgBackRest's configuration holds the passphrase: only the platform's user reads it.
+    conf = plane.data_dir / "agent" / "platforms" / created["id"] / "backup" / "pgbackrest.conf"
+    assert conf.stat().st_mode & 0o077 == 0
+
+
+def test_another_isv_never_reaches_a_platforms_backups(
+        plane: ControlPlaneProcess, isv: str, bundles: dict[str, Path]) -> None:
+    from tests.conftest import make_isv
+
+    plane.cli_json("platform", "create", isv, "--tenant", "t2", "--app", "bodyshop@1.0.0",
+                   "--wait")
+    other = make_isv(plane, bundles)
+    _, stranger = person_token(plane, "isv-admin", other)
+    _, viewer = person_token(plane, "isv-viewer", isv)
+    with api_as(plane, stranger) as api:
+        for method, path in (("GET", f"/platforms/{isv}/t2/backups"),
+                             ("GET", f"/platforms/{isv}/t2/backups/window"),
+                             ("POST", f"/platforms/{isv}/t2/backups"),
+                             ("GET", f"/isvs/{isv}/backup-keys")):
+            answer = api.request(method, path, json={} if method == "POST" else None)
+            assert answer.status_code == 404, (method, path, answer.text)
+    with api_as(plane, viewer) as api:
+        assert api.get(f"/platforms/{isv}/t2/backups").status_code == 200
+        assert api.post(f"/platforms/{isv}/t2/backups", json={}).status_code == 403
+        assert api.get(f"/isvs/{isv}/backup-keys").status_code == 403
+        bad = api.post(f"/platforms/{isv}/t2/backups", json={"type": "weekly"})
+        assert bad.status_code in (403, 422)
+    with plane.api() as api:
+        bad = api.post(f"/platforms/{isv}/t2/backups", json={"type": "weekly"})
+        assert bad.status_code == 422 and "type" in bad.text
+        assert len(api.get(f"/platforms/{isv}/t2/backups").json()) == 1  # nothing was started
