@@ -120,3 +120,55 @@ def test_another_isv_never_reaches_a_platforms_backups(
         bad = api.post(f"/platforms/{isv}/t2/backups", json={"type": "weekly"})
         assert bad.status_code == 422 and "type" in bad.text
         assert len(api.get(f"/platforms/{isv}/t2/backups").json()) == 1  # nothing was started
+
+
+def _registrations(plane: ControlPlaneProcess, host: str) -> list[str]:
+    return sorted(j["registration"] for j in plane.https(host, "/api/jobs").json())
+
+
+def test_restore_in_place_to_a_chosen_second(plane: ControlPlaneProcess, isv: str) -> None:
+    plane.cli_json("platform", "create", isv, "--tenant", "t3", "--app", "bodyshop@1.0.0",
+                   "--wait")
+    ref, host = f"{isv}/t3", f"t3.{isv}.localhost"
+    assert plane.https(host, "/api/jobs", "POST",
+                       json={"registration": "KEEP 1", "customer": "Ana"}).status_code == 201
+    time.sleep(1.5)
+    chosen = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    time.sleep(1.5)
+    assert plane.https(host, "/api/jobs", "POST",
+                       json={"registration": "LOSE 2", "customer": "Bo"}).status_code == 201
+    after = time.time()
+    wait_until(lambda: _ts(plane.cli_json("backup", "window", ref)["latest"]) >= after, 40,
+               "the second commit archived", every=1)
+    assert _registrations(plane, host) == ["KEEP 1", "LOSE 2"]
+
+    # Outside the window: refused with the window in the message, and nothing started.
+    window = plane.cli_json("backup", "window", ref)
+    jobs_before = plane.cli_json("job", "list", "--platform", ref)
+    early = plane.cli("backup", "restore", ref, "--to-time", "2020-01-01T00:00:00Z",
+                      check=False)
+    assert early.returncode == 2, early.stderr
+    assert "outside the recoverable window" in early.stderr
+    assert window["earliest"][:19] in early.stderr.replace("Z", "")
+    assert plane.cli_json("job", "list", "--platform", ref) == jobs_before
+    both = plane.cli("backup", "restore", ref, "--latest", "--to-time", chosen.isoformat(),
+                     check=False)
+    assert both.returncode == 2 and "to_time" in both.stderr
+
+    started = time.monotonic()
+    done = plane.cli_json("backup", "restore", ref, "--to-time", chosen.isoformat(), "--wait")
+    print(f"restore in place took {time.monotonic() - started:.1f} s")
+    assert done["state"] == "succeeded", done
+    assert _registrations(plane, host) == ["KEEP 1"]
+    shown = plane.cli_json("platform", "show", ref)
+    assert shown["state"] == "ready" and shown["error"] is None
+    job = plane.cli_json("job", "show", str(done["job_id"]))
+    assert [s["name"] for s in job["steps"]] == ["configure", "stop app", "safety backup",
+                                                 "stop database", "restore", "start", "health"]
+    kinds = [e["kind"] for e in plane.cli_json("events", "--platform", ref)]
+    assert "RESTORE" in kinds
+    # The safety backup is in the list, and the platform goes on writing and archiving.
+    assert len(plane.cli_json("backup", "list", ref)) == 2
+    assert plane.https(host, "/api/jobs", "POST",
+                       json={"registration": "NEW 3", "customer": "Cy"}).status_code == 201
+    assert _registrations(plane, host) == ["KEEP 1", "NEW 3"]

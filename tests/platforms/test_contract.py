@@ -65,7 +65,9 @@ WIRE_DOC: dict[str, Any] = {
                             "endpoint": "localhost:9443", "region": "us-east-1",
                             "key_id": "AKIA1", "ca_pem": None},
                    "cipher_pass": CIPHER, "secret_key": S3_SECRET, "archive_timeout": 10,
-                   "spool_max_mb": 512, "tasks": [{"id": "b12", "type": "full"}]},
+                   "spool_max_mb": 512, "tasks": [{"id": "b12", "type": "full"}],
+                   "restore": {"id": "r13", "target": 1790000005.25, "label": None,
+                               "immediate": False, "source_stanza": None, "source": None}},
     }],
 }
 
@@ -89,6 +91,7 @@ REPORT: dict[str, Any] = {
         "slots": {"a": {"state": "running", "healthy": True, "detail": ""}},
         "route_slot": "a", "absent": False, "error": None,
         "backup": {"stanza": "ready", "tasks": {"b12": "ok: 20261201-101500F"},
+                   "restores": {"r13": "ok"},
                    "backups": [{"label": "20261201-101500F", "type": "full",
                                 "started_at": 1790000000.0, "finished_at": 1790000003.5,
                                 "size": 31000000, "stored": 4000000,

@@ -32,11 +32,11 @@ def slot(state: str = "running", healthy: bool = True, detail: str = "") -> dict
 
 CASES: list[tuple[str, jobs.Check, PlatformReport, bool | str]] = [
     # ---- the database
-    ("db: nothing yet", jobs._db_ready, report(), WAIT),
-    ("db: starting", jobs._db_ready, report(database="starting"), WAIT),
-    ("db: stopped", jobs._db_ready, report(database="stopped"), WAIT),
-    ("db: ready", jobs._db_ready, report(database="ready"), DONE),
-    ("db: error", jobs._db_ready, report(database="error: PostgreSQL exited: no space"),
+    ("db: nothing yet", jobs.db_ready, report(), WAIT),
+    ("db: starting", jobs.db_ready, report(database="starting"), WAIT),
+    ("db: stopped", jobs.db_ready, report(database="stopped"), WAIT),
+    ("db: ready", jobs.db_ready, report(database="ready"), DONE),
+    ("db: error", jobs.db_ready, report(database="error: PostgreSQL exited: no space"),
      "the database could not be made: error: PostgreSQL exited: no space"),
     # ---- building the release
     ("build: not reported", jobs._release_state("r1"), report(), WAIT),
@@ -55,34 +55,34 @@ CASES: list[tuple[str, jobs.Check, PlatformReport, bool | str]] = [
      report(migrations={"m7": "failed: relation exists"}),
      "the release command failed: relation exists"),
     # ---- the app processes of a slot
-    ("start: slot not reported", jobs._slot_healthy("a"), report(), WAIT),
-    ("start: starting", jobs._slot_healthy("a"),
+    ("start: slot not reported", jobs.slot_healthy("a"), report(), WAIT),
+    ("start: starting", jobs.slot_healthy("a"),
      report(slots={"a": slot("starting", healthy=False)}), WAIT),
-    ("start: running, not healthy yet", jobs._slot_healthy("a"),
+    ("start: running, not healthy yet", jobs.slot_healthy("a"),
      report(slots={"a": slot(healthy=False)}), WAIT),
-    ("start: healthy", jobs._slot_healthy("a"), report(slots={"a": slot()}), DONE),
-    ("start: the other slot healthy", jobs._slot_healthy("b"), report(slots={"a": slot()}),
+    ("start: healthy", jobs.slot_healthy("a"), report(slots={"a": slot()}), DONE),
+    ("start: the other slot healthy", jobs.slot_healthy("b"), report(slots={"a": slot()}),
      WAIT),
-    ("start: failed", jobs._slot_healthy("a"),
+    ("start: failed", jobs.slot_healthy("a"),
      report(slots={"a": slot("failed", healthy=False, detail="ImportError: x")}),
      "the app processes did not start: ImportError: x"),
     # ---- the route
-    ("route: not loaded", jobs._routed, report(), WAIT),
-    ("route: other slot", jobs._routed, report(route_slot="b"), WAIT),
-    ("route: loaded", jobs._routed, report(route_slot="a"), DONE),
-    ("serving: routed, not healthy", jobs._serving,
+    ("route: not loaded", jobs.routed, report(), WAIT),
+    ("route: other slot", jobs.routed, report(route_slot="b"), WAIT),
+    ("route: loaded", jobs.routed, report(route_slot="a"), DONE),
+    ("serving: routed, not healthy", jobs.serving,
      report(route_slot="a", slots={"a": slot(healthy=False)}), WAIT),
-    ("serving: healthy, not routed", jobs._serving, report(slots={"a": slot()}), WAIT),
-    ("serving: routed and healthy", jobs._serving,
+    ("serving: healthy, not routed", jobs.serving, report(slots={"a": slot()}), WAIT),
+    ("serving: routed and healthy", jobs.serving,
      report(route_slot="a", slots={"a": slot()}), DONE),
     # ---- retire, stop, destroy
     ("retire: old slot still there", jobs._slot_gone("b"),
      report(slots={"a": slot(), "b": slot()}), WAIT),
     ("retire: old slot gone", jobs._slot_gone("b"), report(slots={"a": slot()}), DONE),
-    ("stop: database still up", jobs._stopped, report(database="ready"), WAIT),
-    ("stop: a slot still running", jobs._stopped,
+    ("stop: database still up", jobs.stopped, report(database="ready"), WAIT),
+    ("stop: a slot still running", jobs.stopped,
      report(database="stopped", slots={"a": slot()}), WAIT),
-    ("stop: all stopped", jobs._stopped,
+    ("stop: all stopped", jobs.stopped,
      report(database="stopped", slots={"a": slot("stopped", healthy=False)}), DONE),
     ("destroy: still there", jobs._removed, report(absent=False), WAIT),
     ("destroy: gone", jobs._removed, report(absent=True), DONE),
@@ -157,10 +157,10 @@ def test_wait_polls_until_the_current_gen_says_done(reports: list[PlatformReport
     timeout = 0.05 if isinstance(expected, str) else 5.0
     if isinstance(expected, str):
         with pytest.raises(StepFailed) as failed:
-            jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=timeout)
+            jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=timeout)
         assert str(failed.value) == expected
     else:
-        jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=timeout)
+        jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=timeout)
         assert plane.polls == expected
 
 
@@ -168,7 +168,7 @@ def test_wait_moves_ports_another_program_holds(monkeypatch: pytest.MonkeyPatch)
     moved: list[list[int]] = []
     plane = _Plane([report(conflicts=[21001]), report(database="ready")])
     monkeypatch.setattr(jobs, "_move_ports", lambda ctx, taken: moved.append(taken))
-    jobs._wait(_ctx(plane), "the database", jobs._db_ready, timeout=5)
+    jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=5)
     assert moved == [[21001]] and plane.polls == 2
 
 

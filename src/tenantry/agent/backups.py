@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -40,9 +41,11 @@ from tenantry.core.crypto import write_private
 from tenantry.core.errors import Unavailable
 from tenantry.platforms.contract import (
     BackupInfo,
+    BackupRepo,
     BackupReport,
     BackupTask,
     DesiredPlatform,
+    RestoreTask,
 )
 
 log = logging.getLogger(__name__)
@@ -72,12 +75,14 @@ def archive_settings(platform_dir: Path, p: DesiredPlatform) -> dict[str, str]:
             "archive_timeout": str(p.backup.archive_timeout), "wal_level": "replica"}
 
 
-def render_config(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec) -> str:
-    """pgbackrest.conf: the repository, its cipher, and where this platform keeps its files."""
+def render_config(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec, *,
+                  repo: BackupRepo | None = None, stanza: str | None = None) -> str:
+    """pgbackrest.conf: the repository, its cipher, and where this platform keeps its files.
+    A restore from another platform's backups names that one's repository and stanza."""
     b = p.backup
     assert b is not None
     bdir = backup_dir(platform_dir)
-    repo = b.repo
+    repo = repo or b.repo
     lines = [
         "# written by tenantry's agent; edits are lost", "[global]",
         f"repo1-type={repo.type}", f"repo1-path={repo.path}",
@@ -100,7 +105,7 @@ def render_config(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Cluste
             lines.append(f"repo1-storage-port={port}")
         if repo.ca_pem:
             lines.append(f"repo1-storage-ca-file={bdir / 'ca.pem'}")
-    lines += ["", f"[{p.id}]", f"pg1-path={spec.datadir}", f"pg1-port={spec.port}",
+    lines += ["", f"[{stanza or p.id}]", f"pg1-path={spec.datadir}", f"pg1-port={spec.port}",
               f"pg1-socket-path={spec.socket_dir}", f"pg1-user={pgcluster.SUPERUSER}", ""]
     return "\n".join(lines)
 
@@ -167,6 +172,15 @@ class BackupRunner:
                 if (t.id not in done or done[t.id] == "running")
                 and f"{p.id}:{t.id}" not in self._active]
 
+    def restore_state(self, platform_dir: Path, p: DesiredPlatform) -> str | None:
+        """The outcome of the restore the desired state asks for: None while it has not
+        run (or none is asked for), "ok", or "failed: why"."""
+        task = p.backup.restore if p.backup else None
+        if task is None:
+            return None
+        found = self.read_state(platform_dir).get("restores", {}).get(task.id)
+        return str(found) if found is not None else None
+
     def report(self, platform_dir: Path, p: DesiredPlatform,
                spec: pgcluster.ClusterSpec, *, database_up: bool) -> BackupReport:
         state = self.read_state(platform_dir)
@@ -176,9 +190,12 @@ class BackupRunner:
         stanza = ("ready" if state.get("stanza") == digest else
                   failed.get("error", "missing") if failed.get("digest") == digest
                   else "missing")
+        restore = p.backup.restore if p.backup else None
         report = BackupReport(
             stanza=stanza,
             tasks={k: v for k, v in state.get("tasks", {}).items() if k in wanted},
+            restores={k: v for k, v in state.get("restores", {}).items()
+                      if restore is not None and k == restore.id},
             backups=[BackupInfo.model_validate(b) for b in state.get("backups", [])])
         if database_up:
             report.archived_at, report.archive_error = archiver(spec)
@@ -219,6 +236,71 @@ class BackupRunner:
             state.pop("stanza_error", None)
 
         self._update(platform_dir, ready)
+
+    def restore(self, platform_dir: Path, p: DesiredPlatform,
+                spec: pgcluster.ClusterSpec) -> None:
+        """Restore the cluster from a backup (in place, with `--delta`, or into a cluster
+        not made yet) and leave it to replay WAL to the target when it starts.
+
+        pgBackRest runs as root here, so that a clone reads its source's repository, and the
+        files are then given to the platform's user. Whatever happens is recorded under the
+        task's id; a restore that failed is never followed by an empty cluster (the agent
+        does not initdb while the desired state asks for a restore that failed)."""
+        task = p.backup.restore if p.backup else None
+        assert task is not None
+        try:
+            self._restore(platform_dir, p, spec, task)
+            outcome = "ok"
+        except (Unavailable, OSError) as exc:
+            outcome = f"failed: {exc}"[:2000]
+        self._update(platform_dir, lambda s: s.setdefault("restores", {}).__setitem__(
+            task.id, outcome))
+        log.info("restore %s of %s: %s", task.id, p.id, outcome[:200])
+        if outcome != "ok":
+            raise Unavailable(f"restore {task.id}: {outcome}")
+
+    def _restore(self, platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
+                 task: RestoreTask) -> None:
+        bdir = backup_dir(platform_dir)
+        conf = config_path(platform_dir)
+        stanza = p.id
+        if task.source is not None and task.source_stanza is not None:
+            stanza = task.source_stanza
+            conf = bdir / f"restore-{task.id}.conf"  # the restore_command keeps using it
+            write_private(conf, render_config(platform_dir, p, spec, repo=task.source,
+                                              stanza=stanza).encode())
+            unixusers.chown_tree(conf, spec.owner)
+        fresh = not (spec.datadir / "PG_VERSION").exists()
+        if fresh:
+            spec.datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        args = [f"--config={conf}", f"--stanza={stanza}", f"--pg1-path={spec.datadir}"]
+        if not fresh:
+            args.append("--delta")
+        if task.label:
+            args.append(f"--set={task.label}")
+        if task.immediate:
+            args += ["--type=immediate", "--target-action=promote"]
+        elif task.target is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(task.target))
+            fraction = f"{task.target % 1:.6f}"[1:]
+            args += ["--type=time", f"--target={when}{fraction}+00", "--target-action=promote"]
+        argv = [PGBACKREST, *args, "restore"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=BACKUP_TIMEOUT,
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                       "LC_ALL": "C.UTF-8"}, cwd=str(platform_dir),
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            raise Unavailable(f"pgbackrest restore did not finish within "
+                              f"{int(BACKUP_TIMEOUT)} s") from None
+        if done.returncode != 0:
+            if fresh:  # nothing half made is left to start
+                shutil.rmtree(spec.datadir, ignore_errors=True)
+            raise Unavailable(f"pgbackrest restore failed ({done.returncode}): "
+                              + _last_error(done.stderr or done.stdout))
+        (spec.datadir / "postmaster.pid").unlink(missing_ok=True)
+        unixusers.chown_tree(spec.datadir, spec.owner)
+        unixusers.chown_tree(bdir, spec.owner)
 
     def start(self, platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
               task: BackupTask) -> None:

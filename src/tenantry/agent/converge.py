@@ -118,6 +118,7 @@ class PlatformFacts:
     needs_stanza: bool = False
     backup_tasks: list[BackupTask] = field(default_factory=list)  # to start
     backup: BackupReport | None = None
+    restore_state: str | None = None  # of the restore asked for: None (not run), ok, failed
 
 
 def unix_user(pid: str) -> str | None:
@@ -225,6 +226,7 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
         facts.backup_config_current = runner.config_current(root, p, spec)
         facts.needs_stanza = runner.needs_stanza(root, p, spec)
         facts.backup_tasks = runner.tasks_to_start(root, p)
+        facts.restore_state = runner.restore_state(root, p)
         facts.backup = runner.report(root, p, spec,
                                      database_up=db is not None and db.state == "RUNNING")
     return facts
@@ -298,6 +300,12 @@ class Effects:
         assert self.backups is not None
         self.backups.configure(self.paths.platform(p.id), p, cluster_spec(self.paths, p))
 
+    def restore(self, p: DesiredPlatform) -> None:
+        assert self.backups is not None
+        spec = cluster_spec(self.paths, p)
+        self.backups.restore(self.paths.platform(p.id), p, spec)
+        pgcluster.init_cluster(spec)  # settings, socket dir: the cluster itself is there
+
     def create_stanza(self, p: DesiredPlatform) -> None:
         assert self.backups is not None
         self.backups.create_stanza(self.paths.platform(p.id), p, cluster_spec(self.paths, p))
@@ -367,13 +375,23 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
         return actions
     if not facts.dir_exists or not facts.user_exists:
         actions.append(Action(f"{pid}: create home and Unix user", lambda: fx.make_home(p)))
-    if not facts.cluster_initialized:
+    backing_up = p.backup is not None and fx.backups is not None
+    restore = p.backup.restore if backing_up and p.backup else None
+    restore_pending = restore is not None and facts.restore_state is None
+    restore_failed = restore is not None and (facts.restore_state or "").startswith("failed")
+    db_now = facts.programs.get(f"{pid}-db")
+    db_down = db_now is None or db_now.state not in ("RUNNING", "STARTING", "BACKOFF",
+                                                              "STOPPING")
+    if restore is not None and restore_pending and (
+            not facts.cluster_initialized or (db_down and not p.running)):
+        actions.append(Action(f"{pid}: restore PostgreSQL from backup ({restore.id})",
+                              lambda: fx.restore(p)))
+    elif not facts.cluster_initialized and not restore_failed:
         actions.append(Action(f"{pid}: create PostgreSQL cluster on port "
                               f"{p.database.port}", lambda: fx.init_cluster(p)))
     elif not facts.conf_current:
         actions.append(Action(f"{pid}: write PostgreSQL settings",
                               lambda: fx.configure_cluster(p)))
-    backing_up = p.backup is not None and fx.backups is not None
     if backing_up and not facts.backup_config_current:
         actions.append(Action(f"{pid}: write pgBackRest configuration",
                               lambda: fx.configure_backups(p)))
@@ -381,7 +399,8 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
     dbspec = db_program(fx.paths, p)
     running = p.running
     current_db = facts.programs.get(dbspec.name)
-    db_blocked = p.database.port in facts.taken_ports
+    # Never start a cluster a restore is about to replace, nor one a restore left broken.
+    db_blocked = p.database.port in facts.taken_ports or restore_pending or restore_failed
     if running and not db_blocked:
         if current_db is None or current_db.digest != dbspec.digest() or \
                 current_db.state not in ("RUNNING", "STARTING"):
@@ -409,6 +428,7 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
                 f"{pid}: run release command of {release.app}@{release.version}",
                 partial(fx.migrate, p, migration)))
             done[migration.id] = "pending"
+    idle: set[str] = set()  # programs of a slot that is not to run (a restore stops the app)
     for slot, info in sorted(p.slots.items()):
         after = info.after_migration
         if after and not done.get(after, "").startswith(("ok", "pending")):
@@ -416,6 +436,7 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
         for spec in slot_programs(fx.paths, p, slot, info):
             wanted[spec.name] = spec
             if not (running and info.running):
+                idle.add(spec.name)
                 continue
             if int(spec.environment.get("PORT", "0")) in facts.taken_ports:
                 continue  # reported as a conflict; the control plane hands out another port
@@ -429,7 +450,8 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
         if name not in wanted:
             actions.append(Action(f"{pid}: remove {name}",
                                   partial(fx.services.remove, name)))
-        elif not running and status.state in ("RUNNING", "STARTING", "BACKOFF"):
+        elif (not running or name in idle) and status.state in ("RUNNING", "STARTING",
+                                                                 "BACKOFF"):
             actions.append(Action(f"{pid}: stop {name}",
                                   partial(fx.services.stop, name)))
     return actions
@@ -447,6 +469,8 @@ def report_platform(p: DesiredPlatform, facts: PlatformFacts, paths: HostPaths,
             paths.platform(p.id) / "logs", ["postgres"])
     elif db_status is None or db_status.state != "RUNNING":
         database = "stopped"
+    elif (paths.platform(p.id) / "pgdata" / "recovery.signal").exists():
+        database = "recovering"  # replaying WAL after a restore; promoted when done
     elif facts.database_marker == database_marker(p):
         database = "ready"
     else:

@@ -356,6 +356,7 @@ def ensure_database(spec: ClusterSpec, *, role: str, password: str, dbname: str)
             host=str(spec.socket_dir), port=spec.port, user=SUPERUSER, dbname="postgres",
             autocommit=True, connect_timeout=10,
         ) as conn:  # fmt: skip
+            _wait_promoted(conn)
             rid, did = sql.Identifier(role), sql.Identifier(dbname)
             row = conn.execute(
                 "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
@@ -382,6 +383,17 @@ def ensure_database(spec: ClusterSpec, *, role: str, password: str, dbname: str)
             detail = str(exc)  # a connection failure: no statement, no password in it
         detail = detail or type(exc).__name__
         raise Unavailable(f"PostgreSQL on port {spec.port}: {detail}") from None
+
+
+def _wait_promoted(conn: psycopg.Connection[tuple[object, ...]],
+                   timeout: float = 3600) -> None:
+    """A restored cluster replays WAL read-only before it is promoted: roles can be changed
+    only after that."""
+    deadline = time.monotonic() + timeout
+    while conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+        if time.monotonic() > deadline:
+            raise Unavailable(f"PostgreSQL still replaying WAL after {int(timeout)} s")
+        time.sleep(0.2)
 
 
 def database_url(*, role: str, password: str, dbname: str, port: int) -> str:

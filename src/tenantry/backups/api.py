@@ -12,6 +12,7 @@ from tenantry.backups.schemas import (
     BackupPublic,
     BackupRun,
     BackupWindow,
+    RestoreRequest,
 )
 
 router = APIRouter()
@@ -36,6 +37,15 @@ def list_backups(isv: str, name: str, session: SessionDep,
 def backup_window(isv: str, name: str, session: SessionDep,
                   principal: ViewerDep) -> BackupWindow:
     return service.window(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.post("/platforms/{isv}/{name}/restore", status_code=status.HTTP_202_ACCEPTED,
+             tags=["backups"])
+def restore(isv: str, name: str, spec: RestoreRequest, session: SessionDep,
+            principal: OperatorDep) -> BackupAccepted:
+    platform, job_id = service.restore(session=session, principal=principal,
+                                       ref=f"{isv}/{name}", spec=spec)
+    return BackupAccepted(platform=platform, job_id=job_id)
 
 
 @router.get("/isvs/{isv}/backup-keys", tags=["backups"])

@@ -10,6 +10,7 @@ from tenantry.cli.client import Client
 from tenantry.cli.follow import wait_for_job
 from tenantry.cli.options import DataDirOpt, JsonOpt, WaitOpt, seg
 from tenantry.cli.output import emit_json, err, handle_errors, out, show
+from tenantry.core.errors import InvalidInput
 
 backup = typer.Typer(help="Backups of platforms (pgBackRest: full, differential, incremental, "
                      "and continuous WAL archiving for point-in-time recovery).",
@@ -24,13 +25,26 @@ def register(root: typer.Typer) -> None:
     root.add_typer(backup, name="backup")
 
 
-def _path(client: Client, ref: str) -> str:
-    """The backups path of a platform given as ISV/NAME or as its id."""
+def _path(client: Client, ref: str, what: str = "backups") -> str:
+    """The backups (or restore) path of a platform given as ISV/NAME or as its id."""
     if "/" not in ref:
         found = client.get(f"/platforms/{seg(ref)}")
         ref = f"{found['isv']}/{found['name']}"
     isv, _, name = ref.partition("/")
-    return f"/platforms/{seg(isv)}/{seg(name)}/backups"
+    return f"/platforms/{seg(isv)}/{seg(name)}/{what}"
+
+
+def _follow(client: Client, accepted: dict[str, Any], wait: bool,
+            json_: bool) -> dict[str, Any] | None:
+    """Print the accepted job, or follow it to its end (exit 1 when it failed)."""
+    job_id = accepted["job_id"]
+    if not wait:
+        if json_:
+            emit_json(accepted)
+        else:
+            err.print(f"job {job_id} started; follow it with `tenantry job show {job_id}`")
+        return None
+    return wait_for_job(client, job_id, quiet=json_)
 
 
 @backup.command("run")
@@ -45,13 +59,9 @@ def backup_run(platform: PlatformArg,
     path = _path(client, platform)
     accepted = client.post(path, {"type": type_})
     job_id = accepted["job_id"]
-    if not wait:
-        if json_:
-            emit_json(accepted)
-        else:
-            err.print(f"job {job_id} started; follow it with `tenantry job show {job_id}`")
+    job = _follow(client, accepted, wait, json_)
+    if job is None:
         return
-    job = wait_for_job(client, job_id, quiet=json_)
     label = ""
     if job["state"] == "succeeded":
         done = client.get(path)
@@ -85,6 +95,40 @@ def backup_window(platform: PlatformArg, json_: JsonOpt = False,
     client = Client.from_env(data_dir)
     show(client.get(f"{_path(client, platform)}/window"), json_,
          ["platform", "earliest", "latest", "archive_error"])
+
+
+@backup.command("restore")
+@handle_errors
+def backup_restore(platform: PlatformArg,
+                   to_time: Annotated[str | None, typer.Option(
+                       "--to-time", help="A time within `backup window` (ISO 8601, UTC "
+                       "unless it names a zone), to the second or finer.")] = None,
+                   latest: Annotated[bool, typer.Option(
+                       "--latest", help="As far as the archived WAL goes.")] = False,
+                   wait: WaitOpt = False, json_: JsonOpt = False,
+                   data_dir: DataDirOpt = None) -> None:
+    """Restore the platform in place: a safety backup first, the app stopped, the database
+    restored to the point and started, the app health-checked. If anything fails, the
+    platform is put back as it was."""
+    if latest == (to_time is not None):
+        raise InvalidInput("give either --to-time T or --latest", field="to_time")
+    client = Client.from_env(data_dir)
+    body: dict[str, Any] = {"latest": True} if latest else {"to_time": to_time}
+    accepted = client.post(_path(client, platform, "restore"), body)
+    job = _follow(client, accepted, wait, json_)
+    if job is None:
+        return
+    result = {"platform": accepted["platform"], "job_id": accepted["job_id"],
+              "state": job["state"], "error": job["error"], "to_time": to_time,
+              "latest": latest}
+    if json_:
+        emit_json(result)
+    elif job["state"] == "succeeded":
+        out.print(f"{accepted['platform']} restored to {to_time or 'the latest commit'}")
+    if job["state"] == "failed":
+        if not json_:
+            err.print(f"[red]job {accepted['job_id']} failed[/red]: {job['error']}")
+        raise SystemExit(1)
 
 
 @backup.command("key")

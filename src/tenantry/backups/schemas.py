@@ -16,6 +16,15 @@ class BackupRun(BaseModel):
     type: BackupType = "incr"
 
 
+class RestoreRequest(BaseModel):
+    """`to_time` (ISO 8601; without a zone it is UTC) or `latest`, not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to_time: dt.datetime | None = None
+    latest: bool = False
+
+
 class BackupPublic(BaseModel):
     label: str
     type: BackupType

@@ -9,9 +9,15 @@ from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
 from tenantry.backups import jobs
-from tenantry.backups.schemas import BackupKeys, BackupPublic, BackupType, BackupWindow
+from tenantry.backups.schemas import (
+    BackupKeys,
+    BackupPublic,
+    BackupType,
+    BackupWindow,
+    RestoreRequest,
+)
 from tenantry.core.crypto import SecretBox
-from tenantry.core.errors import Conflict
+from tenantry.core.errors import Conflict, InvalidInput
 from tenantry.core.events import emit
 from tenantry.core.jobs import create_job
 from tenantry.core.models import Job
@@ -43,6 +49,45 @@ def run_backup(*, session: Session, principal: Principal, ref: str,
          isv_id=platform.isv_id, platform_id=platform.id, job_id=job.id)
     session.commit()
     return _name(platform), job.id
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def restore(*, session: Session, principal: Principal, ref: str,
+            spec: RestoreRequest) -> tuple[str, int]:
+    """Restore the platform in place to a time within its window (or to the latest)."""
+    if spec.latest == (spec.to_time is not None):
+        raise InvalidInput("give either to_time or latest", field="to_time")
+    platform = get_platform(session, principal, ref, "operate")
+    name = _name(platform)
+    if platform.state not in ("ready", "failed"):
+        raise Conflict(f"platform {name} is {platform.state}; a restore needs it ready or "
+                       "failed", field="platform")
+    if session.scalar(select(Job.id).where(Job.platform_id == platform.id,
+                                           Job.state.in_(ACTIVE_JOB_STATES)).limit(1)):
+        raise Conflict(f"platform {name} is busy with another job", field="platform")
+    span = window(session=session, principal=principal, ref=ref)
+    if span.earliest is None or span.latest is None:
+        raise Conflict(f"platform {name} has no backup to restore from yet", field="platform")
+    target = None
+    if spec.to_time is not None:
+        when = spec.to_time if spec.to_time.tzinfo else spec.to_time.replace(tzinfo=dt.UTC)
+        if not span.earliest <= when <= span.latest:
+            raise InvalidInput(f"{_iso(when)} is outside the recoverable window of {name}: "
+                               f"{_iso(span.earliest)} to {_iso(span.latest)}",
+                               field="to_time")
+        target = when.timestamp()
+    job = create_job(session, kind=jobs.RESTORE, isv_id=platform.isv_id,
+                     platform_id=platform.id, params={"target": target})
+    platform.state, platform.error = "restoring", None
+    emit(session, "BACKUP_REQUESTED", f"restore of {name} to "
+         f"{_iso(spec.to_time) if spec.to_time else 'the latest archived commit'} requested "
+         f"by {principal.username}", isv_id=platform.isv_id, platform_id=platform.id,
+         job_id=job.id)
+    session.commit()
+    return name, job.id
 
 
 def list_backups(*, session: Session, principal: Principal, ref: str) -> list[BackupPublic]:

@@ -93,6 +93,24 @@ class BackupTask(_Document):
     type: Literal["full", "diff", "incr"]
 
 
+class RestoreTask(_Document):
+    """Make the platform's database what a backup says, replaying WAL to a point.
+
+    `target` is a Unix time (None: as far as the archive goes); `label` picks a backup (None:
+    the latest one before the target); with `immediate` the replay stops as soon as the
+    backup is consistent. `source` is another platform's stanza and repository (a clone);
+    None means the platform's own (a restore in place, or a recovery on a new host). The
+    agent restores only while the database is stopped, or into a cluster not made yet.
+    """
+
+    id: str
+    target: float | None = None
+    label: str | None = None
+    immediate: bool = False
+    source_stanza: str | None = None
+    source: BackupRepo | None = None
+
+
 # ---------------------------------------------------------------- stored: platforms.desired
 
 
@@ -139,6 +157,7 @@ class DesiredState(_Document):
     upgrade: Upgrade | None = None
     backup: StoredBackup | None = None  # None: no backups (not configured yet)
     backup_tasks: list[BackupTask] = Field(default_factory=list)
+    restore: RestoreTask | None = None  # the last restore asked for
 
 
 # ---------------------------------------------------------------- wire: GET /agent/desired
@@ -170,6 +189,7 @@ class DesiredBackup(_Document):
     archive_timeout: int
     spool_max_mb: int
     tasks: list[BackupTask] = Field(default_factory=list)
+    restore: RestoreTask | None = None
 
 
 class DesiredPlatform(_Document):
@@ -234,13 +254,15 @@ class BackupReport(_Document):
     """The platform's backups as the agent last saw them.
 
     `stanza` is "ready", "missing" or "error: <why>"; `tasks` maps a task id to "running",
-    "ok: <label>" or "failed: <why>"; `archived_at` is when PostgreSQL last archived a WAL
-    segment (everything committed before it can be recovered), `archive_error` why the
-    last attempt failed when it did fail after that.
+    "ok: <label>" or "failed: <why>", and `restores` a restore's id to "ok" or "failed:
+    <why>"; `archived_at` is when PostgreSQL last archived a WAL segment (everything
+    committed before it can be recovered), `archive_error` why the last attempt failed when
+    it did fail after that.
     """
 
     stanza: str = "missing"
     tasks: dict[str, str] = Field(default_factory=dict)
+    restores: dict[str, str] = Field(default_factory=dict)  # task id -> "ok" | "failed: why"
     backups: list[BackupInfo] = Field(default_factory=list)
     archived_at: float | None = None
     archive_error: str | None = None

@@ -43,7 +43,7 @@ POLL = 0.15
 Check = Callable[[PlatformReport, DesiredState], bool]
 
 
-def _load(session: Session, ctx: StepContext) -> Platform:
+def load_platform(session: Session, ctx: StepContext) -> Platform:
     assert ctx.platform_id is not None
     platform = session.get(Platform, ctx.platform_id, with_for_update=True)
     if platform is None:
@@ -51,7 +51,7 @@ def _load(session: Session, ctx: StepContext) -> Platform:
     return platform
 
 
-def _wait(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
+def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
     """Poll the observed state until `check(observed, desired)` holds for the current gen."""
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -77,7 +77,7 @@ def _wait(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEO
 def _move_ports(ctx: StepContext, taken: list[int]) -> None:
     """Another program took ports we handed out: give the platform new ones instead."""
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         assert platform.host is not None
         want = platform.desired.model_copy(deep=True)
         if want.db is not None and want.db.port in taken:
@@ -115,7 +115,7 @@ def _migration_done(mid: str | None) -> Check:
     return check
 
 
-def _slot_healthy(slot: SlotName) -> Check:
+def slot_healthy(slot: SlotName) -> Check:
     def check(observed: PlatformReport, _: DesiredState) -> bool:
         info = observed.slots.get(slot)
         if info is None:
@@ -126,14 +126,14 @@ def _slot_healthy(slot: SlotName) -> Check:
     return check
 
 
-def _routed(observed: PlatformReport, desired: DesiredState) -> bool:
+def routed(observed: PlatformReport, desired: DesiredState) -> bool:
     return observed.route_slot == desired.route_slot
 
 
-def _serving(observed: PlatformReport, desired: DesiredState) -> bool:
+def serving(observed: PlatformReport, desired: DesiredState) -> bool:
     """The route points at the desired slot and its processes answer their health check."""
     slot = observed.slots.get(desired.route_slot) if desired.route_slot else None
-    return _routed(observed, desired) and slot is not None and slot.healthy
+    return routed(observed, desired) and slot is not None and slot.healthy
 
 
 def _slot_gone(slot: SlotName) -> Check:
@@ -142,7 +142,7 @@ def _slot_gone(slot: SlotName) -> Check:
     return check
 
 
-def _stopped(observed: PlatformReport, _: DesiredState) -> bool:
+def stopped(observed: PlatformReport, _: DesiredState) -> bool:
     return observed.database == "stopped" and not any(
         s.state == "running" for s in observed.slots.values())
 
@@ -189,7 +189,7 @@ def _migration_for(session: Session, release_id: str, job_id: int) -> DesiredMig
 
 def step_place(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
         if want.placed_by == ctx.job_id:
             return
@@ -211,10 +211,10 @@ def step_place(ctx: StepContext) -> None:
 
 
 def _wait_database(ctx: StepContext) -> None:
-    _wait(ctx, "the database", _db_ready)
+    wait_observed(ctx, "the database", db_ready)
 
 
-def _db_ready(observed: PlatformReport, _: DesiredState) -> bool:
+def db_ready(observed: PlatformReport, _: DesiredState) -> bool:
     state = observed.database
     if state.startswith("error"):
         raise StepFailed(f"the database could not be made: {state}")
@@ -232,22 +232,22 @@ def _current_release(ctx: StepContext) -> tuple[str, str | None]:
 
 def step_build(ctx: StepContext) -> None:
     rid = str(ctx.params.get("release_id") or _current_release(ctx)[0])
-    _wait(ctx, "the release to be built", _release_state(rid))
+    wait_observed(ctx, "the release to be built", _release_state(rid))
 
 
 def step_migrate(ctx: StepContext) -> None:
     _, mid = _current_release(ctx)
-    _wait(ctx, "the release command", _migration_done(mid))
+    wait_observed(ctx, "the release command", _migration_done(mid))
 
 
 def step_start(ctx: StepContext) -> None:
     slot = _target_slot(ctx)
-    _wait(ctx, f"the app processes of slot {slot} to pass their health check",
-          _slot_healthy(slot))
+    wait_observed(ctx, f"the app processes of slot {slot} to pass their health check",
+          slot_healthy(slot))
 
 
 def step_route(ctx: StepContext) -> None:
-    _wait(ctx, "the ingress route", _routed)
+    wait_observed(ctx, "the ingress route", routed)
 
 
 def step_health(ctx: StepContext) -> None:
@@ -257,7 +257,7 @@ def step_health(ctx: StepContext) -> None:
 def _finish(ctx: StepContext, state: str, kind: str, message: str,
             mutate: Callable[[Platform], None] | None = None) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         platform.state = state
         platform.error = None
         if mutate:
@@ -287,14 +287,14 @@ def step_backups_on(ctx: StepContext) -> None:
     """The desired state holds the platform's backup configuration (repository, the ISV's
     key, WAL archiving) and the agent made its stanza."""
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         stored = backing.configured(ctx.runtime.settings, ctx.runtime.secrets, session,
                                     platform)
         if stored is not None:
             platform.desired = platform.desired.model_copy(update={"backup": stored})
             bump(session, platform)
         session.commit()
-    _wait(ctx, "the backup repository (pgBackRest stanza)", _stanza_ready)
+    wait_observed(ctx, "the backup repository (pgBackRest stanza)", _stanza_ready)
 
 
 def _stanza_ready(observed: PlatformReport, _: DesiredState) -> bool:
@@ -308,13 +308,13 @@ def _stanza_ready(observed: PlatformReport, _: DesiredState) -> bool:
 def run_backup(ctx: StepContext, task: BackupTask, timeout: float = BACKUP_WAIT) -> None:
     """Ask the agent for a backup and wait for its outcome (a step: idempotent)."""
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         tasks = backing.with_task(platform.desired.backup_tasks, task)
         if tasks is not None:
             platform.desired = platform.desired.model_copy(update={"backup_tasks": tasks})
             bump(session, platform)
         session.commit()
-    _wait(ctx, f"the {task.type} backup", _task_done(task.id), timeout=timeout)
+    wait_observed(ctx, f"the {task.type} backup", _task_done(task.id), timeout=timeout)
 
 
 def _task_done(task_id: str) -> Check:
@@ -356,7 +356,7 @@ def _target_slot(ctx: StepContext) -> SlotName:
 
 def step_prepare(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
         if want.upgrade and want.upgrade.job == ctx.job_id:
             return
@@ -385,7 +385,7 @@ def step_prepare(ctx: StepContext) -> None:
 
 def step_switch(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
         assert want.upgrade is not None
         if want.route_slot != want.upgrade.to_slot:
@@ -398,7 +398,7 @@ def step_switch(ctx: StepContext) -> None:
 
 def step_retire(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
         upgrade = want.upgrade
         assert upgrade is not None
@@ -410,7 +410,7 @@ def step_retire(ctx: StepContext) -> None:
             release_ports(session, platform.id, f"slot-{old}")
             bump(session, platform)
         session.commit()
-    _wait(ctx, "the old processes to stop", _slot_gone(old))
+    wait_observed(ctx, "the old processes to stop", _slot_gone(old))
 
 
 def _upgrade_succeeded(ctx: StepContext, kind: str) -> None:
@@ -428,7 +428,7 @@ def _upgrade_succeeded(ctx: StepContext, kind: str) -> None:
 def _upgrade_failed(ctx: StepContext, reason: str) -> None:
     """Put the previous release back in front of the users, then record why."""
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
         upgrade = want.upgrade
         if upgrade and upgrade.job == ctx.job_id:
@@ -450,7 +450,7 @@ def _upgrade_failed(ctx: StepContext, reason: str) -> None:
              isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
              job_id=ctx.job_id)
         session.commit()
-    _wait(ctx, "the previous release to serve again", _serving, timeout=120)
+    wait_observed(ctx, "the previous release to serve again", serving, timeout=120)
 
 
 _UPGRADE_STEPS = (("prepare", step_prepare), ("build", step_build), ("migrate", step_migrate),
@@ -467,9 +467,9 @@ ROLLBACK = JobKind(name="rollback", steps=_UPGRADE_STEPS,
 
 # ---------------------------------------------------------------- stop, start, destroy
 
-def _set_running(ctx: StepContext, running: bool) -> None:
+def set_running(ctx: StepContext, running: bool) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         if platform.desired.running != running:
             platform.desired = platform.desired.model_copy(update={"running": running})
             bump(session, platform)
@@ -477,12 +477,12 @@ def _set_running(ctx: StepContext, running: bool) -> None:
 
 
 def step_stop(ctx: StepContext) -> None:
-    _set_running(ctx, False)
-    _wait(ctx, "the processes to stop", _stopped)
+    set_running(ctx, False)
+    wait_observed(ctx, "the processes to stop", stopped)
 
 
 def step_start_all(ctx: StepContext) -> None:
-    _set_running(ctx, True)
+    set_running(ctx, True)
     _wait_database(ctx)
     step_start(ctx)
     step_route(ctx)
@@ -500,7 +500,7 @@ START = JobKind(
 
 def step_teardown(ctx: StepContext) -> None:
     with ctx.runtime.sessions() as session:
-        platform = _load(session, ctx)
+        platform = load_platform(session, ctx)
         if platform.host_id is None:
             return
         if not platform.desired.absent:
@@ -508,7 +508,7 @@ def step_teardown(ctx: StepContext) -> None:
                 update={"absent": True, "running": False, "route_slot": None})
             bump(session, platform)
         session.commit()
-    _wait(ctx, "the agent to remove the platform", _removed)
+    wait_observed(ctx, "the agent to remove the platform", _removed)
 
 
 def step_forget(ctx: StepContext) -> None:
