@@ -172,3 +172,33 @@ def test_restore_in_place_to_a_chosen_second(plane: ControlPlaneProcess, isv: st
     assert plane.https(host, "/api/jobs", "POST",
                        json={"registration": "NEW 3", "customer": "Cy"}).status_code == 201
     assert _registrations(plane, host) == ["KEEP 1", "NEW 3"]
+
+
+def test_dr_drill_destroys_the_database_and_recovers_it_from_the_repository(
+        plane: ControlPlaneProcess, isv: str) -> None:
+    plane.cli_json("platform", "create", isv, "--tenant", "t1", "--app", "bodyshop@1.0.0",
+                   "--wait")
+    ref, host = f"{isv}/t1", f"t1.{isv}.localhost"
+    assert plane.https(host, "/api/jobs", "POST",
+                       json={"registration": "DR 1", "customer": "Ana"}).status_code == 201
+    pgdata = next((plane.data_dir / "agent" / "platforms").glob("*/pgdata"), None)
+    assert pgdata is not None
+    moved = plane.cli("dr", "drill", ref, "--host", "elsewhere", check=False)
+    assert moved.returncode == 2 and "host" in moved.stderr
+
+    drill = plane.cli_json("dr", "drill", ref, "--seconds", "15")  # past archive_timeout
+    print("drill:", drill)
+    assert drill["result"] == "ok", drill
+    assert drill["acked_commits"] > 50  # the load really ran
+    assert 0 <= drill["lost_commits"] < drill["acked_commits"]
+    assert drill["rpo_seconds"] is not None and drill["rpo_seconds"] <= 15
+    assert drill["rto_seconds"] is not None and 0 < drill["rto_seconds"] < 180
+    assert drill["same_host"] is True
+    # The app serves its data again, and the drill is on the platform's record.
+    assert _registrations(plane, host) == ["DR 1"]
+    assert plane.cli_json("platform", "show", ref)["state"] == "ready"
+    assert [d["job_id"] for d in plane.cli_json("dr", "drills", ref)] == [drill["job_id"]]
+    assert "DRILL" in [e["kind"] for e in plane.cli_json("events", "--platform", ref)]
+    # It goes on being backed up: a new backup of the recovered cluster works.
+    assert plane.cli_json("backup", "run", ref, "--type", "full", "--wait")["state"] == \
+        "succeeded"

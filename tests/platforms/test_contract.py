@@ -67,7 +67,8 @@ WIRE_DOC: dict[str, Any] = {
                    "cipher_pass": CIPHER, "secret_key": S3_SECRET, "archive_timeout": 10,
                    "spool_max_mb": 512, "tasks": [{"id": "b12", "type": "full"}],
                    "restore": {"id": "r13", "target": 1790000005.25, "label": None,
-                               "immediate": False, "source_stanza": None, "source": None}},
+                               "immediate": False, "source_stanza": None, "source": None},
+                   "drill": {"id": "d14", "phase": "load"}},
     }],
 }
 
@@ -97,7 +98,11 @@ REPORT: dict[str, Any] = {
                                 "size": 31000000, "stored": 4000000,
                                 "wal_start": "000000010000000000000003",
                                 "wal_stop": "000000010000000000000004"}],
-                   "archived_at": 1790000010.0, "archive_error": None}}},
+                   "archived_at": 1790000010.0, "archive_error": None,
+                   "drill": {"id": "d14", "phase": "load", "acked": 120,
+                             "first_acked_at": 1790000011.0, "last_acked_at": 1790000013.0,
+                             "destroyed_at": None, "lost": None, "last_kept_at": None,
+                             "error": None}}}},
     "ingress_error": None, "busy_ports": [20005], "agent_time": 1790000000.5,
     "firewall": {"table": "inet tenantry", "tcp_ports": [22, 8443], "in_place": True,
                  "repairs": 0, "error": None},

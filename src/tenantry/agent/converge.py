@@ -22,7 +22,7 @@ from typing import Literal
 
 import httpx
 
-from tenantry.agent import backups, ingress, pgcluster, ports, releases, unixusers
+from tenantry.agent import backups, drill, ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core.crypto import write_private
 from tenantry.platforms.contract import (
@@ -119,6 +119,7 @@ class PlatformFacts:
     backup_tasks: list[BackupTask] = field(default_factory=list)  # to start
     backup: BackupReport | None = None
     restore_state: str | None = None  # of the restore asked for: None (not run), ok, failed
+    drill_next: str | None = None  # the drill's phase to carry out here (see agent.drill)
 
 
 def unix_user(pid: str) -> str | None:
@@ -189,7 +190,8 @@ def read_migrations(paths: HostPaths, pid: str) -> dict[str, str]:
 
 def observe_platform(paths: HostPaths, p: DesiredPlatform,
                      programs: dict[str, ProgramStatus],
-                     runner: backups.BackupRunner | None = None) -> PlatformFacts:
+                     runner: backups.BackupRunner | None = None,
+                     drills: drill.Drills | None = None) -> PlatformFacts:
     pid = p.id
     root = paths.platform(pid)
     marker = root / "database.marker"
@@ -229,6 +231,9 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
         facts.restore_state = runner.restore_state(root, p)
         facts.backup = runner.report(root, p, spec,
                                      database_up=db is not None and db.state == "RUNNING")
+        if drills is not None:
+            facts.drill_next = drills.pending(pid, p.backup.drill)
+            facts.backup.drill = drills.report(pid, p.backup.drill)
     return facts
 
 
@@ -273,11 +278,13 @@ class Effects:
 
     def __init__(self, paths: HostPaths, services: ServiceManager,
                  fetch_bundle: Callable[[str, Path], None],
-                 backups: backups.BackupRunner | None = None) -> None:
+                 backups: backups.BackupRunner | None = None,
+                 drills: drill.Drills | None = None) -> None:
         self.paths = paths
         self.services = services
         self.fetch_bundle = fetch_bundle
         self.backups = backups
+        self.drills = drills
 
     def make_home(self, p: DesiredPlatform) -> None:
         user = unix_user(p.id)
@@ -303,8 +310,22 @@ class Effects:
     def restore(self, p: DesiredPlatform) -> None:
         assert self.backups is not None
         spec = cluster_spec(self.paths, p)
+        name = f"{p.id}-db"
+        if name in self.services.observe():  # never a server starting on half the files
+            self.services.stop(name)
         self.backups.restore(self.paths.platform(p.id), p, spec)
         pgcluster.init_cluster(spec)  # settings, socket dir: the cluster itself is there
+
+    def drill(self, p: DesiredPlatform, phase: str) -> None:
+        assert self.drills is not None and p.backup is not None and p.backup.drill is not None
+        task, spec = p.backup.drill, cluster_spec(self.paths, p)
+        if phase == "load":
+            self.drills.load(p.id, task, spec, p.database.dbname)
+        elif phase == "destroy":
+            self.drills.destroy(p.id, task, spec,
+                                backups.backup_dir(self.paths.platform(p.id)) / "spool")
+        elif phase == "verify":
+            self.drills.verify(p.id, task, spec, p.database.dbname)
 
     def create_stanza(self, p: DesiredPlatform) -> None:
         assert self.backups is not None
@@ -376,6 +397,8 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
     if not facts.dir_exists or not facts.user_exists:
         actions.append(Action(f"{pid}: create home and Unix user", lambda: fx.make_home(p)))
     backing_up = p.backup is not None and fx.backups is not None
+    if backing_up and facts.drill_next == "destroy" and fx.drills is not None:
+        return [Action(f"{pid}: drill: destroy the database", lambda: fx.drill(p, "destroy"))]
     restore = p.backup.restore if backing_up and p.backup else None
     restore_pending = restore is not None and facts.restore_state is None
     restore_failed = restore is not None and (facts.restore_state or "").startswith("failed")
@@ -408,6 +431,9 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
         if facts.database_marker != database_marker(p):
             actions.append(Action(f"{pid}: create role and database",
                                   lambda: fx.ensure_database(p)))
+        if backing_up and facts.drill_next in ("load", "verify") and fx.drills is not None:
+            phase = facts.drill_next
+            actions.append(Action(f"{pid}: drill: {phase}", partial(fx.drill, p, phase)))
         if backing_up and (facts.needs_stanza or not facts.backup_config_current):
             actions.append(Action(f"{pid}: create pgBackRest stanza",
                                   lambda: fx.create_stanza(p)))

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from tenantry.agent import converge, exporters, ingress
 from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
+from tenantry.agent.drill import Drills
 from tenantry.agent.firewall import HostFirewall
 from tenantry.agent.hostaccess import HostAccess
 from tenantry.agent.monitor import HostMonitoring
@@ -142,6 +143,7 @@ class Agent:
             avoid={*range(options.port_min, options.port_max + 1), options.ingress_port})
         self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
         self.backups = BackupRunner(on_done=self._backup_done)
+        self.drills = Drills()
 
     @property
     def credentials_file(self) -> Path:
@@ -173,7 +175,8 @@ class Agent:
         programs = self.services.observe()
         actions: list[converge.Action] = []
         for p in desired.platforms:
-            facts = converge.observe_platform(self.paths, p, programs, self.backups)
+            facts = converge.observe_platform(self.paths, p, programs, self.backups,
+                                              self.drills)
             actions.extend(converge.plan_platform(p, facts, fx))
         actions.extend(self._plan_orphans(desired, programs))
         actions.extend(self.monitoring.plan(desired, programs))
@@ -182,7 +185,7 @@ class Agent:
     def _effects(self) -> converge.Effects:
         assert self._client is not None
         return converge.Effects(self.paths, self.services, self._client.download_bundle,
-                                self.backups)
+                                self.backups, self.drills)
 
     def _backup_done(self, pid: str) -> None:
         """A backup ended (in the runner's thread): tell the control plane now, not at the
@@ -191,7 +194,8 @@ class Agent:
         p = next((x for x in desired.platforms if x.id == pid), None) if desired else None
         if p is None or last is None:
             return
-        facts = converge.observe_platform(self.paths, p, self.services.observe(), self.backups)
+        facts = converge.observe_platform(self.paths, p, self.services.observe(), self.backups,
+                                          self.drills)
         report = last.model_copy(update={"backup": facts.backup})
         self._last_reports[pid] = report
         try:
@@ -216,7 +220,8 @@ class Agent:
         error: str | None = None
         for _ in range(3):  # a pass may enable the next (cluster up → database → migration)
             programs = self.services.observe()
-            facts = converge.observe_platform(self.paths, p, programs, self.backups)
+            facts = converge.observe_platform(self.paths, p, programs, self.backups,
+                                              self.drills)
             actions = converge.plan_platform(p, facts, fx)
             if not actions:
                 break
@@ -235,7 +240,7 @@ class Agent:
             if error:
                 break
         programs = self.services.observe()
-        facts = converge.observe_platform(self.paths, p, programs, self.backups)
+        facts = converge.observe_platform(self.paths, p, programs, self.backups, self.drills)
         return converge.report_platform(p, facts, self.paths, error, self._route_slot(p))
 
     def _route_slot(self, p: DesiredPlatform) -> SlotName | None:

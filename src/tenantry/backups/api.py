@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, status
+from fastapi import Path as PathParam
 
 from tenantry.api.deps import AdminDep, OperatorDep, RuntimeDep, SessionDep, ViewerDep
 from tenantry.backups import service
@@ -12,6 +15,8 @@ from tenantry.backups.schemas import (
     BackupPublic,
     BackupRun,
     BackupWindow,
+    DrillPublic,
+    DrillRequest,
     RestoreRequest,
 )
 
@@ -53,3 +58,24 @@ def export_keys(isv: str, session: SessionDep, principal: AdminDep,
                 runtime: RuntimeDep) -> BackupKeys:
     return service.export_keys(session=session, principal=principal, secrets=runtime.secrets,
                                isv=isv)
+
+
+@router.post("/platforms/{isv}/{name}/drills", status_code=status.HTTP_202_ACCEPTED,
+             tags=["backups"])
+def start_drill(isv: str, name: str, spec: DrillRequest, session: SessionDep,
+                principal: OperatorDep) -> BackupAccepted:
+    platform, job_id = service.start_drill(session=session, principal=principal,
+                                           ref=f"{isv}/{name}", spec=spec)
+    return BackupAccepted(platform=platform, job_id=job_id)
+
+
+@router.get("/platforms/{isv}/{name}/drills", tags=["backups"])
+def list_drills(isv: str, name: str, session: SessionDep,
+                principal: ViewerDep) -> list[DrillPublic]:
+    return service.list_drills(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.get("/drills/by-job/{job_id}", tags=["backups"])
+def drill_of_job(job_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)], session: SessionDep,
+                 principal: ViewerDep) -> DrillPublic:
+    return service.drill_of_job(session=session, principal=principal, job_id=job_id)

@@ -21,8 +21,16 @@ COLUMNS = ["label", "type", "status", "started_at", "finished_at", "duration_sec
            "stored"]
 
 
+dr = typer.Typer(help="Disaster recovery: drills that destroy a platform's database and "
+                 "recover it from the repository alone, with the data lost (RPO) and the time "
+                 "to serving again (RTO) measured.", no_args_is_help=True)
+DRILL_COLUMNS = ["id", "platform", "result", "host", "same_host", "started_at", "acked_commits",
+                 "lost_commits", "rpo_seconds", "rto_seconds", "detail"]
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(backup, name="backup")
+    root.add_typer(dr, name="dr")
 
 
 def _path(client: Client, ref: str, what: str = "backups") -> str:
@@ -138,3 +146,40 @@ def backup_key(isv: Annotated[str, typer.Argument(help="The ISV (by name).")],
     """Export the ISV's escrowed backup passphrases (admins only; the export is recorded)."""
     show(Client.from_env(data_dir).get(f"/isvs/{seg(isv)}/backup-keys"), json_,
          ["isv", "pgbackrest_cipher_pass", "restic_password"])
+
+
+@dr.command("drill")
+@handle_errors
+def dr_drill(platform: PlatformArg,
+             host: Annotated[str | None, typer.Option(
+                 "--host", help="Recover onto this host (this version: the platform's own, "
+                 "into fresh directories).")] = None,
+             seconds: Annotated[float, typer.Option(
+                 "--seconds", help="How long the write load runs before the destruction.")]
+             = 20.0,
+             json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Destroy the platform's database under a write load (SIGKILL of the postmaster, its data
+    directory and WAL spool deleted), recover it from the repository alone, and report
+    `rpo_seconds`, `lost_commits` and `rto_seconds`. The platform is down meanwhile."""
+    client = Client.from_env(data_dir)
+    body: dict[str, Any] = {"seconds": seconds, **({"host": host} if host else {})}
+    accepted = client.post(_path(client, platform, "drills"), body)
+    job = wait_for_job(client, accepted["job_id"], quiet=json_, timeout=7200)
+    found = client.get(f"/drills/by-job/{accepted['job_id']}")
+    if json_:
+        emit_json(found)
+    else:
+        show(found, False, DRILL_COLUMNS)
+    if job["state"] == "failed":
+        if not json_:
+            err.print(f"[red]job {accepted['job_id']} failed[/red]: {job['error']}")
+        raise SystemExit(1)
+
+
+@dr.command("drills")
+@handle_errors
+def dr_drills(platform: PlatformArg, json_: JsonOpt = False,
+              data_dir: DataDirOpt = None) -> None:
+    """The platform's drills, oldest first, with what each measured."""
+    client = Client.from_env(data_dir)
+    show(client.get(_path(client, platform, "drills")), json_, DRILL_COLUMNS)

@@ -14,12 +14,21 @@ exactly the state before the restore.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import cast
 
+from tenantry.backups.models import Drill
 from tenantry.backups.schemas import BackupType
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
-from tenantry.platforms.contract import BackupTask, DesiredState, PlatformReport, RestoreTask
+from tenantry.core.models import Job
+from tenantry.platforms.contract import (
+    BackupTask,
+    DesiredState,
+    DrillTask,
+    PlatformReport,
+    RestoreTask,
+)
 from tenantry.platforms.hosts import bump
 from tenantry.platforms.jobs import (
     BACKUP_WAIT,
@@ -203,5 +212,151 @@ RESTORE = JobKind(
            ("restore", step_restore), ("start", step_resume), ("health", probe)),
     on_success=_restore_done, on_failure=_restore_failed)
 
-KINDS = (BACKUP, RESTORE)
+# ---------------------------------------------------------------- disaster-recovery drill
+
+LOAD_SECONDS = 20.0  # the write load runs this long before the destruction, by default
+
+
+def _drill_id(ctx: StepContext) -> str:
+    return f"d{ctx.job_id}"
+
+
+def _set_drill(ctx: StepContext, phase: str, restore: RestoreTask | None = None) -> None:
+    task = DrillTask(id=_drill_id(ctx), phase=phase)
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        want = platform.desired
+        if want.drill != task or (restore is not None and want.restore != restore):
+            update: dict[str, object] = {"drill": task}
+            if restore is not None:
+                update["restore"] = restore
+            platform.desired = want.model_copy(update=update)
+            bump(session, platform)
+        session.commit()
+
+
+def _drill_seen(phase: str, done: str) -> Check:
+    def check(observed: PlatformReport, desired: DesiredState) -> bool:
+        report = observed.backup.drill if observed.backup else None
+        if report is None or desired.drill is None or report.id != desired.drill.id:
+            return False
+        if report.error:
+            raise StepFailed(f"the drill failed on the host: {report.error}")
+        if done == "acked":
+            return report.acked > 0
+        if done == "destroyed":
+            return report.destroyed_at is not None
+        return report.lost is not None
+    return check
+
+
+def step_load(ctx: StepContext) -> None:
+    _set_drill(ctx, "load")
+    wait_observed(ctx, "the write load to start", _drill_seen("load", "acked"))
+    time.sleep(float(cast(float, ctx.params.get("seconds", LOAD_SECONDS))))
+
+
+def step_destroy(ctx: StepContext) -> None:
+    """The data directory, the postmaster and the WAL spool go; the same write asks for the
+    recovery from the repository alone (the latest archived WAL)."""
+    _set_drill(ctx, "destroy", RestoreTask(id=_drill_id(ctx)))
+    wait_observed(ctx, "the database to be destroyed", _drill_seen("destroy", "destroyed"))
+
+
+def step_recover(ctx: StepContext) -> None:
+    wait_observed(ctx, "the restore from the repository", _restored(_drill_id(ctx)),
+                  timeout=BACKUP_WAIT)
+    wait_observed(ctx, "the database to replay WAL and open", db_ready, timeout=BACKUP_WAIT)
+    wait_observed(ctx, "the app to serve again", serving)
+    probe(ctx)
+    served = time.time()
+    ctx.params["served_at"] = served
+    with ctx.runtime.sessions() as session:  # kept with the job: a restarted worker has it
+        job = session.get(Job, ctx.job_id)
+        if job is not None and "served_at" not in job.params:
+            job.params = {**job.params, "served_at": served}
+        session.commit()
+
+
+def step_verify(ctx: StepContext) -> None:
+    _set_drill(ctx, "verify")
+    wait_observed(ctx, "the count of what came back", _drill_seen("verify", "counted"))
+
+
+def _record(ctx: StepContext, reason: str | None) -> None:
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        backup = platform.observed.backup if platform.observed else None
+        report = backup.drill if backup else None
+        if report is not None and report.id != _drill_id(ctx):
+            report = None
+        served = ctx.params.get("served_at")
+        destroyed = report.destroyed_at if report else None
+        rto = float(cast(float, served)) - destroyed if served and destroyed else None
+        rpo = None
+        if report is not None and report.lost is not None and destroyed is not None:
+            rpo = max(0.0, destroyed - (report.last_kept_at or report.first_acked_at
+                                        or destroyed))
+        host = platform.host.name if platform.host else "?"
+        job = session.get(Job, ctx.job_id)
+        drill = Drill(platform_id=platform.id, isv_id=platform.isv_id, job_id=ctx.job_id,
+                      host=host, same_host=True, result="ok" if reason is None else "failed",
+                      acked_commits=report.acked if report else None,
+                      lost_commits=report.lost if report else None,
+                      rpo_seconds=round(rpo, 3) if rpo is not None else None,
+                      rto_seconds=round(rto, 3) if rto is not None else None, detail=reason)
+        if job is not None and job.started_at is not None:
+            drill.started_at = job.started_at
+        session.add(drill)
+        name = f"{platform.isv.name}/{platform.name}"
+        if reason is None:
+            platform.state, platform.error = "ready", None
+            emit(session, "DRILL", f"DR drill of {name}: recovered on {host} (fresh "
+                 f"directories on the same host) with {drill.lost_commits} of "
+                 f"{drill.acked_commits} acknowledged commits lost, RPO {drill.rpo_seconds} s, "
+                 f"RTO {drill.rto_seconds} s", isv_id=platform.isv_id,
+                 platform_id=platform.id, host_id=platform.host_id, job_id=ctx.job_id)
+        else:
+            platform.state, platform.error = "failed", f"DR drill failed: {reason}"
+            emit(session, "DRILL_FAILED", f"DR drill of {name} failed: {reason}",
+                 isv_id=platform.isv_id, platform_id=platform.id,
+                 host_id=platform.host_id, job_id=ctx.job_id)
+        session.commit()
+
+
+def _drill_failed(ctx: StepContext, reason: str) -> None:
+    """Stop the load; record the failure. A drill that failed before the destruction leaves
+    the platform as it was; one that failed after it is a real outage: the platform is
+    marked failed, for a person (or `dr recover`) to act."""
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        destroyed = platform.desired.drill is not None and \
+            platform.desired.drill.phase != "load"
+        if not destroyed:
+            platform.desired = platform.desired.model_copy(update={"drill": None})
+            bump(session, platform)
+        session.commit()
+    if not destroyed:
+        with ctx.runtime.sessions() as session:
+            platform = load_platform(session, ctx)
+            name = f"{platform.isv.name}/{platform.name}"
+            session.add(Drill(platform_id=platform.id, isv_id=platform.isv_id,
+                              job_id=ctx.job_id, host=platform.host.name if platform.host
+                              else "?", result="failed", detail=reason))
+            platform.state, platform.error = "ready", None
+            emit(session, "DRILL_FAILED", f"DR drill of {name} failed before the "
+                 f"destruction: {reason}", isv_id=platform.isv_id, platform_id=platform.id,
+                 job_id=ctx.job_id)
+            session.commit()
+        return
+    _record(ctx, reason)
+
+
+DRILL = JobKind(
+    name="drill",
+    steps=(("configure", step_backups_on), ("load", step_load), ("destroy", step_destroy),
+           ("recover", step_recover), ("verify", step_verify)),
+    on_success=lambda ctx: _record(ctx, None), on_failure=_drill_failed)
+
+KINDS = (BACKUP, RESTORE, DRILL)
 PERIODIC: tuple[Periodic, ...] = ()

@@ -1,3 +1,35 @@
-"""The backups domain keeps no tables of its own yet: a platform's backups are in its
-repository and reported by its agent (`platforms.observed.backup`); the ISV's escrowed
-passphrases are on its row (`isvs.backup_key`, `isvs.files_key`)."""
+"""Tables of backups. A platform's backups themselves are in its repository and reported by
+its agent (`platforms.observed.backup`); the ISV's escrowed passphrases are on its row
+(`isvs.backup_key`, `isvs.files_key`). Drills are kept here: each one's measured RPO and
+RTO are the platform's record of having been proven recoverable."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tenantry.core.db import Base, utcnow
+
+
+class Drill(Base):
+    """One disaster-recovery drill: destroyed, recovered from the repository, counted."""
+
+    __tablename__ = "backup_drills"
+    __table_args__ = (Index("ix_backup_drills_platform_started", "platform_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    platform_id: Mapped[str] = mapped_column(ForeignKey("platforms.id", ondelete="CASCADE"))
+    isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(unique=True)
+    host: Mapped[str] = mapped_column(String(40))
+    same_host: Mapped[bool] = mapped_column(default=True)
+    result: Mapped[str] = mapped_column(String(10))  # ok | failed
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    acked_commits: Mapped[int | None] = mapped_column(default=None)
+    lost_commits: Mapped[int | None] = mapped_column(default=None)
+    rpo_seconds: Mapped[float | None] = mapped_column(default=None)
+    rto_seconds: Mapped[float | None] = mapped_column(default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)

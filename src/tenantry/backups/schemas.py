@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 BackupType = Literal["full", "diff", "incr"]
 
@@ -23,6 +23,29 @@ class RestoreRequest(BaseModel):
 
     to_time: dt.datetime | None = None
     latest: bool = False
+
+
+class DrillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = Field(default=None, min_length=1, max_length=40)
+    seconds: float = Field(default=20.0, ge=1, le=600)  # the write load before the destruction
+
+
+class DrillPublic(BaseModel):
+    id: int
+    platform: str
+    job_id: int
+    result: str  # ok | failed
+    host: str
+    same_host: bool
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    acked_commits: int | None
+    lost_commits: int | None
+    rpo_seconds: float | None
+    rto_seconds: float | None
+    detail: str | None
 
 
 class BackupPublic(BaseModel):

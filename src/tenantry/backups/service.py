@@ -9,15 +9,18 @@ from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
 from tenantry.backups import jobs
+from tenantry.backups.models import Drill
 from tenantry.backups.schemas import (
     BackupKeys,
     BackupPublic,
     BackupType,
     BackupWindow,
+    DrillPublic,
+    DrillRequest,
     RestoreRequest,
 )
 from tenantry.core.crypto import SecretBox
-from tenantry.core.errors import Conflict, InvalidInput
+from tenantry.core.errors import Conflict, InvalidInput, NotFound
 from tenantry.core.events import emit
 from tenantry.core.jobs import create_job
 from tenantry.core.models import Job
@@ -122,3 +125,57 @@ def export_keys(*, session: Session, principal: Principal, secrets: SecretBox,
          f"{principal.username}", isv_id=owner.id)
     session.commit()
     return BackupKeys(isv=owner.name, pgbackrest_cipher_pass=cipher, restic_password=files)
+
+
+def start_drill(*, session: Session, principal: Principal, ref: str,
+                spec: DrillRequest) -> tuple[str, int]:
+    """A disaster-recovery drill: a write load, the database destroyed without warning,
+    recovered from the repository alone, what came back counted. With one host it recovers
+    into fresh directories on the same host (the result says so)."""
+    platform = get_platform(session, principal, ref, "operate")
+    name = _name(platform)
+    if spec.host is not None and (platform.host is None or spec.host != platform.host.name):
+        raise InvalidInput(f"a drill onto another host ({spec.host}) is not built yet: this "
+                           f"version recovers into fresh directories on {name}'s own host "
+                           "(leave out --host)", field="host")
+    if platform.state != "ready":
+        raise Conflict(f"platform {name} is {platform.state}; a drill needs it ready",
+                       field="platform")
+    if session.scalar(select(Job.id).where(Job.platform_id == platform.id,
+                                           Job.state.in_(ACTIVE_JOB_STATES)).limit(1)):
+        raise Conflict(f"platform {name} is busy with another job", field="platform")
+    report = platform.observed.backup if platform.observed else None
+    if report is None or not report.backups:
+        raise Conflict(f"platform {name} has no backup to recover from yet", field="platform")
+    job = create_job(session, kind=jobs.DRILL, isv_id=platform.isv_id,
+                     platform_id=platform.id, params={"seconds": spec.seconds})
+    platform.state, platform.error = "drilling", None
+    emit(session, "BACKUP_REQUESTED", f"DR drill of {name} requested by "
+         f"{principal.username}: its database will be destroyed and recovered",
+         isv_id=platform.isv_id, platform_id=platform.id, job_id=job.id)
+    session.commit()
+    return name, job.id
+
+
+def drill_public(drill: Drill, name: str) -> DrillPublic:
+    return DrillPublic(id=drill.id, platform=name, job_id=drill.job_id, result=drill.result,
+                       host=drill.host, same_host=drill.same_host,
+                       started_at=drill.started_at, finished_at=drill.finished_at,
+                       acked_commits=drill.acked_commits, lost_commits=drill.lost_commits,
+                       rpo_seconds=drill.rpo_seconds, rto_seconds=drill.rto_seconds,
+                       detail=drill.detail)
+
+
+def list_drills(*, session: Session, principal: Principal, ref: str) -> list[DrillPublic]:
+    platform = get_platform(session, principal, ref)
+    rows = session.scalars(select(Drill).where(Drill.platform_id == platform.id)
+                           .order_by(Drill.id))
+    return [drill_public(d, _name(platform)) for d in rows]
+
+
+def drill_of_job(*, session: Session, principal: Principal, job_id: int) -> DrillPublic:
+    drill = session.scalar(select(Drill).where(Drill.job_id == job_id))
+    if drill is None:
+        raise NotFound(f"no drill of job {job_id}", field="job")
+    platform = get_platform(session, principal, drill.platform_id)
+    return drill_public(drill, _name(platform))

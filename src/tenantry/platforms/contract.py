@@ -111,6 +111,21 @@ class RestoreTask(_Document):
     source: BackupRepo | None = None
 
 
+class DrillTask(_Document):
+    """A disaster-recovery drill on the platform's host.
+
+    `load`: write to the database without pause (one commit every few milliseconds into
+    the `tenantry_drill` schema), remembering every acknowledged one; `destroy`: stop the
+    load, move the data directory away, SIGKILL the postmaster, delete the data directory
+    and the WAL spool (the restore the same desired state asks for then rebuilds the cluster
+    from the repository alone); `verify`: count which acknowledged commits the recovered
+    database holds, then drop the drill's schema.
+    """
+
+    id: str
+    phase: Literal["load", "destroy", "verify"]
+
+
 # ---------------------------------------------------------------- stored: platforms.desired
 
 
@@ -158,6 +173,7 @@ class DesiredState(_Document):
     backup: StoredBackup | None = None  # None: no backups (not configured yet)
     backup_tasks: list[BackupTask] = Field(default_factory=list)
     restore: RestoreTask | None = None  # the last restore asked for
+    drill: DrillTask | None = None
 
 
 # ---------------------------------------------------------------- wire: GET /agent/desired
@@ -190,6 +206,7 @@ class DesiredBackup(_Document):
     spool_max_mb: int
     tasks: list[BackupTask] = Field(default_factory=list)
     restore: RestoreTask | None = None
+    drill: DrillTask | None = None
 
 
 class DesiredPlatform(_Document):
@@ -250,6 +267,20 @@ class BackupInfo(_Document):
     wal_stop: str
 
 
+class DrillReport(_Document):
+    """What a drill saw on the host (times are the host's Unix times)."""
+
+    id: str
+    phase: Literal["load", "destroy", "verify"]
+    acked: int = 0  # commits acknowledged before the destruction
+    first_acked_at: float | None = None
+    last_acked_at: float | None = None
+    destroyed_at: float | None = None
+    lost: int | None = None  # acknowledged commits the recovered database lacks
+    last_kept_at: float | None = None  # the newest acknowledged commit it holds
+    error: str | None = None
+
+
 class BackupReport(_Document):
     """The platform's backups as the agent last saw them.
 
@@ -266,6 +297,7 @@ class BackupReport(_Document):
     backups: list[BackupInfo] = Field(default_factory=list)
     archived_at: float | None = None
     archive_error: str | None = None
+    drill: DrillReport | None = None
 
 
 class PlatformReport(_Document):

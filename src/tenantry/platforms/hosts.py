@@ -156,7 +156,7 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
                 repo=b.repo, cipher_pass=secrets.decrypt(b.cipher),
                 secret_key=secrets.decrypt(b.secret_key) if b.secret_key else None,
                 archive_timeout=b.archive_timeout, spool_max_mb=b.spool_max_mb,
-                tasks=want.backup_tasks, restore=want.restore)
+                tasks=want.backup_tasks, restore=want.restore, drill=want.drill)
         platforms.append(DesiredPlatform(
             id=p.id, isv=p.isv.name, name=p.name, size=p.size, gen=want.gen,
             running=want.running, absent=want.absent, tenants=[t.name for t in p.tenants],
