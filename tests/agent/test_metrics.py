@@ -83,6 +83,10 @@ tenantry_platform_processes_expected{isv="bms",platform="bms/dlg",slot="b"} 0
 postgres_exporter labels it.
 # TYPE tenantry_database_expected gauge
 tenantry_database_expected{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} 1
+# HELP tenantry_database_running 1 while the cluster's program runs, 0 while it is down or \
+restarting: a database down is known from here at once, whatever the exporter does.
+# TYPE tenantry_database_running gauge
+tenantry_database_running{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} 1
 # HELP tenantry_rogue_processes Processes of no platform and no known service over the CPU \
 or memory threshold.
 # TYPE tenantry_rogue_processes gauge

@@ -155,6 +155,13 @@ UNIT_TESTS.append({
         {"series": 'tenantry_database_expected{job="agent", host="h2", server="/run/c:5434", '
                    'isv="acme", platform="acme/p3"}', "values": "1x10"},
         {"series": 'up{job="postgres", host="h2"}', "values": "0x10"},
+        {"series": 'tenantry_database_running{job="agent", host="h2", server="/run/c:5434", '
+                   'isv="acme", platform="acme/p3"}', "values": "1x10"},
+        # ... but one its agent says is not running is down, whatever the exporter does
+        {"series": 'tenantry_database_expected{job="agent", host="h2", server="/run/d:5435", '
+                   'isv="acme", platform="acme/p4"}', "values": "1x10"},
+        {"series": 'tenantry_database_running{job="agent", host="h2", server="/run/d:5435", '
+                   'isv="acme", platform="acme/p4"}', "values": "0x10"},
         {"series": f'pg_settings_max_connections{{job="postgres", {_A}}}', "values": "100x10"},
         {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
                    'state="active"}', "values": "70x10"},
@@ -165,6 +172,9 @@ UNIT_TESTS.append({
         {"eval_time": "10s", "alertname": "db_up_overloaded", "exp_alerts": [
             {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
                             "platform": "acme/p2", "check": "db_up", "kind": "database",
+                            "level": "overloaded", "scope": "default"}},
+            {"exp_labels": {"host": "h2", "server": "/run/d:5435", "isv": "acme",
+                            "platform": "acme/p4", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}}]},
         {"eval_time": "40s", "alertname": "connections_busy", "exp_alerts": [
             {"exp_labels": {"job": "postgres", "host": "h1", "server": "/run/a:5432",

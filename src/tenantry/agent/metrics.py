@@ -43,6 +43,7 @@ class ExpectedDatabase:
     server: str  # as postgres_exporter labels the cluster's series
     isv: str
     platform: str
+    running: bool = True  # its program runs (the service manager's word)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,11 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport) -> l
                "A platform cluster the agent runs; `server` as postgres_exporter labels it.",
                "gauge", [({"server": d.server, "isv": d.isv, "platform": d.platform}, 1)
                          for d in snapshot.databases]),
+        Family("tenantry_database_running",
+               "1 while the cluster's program runs, 0 while it is down or restarting: a "
+               "database down is known from here at once, whatever the exporter does.",
+               "gauge", [({"server": d.server, "isv": d.isv, "platform": d.platform},
+                          int(d.running)) for d in snapshot.databases]),
         Family("tenantry_rogue_processes",
                "Processes of no platform and no known service over the CPU or memory "
                "threshold.", "gauge", [({}, rogues.count)]),

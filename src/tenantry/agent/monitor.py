@@ -147,7 +147,7 @@ class HostMonitoring:
         databases = tuple(
             ExpectedDatabase(
                 server=exporters.server_label(self.paths.socket_dir(p.id), p.database.port),
-                isv=p.isv, platform=f"{p.isv}/{p.name}")
+                isv=p.isv, platform=f"{p.isv}/{p.name}", running=p.id in running)
             for p in sorted(desired.platforms, key=lambda p: p.id)
             if p.id in self._db_seen | failed)
         return HostSnapshot(slots=tuple(slot_processes(self.paths, desired.platforms, programs)),

@@ -75,6 +75,7 @@ class Check:
 # isv, platform} 1` (server spelt as the exporter spells it): "up" is "expected and present",
 # and each database series gets its platform's labels from that join.
 EXPECTED = 'max by(server, isv, platform, host) (tenantry_database_expected{job="agent"})'
+RUNNING = 'max by(server, isv, platform, host) (tenantry_database_running{job="agent"})'
 
 
 def _db(expr: str) -> str:
@@ -120,8 +121,11 @@ CHECKS: tuple[Check, ...] = (
     # database (postgres_exporter 0.11, one per host; see _db)
     # Down: expected, and absent from an exporter that answered (an exporter restarting to
     # take a new cluster's DSN, or not answering, says nothing about the databases).
+    # Down, from the agent first: its cluster's program is not running (the exporter drops a
+    # stopped cluster's DSN and restarts, which would leave a gap and restart the hold).
     Check("db_up", TargetKind.DATABASE,
           f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
+          f" or ({RUNNING} == 0)"
           f" or ({EXPECTED} * 0 and on(host) (up{{job=\"postgres\"}} == 1))",
           False, None, 1, 1, 5, "", "database down"),
     Check("connections", TargetKind.DATABASE,

@@ -134,7 +134,9 @@ class AlertmanagerInputs:
     webhook_url: str
     token_file: str
     group_wait: str = "0s"  # tenantry's outbox waits (ingest.GROUP_WAIT) and groups
-    group_interval: str = "5s"
+    # A group that still exists (an alert of the same check and platform resolved moments
+    # ago) tells a new alert at its next interval, not at once: keep that short too.
+    group_interval: str = "1s"
     repeat_interval: str = "4h"
 
 
