@@ -202,3 +202,32 @@ def test_dr_drill_destroys_the_database_and_recovers_it_from_the_repository(
     # It goes on being backed up: a new backup of the recovered cluster works.
     assert plane.cli_json("backup", "run", ref, "--type", "full", "--wait")["state"] == \
         "succeeded"
+
+
+def test_verify_and_restore_test_prove_the_backups(plane: ControlPlaneProcess,
+                                                   isv: str) -> None:
+    plane.cli_json("platform", "create", isv, "--tenant", "t2", "--app", "bodyshop@1.0.0",
+                   "--wait")
+    ref, host = f"{isv}/t2", f"t2.{isv}.localhost"
+    for i in range(3):
+        assert plane.https(host, "/api/jobs", "POST", json={
+            "registration": f"RT {i}", "customer": "Ana"}).status_code == 201
+    assert plane.cli_json("backup", "run", ref, "--type", "incr", "--wait")["state"] == \
+        "succeeded"
+    verified = plane.cli_json("backup", "run", ref, "--type", "verify", "--wait")
+    assert verified["state"] == "succeeded", verified
+    tested = plane.cli_json("backup", "run", ref, "--type", "restore-test", "--wait")
+    assert tested["state"] == "succeeded", tested
+    drills = plane.cli_json("dr", "drills", ref)
+    assert [(d["kind"], d["result"]) for d in drills] == [("restore-test", "ok")]
+    # The restored copy was read: the app's jobs table with its 3 rows among the rest.
+    assert "tables" in drills[0]["detail"] and " rows " in drills[0]["detail"]
+    rows = int(drills[0]["detail"].split(" tables, ")[1].split(" rows")[0])
+    assert rows >= 3
+    events = plane.cli_json("events", "--platform", ref)
+    assert any(e["kind"] == "BACKUP" and "verify" in e["message"] for e in events)
+    assert any(e["kind"] == "DRILL" and "restore test" in e["message"] for e in events)
+    # Nothing of the scratch cluster is left: no directory, no process.
+    pid = plane.cli_json("platform", "show", ref)["id"]
+    assert not list((plane.data_dir / "agent" / "platforms" / pid).glob("scratch-*"))
+    assert plane.https(host, "/health").status_code == 200

@@ -26,6 +26,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -273,9 +275,7 @@ class BackupRunner:
         fresh = not (spec.datadir / "PG_VERSION").exists()
         if fresh:
             spec.datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        args = [f"--config={conf}", f"--stanza={stanza}", f"--pg1-path={spec.datadir}"]
-        if not fresh:
-            args.append("--delta")
+        args = [] if fresh else ["--delta"]
         if task.label:
             args.append(f"--set={task.label}")
         if task.immediate:
@@ -284,21 +284,12 @@ class BackupRunner:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(task.target))
             fraction = f"{task.target % 1:.6f}"[1:]
             args += ["--type=time", f"--target={when}{fraction}+00", "--target-action=promote"]
-        argv = [PGBACKREST, *args, "restore"]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=BACKUP_TIMEOUT,
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                       "LC_ALL": "C.UTF-8"}, cwd=str(platform_dir),
-                                  check=False)
-        except subprocess.TimeoutExpired:
-            raise Unavailable(f"pgbackrest restore did not finish within "
-                              f"{int(BACKUP_TIMEOUT)} s") from None
-        if done.returncode != 0:
+            _pgbackrest_restore(conf, stanza, spec.datadir, args, cwd=platform_dir)
+        except Unavailable:
             if fresh:  # nothing half made is left to start
                 shutil.rmtree(spec.datadir, ignore_errors=True)
-            raise Unavailable(f"pgbackrest restore failed ({done.returncode}): "
-                              + _last_error(done.stderr or done.stdout))
-        (spec.datadir / "postmaster.pid").unlink(missing_ok=True)
+            raise
         unixusers.chown_tree(spec.datadir, spec.owner)
         unixusers.chown_tree(bdir, spec.owner)
 
@@ -330,6 +321,17 @@ class BackupRunner:
 
     def _run_backup(self, platform_dir: Path, p: DesiredPlatform,
                     spec: pgcluster.ClusterSpec, task: BackupTask) -> str:
+        if task.type == "restore-test":
+            try:
+                return restore_test(platform_dir, p, spec, task.id)
+            except Unavailable as exc:
+                return f"failed: {exc}"
+        if task.type == "verify":
+            try:
+                self.run(platform_dir, p, spec, ["verify"], timeout=BACKUP_TIMEOUT)
+            except (Unavailable, _Locked) as exc:
+                return f"failed: {exc or 'another backup held the lock'}"
+            return "ok: every file of the repository matches its checksum"
         before = {b.label for b in self.info(platform_dir, p, spec)}
         deadline = time.monotonic() + LOCK_WAIT
         while True:
@@ -383,6 +385,117 @@ class BackupRunner:
 
 class _Locked(Exception):
     pass
+
+
+def _pgbackrest_restore(conf: Path, stanza: str, datadir: Path, args: list[str], *,
+                        cwd: Path) -> None:
+    """`pgbackrest restore` into `datadir`, as root (see BackupRunner.restore)."""
+    argv = [PGBACKREST, f"--config={conf}", f"--stanza={stanza}", f"--pg1-path={datadir}",
+            *args, "restore"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=BACKUP_TIMEOUT,
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                   "LC_ALL": "C.UTF-8"}, cwd=str(cwd), check=False)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"pgbackrest restore did not finish within "
+                          f"{int(BACKUP_TIMEOUT)} s") from None
+    if done.returncode != 0:
+        raise Unavailable(f"pgbackrest restore failed ({done.returncode}): "
+                          + _last_error(done.stderr or done.stdout))
+    (datadir / "postmaster.pid").unlink(missing_ok=True)
+
+
+def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
+                 task_id: str) -> str:
+    """The latest backup restored into a scratch cluster beside the platform's (its own port
+    and socket, archiving off, WAL fetched without the live cluster's async queue), every
+    table of every database read and counted, the scratch cluster dropped. Returns the
+    outcome ("ok: ..."); raises Unavailable with the reason when the backup does not
+    restore or a table does not read."""
+    started = time.monotonic()
+    scratch = platform_dir / f"scratch-{task_id}"
+    sock = Path(f"{spec.socket_dir}-t")
+    conf = config_path(platform_dir)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(mode=0o700)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        _pgbackrest_restore(conf, p.id, scratch, ["--type=immediate", "--target-action=promote"],
+                            cwd=platform_dir)
+        sock.mkdir(mode=0o700, exist_ok=True)
+        for path in (scratch, sock):
+            unixusers.chown_tree(path, spec.owner)
+        port = _free_port()
+        fetch = (f"{PGBACKREST} --config={conf} --stanza={p.id} --pg1-path={scratch} "
+                 f"--no-archive-async --lock-path={scratch}/lock --log-path={scratch} "
+                 "archive-get %f \"%p\"")
+        argv = unixusers.run_as(spec.owner, [
+            pgcluster.pg_bin("postgres"), "-D", str(scratch), "-p", str(port), "-k", str(sock),
+            "-c", "listen_addresses=", "-c", "archive_mode=off", "-c", f"restore_command={fetch}",
+            "-c", "logging_collector=off", "-c", "shared_buffers=16MB"])
+        with (scratch / "postgres.log").open("ab") as log_file:
+            proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=str(scratch))
+        test_spec = pgcluster.ClusterSpec(datadir=scratch, port=port, owner=spec.owner,
+                                          size=spec.size, socket_dir=sock)
+        deadline = time.monotonic() + 600
+        while not pgcluster.is_ready(test_spec):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (scratch / "postgres.log").read_text(errors="replace").splitlines()
+                raise Unavailable("the restored copy did not start: " + " | ".join(
+                    line for line in tail if "FATAL" in line or "ERROR" in line)[-800:])
+            time.sleep(0.1)
+        tables, rows = _read_everything(test_spec)
+        return (f"ok: {tables} tables, {rows} rows read from the restored copy in "
+                f"{time.monotonic() - started:.1f} s")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
+
+
+def _read_everything(spec: pgcluster.ClusterSpec) -> tuple[int, int]:
+    """Every table of every database, counted (after the replay ended)."""
+    tables = rows = 0
+    deadline = time.monotonic() + 600
+    with psycopg.connect(host=str(spec.socket_dir), port=spec.port, user=pgcluster.SUPERUSER,
+                         dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+        while conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+            if time.monotonic() > deadline:
+                raise Unavailable("the restored copy was still replaying WAL after 600 s")
+            time.sleep(0.1)
+        names = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname")]
+    for name in names:
+        with psycopg.connect(host=str(spec.socket_dir), port=spec.port,
+                             user=pgcluster.SUPERUSER, dbname=name, autocommit=True,
+                             connect_timeout=10) as conn:
+            found = conn.execute(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) "
+                "FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchall()
+            for (table,) in found:
+                try:
+                    counted = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                except psycopg.Error as exc:
+                    raise Unavailable(f"table {table} of database {name} does not read: "
+                                      f"{exc.diag.message_primary or type(exc).__name__}"
+                                      ) from None
+                tables += 1
+                rows += int(counted[0]) if counted else 0
+    return tables, rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _last_error(text: str) -> str:

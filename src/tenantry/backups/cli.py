@@ -24,7 +24,7 @@ COLUMNS = ["label", "type", "status", "started_at", "finished_at", "duration_sec
 dr = typer.Typer(help="Disaster recovery: drills that destroy a platform's database and "
                  "recover it from the repository alone, with the data lost (RPO) and the time "
                  "to serving again (RTO) measured.", no_args_is_help=True)
-DRILL_COLUMNS = ["id", "platform", "result", "host", "same_host", "started_at", "acked_commits",
+DRILL_COLUMNS = ["id", "kind", "platform", "result", "host", "started_at", "acked_commits",
                  "lost_commits", "rpo_seconds", "rto_seconds", "detail"]
 
 
@@ -60,7 +60,9 @@ def _follow(client: Client, accepted: dict[str, Any], wait: bool,
 def backup_run(platform: PlatformArg,
                type_: Annotated[str, typer.Option(
                    "--type", help="full, diff (changes since the last full) or incr (since the "
-                   "last backup of any type).")] = "incr",
+                   "last backup of any type); or a check: verify (every file of the "
+                   "repository against its checksum), restore-test (the latest backup "
+                   "restored into a scratch cluster and every table read).")] = "incr",
                wait: WaitOpt = False, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Back up a platform now (the schedule runs on its own)."""
     client = Client.from_env(data_dir)

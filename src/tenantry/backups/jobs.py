@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import cast
 
+from sqlalchemy import select
+
 from tenantry.backups.models import Drill
-from tenantry.backups.schemas import BackupType
+from tenantry.backups.schemas import CheckType
 from tenantry.core.events import emit
-from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
+from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed, create_job
 from tenantry.core.models import Job
+from tenantry.core.runtime import Runtime
 from tenantry.platforms.contract import (
     BackupTask,
     DesiredState,
@@ -44,43 +48,63 @@ from tenantry.platforms.jobs import (
     wait_observed,
 )
 from tenantry.platforms.models import Platform
+from tenantry.platforms.service import ACTIVE_JOB_STATES
 
 # ---------------------------------------------------------------- backup
 
 
 def _task(ctx: StepContext) -> BackupTask:
-    return BackupTask(id=f"b{ctx.job_id}", type=cast(BackupType, ctx.params.get("type", "incr")))
+    return BackupTask(id=f"b{ctx.job_id}", type=cast(CheckType, ctx.params.get("type", "incr")))
 
 
 def step_backup(ctx: StepContext) -> None:
     run_backup(ctx, _task(ctx))
 
 
-def _told(ctx: StepContext, kind: str, reason: str | None = None) -> None:
+def _told(ctx: StepContext, reason: str | None = None) -> None:
+    """The event (and for a restore test, the drill record) of a backup job's outcome."""
+    task = _task(ctx)
     with ctx.runtime.sessions() as session:
         platform = session.get(Platform, ctx.platform_id)
         if platform is None:
             return
         name = f"{platform.isv.name}/{platform.name}"
-        task = _task(ctx)
-        if reason is None:
-            report = platform.observed.backup if platform.observed else None
-            outcome = report.tasks.get(task.id, "") if report else ""
-            label = outcome.removeprefix("ok: ").removeprefix("ok")
+        report = platform.observed.backup if platform.observed else None
+        outcome = report.tasks.get(task.id, "") if report else ""
+        detail = outcome.removeprefix("ok: ").removeprefix("failed: ")
+        if task.type == "restore-test":
+            job = session.get(Job, ctx.job_id)
+            started = job.started_at if job and job.started_at else None
+            drill = Drill(platform_id=platform.id, isv_id=platform.isv_id, job_id=ctx.job_id,
+                          kind="restore-test", host=platform.host.name if platform.host
+                          else "?", result="ok" if reason is None else "failed",
+                          detail=detail or reason)
+            if started is not None:
+                drill.started_at = started
+                drill.rto_seconds = round(time.time() - started.timestamp(), 3)
+            session.add(drill)
+            kind = "DRILL" if reason is None else "DRILL_FAILED"
+            message = (f"restore test of {name}: {detail}" if reason is None else
+                       f"restore test of {name} failed: {reason}")
+        elif task.type == "verify":
+            kind = "BACKUP" if reason is None else "BACKUP_FAILED"
+            message = (f"verify of {name}'s repository: {detail}" if reason is None else
+                       f"verify of {name}'s repository failed: {reason}")
+        elif reason is None:
+            label = detail
             found = [b for b in (report.backups if report else []) if b.label == label]
             size = f", {found[0].size / 2**20:.1f} MiB in " \
                    f"{found[0].finished_at - found[0].started_at:.1f} s" if found else ""
-            message = f"{task.type} backup {label} of {name} done{size}"
+            kind, message = "BACKUP", f"{task.type} backup {label} of {name} done{size}"
         else:
-            message = f"{task.type} backup of {name} failed: {reason}"
+            kind, message = "BACKUP_FAILED", f"{task.type} backup of {name} failed: {reason}"
         emit(session, kind, message, isv_id=platform.isv_id, platform_id=platform.id,
              host_id=platform.host_id, job_id=ctx.job_id)
         session.commit()
 
 
 BACKUP = JobKind(name="backup", steps=(("configure", step_backups_on), ("backup", step_backup)),
-                 on_success=lambda ctx: _told(ctx, "BACKUP"),
-                 on_failure=lambda ctx, reason: _told(ctx, "BACKUP_FAILED", reason))
+                 on_success=_told, on_failure=_told)
 
 
 # ---------------------------------------------------------------- restore in place
@@ -358,5 +382,87 @@ DRILL = JobKind(
            ("recover", step_recover), ("verify", step_verify)),
     on_success=lambda ctx: _record(ctx, None), on_failure=_drill_failed)
 
+# ---------------------------------------------------------------- the schedule
+
+# How often each platform is backed up and checked, by default (pgBackRest's and Frappe
+# Cloud's usual rhythm, with a restore test of every platform every week).
+EVERY = {
+    "full": dt.timedelta(days=7),
+    "diff": dt.timedelta(days=1),
+    "incr": dt.timedelta(hours=4),
+    "verify": dt.timedelta(days=1),
+    "restore-test": dt.timedelta(days=7),
+}
+FIRST_CHECK_AFTER = dt.timedelta(hours=6)  # a new platform's first verify and restore test
+RETRY_AFTER = dt.timedelta(minutes=10)  # a failed scheduled job is tried again after this
+STARTS_PER_PASS = 4  # jobs the schedule starts at once, so a fleet's backups spread out
+
+
+def due(now: dt.datetime, backups: Sequence[tuple[str, dt.datetime]],
+        checks: dict[str, dt.datetime]) -> str | None:
+    """What the platform needs next, given its backups' (type, end) and when each check
+    last ran: a full when none is younger than a week, else a differential when nothing
+    since the last full or differential is a day old, else an incremental every 4 hours;
+    then a verify and a restore test when theirs are due (the first ones 6 hours after the
+    platform's first backup, so that new platforms do not all check at once)."""
+    last = {kind: max((t for k, t in backups if k == kind), default=None)
+            for kind in ("full", "diff", "incr")}
+    full = last["full"]
+    if full is None or now - full >= EVERY["full"]:
+        return "full"
+    base = max(t for t in (full, last["diff"]) if t is not None)
+    if now - base >= EVERY["diff"]:
+        return "diff"
+    newest = max(t for t in last.values() if t is not None)
+    if now - newest >= EVERY["incr"]:
+        return "incr"
+    first = min(t for _, t in backups)
+    for check in ("verify", "restore-test"):
+        ran = checks.get(check)
+        if (ran is None and now - first >= FIRST_CHECK_AFTER) or (
+                ran is not None and now - ran >= EVERY[check]):
+            return check
+    return None
+
+
+def run_schedule(runtime: Runtime) -> None:
+    """Start the backups and checks that are due, a few at a time."""
+    now = dt.datetime.now(dt.UTC)
+    started = 0
+    with runtime.sessions() as session:
+        busy = set(session.scalars(select(Job.platform_id).where(
+            Job.state.in_(ACTIVE_JOB_STATES), Job.platform_id.is_not(None))))
+        for platform in session.scalars(select(Platform).where(Platform.state == "ready")
+                                        .order_by(Platform.id)):
+            if platform.id in busy or platform.host_id is None:
+                continue
+            report = platform.observed.backup if platform.observed else None
+            backups = [(b.type, dt.datetime.fromtimestamp(b.finished_at, dt.UTC))
+                       for b in (report.backups if report else [])]
+            recent = session.scalars(select(Job).where(Job.platform_id == platform.id,
+                                                       Job.kind == BACKUP.name)
+                                     .order_by(Job.id.desc()).limit(50)).all()
+            checks: dict[str, dt.datetime] = {}
+            for job in recent:
+                ran = str(job.params.get("type", ""))
+                if job.state == "succeeded" and ran not in checks:
+                    checks[ran] = job.created_at
+            kind = due(now, backups, checks)
+            if kind is None:
+                continue
+            failed = next((j for j in recent if j.params.get("type") == kind), None)
+            if failed is not None and failed.state == "failed" and \
+                    now - failed.created_at < RETRY_AFTER:
+                continue
+            job = create_job(session, kind=BACKUP, isv_id=platform.isv_id,
+                             platform_id=platform.id, params={"type": kind,
+                                                              "scheduled": True})
+            session.commit()
+            started += 1
+            if started >= STARTS_PER_PASS:
+                return
+
+
 KINDS = (BACKUP, RESTORE, DRILL)
-PERIODIC: tuple[Periodic, ...] = ()
+PERIODIC = (Periodic("back up and check platforms on schedule", run_schedule, every=30.0,
+                     retry_every=60.0),)

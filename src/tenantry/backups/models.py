@@ -14,7 +14,7 @@ from tenantry.core.db import Base, utcnow
 
 
 class Drill(Base):
-    """One disaster-recovery drill: destroyed, recovered from the repository, counted."""
+    """One drill: a disaster-recovery drill, or a restore test."""
 
     __tablename__ = "backup_drills"
     __table_args__ = (Index("ix_backup_drills_platform_started", "platform_id", "started_at"),)
@@ -23,6 +23,9 @@ class Drill(Base):
     platform_id: Mapped[str] = mapped_column(ForeignKey("platforms.id", ondelete="CASCADE"))
     isv_id: Mapped[str] = mapped_column(ForeignKey("isvs.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int] = mapped_column(unique=True)
+    # "dr": destroyed and recovered under load; "restore-test": the latest backup restored
+    # into a scratch cluster and read (the weekly proof that each platform restores)
+    kind: Mapped[str] = mapped_column(String(20), default="dr")
     host: Mapped[str] = mapped_column(String(40))
     same_host: Mapped[bool] = mapped_column(default=True)
     result: Mapped[str] = mapped_column(String(10))  # ok | failed

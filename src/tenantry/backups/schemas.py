@@ -8,12 +8,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 BackupType = Literal["full", "diff", "incr"]
+CheckType = Literal["full", "diff", "incr", "verify", "restore-test"]
 
 
 class BackupRun(BaseModel):
+    """A backup now, or a check of the backups: `verify` (every file of the repository
+    against its checksum) or `restore-test` (the latest backup restored into a scratch
+    cluster and read)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: BackupType = "incr"
+    type: CheckType = "incr"
 
 
 class RestoreRequest(BaseModel):
@@ -36,6 +41,7 @@ class DrillPublic(BaseModel):
     id: int
     platform: str
     job_id: int
+    kind: str  # dr | restore-test
     result: str  # ok | failed
     host: str
     same_host: bool

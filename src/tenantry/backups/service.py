@@ -13,8 +13,8 @@ from tenantry.backups.models import Drill
 from tenantry.backups.schemas import (
     BackupKeys,
     BackupPublic,
-    BackupType,
     BackupWindow,
+    CheckType,
     DrillPublic,
     DrillRequest,
     RestoreRequest,
@@ -38,7 +38,7 @@ def _name(platform: Platform) -> str:
 
 
 def run_backup(*, session: Session, principal: Principal, ref: str,
-               type_: BackupType) -> tuple[str, int]:
+               type_: CheckType) -> tuple[str, int]:
     platform = get_platform(session, principal, ref, "operate")
     if platform.state not in ("ready", "degraded"):
         raise Conflict(f"platform {_name(platform)} is {platform.state}; a backup needs it "
@@ -158,7 +158,8 @@ def start_drill(*, session: Session, principal: Principal, ref: str,
 
 
 def drill_public(drill: Drill, name: str) -> DrillPublic:
-    return DrillPublic(id=drill.id, platform=name, job_id=drill.job_id, result=drill.result,
+    return DrillPublic(id=drill.id, platform=name, job_id=drill.job_id, kind=drill.kind,
+                       result=drill.result,
                        host=drill.host, same_host=drill.same_host,
                        started_at=drill.started_at, finished_at=drill.finished_at,
                        acked_commits=drill.acked_commits, lost_commits=drill.lost_commits,

@@ -87,10 +87,14 @@ class BackupRepo(_Document):
 
 
 class BackupTask(_Document):
-    """A backup the control plane asked for (its id is unique per job)."""
+    """Work on the platform's backups the control plane asked for (its id is unique per
+    job): a backup (`full`, `diff`, `incr`), `verify` (pgBackRest checks every file of the
+    repository against its checksums), or `restore-test` (the latest backup restored into a
+    scratch cluster beside the platform's, every table of every database read and counted,
+    the scratch cluster dropped)."""
 
     id: str
-    type: Literal["full", "diff", "incr"]
+    type: Literal["full", "diff", "incr", "verify", "restore-test"]
 
 
 class RestoreTask(_Document):

@@ -314,15 +314,16 @@ def run_backup(ctx: StepContext, task: BackupTask, timeout: float = BACKUP_WAIT)
             platform.desired = platform.desired.model_copy(update={"backup_tasks": tasks})
             bump(session, platform)
         session.commit()
-    wait_observed(ctx, f"the {task.type} backup", _task_done(task.id), timeout=timeout)
+    what = {"verify": "the repository's verification", "restore-test": "the restore test"
+            }.get(task.type, f"the {task.type} backup")
+    wait_observed(ctx, what, _task_done(task.id), timeout=timeout)
 
 
 def _task_done(task_id: str) -> Check:
     def check(observed: PlatformReport, _: DesiredState) -> bool:
         state = observed.backup.tasks.get(task_id, "") if observed.backup else ""
         if state.startswith("failed"):
-            raise StepFailed("the backup failed: "
-                             + backing.explain(state.removeprefix("failed: ")))
+            raise StepFailed(backing.explain(state.removeprefix("failed: ")))
         return state.startswith("ok")
     return check
 

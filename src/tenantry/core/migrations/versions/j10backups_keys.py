@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("platform_id", sa.String(length=20), nullable=False),
         sa.Column("isv_id", sa.String(length=20), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
         sa.Column("host", sa.String(length=40), nullable=False),
         sa.Column("same_host", sa.Boolean(), nullable=False),
         sa.Column("result", sa.String(length=10), nullable=False),
