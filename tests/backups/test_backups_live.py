@@ -231,3 +231,38 @@ def test_verify_and_restore_test_prove_the_backups(plane: ControlPlaneProcess,
     pid = plane.cli_json("platform", "show", ref)["id"]
     assert not list((plane.data_dir / "agent" / "platforms" / pid).glob("scratch-*"))
     assert plane.https(host, "/health").status_code == 200
+
+
+def test_clone_a_platform_as_it_was_at_a_chosen_second(plane: ControlPlaneProcess,
+                                                       isv: str) -> None:
+    source = plane.cli_json("platform", "create", isv, "--tenant", "t1", "--name", "prod",
+                            "--app", "bodyshop@1.0.0", "--wait")
+    ref, host = f"{isv}/prod", f"prod.{isv}.localhost"
+    assert plane.https(host, "/api/jobs", "POST",
+                       json={"registration": "ORIG 1", "customer": "Ana"}).status_code == 201
+    time.sleep(1.5)
+    chosen = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    time.sleep(1.5)
+    assert plane.https(host, "/api/jobs", "POST",
+                       json={"registration": "LATER 2", "customer": "Bo"}).status_code == 201
+    after = time.time()
+    wait_until(lambda: _ts(plane.cli_json("backup", "window", ref)["latest"]) >= after, 40,
+               "the second commit archived", every=1)
+    early = plane.cli("platform", "clone", ref, "--name", "old", "--to-time",
+                      "2020-01-01T00:00:00Z", check=False)
+    assert early.returncode == 2 and "outside the recoverable window" in early.stderr
+    bad = plane.cli("platform", "clone", ref, "--name", "Not A Name", check=False)
+    assert bad.returncode == 2 and "name" in bad.stderr
+
+    clone = plane.cli_json("platform", "clone", ref, "--name", "staging", "--to-time",
+                           chosen.isoformat(), "--wait")
+    assert clone["state"] == "ready", clone
+    assert clone["id"] != source["id"] and clone["release"] == "bodyshop@1.0.0"
+    staging = f"staging.{isv}.localhost"
+    assert _registrations(plane, staging) == ["ORIG 1"]
+    assert _registrations(plane, host) == ["LATER 2", "ORIG 1"]
+    # The copy is a platform of its own: its own writes, its own backups.
+    assert plane.https(staging, "/api/jobs", "POST",
+                       json={"registration": "STAGE 3", "customer": "Cy"}).status_code == 201
+    assert _registrations(plane, host) == ["LATER 2", "ORIG 1"]
+    assert [b["type"] for b in plane.cli_json("backup", "list", f"{isv}/staging")] == ["full"]

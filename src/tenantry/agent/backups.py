@@ -326,6 +326,17 @@ class BackupRunner:
                 return restore_test(platform_dir, p, spec, task.id)
             except Unavailable as exc:
                 return f"failed: {exc}"
+        if task.type == "expire":
+            try:
+                for label in task.labels:
+                    self.run(platform_dir, p, spec, [f"--set={label}", "expire"],
+                             timeout=BACKUP_TIMEOUT)
+            except (Unavailable, _Locked) as exc:
+                return f"failed: {exc or 'another backup held the lock'}"
+            finally:
+                with contextlib.suppress(Unavailable):
+                    self.refresh(platform_dir, p, spec)
+            return f"ok: expired {', '.join(task.labels) or 'nothing'}"
         if task.type == "verify":
             try:
                 self.run(platform_dir, p, spec, ["verify"], timeout=BACKUP_TIMEOUT)

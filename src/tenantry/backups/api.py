@@ -15,10 +15,12 @@ from tenantry.backups.schemas import (
     BackupPublic,
     BackupRun,
     BackupWindow,
+    CloneRequest,
     DrillPublic,
     DrillRequest,
     RestoreRequest,
 )
+from tenantry.platforms.schemas import PlatformAccepted
 
 router = APIRouter()
 
@@ -51,6 +53,16 @@ def restore(isv: str, name: str, spec: RestoreRequest, session: SessionDep,
     platform, job_id = service.restore(session=session, principal=principal,
                                        ref=f"{isv}/{name}", spec=spec)
     return BackupAccepted(platform=platform, job_id=job_id)
+
+
+@router.post("/platforms/{isv}/{name}/clone", status_code=status.HTTP_202_ACCEPTED,
+             tags=["platforms"])
+def clone_platform(isv: str, name: str, spec: CloneRequest, session: SessionDep,
+                   principal: OperatorDep, runtime: RuntimeDep) -> PlatformAccepted:
+    platform, job_id = service.clone(session=session, principal=principal,
+                                     ref=f"{isv}/{name}", spec=spec, secrets=runtime.secrets,
+                                     domain=runtime.settings.domain)
+    return PlatformAccepted(platform=platform, job_id=job_id)
 
 
 @router.get("/isvs/{isv}/backup-keys", tags=["backups"])

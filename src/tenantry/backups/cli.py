@@ -11,6 +11,7 @@ from tenantry.cli.follow import wait_for_job
 from tenantry.cli.options import DataDirOpt, JsonOpt, WaitOpt, seg
 from tenantry.cli.output import emit_json, err, handle_errors, out, show
 from tenantry.core.errors import InvalidInput
+from tenantry.platforms.cli import platform_app
 
 backup = typer.Typer(help="Backups of platforms (pgBackRest: full, differential, incremental, "
                      "and continuous WAL archiving for point-in-time recovery).",
@@ -185,3 +186,31 @@ def dr_drills(platform: PlatformArg, json_: JsonOpt = False,
     """The platform's drills, oldest first, with what each measured."""
     client = Client.from_env(data_dir)
     show(client.get(_path(client, platform, "drills")), json_, DRILL_COLUMNS)
+
+
+@platform_app.command("clone")
+@handle_errors
+def platform_clone(platform: PlatformArg,
+                   name: Annotated[str, typer.Option("--name", help="The new platform's name.")],
+                   to_time: Annotated[str | None, typer.Option(
+                       "--to-time", help="A time within `backup window` (default: the "
+                       "latest).")] = None,
+                   wait: WaitOpt = False, json_: JsonOpt = False,
+                   data_dir: DataDirOpt = None) -> None:
+    """A new platform from this one's backups (same ISV, tenants, release and size): a
+    staging copy, or one to investigate. Its database is restored, then backed up itself."""
+    client = Client.from_env(data_dir)
+    body: dict[str, Any] = {"name": name, **({"to_time": to_time} if to_time else {})}
+    accepted = client.post(_path(client, platform, "clone"), body)
+    job = _follow(client, accepted, wait, json_)
+    if job is None:
+        return
+    made = client.get(f"/platforms/{seg(accepted['platform']['id'])}")
+    if json_:
+        emit_json(made)
+    else:
+        show(made, False, ["id", "isv", "name", "tenants", "state", "release", "host", "url"])
+    if job["state"] == "failed":
+        if not json_:
+            err.print(f"[red]job {accepted['job_id']} failed[/red]: {job['error']}")
+        raise SystemExit(1)

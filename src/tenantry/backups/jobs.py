@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tenantry.backups.models import Drill
 from tenantry.backups.schemas import CheckType
@@ -26,6 +27,7 @@ from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed, create_job
 from tenantry.core.models import Job
 from tenantry.core.runtime import Runtime
+from tenantry.platforms import backing
 from tenantry.platforms.contract import (
     BackupTask,
     DesiredState,
@@ -36,6 +38,8 @@ from tenantry.platforms.contract import (
 from tenantry.platforms.hosts import bump
 from tenantry.platforms.jobs import (
     BACKUP_WAIT,
+    CREATE,
+    CREATE_STEPS,
     Check,
     db_ready,
     load_platform,
@@ -44,6 +48,7 @@ from tenantry.platforms.jobs import (
     serving,
     set_running,
     step_backups_on,
+    step_place,
     stopped,
     wait_observed,
 )
@@ -54,7 +59,9 @@ from tenantry.platforms.service import ACTIVE_JOB_STATES
 
 
 def _task(ctx: StepContext) -> BackupTask:
-    return BackupTask(id=f"b{ctx.job_id}", type=cast(CheckType, ctx.params.get("type", "incr")))
+    kind = cast(CheckType, ctx.params.get("type", "incr"))
+    labels = [str(x) for x in cast(list[object], ctx.params.get("labels", []))]
+    return BackupTask(id=f"b{ctx.job_id}", type=kind, labels=labels)
 
 
 def step_backup(ctx: StepContext) -> None:
@@ -86,6 +93,10 @@ def _told(ctx: StepContext, reason: str | None = None) -> None:
             kind = "DRILL" if reason is None else "DRILL_FAILED"
             message = (f"restore test of {name}: {detail}" if reason is None else
                        f"restore test of {name} failed: {reason}")
+        elif task.type == "expire":
+            kind = "BACKUP" if reason is None else "BACKUP_FAILED"
+            message = (f"retention of {name}: {detail}" if reason is None else
+                       f"retention of {name} failed: {reason}")
         elif task.type == "verify":
             kind = "BACKUP" if reason is None else "BACKUP_FAILED"
             message = (f"verify of {name}'s repository: {detail}" if reason is None else
@@ -425,6 +436,45 @@ def due(now: dt.datetime, backups: Sequence[tuple[str, dt.datetime]],
     return None
 
 
+KEEP = {"daily": 7, "weekly": 4, "monthly": 12}  # grandfather-father-son, by default
+
+
+def expired(now: dt.datetime, backups: Sequence[tuple[str, str, dt.datetime]],
+            keep: dict[str, int] | None = None) -> list[str]:
+    """The full backups (labels) retention lets go, given every backup's (label, type,
+    end): kept are the newest backup of each of the last 7 days, of each of the last 4
+    weeks and of each of the last 12 months, and the newest backup of all, each with the
+    full backup it builds on (a differential's or incremental's label starts with its
+    full's). A full none of them builds on goes, with everything built on it; the newest
+    full always stays."""
+    keep = keep or KEEP
+    if not backups:
+        return []
+    kept: set[str] = {max(backups, key=lambda b: b[2])[0]}
+    for rule in ("daily", "weekly", "monthly"):
+        newest: dict[object, tuple[dt.datetime, str]] = {}
+        for label, _, end in backups:
+            key = _period(rule, end)
+            if key not in newest or end > newest[key][0]:
+                newest[key] = (end, label)
+        for _, (_, label) in sorted(newest.items(), key=lambda kv: kv[1][0],
+                                    reverse=True)[:keep[rule]]:
+            kept.add(label)
+    fulls = sorted((b for b in backups if b[1] == "full"), key=lambda b: b[2])
+    needed = {full for full, _, _ in fulls for label in kept if label.startswith(full)}
+    if fulls:
+        needed.add(fulls[-1][0])
+    return [label for label, _, _ in fulls if label not in needed]
+
+
+def _period(rule: str, when: dt.datetime) -> object:
+    if rule == "daily":
+        return when.date()
+    if rule == "weekly":
+        return tuple(when.isocalendar())[:2]
+    return (when.year, when.month)
+
+
 def run_schedule(runtime: Runtime) -> None:
     """Start the backups and checks that are due, a few at a time."""
     now = dt.datetime.now(dt.UTC)
@@ -448,21 +498,58 @@ def run_schedule(runtime: Runtime) -> None:
                 if job.state == "succeeded" and ran not in checks:
                     checks[ran] = job.created_at
             kind = due(now, backups, checks)
+            params: dict[str, object] = {"type": kind, "scheduled": True}
             if kind is None:
-                continue
+                labels = expired(now, [(b.label, b.type, dt.datetime.fromtimestamp(
+                    b.finished_at, dt.UTC)) for b in (report.backups if report else [])])
+                if not labels:
+                    continue
+                kind, params = "expire", {"type": "expire", "labels": labels,
+                                          "scheduled": True}
             failed = next((j for j in recent if j.params.get("type") == kind), None)
             if failed is not None and failed.state == "failed" and \
                     now - failed.created_at < RETRY_AFTER:
                 continue
             job = create_job(session, kind=BACKUP, isv_id=platform.isv_id,
-                             platform_id=platform.id, params={"type": kind,
-                                                              "scheduled": True})
+                             platform_id=platform.id, params=params)
             session.commit()
             started += 1
             if started >= STARTS_PER_PASS:
                 return
 
 
-KINDS = (BACKUP, RESTORE, DRILL)
+# ---------------------------------------------------------------- clone
+
+
+def step_place_clone(ctx: StepContext) -> None:
+    """Placed like a new platform, with its own repository, and asking in the same write
+    for its cluster to be restored from the source's backups instead of made empty."""
+    source_id = str(ctx.params["source"])
+    target = ctx.params.get("target")
+
+    def also(session: Session, platform: Platform, want: DesiredState) -> None:
+        source = session.get(Platform, source_id)
+        if source is None or source.desired.backup is None:
+            raise StepFailed("the platform to clone is gone, or has no backups")
+        stored = backing.configured(ctx.runtime.settings, ctx.runtime.secrets, session,
+                                    platform)
+        want.backup = stored or want.backup
+        want.restore = RestoreTask(id=f"c{ctx.job_id}", source=source.desired.backup.repo,
+                                   source_stanza=source.id,
+                                   target=float(cast(float, target)) if target is not None
+                                   else None)
+
+    step_place(ctx, also=also)
+
+
+def _cloned(ctx: StepContext) -> None:
+    assert CREATE.on_success is not None
+    CREATE.on_success(ctx)
+
+
+CLONE = JobKind(name="clone", steps=(("place", step_place_clone), *CREATE_STEPS[1:]),
+                on_success=_cloned, on_failure=CREATE.on_failure)
+
+KINDS = (BACKUP, RESTORE, DRILL, CLONE)
 PERIODIC = (Periodic("back up and check platforms on schedule", run_schedule, every=30.0,
                      retry_every=60.0),)

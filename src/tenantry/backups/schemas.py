@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tenantry.core.names import check_name
 
 BackupType = Literal["full", "diff", "incr"]
 CheckType = Literal["full", "diff", "incr", "verify", "restore-test"]
@@ -52,6 +54,20 @@ class DrillPublic(BaseModel):
     rpo_seconds: float | None
     rto_seconds: float | None
     detail: str | None
+
+
+class CloneRequest(BaseModel):
+    """A new platform from this one's backups: `name`, and `to_time` (default: the latest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=40)
+    to_time: dt.datetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, field="name")
 
 
 class BackupPublic(BaseModel):

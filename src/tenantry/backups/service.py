@@ -15,6 +15,7 @@ from tenantry.backups.schemas import (
     BackupPublic,
     BackupWindow,
     CheckType,
+    CloneRequest,
     DrillPublic,
     DrillRequest,
     RestoreRequest,
@@ -26,7 +27,13 @@ from tenantry.core.jobs import create_job
 from tenantry.core.models import Job
 from tenantry.platforms.backing import isv_key
 from tenantry.platforms.models import Platform
-from tenantry.platforms.service import ACTIVE_JOB_STATES, get_isv, get_platform
+from tenantry.platforms.schemas import PlatformCreate, PlatformPublic
+from tenantry.platforms.service import (
+    ACTIVE_JOB_STATES,
+    create_platform,
+    get_isv,
+    get_platform,
+)
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -58,6 +65,36 @@ def _iso(value: dt.datetime | None) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _target(session: Session, principal: Principal, ref: str, name: str,
+            to_time: dt.datetime | None) -> float | None:
+    """The Unix time to recover to (None: the latest), refused outside the window."""
+    span = window(session=session, principal=principal, ref=ref)
+    if span.earliest is None or span.latest is None:
+        raise Conflict(f"platform {name} has no backup to restore from yet", field="platform")
+    if to_time is None:
+        return None
+    when = to_time if to_time.tzinfo else to_time.replace(tzinfo=dt.UTC)
+    if not span.earliest <= when <= span.latest:
+        raise InvalidInput(f"{_iso(when)} is outside the recoverable window of {name}: "
+                           f"{_iso(span.earliest)} to {_iso(span.latest)}", field="to_time")
+    return when.timestamp()
+
+
+def clone(*, session: Session, principal: Principal, ref: str, spec: CloneRequest,
+          secrets: SecretBox, domain: str) -> tuple[PlatformPublic, int]:
+    """A new platform of the same ISV, tenants, release and size, whose database is this
+    one's at `to_time` (or the latest), restored from its backups; then backed up itself."""
+    source = get_platform(session, principal, ref, "operate")
+    target = _target(session, principal, ref, _name(source), spec.to_time)
+    create = PlatformCreate(tenants=[t.name for t in source.tenants],
+                            app=f"{source.release.app.name}@{source.release.version}",
+                            name=spec.name, region=source.region.name, size=source.size,
+                            service_level=source.service_level)
+    return create_platform(session=session, principal=principal, isv=source.isv.name,
+                           spec=create, secrets=secrets, domain=domain, kind=jobs.CLONE,
+                           params={"source": source.id, "target": target})
+
+
 def restore(*, session: Session, principal: Principal, ref: str,
             spec: RestoreRequest) -> tuple[str, int]:
     """Restore the platform in place to a time within its window (or to the latest)."""
@@ -71,17 +108,7 @@ def restore(*, session: Session, principal: Principal, ref: str,
     if session.scalar(select(Job.id).where(Job.platform_id == platform.id,
                                            Job.state.in_(ACTIVE_JOB_STATES)).limit(1)):
         raise Conflict(f"platform {name} is busy with another job", field="platform")
-    span = window(session=session, principal=principal, ref=ref)
-    if span.earliest is None or span.latest is None:
-        raise Conflict(f"platform {name} has no backup to restore from yet", field="platform")
-    target = None
-    if spec.to_time is not None:
-        when = spec.to_time if spec.to_time.tzinfo else spec.to_time.replace(tzinfo=dt.UTC)
-        if not span.earliest <= when <= span.latest:
-            raise InvalidInput(f"{_iso(when)} is outside the recoverable window of {name}: "
-                               f"{_iso(span.earliest)} to {_iso(span.latest)}",
-                               field="to_time")
-        target = when.timestamp()
+    target = _target(session, principal, ref, name, spec.to_time)
     job = create_job(session, kind=jobs.RESTORE, isv_id=platform.isv_id,
                      platform_id=platform.id, params={"target": target})
     platform.state, platform.error = "restoring", None

@@ -89,12 +89,14 @@ class BackupRepo(_Document):
 class BackupTask(_Document):
     """Work on the platform's backups the control plane asked for (its id is unique per
     job): a backup (`full`, `diff`, `incr`), `verify` (pgBackRest checks every file of the
-    repository against its checksums), or `restore-test` (the latest backup restored into a
+    repository against its checksums), `restore-test` (the latest backup restored into a
     scratch cluster beside the platform's, every table of every database read and counted,
-    the scratch cluster dropped)."""
+    the scratch cluster dropped), or `expire` (the full backups `labels`, with the
+    differentials and incrementals built on them and the WAL only they needed)."""
 
     id: str
-    type: Literal["full", "diff", "incr", "verify", "restore-test"]
+    type: Literal["full", "diff", "incr", "verify", "restore-test", "expire"]
+    labels: list[str] = Field(default_factory=list)  # expire: these full backups and theirs
 
 
 class RestoreTask(_Document):

@@ -187,7 +187,11 @@ def _migration_for(session: Session, release_id: str, job_id: int) -> DesiredMig
 
 # ---------------------------------------------------------------- create
 
-def step_place(ctx: StepContext) -> None:
+def step_place(ctx: StepContext, *,
+               also: Callable[[Session, Platform, DesiredState], None] | None = None) -> None:
+    """The platform's first desired state: hostname, certificate, slot `a`, its release
+    command, running. `also` adds to the same write (a clone's restore, which must be there
+    before the agent ever sees the platform, or it would make an empty cluster)."""
     with ctx.runtime.sessions() as session:
         platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
@@ -195,7 +199,8 @@ def step_place(ctx: StepContext) -> None:
             return
         hostname = f"{platform.name}.{platform.isv.name}.{ctx.runtime.settings.domain}"
         issued = ctx.runtime.ca.issue_server_cert([hostname])
-        migration = _migration_for(session, platform.release_id, ctx.job_id)
+        migration = None if also else _migration_for(session, platform.release_id,
+                                                     ctx.job_id)
         slot = want.slots["a"]
         slot.after_migration = migration.id if migration else None
         want.placed_by, want.hostname = ctx.job_id, hostname
@@ -205,6 +210,8 @@ def step_place(ctx: StepContext) -> None:
         want.migrations = [migration] if migration else []
         want.slots = {"a": slot}
         want.route_slot, want.running = "a", True
+        if also is not None:
+            also(session, platform, want)
         platform.desired = want
         bump(session, platform)
         session.commit()
@@ -333,11 +340,12 @@ def step_first_backup(ctx: StepContext) -> None:
     run_backup(ctx, BackupTask(id=f"b{ctx.job_id}", type="full"))
 
 
+CREATE_STEPS = (("place", step_place), ("database", _wait_database), ("build", step_build),
+                ("migrate", step_migrate), ("start", step_start), ("route", step_route),
+                ("health", step_health), ("backup", step_first_backup))
 CREATE = JobKind(
     name="create",
-    steps=(("place", step_place), ("database", _wait_database), ("build", step_build),
-           ("migrate", step_migrate), ("start", step_start), ("route", step_route),
-           ("health", step_health), ("backup", step_first_backup)),
+    steps=CREATE_STEPS,
     on_success=lambda ctx: _finish(ctx, "ready", "DEPLOYED", "platform {p} is ready"),
     on_failure=lambda ctx, reason: _fail(ctx, reason),
 )

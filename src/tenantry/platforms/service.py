@@ -200,7 +200,10 @@ def _active_job(session: Session, platform_id: str) -> Job | None:
 
 
 def create_platform(*, session: Session, principal: Principal, isv: str, spec: PlatformCreate,
-                    secrets: SecretBox, domain: str) -> tuple[PlatformPublic, int]:
+                    secrets: SecretBox, domain: str, kind: JobKind = jobs.CREATE,
+                    params: dict[str, object] | None = None) -> tuple[PlatformPublic, int]:
+    """A new platform and the job that makes it (`kind`: the create job, or another that
+    makes it differently, a clone from a backup, say)."""
     owner = get_isv(session, principal, isv, "operate")
     tenants: list[Tenant] = []
     for name in spec.tenants:
@@ -227,8 +230,8 @@ def create_platform(*, session: Session, principal: Principal, isv: str, spec: P
         session.rollback()
         raise Conflict(f"platform {isv}/{name} exists already", field="name") from None
     placement.place(session, platform)
-    job = create_job(session, kind=jobs.CREATE, isv_id=owner.id,
-                     platform_id=platform.id)
+    job = create_job(session, kind=kind, isv_id=owner.id, platform_id=platform.id,
+                     params=params)
     emit(session, "PLATFORM_CREATED",
          f"platform {isv}/{name} ({release.app.name}@{release.version}, size {spec.size}) "
          f"requested on {platform.host.name if platform.host else '?'}",
