@@ -124,3 +124,79 @@ def s3_server() -> Iterator[S3Server]:
     """One moto server for the session; each test makes its own buckets (`new_bucket`)."""
     with moto_server() as server:
         yield server
+
+
+@dataclass
+class TlsFront:
+    """HTTPS on `localhost:port` before a plain-HTTP server, with a certificate of its own
+    (self-signed for `localhost`; `ca_file` is what a client trusts). pgBackRest reaches S3
+    over TLS only, and moto's own TLS breaks its PUTs (docs/backups.md)."""
+
+    port: int
+    ca_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    config: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        assert self.config is not None
+        self.process = subprocess.Popen(
+            ["caddy", "run", "--config", str(self.config)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(self.endpoint, verify=str(self.ca_file), timeout=2)
+                return
+            except httpx.HTTPError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the TLS front did not come up") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+@contextlib.contextmanager
+def tls_front(upstream: str) -> Iterator[TlsFront]:
+    """Caddy terminating TLS for `localhost` and passing everything to `upstream`
+    (http://HOST:PORT), Host header kept (S3 signatures cover it); stopped by its PID."""
+    root = short_tmp("tnt-tls-")
+    cert, key = root / "localhost.pem", root / "localhost-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    front = TlsFront(port=free_port(), ca_file=cert, config=root / "caddy.json")
+    dial = upstream.removeprefix("http://")
+    front.config.write_text(json.dumps({
+        "admin": {"disabled": True},
+        "logging": {"logs": {"default": {"level": "ERROR"}}},
+        "apps": {
+            "http": {"servers": {"s3": {
+                "listen": [f"127.0.0.1:{front.port}"],
+                "routes": [{"handle": [{"handler": "reverse_proxy",
+                                        "upstreams": [{"dial": dial}]}]}],
+                "tls_connection_policies": [{}],
+                "automatic_https": {"disable": True}}}},
+            "tls": {"certificates": {"load_files": [{"certificate": str(cert),
+                                                     "key": str(key)}]}},
+        }}))
+    try:
+        front.start()
+        yield front
+    finally:
+        front.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -96,6 +96,8 @@ def render_config(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Cluste
         f"lock-path={bdir / 'lock'}", f"log-path={bdir / 'log'}",
         "log-level-console=warn", "log-level-stderr=off", "log-level-file=info",
         "start-fast=y", "compress-type=lz4", "process-max=2", "delta=y",
+        # A store that does not answer fails a command in seconds, not in minutes of retries.
+        "io-timeout=15", "db-timeout=600", "protocol-timeout=630",
     ]  # fmt: skip
     if repo.type == "s3":
         host, _, port = (repo.endpoint or "").partition(":")
@@ -343,7 +345,10 @@ class BackupRunner:
             except (Unavailable, _Locked) as exc:
                 return f"failed: {exc or 'another backup held the lock'}"
             return "ok: every file of the repository matches its checksum"
-        before = {b.label for b in self.info(platform_dir, p, spec)}
+        try:
+            before = {b.label for b in self.info(platform_dir, p, spec)}
+        except Unavailable as exc:
+            return f"failed: {exc}"
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:
