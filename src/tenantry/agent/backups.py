@@ -21,6 +21,7 @@ runs again at its next start; pgBackRest resumes what the first attempt had copi
 from __future__ import annotations
 
 import contextlib
+import grp
 import hashlib
 import json
 import logging
@@ -57,6 +58,11 @@ BACKUP_TIMEOUT = 6 * 3600.0
 LOCK_RETRY = 5.0  # a backup that finds another running waits this long and tries again
 LOCK_WAIT = 600.0  # ... for at most this long
 _LOCK_EXIT = 50  # pgBackRest's "unable to acquire lock"
+
+
+def isv_group(isv: str) -> str:
+    """The Unix group of an ISV's platform users (names are short: a hash of the ISV's)."""
+    return "tg-" + hashlib.sha256(isv.encode()).hexdigest()[:12]
 
 
 def backup_dir(platform_dir: Path) -> Path:
@@ -217,11 +223,20 @@ class BackupRunner:
         if b.repo.ca_pem:
             write_private(bdir / "ca.pem", b.repo.ca_pem.encode())
         if b.repo.type == "posix":
+            # The ISV's platforms share a group: a clone (another platform of the ISV)
+            # reads its source's repository, WAL included, as its own user; no other ISV can.
             repo = Path(b.repo.path)
-            for parent in reversed(repo.parents[:2]):  # the store's root and the ISV's prefix
-                parent.mkdir(mode=0o711, exist_ok=True)
+            store, prefix = repo.parents[1], repo.parents[0]
+            store.mkdir(mode=0o711, exist_ok=True)
+            prefix.mkdir(mode=0o710, exist_ok=True)
             repo.mkdir(mode=0o700, exist_ok=True)
-            unixusers.chown_tree(repo, spec.owner)
+            if spec.owner is not None and unixusers.running_as_root():
+                group = isv_group(p.isv)
+                unixusers.ensure_group(group)
+                unixusers.add_to_group(spec.owner, group)
+                os.chown(prefix, 0, grp.getgrnam(group).gr_gid)
+                os.chmod(prefix, 0o710)  # noqa: S103 - the ISV's group may pass, none read
+                unixusers.share_tree(repo, spec.owner, group)
         write_private(config_path(platform_dir), render_config(platform_dir, p, spec).encode())
         unixusers.chown_tree(bdir, spec.owner)
 
@@ -267,6 +282,8 @@ class BackupRunner:
                  task: RestoreTask) -> None:
         bdir = backup_dir(platform_dir)
         conf = config_path(platform_dir)
+        if not self.config_current(platform_dir, p, spec):  # a new platform's first pass
+            self.configure(platform_dir, p, spec)
         stanza = p.id
         if task.source is not None and task.source_stanza is not None:
             stanza = task.source_stanza

@@ -6,6 +6,7 @@ Without root, every function degrades to a no-op and processes run as the agent'
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
@@ -80,3 +81,45 @@ def run_as(user: str | None, argv: Sequence[str]) -> list[str]:
     if user is not None and running_as_root():
         return ["runuser", "-u", user, "--", *argv]
     return list(argv)
+
+
+def ensure_group(name: str) -> None:
+    _check(name)
+    if not running_as_root():
+        return
+    try:
+        grp.getgrnam(name)
+        return
+    except KeyError:
+        pass
+    try:
+        _run(["groupadd", "--system", name])
+    except Unavailable:
+        try:
+            grp.getgrnam(name)  # another agent may have won the race
+        except KeyError:
+            raise
+
+
+def add_to_group(user: str, group: str) -> None:
+    """Make `user` a member of `group` (processes started afterwards have it)."""
+    _check(user)
+    _check(group)
+    if not running_as_root() or user in grp.getgrnam(group).gr_mem:
+        return
+    _run(["usermod", "--append", "--groups", group, user])
+
+
+def share_tree(path: Path, user: str | None, group: str) -> None:
+    """`path` owned by `user`, readable by `group`: directories 2750 (what is made in them
+    keeps the group), files 0640."""
+    if user is None or not running_as_root():
+        return
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    for dirpath, _, filenames in os.walk(path):
+        os.chown(dirpath, uid, gid, follow_symlinks=False)
+        os.chmod(dirpath, 0o2750)  # noqa: S103 - the group reads, by design
+        for name in filenames:
+            file = os.path.join(dirpath, name)
+            os.chown(file, uid, gid, follow_symlinks=False)
+            os.chmod(file, 0o640)
