@@ -111,10 +111,12 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/maintenance"): "operate",
     ("POST", "/api/v1/maintenance/{maintenance_id}/cancel"): "operate",
     ("POST", "/monitoring/check"): "admin",
+    ("POST", "/platforms/{platform_id}/backups/restore"): "operate",
     # backups: running one is an operator's; the ISV's passphrases are its admins' only
     ("POST", "/api/v1/platforms/{isv}/{name}/backups"): "operate",
     ("POST", "/api/v1/platforms/{isv}/{name}/restore"): "operate",
     ("POST", "/api/v1/platforms/{isv}/{name}/drills"): "operate",
+    ("POST", "/api/v1/platforms/{isv}/{name}/clone"): "operate",
     ("GET", "/api/v1/isvs/{isv}/backup-keys"): "admin",  # a threshold from the check's page
     ("POST", "/platforms/{platform_id}/support"): "admin",
     ("POST", "/support/{grant_id}/end"): "admin",  # provider admins too: the service decides
