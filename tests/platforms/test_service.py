@@ -108,7 +108,7 @@ def test_a_platform_is_placed_with_its_own_ports_and_a_queued_job(session: Sessi
     job = session.get(Job, job_id)
     assert job is not None and job.kind == "create" and job.state == "queued"
     assert [s.name for s in job.steps] == ["place", "database", "build", "migrate", "start",
-                                           "route", "health"]
+                                           "route", "health", "backup"]
     kinds = session.scalars(select(Event.kind).where(Event.platform_id == platform.id)).all()
     assert kinds == ["PLATFORM_CREATED"]
 
