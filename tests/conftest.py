@@ -155,12 +155,12 @@ class ControlPlaneProcess:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def https(self, hostname: str, path: str = "/", method: str = "GET",
-              **kwargs: Any) -> httpx.Response:
+              headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         """A request through the ingress, with the name sent as SNI and Host, CA-verified."""
         ctx = ssl.create_default_context(cafile=str(self.data_dir / "ca.pem"))
         with httpx.Client(verify=ctx, timeout=10) as client:
             return client.request(method, f"https://127.0.0.1:{self.ingress_port}{path}",
-                                  headers={"Host": hostname},
+                                  headers={**(headers or {}), "Host": hostname},
                                   extensions={"sni_hostname": hostname}, **kwargs)
 
     def cleanup(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -54,6 +55,8 @@ def test_a_new_platform_is_backed_up_archives_wal_and_backs_up_on_demand(
     first: list[dict[str, Any]] = plane.cli_json("backup", "list", ref)
     assert [(b["type"], b["status"]) for b in first] == [("full", "ok")]
     assert first[0]["size"] > 1_000_000 and 0 < first[0]["stored"] <= first[0]["size"]
+    # The files directory was snapshot with it (empty but for tenantry's marker).
+    assert first[0]["files"] is not None and first[0]["files"]["files"] == 1
     window = plane.cli_json("backup", "window", ref)
     assert _ts(window["earliest"]) == pytest.approx(_ts(first[0]["finished_at"]), abs=1)
 
@@ -126,21 +129,43 @@ def _registrations(plane: ControlPlaneProcess, host: str) -> list[str]:
     return sorted(j["registration"] for j in plane.https(host, "/api/jobs").json())
 
 
+def _photo(plane: ControlPlaneProcess, host: str, job: int) -> str:
+    """A repair photo uploaded through the ingress into the platform's files directory."""
+    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(20_000)
+    sent = plane.https(host, f"/api/jobs/{job}/photos", "POST", content=png,
+                       headers={"Content-Type": "image/png"})
+    assert sent.status_code == 201, sent.text
+    return str(sent.json()["name"])
+
+
+def _photos(plane: ControlPlaneProcess, host: str, job: int) -> list[str]:
+    listed = plane.https(host, f"/api/jobs/{job}/photos")
+    assert listed.status_code == 200, listed.text
+    return [p["name"] for p in listed.json()]
+
+
 def test_restore_in_place_to_a_chosen_second(plane: ControlPlaneProcess, isv: str) -> None:
     plane.cli_json("platform", "create", isv, "--tenant", "t3", "--app", "bodyshop@1.0.0",
                    "--wait")
     ref, host = f"{isv}/t3", f"t3.{isv}.localhost"
-    assert plane.https(host, "/api/jobs", "POST",
-                       json={"registration": "KEEP 1", "customer": "Ana"}).status_code == 201
+    kept = plane.https(host, "/api/jobs", "POST", json={"registration": "KEEP 1",
+                                                        "customer": "Ana"})
+    assert kept.status_code == 201
+    job = kept.json()["id"]
+    before = _photo(plane, host, job)  # files come back as of the last snapshot before
+    assert plane.cli_json("backup", "run", ref, "--type", "incr", "--wait")["state"] == \
+        "succeeded"
     time.sleep(1.5)
     chosen = dt.datetime.now(dt.UTC).replace(microsecond=0)
     time.sleep(1.5)
     assert plane.https(host, "/api/jobs", "POST",
                        json={"registration": "LOSE 2", "customer": "Bo"}).status_code == 201
+    lost = _photo(plane, host, job)
     after = time.time()
     wait_until(lambda: _ts(plane.cli_json("backup", "window", ref)["latest"]) >= after, 40,
                "the second commit archived", every=1)
     assert _registrations(plane, host) == ["KEEP 1", "LOSE 2"]
+    assert sorted(_photos(plane, host, job)) == sorted([before, lost])
 
     # Outside the window: refused with the window in the message, and nothing started.
     window = plane.cli_json("backup", "window", ref)
@@ -160,6 +185,7 @@ def test_restore_in_place_to_a_chosen_second(plane: ControlPlaneProcess, isv: st
     print(f"restore in place took {time.monotonic() - started:.1f} s")
     assert done["state"] == "succeeded", done
     assert _registrations(plane, host) == ["KEEP 1"]
+    assert _photos(plane, host, job) == [before]
     shown = plane.cli_json("platform", "show", ref)
     assert shown["state"] == "ready" and shown["error"] is None
     job = plane.cli_json("job", "show", str(done["job_id"]))
@@ -168,7 +194,7 @@ def test_restore_in_place_to_a_chosen_second(plane: ControlPlaneProcess, isv: st
     kinds = [e["kind"] for e in plane.cli_json("events", "--platform", ref)]
     assert "RESTORE" in kinds
     # The safety backup is in the list, and the platform goes on writing and archiving.
-    assert len(plane.cli_json("backup", "list", ref)) == 2
+    assert len(plane.cli_json("backup", "list", ref)) == 3
     assert plane.https(host, "/api/jobs", "POST",
                        json={"registration": "NEW 3", "customer": "Cy"}).status_code == 201
     assert _registrations(plane, host) == ["KEEP 1", "NEW 3"]
@@ -210,8 +236,10 @@ def test_verify_and_restore_test_prove_the_backups(plane: ControlPlaneProcess,
                    "--wait")
     ref, host = f"{isv}/t2", f"t2.{isv}.localhost"
     for i in range(3):
-        assert plane.https(host, "/api/jobs", "POST", json={
-            "registration": f"RT {i}", "customer": "Ana"}).status_code == 201
+        made = plane.https(host, "/api/jobs", "POST", json={
+            "registration": f"RT {i}", "customer": "Ana"})
+        assert made.status_code == 201
+    _photo(plane, host, made.json()["id"])
     assert plane.cli_json("backup", "run", ref, "--type", "incr", "--wait")["state"] == \
         "succeeded"
     verified = plane.cli_json("backup", "run", ref, "--type", "verify", "--wait")
@@ -224,6 +252,7 @@ def test_verify_and_restore_test_prove_the_backups(plane: ControlPlaneProcess,
     assert "tables" in drills[0]["detail"] and " rows " in drills[0]["detail"]
     rows = int(drills[0]["detail"].split(" tables, ")[1].split(" rows")[0])
     assert rows >= 3
+    assert ", 1 files (" in drills[0]["detail"], drills[0]["detail"]  # the photo, restored
     events = plane.cli_json("events", "--platform", ref)
     assert any(e["kind"] == "BACKUP" and "verify" in e["message"] for e in events)
     assert any(e["kind"] == "DRILL" and "restore test" in e["message"] for e in events)
@@ -238,8 +267,13 @@ def test_clone_a_platform_as_it_was_at_a_chosen_second(plane: ControlPlaneProces
     source = plane.cli_json("platform", "create", isv, "--tenant", "t1", "--name", "prod",
                             "--app", "bodyshop@1.0.0", "--wait")
     ref, host = f"{isv}/prod", f"prod.{isv}.localhost"
-    assert plane.https(host, "/api/jobs", "POST",
-                       json={"registration": "ORIG 1", "customer": "Ana"}).status_code == 201
+    orig = plane.https(host, "/api/jobs", "POST", json={"registration": "ORIG 1",
+                                                        "customer": "Ana"})
+    assert orig.status_code == 201
+    job = orig.json()["id"]
+    photo = _photo(plane, host, job)
+    assert plane.cli_json("backup", "run", ref, "--type", "incr", "--wait")["state"] == \
+        "succeeded"
     time.sleep(1.5)
     chosen = dt.datetime.now(dt.UTC).replace(microsecond=0)
     time.sleep(1.5)
@@ -260,6 +294,7 @@ def test_clone_a_platform_as_it_was_at_a_chosen_second(plane: ControlPlaneProces
     assert clone["id"] != source["id"] and clone["release"] == "bodyshop@1.0.0"
     staging = f"staging.{isv}.localhost"
     assert _registrations(plane, staging) == ["ORIG 1"]
+    assert _photos(plane, staging, job) == [photo]  # the files came with the database
     assert _registrations(plane, host) == ["LATER 2", "ORIG 1"]
     # The copy is a platform of its own: its own writes, its own backups.
     assert plane.https(staging, "/api/jobs", "POST",

@@ -61,6 +61,10 @@ def test_backups_go_to_s3_encrypted_under_the_isvs_prefix_and_restore_from_there
     info = s3.client().get_object(Bucket=bucket, Key=f"{prefix}backup/{made['id']}/"
                                   "backup.info")["Body"].read()
     assert info.startswith(b"Salted__")
+    # restic's repository of the platform's files sits beside pgBackRest's, encrypted.
+    config = s3.client().get_object(Bucket=bucket, Key=f"{prefix}files/config")["Body"].read()
+    assert config and b"chunker_polynomial" not in config
+    assert any(k.startswith(f"{prefix}files/snapshots/") for k in keys)
 
     assert plane.https(host, "/api/jobs", "POST",
                        json={"registration": "S3 1", "customer": "Ana"}).status_code == 201

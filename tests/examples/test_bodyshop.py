@@ -134,10 +134,12 @@ def run_in(release: Path, url: str, *argv: str) -> subprocess.CompletedProcess[s
 
 
 class App:
-    def __init__(self, release: Path, url: str, log: Path) -> None:
+    def __init__(self, release: Path, url: str, log: Path,
+                 extra: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **process_env(release), "DATABASE_URL": url, "PORT": str(self.port)}
+        env = {**os.environ, **process_env(release), "DATABASE_URL": url, "PORT": str(self.port),
+               **(extra or {})}
         self.log = log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -153,10 +155,11 @@ class App:
 
         wait_for(healthy, "bodyshop health")
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             content_type: str = "application/json") -> tuple[int, Any]:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 status, raw, ctype = response.status, response.read(), response.headers
@@ -164,6 +167,8 @@ class App:
             status, raw, ctype = err.code, err.read(), err.headers
         if ctype.get_content_type() == "application/json":
             return status, json.loads(raw)
+        if ctype.get_content_type().startswith("image/"):
+            return status, raw
         return status, raw.decode()
 
     def rss_kib(self) -> int:
@@ -293,3 +298,46 @@ def test_health_is_503_without_database(releases: dict[str, Path], tmp_path: Pat
     failed = run_in(releases["1.0.0"], dead, "python", "-m", "bodyshop.migrate")
     assert failed.returncode == 1 and "cannot reach the database" in failed.stderr
     assert "secret" not in failed.stderr
+
+
+def test_photos_of_a_job_are_kept_in_the_files_directory(
+    database_url: str, releases: dict[str, Path], tmp_path: Path
+) -> None:
+    """POST /api/jobs/{id}/photos stores the image under TENANTRY_FILES_DIR (what restic
+    backs up); bad images and unknown jobs are refused with nothing written."""
+    assert run_in(releases["1.0.0"], database_url, "python", "-m", "bodyshop.migrate"
+                  ).returncode == 0
+    files = tmp_path / "files"
+    files.mkdir()
+    app = App(releases["1.0.0"], database_url, tmp_path / "photos.log",
+              {"TENANTRY_FILES_DIR": str(files)})
+    try:
+        status, job = app.call("POST", "/api/jobs", {"registration": "PH0", "customer": "Ed"})
+        assert status == 201
+        png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(3000)
+        status, photo = app.call("POST", f"/api/jobs/{job['id']}/photos", raw=png,
+                                 content_type="image/png")
+        assert status == 201, photo
+        assert photo["size"] == len(png) and photo["type"] == "image/png"
+        stored = files / "photos" / str(job["id"]) / photo["name"]
+        assert stored.read_bytes() == png
+        status, listed = app.call("GET", f"/api/jobs/{job['id']}/photos")
+        assert status == 200 and [p["name"] for p in listed] == [photo["name"]]
+        assert app.call("GET", photo["url"]) == (200, png)
+
+        for raw, ctype, field in [(b"", "image/png", "body"),
+                                  (b"GIF89a" + b"x" * 50, "image/gif", "body"),
+                                  (png, "image/jpeg", "Content-Type")]:
+            status, err = app.call("POST", f"/api/jobs/{job['id']}/photos", raw=raw,
+                                   content_type=ctype)
+            assert status == 422 and err["error"]["field"] == field, err
+        assert app.call("POST", "/api/jobs/999999/photos", raw=png,
+                        content_type="image/png")[0] == 404
+        assert app.call("GET", f"/api/jobs/{job['id']}/photos/..%2F..%2Fpw")[0] == 404
+        status, err = app.call("POST", f"/api/jobs/{job['id']}/photos",
+                               raw=b"\xff\xd8\xff" + b"0" * (10 * 2**20),
+                               content_type="image/jpeg")
+        assert status == 413 and err["error"]["field"] == "body"
+        assert [p.name for p in stored.parent.iterdir()] == [photo["name"]]
+    finally:
+        app.stop()

@@ -41,6 +41,7 @@ from tenantry.platforms.models import Host
 PASSWORD = "s3cret-db-pw"  # noqa: S105 - a needle to look for
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nS3CRETKEYBODY\n-----END PRIVATE KEY-----\n"
 CIPHER = "s3cret-repo-cipher"  # noqa: S105
+FILES_PASS = "s3cret-files-pass"  # noqa: S105
 S3_SECRET = "s3cret-store-key"  # noqa: S105
 MANIFEST = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["python", "-m", "x"]},
             "release_command": ["python", "-m", "x.migrate"], "health_path": "/health",
@@ -65,8 +66,8 @@ WIRE_DOC: dict[str, Any] = {
                             "endpoint": "localhost:9443", "region": "us-east-1",
                             "key_id": "AKIA1", "ca_pem": None},
                    "cipher_pass": CIPHER, "secret_key": S3_SECRET, "archive_timeout": 10,
-                   "spool_max_mb": 512, "tasks": [{"id": "b12", "type": "full",
-                                                    "labels": []}],
+                   "spool_max_mb": 512, "files_pass": FILES_PASS,
+                   "tasks": [{"id": "b12", "type": "full", "labels": []}],
                    "restore": {"id": "r13", "target": 1790000005.25, "label": None,
                                "immediate": False, "source_stanza": None, "source": None},
                    "drill": {"id": "d14", "phase": "load"}},
@@ -99,6 +100,8 @@ REPORT: dict[str, Any] = {
                                 "size": 31000000, "stored": 4000000,
                                 "wal_start": "000000010000000000000003",
                                 "wal_stop": "000000010000000000000004"}],
+                   "snapshots": [{"id": "81f3273a" + "0" * 56, "time": 1790000004.0,
+                                  "label": "20261201-101500F", "files": 2, "size": 20008}],
                    "archived_at": 1790000010.0, "archive_error": None,
                    "drill": {"id": "d14", "phase": "load", "acked": 120,
                              "first_acked_at": 1790000011.0, "last_acked_at": 1790000013.0,
@@ -160,7 +163,7 @@ def test_secrets_never_show_in_repr_str_or_a_plain_dump(
             log.info("fields: %s", vars(model))
     for text in [caplog.text, *(t for m in models for t in _shown(m))]:
         assert PASSWORD not in text and "S3CRETKEYBODY" not in text
-        assert CIPHER not in text and S3_SECRET not in text
+        assert CIPHER not in text and S3_SECRET not in text and FILES_PASS not in text
     assert "**********" in repr(platform.database)
 
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
-from bodyshop import STAGES, VERSION, jobs
+from bodyshop import STAGES, VERSION, jobs, photos
 
 MAX_BODY = 64 * 1024
 MAX_IDLE_CONNECTIONS = 4
@@ -66,6 +66,10 @@ class HttpError(Exception):
         self.body = {"error": {"code": code, "message": message, "field": field}}
 
 
+class _Sent(Exception):
+    """The response went out already (a photo's bytes)."""
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = f"bodyshop/{VERSION}"
     protocol_version = "HTTP/1.1"
@@ -78,6 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         try:
             status, body = self._route(method, url.path, parse_qs(url.query))
+        except _Sent:
+            return
         except HttpError as exc:
             status, body = exc.status, exc.body
         except jobs.Invalid as exc:
@@ -156,6 +162,8 @@ class Handler(BaseHTTPRequestHandler):
             stage = query.get("stage", [None])[0]
             with self.db.connection() as conn:
                 return 200, jobs.list_jobs(conn, stage)
+        if len(parts) in (4, 5) and parts[:2] == ["api", "jobs"] and parts[3] == "photos":
+            return self._photos(method, parts)
         if len(parts) == 3 and parts[:2] == ["api", "jobs"]:
             self._allow(method, "GET", "PATCH")
             job_id = int(parts[2]) if parts[2].isdigit() and len(parts[2]) < 19 else None
@@ -171,6 +179,43 @@ class Handler(BaseHTTPRequestHandler):
                     return 200, found
             raise HttpError(404, "not_found", f"no job {parts[2]!r}", "id")
         raise HttpError(404, "not_found", "no such page")
+
+    def _photos(self, method: str, parts: list[str]) -> tuple[int, Any]:
+        """POST /api/jobs/{id}/photos (the image as the body), GET .../photos (the list),
+        GET .../photos/{name} (one image)."""
+        self._allow(method, "GET", "POST" if len(parts) == 4 else "GET")
+        job_id = int(parts[2]) if parts[2].isdigit() and len(parts[2]) < 19 else None
+        found = None
+        if job_id is not None:
+            with self.db.connection() as conn:
+                found = jobs.get(conn, job_id)
+        if job_id is None or found is None:
+            raise HttpError(404, "not_found", f"no job {parts[2]!r}", "id")
+        store = photos.Store.from_env()
+        if store is None:
+            raise HttpError(503, "unavailable", "no files directory (TENANTRY_FILES_DIR)")
+        if len(parts) == 5:
+            data = store.read(job_id, parts[4])
+            if data is None:
+                raise HttpError(404, "not_found", f"no photo {parts[4]!r}", "name")
+            content, kind = data
+            self._send(200, content, kind)
+            raise _Sent()
+        if method == "POST":
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                raise HttpError(400, "bad_request", "bad Content-Length") from None
+            if length > photos.MAX_BYTES:
+                self.close_connection = True
+                if length <= 4 * photos.MAX_BYTES:  # read it, so the client hears why
+                    while length > 0:
+                        length -= len(self.rfile.read(min(length, 2**20))) or length
+                raise HttpError(413, "too_large",
+                                f"a photo is at most {photos.MAX_BYTES // 2**20} MiB", "body")
+            body = self.rfile.read(length) if length > 0 else b""
+            return 201, store.add(job_id, body, self.headers.get("Content-Type", ""))
+        return 200, store.list(job_id)
 
     def _allow(self, method: str, *allowed: str) -> None:
         if method not in allowed:

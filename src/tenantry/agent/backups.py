@@ -39,7 +39,7 @@ from typing import Any
 
 import psycopg
 
-from tenantry.agent import pgcluster, unixusers
+from tenantry.agent import files, pgcluster, unixusers
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import Unavailable
 from tenantry.platforms.contract import (
@@ -48,6 +48,7 @@ from tenantry.platforms.contract import (
     BackupReport,
     BackupTask,
     DesiredPlatform,
+    FilesSnapshot,
     RestoreTask,
 )
 
@@ -124,6 +125,18 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _stanza_digest(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec) -> str:
+    """What the stanza and the files repository were made for: a change makes them again
+    (both steps do nothing to what already exists)."""
+    b = p.backup
+    assert b is not None
+    extra = ""
+    if b.files_pass is not None:
+        extra = "\n# files: " + files.location(b.repo) + " " + \
+            _digest(b.files_pass.get_secret_value())
+    return _digest(render_config(platform_dir, p, spec) + extra)
+
+
 class BackupRunner:
     """The host's backups: stanzas, tasks in threads of their own, and what they left."""
 
@@ -171,7 +184,7 @@ class BackupRunner:
     def needs_stanza(self, platform_dir: Path, p: DesiredPlatform,
                      spec: pgcluster.ClusterSpec) -> bool:
         state = self.read_state(platform_dir)
-        return state.get("stanza") != _digest(render_config(platform_dir, p, spec))
+        return state.get("stanza") != _stanza_digest(platform_dir, p, spec)
 
     def tasks_to_start(self, platform_dir: Path, p: DesiredPlatform) -> list[BackupTask]:
         """Tasks never started, and those left "running" by an agent that died."""
@@ -195,7 +208,7 @@ class BackupRunner:
                spec: pgcluster.ClusterSpec, *, database_up: bool) -> BackupReport:
         state = self.read_state(platform_dir)
         wanted = {t.id for t in p.backup.tasks} if p.backup else set()
-        digest = _digest(render_config(platform_dir, p, spec))
+        digest = _stanza_digest(platform_dir, p, spec)
         failed = state.get("stanza_error") or {}
         stanza = ("ready" if state.get("stanza") == digest else
                   failed.get("error", "missing") if failed.get("digest") == digest
@@ -206,7 +219,8 @@ class BackupRunner:
             tasks={k: v for k, v in state.get("tasks", {}).items() if k in wanted},
             restores={k: v for k, v in state.get("restores", {}).items()
                       if restore is not None and k == restore.id},
-            backups=[BackupInfo.model_validate(b) for b in state.get("backups", [])])
+            backups=[BackupInfo.model_validate(b) for b in state.get("backups", [])],
+            snapshots=[FilesSnapshot.model_validate(s) for s in state.get("snapshots", [])])
         if database_up:
             report.archived_at, report.archive_error = archiver(spec)
         return report
@@ -238,14 +252,19 @@ class BackupRunner:
                 os.chmod(prefix, 0o710)  # noqa: S103 - the ISV's group may pass, none read
                 unixusers.share_tree(repo, spec.owner, group)
         write_private(config_path(platform_dir), render_config(platform_dir, p, spec).encode())
+        if b.files_pass is not None:
+            files.configure(platform_dir, p, spec.owner)
+            ensure_files_dir(platform_dir, spec.owner)
         unixusers.chown_tree(bdir, spec.owner)
 
     def create_stanza(self, platform_dir: Path, p: DesiredPlatform,
                       spec: pgcluster.ClusterSpec) -> None:
         pgcluster.wait_ready(spec, timeout=60)
-        digest = _digest(render_config(platform_dir, p, spec))
+        digest = _stanza_digest(platform_dir, p, spec)
         try:
             self.run(platform_dir, p, spec, ["stanza-create"], timeout=300)
+            if p.backup is not None and p.backup.files_pass is not None:
+                files.Restic(platform_dir, p, user=spec.owner).ensure_repository()
         except Unavailable as exc:
             failed = {"digest": digest, "error": f"error: {exc}"[:1000]}
             self._update(platform_dir, lambda s: s.update(stanza_error=failed))
@@ -311,6 +330,37 @@ class BackupRunner:
             raise
         unixusers.chown_tree(spec.datadir, spec.owner)
         unixusers.chown_tree(bdir, spec.owner)
+        if p.backup is not None and p.backup.files_pass is not None:
+            self._restore_files(platform_dir, p, spec, task)
+
+    def _restore_files(self, platform_dir: Path, p: DesiredPlatform,
+                       spec: pgcluster.ClusterSpec, task: RestoreTask) -> None:
+        """The files directory as the snapshot that goes with the restored database left
+        it (see files.pick). A repository with no such snapshot (a platform backed up
+        before it had files backups) leaves the directory as it is."""
+        restic = files.Restic(platform_dir, p, user=None, repo=task.source)
+        try:
+            found = files.pick(restic.snapshots(), label=task.label,
+                               target=None if task.immediate else task.target)
+        except Unavailable as exc:
+            if "config" in str(exc) or "exist" in str(exc):
+                log.info("restore %s of %s: no files repository; files left as they are",
+                         task.id, p.id)
+                return
+            raise
+        if found is None:
+            log.info("restore %s of %s: no files snapshot before the target; files left "
+                     "as they are", task.id, p.id)
+            return
+        staging = platform_dir / f"files.restore-{task.id}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            restic.restore_into(found.id, staging)
+        except Unavailable:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        staging.mkdir(exist_ok=True)  # an empty snapshot restores nothing
+        files.put_in_place(platform_dir, staging, spec.owner)
 
     def start(self, platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
               task: BackupTask) -> None:
@@ -340,9 +390,11 @@ class BackupRunner:
 
     def _run_backup(self, platform_dir: Path, p: DesiredPlatform,
                     spec: pgcluster.ClusterSpec, task: BackupTask) -> str:
+        restic = files.Restic(platform_dir, p, user=spec.owner) \
+            if p.backup is not None and p.backup.files_pass is not None else None
         if task.type == "restore-test":
             try:
-                return restore_test(platform_dir, p, spec, task.id)
+                return restore_test(platform_dir, p, spec, task.id, restic=restic)
             except Unavailable as exc:
                 return f"failed: {exc}"
         if task.type == "expire":
@@ -350,18 +402,28 @@ class BackupRunner:
                 for label in task.labels:
                     self.run(platform_dir, p, spec, [f"--set={label}", "expire"],
                              timeout=BACKUP_TIMEOUT)
+                if restic is not None:
+                    restic.forget(task.labels)
             except (Unavailable, _Locked) as exc:
                 return f"failed: {exc or 'another backup held the lock'}"
             finally:
                 with contextlib.suppress(Unavailable):
                     self.refresh(platform_dir, p, spec)
+                    self._refresh_snapshots(platform_dir, restic)
             return f"ok: expired {', '.join(task.labels) or 'nothing'}"
         if task.type == "verify":
             try:
                 self.run(platform_dir, p, spec, ["verify"], timeout=BACKUP_TIMEOUT)
+                part = int(time.time() // 86400) % files.CHECK_PARTS + 1
+                if restic is not None:
+                    restic.check(part)
             except (Unavailable, _Locked) as exc:
                 return f"failed: {exc or 'another backup held the lock'}"
-            return "ok: every file of the repository matches its checksum"
+            if restic is None:
+                return "ok: every file of the repository matches its checksum"
+            return ("ok: every file of the database repository matches its checksum; the "
+                    f"files repository's structure and part {part}/{files.CHECK_PARTS} of "
+                    "its data read back")
         try:
             before = {b.label for b in self.info(platform_dir, p, spec)}
         except Unavailable as exc:
@@ -383,7 +445,30 @@ class BackupRunner:
         self._update(platform_dir, lambda s: s.update(
             backups=[b.model_dump() for b in backups]))
         new = [b for b in backups if b.label not in before]
-        return f"ok: {new[-1].label}" if new else "ok"
+        if not new:
+            return "ok"
+        label = new[-1].label
+        if restic is not None:
+            try:
+                snap, count, size = restic.snapshot(label)
+                self._update(platform_dir, lambda s: s.setdefault("snapshot_sizes", {})
+                             .__setitem__(snap, [count, size]))
+                self._refresh_snapshots(platform_dir, restic)
+            except Unavailable as exc:
+                return f"failed: the database backup {label} was made, the files " \
+                       f"backup failed: {exc}"
+        return f"ok: {label}"
+
+    def _refresh_snapshots(self, platform_dir: Path, restic: files.Restic | None) -> None:
+        if restic is None:
+            return
+        sizes = self.read_state(platform_dir).get("snapshot_sizes", {})
+        found = restic.snapshots(sizes)
+        keep = {s.id[:8] for s in found}
+        self._update(platform_dir, lambda s: s.update(
+            snapshots=[x.model_dump() for x in found],
+            snapshot_sizes={k: v for k, v in s.get("snapshot_sizes", {}).items()
+                            if k in keep}))
 
     def refresh(self, platform_dir: Path, p: DesiredPlatform,
                 spec: pgcluster.ClusterSpec) -> None:
@@ -438,8 +523,15 @@ def _pgbackrest_restore(conf: Path, stanza: str, datadir: Path, args: list[str],
     (datadir / "postmaster.pid").unlink(missing_ok=True)
 
 
+def ensure_files_dir(platform_dir: Path, owner: str | None) -> None:
+    path = files.files_dir(platform_dir)
+    if not path.is_dir():
+        path.mkdir(mode=0o750)
+        unixusers.chown_tree(path, owner)
+
+
 def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
-                 task_id: str) -> str:
+                 task_id: str, *, restic: files.Restic | None = None) -> str:
     """The latest backup restored into a scratch cluster beside the platform's (its own port
     and socket, archiving off, WAL fetched without the live cluster's async queue), every
     table of every database read and counted, the scratch cluster dropped. Returns the
@@ -479,7 +571,15 @@ def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Cluster
                     line for line in tail if "FATAL" in line or "ERROR" in line)[-800:])
             time.sleep(0.1)
         tables, rows = _read_everything(test_spec)
-        return (f"ok: {tables} tables, {rows} rows read from the restored copy in "
+        found = ""
+        if restic is not None:
+            latest = files.pick(restic.snapshots(), label=None, target=None)
+            if latest is not None:
+                restic.restore_into(latest.id, scratch / "files")
+                count, size = files.count(scratch / "files")
+                found = f", {count} files ({size / 2**20:.1f} MiB) restored from snapshot " \
+                        f"{latest.id[:8]}"
+        return (f"ok: {tables} tables, {rows} rows read from the restored copy{found} in "
                 f"{time.monotonic() - started:.1f} s")
     finally:
         if proc is not None:

@@ -22,7 +22,7 @@ from typing import Literal
 
 import httpx
 
-from tenantry.agent import backups, drill, ingress, pgcluster, ports, releases, unixusers
+from tenantry.agent import backups, drill, files, ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core.crypto import write_private
 from tenantry.platforms.contract import (
@@ -112,6 +112,7 @@ class PlatformFacts:
     healthy_ports: set[int]
     user_exists: bool
     dir_exists: bool
+    files_dir_exists: bool = True
     taken_ports: set[int] = field(default_factory=set)  # ours on paper, held by another program
     conf_current: bool = True  # tenantry.conf says what the desired state asks
     backup_config_current: bool = True
@@ -154,6 +155,7 @@ def slot_programs(paths: HostPaths, p: DesiredPlatform, slot: str,
         "TENANTRY_TENANTS": ",".join(p.tenants),
         "TENANTRY_RELEASE": f"{release.app}@{release.version}",
         "HOME": str(paths.platform(p.id)),
+        "TENANTRY_FILES_DIR": str(files.files_dir(paths.platform(p.id))),
     }
     logs = paths.platform(p.id) / "logs"
     specs: list[ProgramSpec] = []
@@ -221,6 +223,7 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
         taken_ports=_taken_ports(p, mine),
         user_exists=user is None or _user_exists(user),
         dir_exists=root.exists(),
+        files_dir_exists=files.files_dir(root).is_dir(),
         conf_current=not initialized or pgcluster.conf_current(spec),
     )
     if p.backup is not None and runner is not None and not p.absent:
@@ -296,6 +299,7 @@ class Effects:
         unixusers.chown_tree(root, user)
         # Logs are written by the service manager (root), read by the operator.
         (root / "logs").chmod(0o700)
+        backups.ensure_files_dir(root, user)
 
     def init_cluster(self, p: DesiredPlatform) -> None:
         pgcluster.init_cluster(cluster_spec(self.paths, p), template_dir=self.paths.pg_template)
@@ -394,7 +398,7 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
             actions.append(Action(f"{pid}: remove every process, the cluster, files and user",
                                   lambda: fx.remove_platform(p)))
         return actions
-    if not facts.dir_exists or not facts.user_exists:
+    if not facts.dir_exists or not facts.user_exists or not facts.files_dir_exists:
         actions.append(Action(f"{pid}: create home and Unix user", lambda: fx.make_home(p)))
     backing_up = p.backup is not None and fx.backups is not None
     if backing_up and facts.drill_next == "destroy" and fx.drills is not None:

@@ -70,6 +70,14 @@ class CloneRequest(BaseModel):
         return check_name(value, field="name")
 
 
+class FilesPublic(BaseModel):
+    """The restic snapshot of the platform's files taken with a backup."""
+
+    snapshot: str  # restic's short id
+    files: int
+    size: int  # bytes of the files directory
+
+
 class BackupPublic(BaseModel):
     label: str
     type: BackupType
@@ -79,6 +87,7 @@ class BackupPublic(BaseModel):
     duration_seconds: float
     size: int  # bytes of the database
     stored: int  # bytes added to the repository
+    files: FilesPublic | None = None  # None: no files snapshot goes with it
 
 
 class BackupWindow(BaseModel):

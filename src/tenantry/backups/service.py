@@ -18,6 +18,7 @@ from tenantry.backups.schemas import (
     CloneRequest,
     DrillPublic,
     DrillRequest,
+    FilesPublic,
     RestoreRequest,
 )
 from tenantry.core.crypto import SecretBox
@@ -25,7 +26,7 @@ from tenantry.core.errors import Conflict, InvalidInput, NotFound
 from tenantry.core.events import emit
 from tenantry.core.jobs import create_job
 from tenantry.core.models import Job
-from tenantry.platforms.backing import isv_key
+from tenantry.platforms.backing import isv_files_key, isv_key
 from tenantry.platforms.models import Platform
 from tenantry.platforms.schemas import PlatformCreate, PlatformPublic
 from tenantry.platforms.service import (
@@ -123,10 +124,15 @@ def restore(*, session: Session, principal: Principal, ref: str,
 def list_backups(*, session: Session, principal: Principal, ref: str) -> list[BackupPublic]:
     platform = get_platform(session, principal, ref)
     report = platform.observed.backup if platform.observed else None
+    snaps = {s.label: s for s in (report.snapshots if report else []) if s.label}
     return [BackupPublic(label=b.label, type=b.type, status="ok",
                          started_at=_utc(b.started_at), finished_at=_utc(b.finished_at),
                          duration_seconds=round(b.finished_at - b.started_at, 1),
-                         size=b.size, stored=b.stored)
+                         size=b.size, stored=b.stored,
+                         files=FilesPublic(snapshot=snaps[b.label].id[:8],
+                                           files=snaps[b.label].files,
+                                           size=snaps[b.label].size)
+                         if b.label in snaps else None)
             for b in (report.backups if report else [])]
 
 
@@ -147,7 +153,7 @@ def export_keys(*, session: Session, principal: Principal, secrets: SecretBox,
     """An ISV admin's (or the provider admin's) copy of the ISV's passphrases; audited."""
     owner = get_isv(session, principal, isv, "admin")
     cipher = secrets.decrypt(isv_key(session, secrets, owner.id)).get_secret_value()
-    files = secrets.decrypt(owner.files_key).get_secret_value() if owner.files_key else None
+    files = secrets.decrypt(isv_files_key(session, secrets, owner.id)).get_secret_value()
     emit(session, "BACKUP_KEY_EXPORTED", f"backup keys of ISV {owner.name} exported by "
          f"{principal.username}", isv_id=owner.id)
     session.commit()

@@ -56,6 +56,15 @@ def isv_key(session: Session, secrets: SecretBox, isv_id: str) -> str:
     return isv.backup_key
 
 
+def isv_files_key(session: Session, secrets: SecretBox, isv_id: str) -> str:
+    """The ISV's restic password, encrypted; made once, under a row lock."""
+    isv = session.get(Isv, isv_id, with_for_update=True)
+    assert isv is not None
+    if isv.files_key is None:
+        isv.files_key = secrets.encrypt(new_password(32), org=isv.id)
+    return isv.files_key
+
+
 def configured(settings: Settings, secrets: SecretBox, session: Session,
                platform: Platform) -> StoredBackup | None:
     """The `backup` part the platform's desired state should hold, or None when it holds
@@ -64,8 +73,8 @@ def configured(settings: Settings, secrets: SecretBox, session: Session,
     repo = repository(settings, platform.isv.name, platform.id)
     secret = settings.backup_secret_access_key
     current = platform.desired.backup
-    if current is not None and current.repo == repo and \
-            current.archive_timeout == settings.backup_archive_timeout and (
+    if current is not None and current.repo == repo and current.files_cipher is not None \
+            and current.archive_timeout == settings.backup_archive_timeout and (
             (current.secret_key is None and secret is None) or (
                 current.secret_key is not None and secret is not None
                 and secrets.decrypt(current.secret_key).get_secret_value()
@@ -75,7 +84,9 @@ def configured(settings: Settings, secrets: SecretBox, session: Session,
         repo=repo, cipher=current.cipher if current else isv_key(session, secrets,
                                                                    platform.isv_id),
         secret_key=secrets.encrypt(secret) if secret is not None else None,
-        archive_timeout=settings.backup_archive_timeout)
+        archive_timeout=settings.backup_archive_timeout,
+        files_cipher=current.files_cipher if current and current.files_cipher else
+        isv_files_key(session, secrets, platform.isv_id))
 
 
 def with_task(tasks: list[BackupTask], task: BackupTask) -> list[BackupTask] | None:

@@ -143,6 +143,7 @@ class StoredBackup(_Document):
     secret_key: str | None = None  # the S3 secret access key, encrypted
     archive_timeout: int = 10  # seconds: the longest a commit waits to be archived
     spool_max_mb: int = 512  # WAL queued while the store is away, at most; then an event
+    files_cipher: str | None = None  # the ISV's restic password, encrypted (None: no files)
 
 
 class StoredCert(_Document):
@@ -210,6 +211,7 @@ class DesiredBackup(_Document):
     secret_key: WireSecret | None = None
     archive_timeout: int
     spool_max_mb: int
+    files_pass: WireSecret | None = None  # restic's password: None, no file backups
     tasks: list[BackupTask] = Field(default_factory=list)
     restore: RestoreTask | None = None
     drill: DrillTask | None = None
@@ -273,6 +275,18 @@ class BackupInfo(_Document):
     wal_stop: str
 
 
+class FilesSnapshot(_Document):
+    """One restic snapshot of the platform's files directory. `label` is the database
+    backup it was taken with (right after it), so a restore finds the files that go with
+    the database it brings back."""
+
+    id: str
+    time: float  # Unix time
+    label: str | None = None
+    files: int = 0
+    size: int = 0  # bytes of the files directory
+
+
 class DrillReport(_Document):
     """What a drill saw on the host (times are the host's Unix times)."""
 
@@ -301,6 +315,7 @@ class BackupReport(_Document):
     tasks: dict[str, str] = Field(default_factory=dict)
     restores: dict[str, str] = Field(default_factory=dict)  # task id -> "ok" | "failed: why"
     backups: list[BackupInfo] = Field(default_factory=list)
+    snapshots: list[FilesSnapshot] = Field(default_factory=list)  # restic's, oldest first
     archived_at: float | None = None
     archive_error: str | None = None
     drill: DrillReport | None = None

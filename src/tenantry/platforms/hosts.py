@@ -156,6 +156,7 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
                 repo=b.repo, cipher_pass=secrets.decrypt(b.cipher),
                 secret_key=secrets.decrypt(b.secret_key) if b.secret_key else None,
                 archive_timeout=b.archive_timeout, spool_max_mb=b.spool_max_mb,
+                files_pass=secrets.decrypt(b.files_cipher) if b.files_cipher else None,
                 tasks=want.backup_tasks, restore=want.restore, drill=want.drill)
         platforms.append(DesiredPlatform(
             id=p.id, isv=p.isv.name, name=p.name, size=p.size, gen=want.gen,
