@@ -18,6 +18,7 @@ from tenantry.backups.schemas import (
     CloneRequest,
     DrillPublic,
     DrillRequest,
+    RecoverRequest,
     RestoreRequest,
 )
 from tenantry.platforms.schemas import PlatformAccepted
@@ -51,6 +52,15 @@ def backup_window(isv: str, name: str, session: SessionDep,
 def restore(isv: str, name: str, spec: RestoreRequest, session: SessionDep,
             principal: OperatorDep) -> BackupAccepted:
     platform, job_id = service.restore(session=session, principal=principal,
+                                       ref=f"{isv}/{name}", spec=spec)
+    return BackupAccepted(platform=platform, job_id=job_id)
+
+
+@router.post("/platforms/{isv}/{name}/recover", status_code=status.HTTP_202_ACCEPTED,
+             tags=["backups"])
+def recover(isv: str, name: str, spec: RecoverRequest, session: SessionDep,
+            principal: OperatorDep) -> BackupAccepted:
+    platform, job_id = service.recover(session=session, principal=principal,
                                        ref=f"{isv}/{name}", spec=spec)
     return BackupAccepted(platform=platform, job_id=job_id)
 

@@ -179,6 +179,42 @@ def dr_drill(platform: PlatformArg,
         raise SystemExit(1)
 
 
+@dr.command("recover")
+@handle_errors
+def dr_recover(platform: PlatformArg,
+               host: Annotated[str | None, typer.Option(
+                   "--host", help="Rebuild on this host (by name).")] = None,
+               region: Annotated[str | None, typer.Option(
+                   "--region", help="Rebuild on an online host of this region.")] = None,
+               to_time: Annotated[str | None, typer.Option(
+                   "--to-time", help="A time within `backup window` (default: the latest "
+                   "archived commit).")] = None,
+               wait: WaitOpt = False, json_: JsonOpt = False,
+               data_dir: DataDirOpt = None) -> None:
+    """Rebuild a platform whose host is gone on another host, from its repository alone
+    (database and files); it keeps its id, name and hostname. Refused while its host is
+    online."""
+    client = Client.from_env(data_dir)
+    body: dict[str, Any] = {k: v for k, v in (("host", host), ("region", region),
+                                              ("to_time", to_time)) if v is not None}
+    accepted = client.post(_path(client, platform, "recover"), body)
+    job = _follow(client, accepted, wait, json_)
+    if job is None:
+        return
+    made = client.get(_path(client, accepted["platform"]).removesuffix("/backups"))
+    result = {"platform": accepted["platform"], "job_id": accepted["job_id"],
+              "state": job["state"], "error": job["error"], "host": made.get("host"),
+              "url": made.get("url"), "to_time": to_time}
+    if json_:
+        emit_json(result)
+    elif job["state"] == "succeeded":
+        out.print(f"{accepted['platform']} recovered on {made.get('host')}: {made.get('url')}")
+    if job["state"] == "failed":
+        if not json_:
+            err.print(f"[red]job {accepted['job_id']} failed[/red]: {job['error']}")
+        raise SystemExit(1)
+
+
 @dr.command("drills")
 @handle_errors
 def dr_drills(platform: PlatformArg, json_: JsonOpt = False,

@@ -30,6 +30,8 @@ from tenantry.core.runtime import Runtime
 from tenantry.platforms import backing
 from tenantry.platforms.contract import (
     BackupTask,
+    DatabaseSpec,
+    DesiredSlot,
     DesiredState,
     DrillTask,
     PlatformReport,
@@ -52,7 +54,8 @@ from tenantry.platforms.jobs import (
     stopped,
     wait_observed,
 )
-from tenantry.platforms.models import Platform
+from tenantry.platforms.models import Host, Platform, PortAllocation
+from tenantry.platforms.placement import WEB_PROCESSES, allocate_ports
 from tenantry.platforms.service import ACTIVE_JOB_STATES
 
 # ---------------------------------------------------------------- backup
@@ -550,6 +553,78 @@ def _cloned(ctx: StepContext) -> None:
 CLONE = JobKind(name="clone", steps=(("place", step_place_clone), *CREATE_STEPS[1:]),
                 on_success=_cloned, on_failure=CREATE.on_failure)
 
-KINDS = (BACKUP, RESTORE, DRILL, CLONE)
+# ---------------------------------------------------------------- recovery onto another host
+
+
+def step_place_recovery(ctx: StepContext) -> None:
+    """The platform moves to the chosen host: the lost host's ports are given up, new ones
+    taken, and the first desired state there asks, in the same write, for the cluster to
+    be restored from the platform's own repository instead of made empty. The lost host,
+    should it come back, no longer finds the platform in its desired state and stops what
+    is left of it there."""
+    host_id = str(ctx.params["host"])
+    target = ctx.params.get("target")
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        if platform.desired.placed_by == ctx.job_id and platform.host_id == host_id:
+            return
+        host = session.get(Host, host_id)
+        if host is None or host.state != "online":
+            raise StepFailed("the host chosen for the recovery is no longer online")
+        lost, old = platform.host, platform.desired
+        for row in session.scalars(select(PortAllocation).where(
+                PortAllocation.platform_id == platform.id)):
+            session.delete(row)
+        session.flush()
+        platform.host = host
+        db = old.db or DatabaseSpec(port=0)
+        db_port = allocate_ports(session, host, platform.id, "db", 1)[0]
+        web = allocate_ports(session, host, platform.id, "slot-a",
+                             WEB_PROCESSES[platform.size])
+        platform.desired = DesiredState(
+            gen=old.gen, db=db.model_copy(update={"port": db_port}),
+            releases=[platform.release_id],
+            slots={"a": DesiredSlot(release_id=platform.release_id, ports=web)},
+            backup=old.backup, backup_tasks=[])
+        if lost is not None:
+            lost.generation += 1  # its agent, if it ever answers, drops the platform
+        session.commit()
+
+    def also(session: Session, platform: Platform, want: DesiredState) -> None:
+        stored = backing.configured(ctx.runtime.settings, ctx.runtime.secrets, session,
+                                    platform)
+        want.backup = stored or want.backup
+        want.restore = RestoreTask(id=f"v{ctx.job_id}",
+                                   target=float(cast(float, target)) if target is not None
+                                   else None)
+
+    step_place(ctx, also=also)
+
+
+def _recovered(ctx: StepContext) -> None:
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        platform.state, platform.error = "ready", None
+        host = platform.host.name if platform.host else "?"
+        emit(session, "RECOVERED", f"{platform.isv.name}/{platform.name} recovered on host "
+             f"{host} from its repository, to {_when(ctx)}", isv_id=platform.isv_id,
+             platform_id=platform.id, host_id=platform.host_id, job_id=ctx.job_id)
+        session.commit()
+
+
+def _recover_failed(ctx: StepContext, reason: str) -> None:
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        platform.state, platform.error = "failed", f"recovery failed: {reason}"
+        emit(session, "RECOVER_FAILED", f"recovery of {platform.isv.name}/{platform.name} "
+             f"failed: {reason}", isv_id=platform.isv_id, platform_id=platform.id,
+             host_id=platform.host_id, job_id=ctx.job_id)
+        session.commit()
+
+
+RECOVER = JobKind(name="recover", steps=(("place", step_place_recovery), *CREATE_STEPS[1:]),
+                  on_success=_recovered, on_failure=_recover_failed)
+
+KINDS = (BACKUP, RESTORE, DRILL, CLONE, RECOVER)
 PERIODIC = (Periodic("back up and check platforms on schedule", run_schedule, every=30.0,
                      retry_every=60.0),)

@@ -56,6 +56,18 @@ class DrillPublic(BaseModel):
     detail: str | None
 
 
+class RecoverRequest(BaseModel):
+    """Where to rebuild a platform whose host is gone: `host` (by name) or `region` (its
+    least loaded online host), not both; neither: another online host of its own region.
+    `to_time` as for a restore (default: the latest archived commit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = Field(default=None, min_length=1, max_length=63)
+    region: str | None = Field(default=None, min_length=1, max_length=63)
+    to_time: dt.datetime | None = None
+
+
 class CloneRequest(BaseModel):
     """A new platform from this one's backups: `name`, and `to_time` (default: the latest)."""
 

@@ -19,6 +19,7 @@ from tenantry.backups.schemas import (
     DrillPublic,
     DrillRequest,
     FilesPublic,
+    RecoverRequest,
     RestoreRequest,
 )
 from tenantry.core.crypto import SecretBox
@@ -27,7 +28,7 @@ from tenantry.core.events import emit
 from tenantry.core.jobs import create_job
 from tenantry.core.models import Job
 from tenantry.platforms.backing import isv_files_key, isv_key
-from tenantry.platforms.models import Platform
+from tenantry.platforms.models import Host, Platform, Region
 from tenantry.platforms.schemas import PlatformCreate, PlatformPublic
 from tenantry.platforms.service import (
     ACTIVE_JOB_STATES,
@@ -188,6 +189,74 @@ def start_drill(*, session: Session, principal: Principal, ref: str,
          isv_id=platform.isv_id, platform_id=platform.id, job_id=job.id)
     session.commit()
     return name, job.id
+
+
+def recover(*, session: Session, principal: Principal, ref: str,
+            spec: RecoverRequest) -> tuple[str, int]:
+    """Rebuild a platform whose host is gone on another host, from its repository alone:
+    same id, name, hostname and backups; its database at `to_time` (or the latest archived
+    commit) and the files that go with it. Refused while its host is online (a restore in
+    place is what that needs) or busy with another job."""
+    platform = get_platform(session, principal, ref, "operate")
+    name = _name(platform)
+    if spec.host is not None and spec.region is not None:
+        raise InvalidInput("give --host or --region, not both", field="host")
+    current = platform.host
+    if current is not None and current.state == "online":
+        raise Conflict(f"host {current.name} of {name} is online; `dr recover` rebuilds a "
+                       "platform whose host is gone (for a restore where it is, use `backup "
+                       "restore`)", field="platform")
+    if platform.state in ("creating", "destroying", "destroyed"):
+        raise Conflict(f"platform {name} is {platform.state}", field="platform")
+    busy = session.scalar(select(Job.id).where(Job.platform_id == platform.id,
+                                               Job.state.in_(ACTIVE_JOB_STATES)).limit(1))
+    if busy is not None:
+        raise Conflict(f"platform {name} is busy with job {busy} (`tenantry job cancel "
+                       f"{busy}` if it waits on the lost host)", field="platform")
+    if platform.desired.backup is None:
+        raise Conflict(f"platform {name} has no backups to recover from", field="platform")
+    target = _target(session, principal, ref, name, spec.to_time)
+    host = _recovery_host(session, platform, spec)
+    job = create_job(session, kind=jobs.RECOVER, isv_id=platform.isv_id,
+                     platform_id=platform.id, params={"host": host.id, "target": target})
+    platform.state, platform.error = "recovering", None
+    emit(session, "BACKUP_REQUESTED", f"recovery of {name} onto host {host.name} "
+         f"(from {current.name if current else 'no host'}) to "
+         f"{_iso(spec.to_time) if spec.to_time else 'the latest archived commit'} requested "
+         f"by {principal.username}", isv_id=platform.isv_id, platform_id=platform.id,
+         host_id=host.id, job_id=job.id)
+    session.commit()
+    return name, job.id
+
+
+def _recovery_host(session: Session, platform: Platform, spec: RecoverRequest) -> Host:
+    others = select(Host).where(Host.state == "online", Host.id != platform.host_id)
+    if spec.host is not None:
+        host = session.scalar(select(Host).where(Host.name == spec.host))
+        if host is None:
+            raise InvalidInput(f"no host {spec.host!r}", field="host")
+        if host.id == platform.host_id:
+            raise InvalidInput(f"{spec.host} is the host {_name(platform)} is lost with; "
+                               "name another", field="host")
+        if host.state != "online":
+            raise InvalidInput(f"host {spec.host} is {host.state}", field="host")
+        return host
+    if spec.region is not None:
+        region = session.scalar(select(Region).where(Region.name == spec.region))
+        if region is None:
+            raise InvalidInput(f"no region {spec.region!r}", field="region")
+        found = session.scalars(others.where(Host.region_id == region.id)
+                                .order_by(Host.name)).first()
+        if found is None:
+            raise InvalidInput(f"no other host is online in region {spec.region}",
+                               field="region")
+        return found
+    found = session.scalars(others.where(Host.region_id == platform.region.id)
+                            .order_by(Host.name)).first()
+    if found is None:
+        raise InvalidInput(f"no other host is online in region {platform.region.name}; "
+                           "name one with --host or --region", field="host")
+    return found
 
 
 def drill_public(drill: Drill, name: str) -> DrillPublic:
