@@ -108,16 +108,20 @@ class _Plane:
     """Just enough of the runtime for `_wait`: one platform whose report changes per poll."""
 
     def __init__(self, reports: list[PlatformReport | None],
-                 desired: DesiredState = DESIRED) -> None:
+                 desired: DesiredState = DESIRED, host_states: list[str] | None = None
+                 ) -> None:
         self.reports = reports
         self.desired = desired
+        self.host_states = host_states or ["online"]
         self.polls = 0
 
     @contextlib.contextmanager
     def sessions(self) -> Iterator[SimpleNamespace]:
         observed = self.reports[min(self.polls, len(self.reports) - 1)]
+        state = self.host_states[min(self.polls, len(self.host_states) - 1)]
         self.polls += 1
-        platform = SimpleNamespace(observed=observed, desired=self.desired)
+        platform = SimpleNamespace(observed=observed, desired=self.desired,
+                                   host=SimpleNamespace(name="h1", state=state))
         yield SimpleNamespace(get=lambda model, key: platform)
 
 
@@ -162,6 +166,21 @@ def test_wait_polls_until_the_current_gen_says_done(reports: list[PlatformReport
     else:
         jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=timeout)
         assert plane.polls == expected
+
+
+def test_a_wait_on_a_host_that_stays_offline_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the step's own timeout (hours for a backup): a minute of the host offline."""
+    monkeypatch.setattr(jobs, "HOST_LOST_AFTER", 0.05)
+    plane = _Plane([report(database="starting")], host_states=["offline"])
+    with pytest.raises(StepFailed) as failed:
+        jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=30)
+    assert str(failed.value) == "host h1 went offline while this job waited for the database"
+    # A host that comes back in time (an agent restarting) does not fail the wait.
+    plane = _Plane([report(database="starting")] * 5 + [report(database="ready")],
+                   host_states=["offline", "offline", "online"])
+    monkeypatch.setattr(jobs, "HOST_LOST_AFTER", 5.0)
+    jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=30)
+    assert plane.polls == 6
 
 
 def test_wait_moves_ports_another_program_holds(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -211,8 +211,8 @@ def recover(*, session: Session, principal: Principal, ref: str,
     busy = session.scalar(select(Job.id).where(Job.platform_id == platform.id,
                                                Job.state.in_(ACTIVE_JOB_STATES)).limit(1))
     if busy is not None:
-        raise Conflict(f"platform {name} is busy with job {busy} (`tenantry job cancel "
-                       f"{busy}` if it waits on the lost host)", field="platform")
+        raise Conflict(f"platform {name} is busy with job {busy} (a job waiting on a lost "
+                       "host fails a minute after the host went offline)", field="platform")
     if platform.desired.backup is None:
         raise Conflict(f"platform {name} has no backups to recover from", field="platform")
     target = _target(session, principal, ref, name, spec.to_time)

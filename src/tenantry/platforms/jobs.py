@@ -37,6 +37,9 @@ from tenantry.platforms.models import Platform, Release
 from tenantry.platforms.placement import allocate_ports, move_port, release_ports
 
 WAIT_TIMEOUT = 180.0
+# A job waiting on a host that stays offline this long fails, rather than wait out its
+# timeout (hours for a backup) and hold up the platform's next job, such as `dr recover`.
+HOST_LOST_AFTER = 60.0
 BACKUP_WAIT = 6 * 3600.0  # a first full backup of a large database takes a while
 POLL = 0.15
 
@@ -55,12 +58,21 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
     """Poll the observed state until `check(observed, desired)` holds for the current gen."""
     deadline = time.monotonic() + timeout
     last_error = ""
+    offline_since: float | None = None
     while True:
         with ctx.runtime.sessions() as session:
             platform = session.get(Platform, ctx.platform_id)
             if platform is None:
                 raise StepFailed("the platform no longer exists")
             observed, desired = platform.observed or PlatformReport(), platform.desired
+            host = platform.host
+            if host is not None and host.state == "offline":
+                offline_since = offline_since or time.monotonic()
+                if time.monotonic() - offline_since > HOST_LOST_AFTER:
+                    raise StepFailed(f"host {host.name} went offline while this job waited "
+                                     f"for {what}")
+            else:
+                offline_since = None
         current = observed.gen >= desired.gen
         if current and observed.conflicts:
             _move_ports(ctx, observed.conflicts)
