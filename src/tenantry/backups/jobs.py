@@ -43,15 +43,18 @@ from tenantry.platforms.jobs import (
     CREATE,
     CREATE_STEPS,
     Check,
+    ask_restore,
     db_ready,
     load_platform,
     probe,
+    restored,
     run_backup,
     serving,
-    set_running,
     step_backups_on,
     step_place,
-    stopped,
+    step_quiesce,
+    step_resume,
+    step_stop_database,
     wait_observed,
 )
 from tenantry.platforms.models import Host, Platform, PortAllocation
@@ -129,69 +132,15 @@ def _ids(ctx: StepContext) -> tuple[str, str, str]:
     return f"s{ctx.job_id}", f"r{ctx.job_id}", f"u{ctx.job_id}"
 
 
-def _set_apps(ctx: StepContext, running: bool) -> None:
-    with ctx.runtime.sessions() as session:
-        platform = load_platform(session, ctx)
-        want = platform.desired.model_copy(deep=True)
-        changed = [s for s in want.slots.values() if s.running != running]
-        for slot in changed:
-            slot.running = running
-        if changed:
-            platform.desired = want
-            bump(session, platform)
-        session.commit()
-
-
-def _apps_stopped(observed: PlatformReport, _: DesiredState) -> bool:
-    return all(s.state in ("stopped", "failed") for s in observed.slots.values())
-
-
-def _restored(task_id: str) -> Check:
-    def check(observed: PlatformReport, _: DesiredState) -> bool:
-        state = observed.backup.restores.get(task_id, "") if observed.backup else ""
-        if state.startswith("failed"):
-            raise StepFailed(f"pgBackRest could not restore: {state.removeprefix('failed: ')}")
-        return state == "ok"
-    return check
-
-
-def _ask_restore(ctx: StepContext, task: RestoreTask) -> None:
-    with ctx.runtime.sessions() as session:
-        platform = load_platform(session, ctx)
-        current = platform.desired.restore
-        if current is None or current.id != task.id:
-            platform.desired = platform.desired.model_copy(update={"restore": task})
-            bump(session, platform)
-        session.commit()
-    wait_observed(ctx, "the restore", _restored(task.id), timeout=BACKUP_WAIT)
-
-
-def step_quiesce(ctx: StepContext) -> None:
-    _set_apps(ctx, False)
-    wait_observed(ctx, "the app processes to stop", _apps_stopped)
-
-
 def step_safety(ctx: StepContext) -> None:
     run_backup(ctx, BackupTask(id=_ids(ctx)[0], type="incr"))
 
 
-def step_stop_database(ctx: StepContext) -> None:
-    set_running(ctx, False)
-    wait_observed(ctx, "the database to stop", stopped)
-
-
 def step_restore(ctx: StepContext) -> None:
     target = ctx.params.get("target")
-    _ask_restore(ctx, RestoreTask(id=_ids(ctx)[1],
+    ask_restore(ctx, RestoreTask(id=_ids(ctx)[1],
                                   target=float(cast(float, target)) if target is not None
                                   else None))
-
-
-def step_resume(ctx: StepContext) -> None:
-    set_running(ctx, True)
-    _set_apps(ctx, True)
-    wait_observed(ctx, "the database to replay WAL and open", db_ready, timeout=BACKUP_WAIT)
-    wait_observed(ctx, "the app to serve again", serving)
 
 
 def _when(ctx: StepContext) -> str:
@@ -228,7 +177,7 @@ def _restore_failed(ctx: StepContext, reason: str) -> None:
             if not safety.startswith("ok: "):
                 raise StepFailed("no safety backup to go back to")
             step_stop_database(ctx)
-            _ask_restore(ctx, RestoreTask(id=undo_id, label=label, immediate=True))
+            ask_restore(ctx, RestoreTask(id=undo_id, label=label, immediate=True))
             outcome = f"the platform was put back as it was (safety backup {label})"
         step_resume(ctx)
         state, error = "ready", f"restore failed; {outcome}: {reason}"
@@ -302,7 +251,7 @@ def step_destroy(ctx: StepContext) -> None:
 
 
 def step_recover(ctx: StepContext) -> None:
-    wait_observed(ctx, "the restore from the repository", _restored(_drill_id(ctx)),
+    wait_observed(ctx, "the restore from the repository", restored(_drill_id(ctx)),
                   timeout=BACKUP_WAIT)
     wait_observed(ctx, "the database to replay WAL and open", db_ready, timeout=BACKUP_WAIT)
     wait_observed(ctx, "the app to serve again", serving)

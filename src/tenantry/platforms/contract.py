@@ -160,6 +160,18 @@ class Upgrade(_Document):
     to_slot: SlotName
     from_release: str
     to_release: str
+    restore_point: str | None = None  # the backup taken before its migration ran
+
+
+class RestorePoint(_Document):
+    """The backup an upgrade took just before its migration ran, kept until the next
+    upgrade: a rollback to `from_release` can bring the database back to it."""
+
+    label: str
+    job: int
+    from_release: str
+    to_release: str
+    taken_at: float  # Unix time
 
 
 class DesiredState(_Document):
@@ -181,6 +193,7 @@ class DesiredState(_Document):
     backup_tasks: list[BackupTask] = Field(default_factory=list)
     restore: RestoreTask | None = None  # the last restore asked for
     drill: DrillTask | None = None
+    restore_point: RestorePoint | None = None  # of the last upgrade that migrated
 
 
 # ---------------------------------------------------------------- wire: GET /agent/desired

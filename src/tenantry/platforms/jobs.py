@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
+from tenantry.core.models import Job
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import backing, hosts
 from tenantry.platforms.contract import (
@@ -28,6 +29,8 @@ from tenantry.platforms.contract import (
     DesiredSlot,
     DesiredState,
     PlatformReport,
+    RestorePoint,
+    RestoreTask,
     SlotName,
     StoredCert,
     Upgrade,
@@ -363,6 +366,62 @@ CREATE = JobKind(
 )
 
 
+# ---------------------------------------------------------------- restores
+
+def set_apps(ctx: StepContext, running: bool) -> None:
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        want = platform.desired.model_copy(deep=True)
+        changed = [s for s in want.slots.values() if s.running != running]
+        for slot in changed:
+            slot.running = running
+        if changed:
+            platform.desired = want
+            bump(session, platform)
+        session.commit()
+
+
+def apps_stopped(observed: PlatformReport, _: DesiredState) -> bool:
+    return all(s.state in ("stopped", "failed") for s in observed.slots.values())
+
+
+def restored(task_id: str) -> Check:
+    def check(observed: PlatformReport, _: DesiredState) -> bool:
+        state = observed.backup.restores.get(task_id, "") if observed.backup else ""
+        if state.startswith("failed"):
+            raise StepFailed(f"pgBackRest could not restore: {state.removeprefix('failed: ')}")
+        return state == "ok"
+    return check
+
+
+def ask_restore(ctx: StepContext, task: RestoreTask) -> None:
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        current = platform.desired.restore
+        if current is None or current.id != task.id:
+            platform.desired = platform.desired.model_copy(update={"restore": task})
+            bump(session, platform)
+        session.commit()
+    wait_observed(ctx, "the restore", restored(task.id), timeout=BACKUP_WAIT)
+
+
+def step_quiesce(ctx: StepContext) -> None:
+    set_apps(ctx, False)
+    wait_observed(ctx, "the app processes to stop", apps_stopped)
+
+
+def step_stop_database(ctx: StepContext) -> None:
+    set_running(ctx, False)
+    wait_observed(ctx, "the database to stop", stopped)
+
+
+def step_resume(ctx: StepContext) -> None:
+    set_running(ctx, True)
+    set_apps(ctx, True)
+    wait_observed(ctx, "the database to replay WAL and open", db_ready, timeout=BACKUP_WAIT)
+    wait_observed(ctx, "the app to serve again", serving)
+
+
 # ---------------------------------------------------------------- upgrade and rollback
 
 def _target_slot(ctx: StepContext) -> SlotName:
@@ -373,6 +432,30 @@ def _target_slot(ctx: StepContext) -> SlotName:
         if upgrade and upgrade.job == ctx.job_id:
             return upgrade.to_slot
         return platform.desired.route_slot or "a"
+
+
+def step_restore_point(ctx: StepContext) -> None:
+    """Before a migration runs, a backup to come back to: an incremental taken with the old
+    release serving, its label kept with the job (a restarted worker finds it again). An
+    upgrade without a migration, or of a platform without backups, needs none."""
+    if not ctx.params.get("migrate") or ctx.params.get("restore_point"):
+        return
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        if platform.desired.backup is None:
+            return
+    task = BackupTask(id=f"p{ctx.job_id}", type="incr")
+    run_backup(ctx, task)
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        report = platform.observed.backup if platform.observed else None
+        label = (report.tasks.get(task.id, "") if report else "").removeprefix("ok: ")
+        job = session.get(Job, ctx.job_id)
+        if label and job is not None:
+            job.params = {**job.params, "restore_point": label, "restore_point_at": time.time()}
+            ctx.params.update(restore_point=label, restore_point_at=job.params[
+                "restore_point_at"])
+        session.commit()
 
 
 def step_prepare(ctx: StepContext) -> None:
@@ -397,8 +480,10 @@ def step_prepare(ctx: StepContext) -> None:
                                        after_migration=migration.id if migration else None)
         want.releases = sorted({*want.releases, new_release})
         want.migrations = [*want.migrations, *([migration] if migration else [])]
+        point = ctx.params.get("restore_point")
         want.upgrade = Upgrade(job=ctx.job_id, from_slot=current, to_slot=idle,
-                               from_release=platform.release_id, to_release=new_release)
+                               from_release=platform.release_id, to_release=new_release,
+                               restore_point=str(point) if point else None)
         platform.desired = want
         bump(session, platform)
         session.commit()
@@ -440,18 +525,37 @@ def _upgrade_succeeded(ctx: StepContext, kind: str) -> None:
         assert upgrade is not None
         platform.previous_release_id = upgrade.from_release
         platform.release_id = upgrade.to_release
-        platform.desired = platform.desired.model_copy(update={"upgrade": None})
+        update: dict[str, object] = {"upgrade": None}
+        if upgrade.restore_point:
+            update["restore_point"] = RestorePoint(
+                label=upgrade.restore_point, job=ctx.job_id, from_release=upgrade.from_release,
+                to_release=upgrade.to_release,
+                taken_at=float(str(ctx.params.get("restore_point_at", time.time()))))
+        elif kind == "ROLLED_BACK":
+            update["restore_point"] = None  # it belonged to the upgrade undone
+        platform.desired = platform.desired.model_copy(update=update)
 
     verb = "upgraded" if kind == "UPGRADED" else "rolled back"
+    point = ctx.params.get("restore_point")
+    if point and kind == "UPGRADED":
+        verb += f" (restore point before its migration: backup {point})"
     _finish(ctx, "ready", kind, "platform {p} " + verb, mutate)
 
 
 def _upgrade_failed(ctx: StepContext, reason: str) -> None:
-    """Put the previous release back in front of the users, then record why."""
+    """Put the previous release back in front of the users and, when the new release's
+    migration ran, the database back to the restore point taken before it; then record
+    why."""
+    point: str | None = None
     with ctx.runtime.sessions() as session:
         platform = load_platform(session, ctx)
         want = platform.desired.model_copy(deep=True)
         upgrade = want.upgrade
+        if upgrade and upgrade.job == ctx.job_id and upgrade.restore_point:
+            ran = platform.observed.migrations if platform.observed else {}
+            if any(m.id in ran for m in want.migrations if m.release_id == upgrade.to_release
+                   and m.id == f"m{ctx.job_id}"):
+                point = upgrade.restore_point
         if upgrade and upgrade.job == ctx.job_id:
             new = upgrade.to_slot
             want.route_slot = upgrade.from_slot
@@ -461,11 +565,26 @@ def _upgrade_failed(ctx: StepContext, reason: str) -> None:
             platform.desired = want
             release_ports(session, platform.id, f"slot-{new}")
             bump(session, platform)
-        platform.state = "ready"
+        # Restoring: the probes leave it alone while the database comes back (no page).
+        platform.state = "restoring" if point is not None else "ready"
         platform.error = f"upgrade failed and was rolled back: {reason}"
         emit(session, "UPGRADE_FAILED", f"{platform.isv.name}/{platform.name}: {reason}",
              isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
              job_id=ctx.job_id)
+        session.commit()
+    restored_to = ""
+    if point is not None:
+        try:
+            restore_point_back(ctx, point, f"q{ctx.job_id}")
+            restored_to = f"; its database is back at restore point {point}, taken before " \
+                          "the migration"
+        except StepFailed as exc:
+            restored_to = f"; bringing its database back to restore point {point} failed " \
+                          f"({exc}): restore it with `tenantry backup restore`"
+    with ctx.runtime.sessions() as session:
+        platform = load_platform(session, ctx)
+        platform.state = "ready"
+        platform.error = f"upgrade failed and was rolled back{restored_to}: {reason}"
         emit(session, "ROLLED_BACK", f"{platform.isv.name}/{platform.name} is back on "
              f"{platform.release.app.name}@{platform.release.version}",
              isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
@@ -474,11 +593,21 @@ def _upgrade_failed(ctx: StepContext, reason: str) -> None:
     wait_observed(ctx, "the previous release to serve again", serving, timeout=120)
 
 
+def restore_point_back(ctx: StepContext, label: str, task_id: str) -> None:
+    """The database back to a restore point (a backup's end): the apps stopped, the
+    database stopped, restored with `--delta`, started, the apps started again."""
+    step_quiesce(ctx)
+    step_stop_database(ctx)
+    ask_restore(ctx, RestoreTask(id=task_id, label=label, immediate=True))
+    step_resume(ctx)
+
+
 _UPGRADE_STEPS = (("prepare", step_prepare), ("build", step_build), ("migrate", step_migrate),
                   ("start", step_start), ("switch", step_switch), ("health", step_health),
                   ("retire", step_retire))
 
-UPGRADE = JobKind(name="upgrade", steps=_UPGRADE_STEPS,
+UPGRADE = JobKind(name="upgrade", steps=(("restore point", step_restore_point),
+                                         *_UPGRADE_STEPS),
                   on_success=lambda ctx: _upgrade_succeeded(ctx, "UPGRADED"),
                   on_failure=_upgrade_failed)
 ROLLBACK = JobKind(name="rollback", steps=_UPGRADE_STEPS,
