@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tenantry.agent import converge, exporters, releases
+from tenantry.agent.backups import BackupMetrics
 from tenantry.agent.metrics import (
     AgentMetrics,
     ExpectedDatabase,
@@ -87,6 +88,25 @@ tenantry_database_expected{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/
 restarting: a database down is known from here at once, whatever the exporter does.
 # TYPE tenantry_database_running gauge
 tenantry_database_running{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} 1
+# HELP tenantry_backup_last_timestamp_seconds Unix time the platform's newest database \
+backup finished.
+# TYPE tenantry_backup_last_timestamp_seconds gauge
+tenantry_backup_last_timestamp_seconds{isv="bms",platform="bms/lbh"} 1714000000.25
+# HELP tenantry_backup_archive_pending_segments WAL segments written but not yet in the \
+backup repository.
+# TYPE tenantry_backup_archive_pending_segments gauge
+tenantry_backup_archive_pending_segments{isv="bms",platform="bms/lbh"} 2
+tenantry_backup_archive_pending_segments{isv="bms",platform="bms/dlg"} 0
+# HELP tenantry_backup_archive_lag_seconds How long the oldest WAL segment not yet in the \
+repository has waited (0: none waits).
+# TYPE tenantry_backup_archive_lag_seconds gauge
+tenantry_backup_archive_lag_seconds{isv="bms",platform="bms/lbh"} 12.5
+tenantry_backup_archive_lag_seconds{isv="bms",platform="bms/dlg"} 0
+# HELP tenantry_backup_check_ok 1 when the platform's latest verify or restore test \
+passed, 0 when it failed.
+# TYPE tenantry_backup_check_ok gauge
+tenantry_backup_check_ok{isv="bms",platform="bms/lbh",check="verify"} 1
+tenantry_backup_check_ok{isv="bms",platform="bms/lbh",check="restore-test"} 0
 # HELP tenantry_rogue_processes Processes of no platform and no known service over the CPU \
 or memory threshold.
 # TYPE tenantry_rogue_processes gauge
@@ -105,7 +125,12 @@ def test_the_whole_page() -> None:
     snapshot = HostSnapshot(
         slots=(SlotProcesses("bms", "bms/lbh", "a", running=2, expected=3),
                SlotProcesses("bms", "bms/dlg", "b", running=0, expected=0)),
-        databases=(ExpectedDatabase("/srv/tnt-1/p1:21000", "bms", "bms/lbh"),))
+        databases=(ExpectedDatabase("/srv/tnt-1/p1:21000", "bms", "bms/lbh"),),
+        backups=(BackupMetrics("bms", "bms/lbh", last_backup_at=1714000000.25,
+                               archive_pending=2, archive_lag=12.5,
+                               checks=(("verify", True), ("restore-test", False))),
+                 BackupMetrics("bms", "bms/dlg", last_backup_at=None, archive_pending=0,
+                               archive_lag=0.0)))
     rogues = RogueReport(count=7, top=(Rogue(4242, 'xmr "miner"', 1.9876, 8192),))
     assert render(families(snapshot, 1714000000.5, rogues)) == EXPECTED_TEXT
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ControlPlaneProcess, api_as, person_token, wait_until
@@ -95,6 +96,23 @@ def test_a_new_platform_is_backed_up_archives_wal_and_backs_up_on_demand(
     # pgBackRest's configuration holds the passphrase: only the platform's user reads it.
     conf = plane.data_dir / "agent" / "platforms" / created["id"] / "backup" / "pgbackrest.conf"
     assert conf.stat().st_mode & 0o077 == 0
+
+    # Prometheus has the backup's age and the archive's lag, and rules that page on them.
+    prometheus = json.loads((plane.data_dir / "monitoring" / "stack.json").read_text())[
+        "prometheus"]
+
+    def series(metric: str) -> list[dict[str, Any]]:
+        found = httpx.get(f"{prometheus}/api/v1/query", params={
+            "query": f'{metric}{{platform="{ref}"}}'}, timeout=5).json()
+        return list(found["data"]["result"])
+    wait_until(lambda: series("tenantry_backup_last_timestamp_seconds"), 30,
+               "the backup's age scraped")
+    newest = float(series("tenantry_backup_last_timestamp_seconds")[0]["value"][1])
+    assert newest == pytest.approx(_ts(after[-1]["finished_at"]), abs=1)
+    assert float(series("tenantry_backup_archive_lag_seconds")[0]["value"][1]) < 60
+    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    names = {r["labels"].get("check") for g in rules for r in g["rules"] if "labels" in r}
+    assert {"backup_age", "archive_lag", "backup_check"} <= names
 
 
 def test_another_isv_never_reaches_a_platforms_backups(

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,19 @@ BACKUP_TIMEOUT = 6 * 3600.0
 LOCK_RETRY = 5.0  # a backup that finds another running waits this long and tries again
 LOCK_WAIT = 600.0  # ... for at most this long
 _LOCK_EXIT = 50  # pgBackRest's "unable to acquire lock"
+
+
+@dataclass(frozen=True)
+class BackupMetrics:
+    """A platform's backups as the agent sees them (see agent.backups.metrics)."""
+
+    isv: str
+    platform: str
+    last_backup_at: float | None  # Unix time the newest backup finished
+    archive_pending: int  # WAL segments not yet in the repository
+    archive_lag: float  # seconds the oldest of them has waited (0: none waits)
+    checks: tuple[tuple[str, bool], ...] = ()  # ("verify" | "restore-test", passed), latest
+
 
 
 def isv_group(isv: str) -> str:
@@ -137,6 +151,15 @@ def _stanza_digest(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Clust
     return _digest(render_config(platform_dir, p, spec) + extra)
 
 
+def read_state(platform_dir: Path) -> dict[str, Any]:
+    """`state.json`: what the agent knows of the stanza and of each task ({} when none)."""
+    try:
+        data = json.loads((backup_dir(platform_dir) / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class BackupRunner:
     """The host's backups: stanzas, tasks in threads of their own, and what they left."""
 
@@ -157,11 +180,7 @@ class BackupRunner:
         return backup_dir(platform_dir) / "state.json"
 
     def read_state(self, platform_dir: Path) -> dict[str, Any]:
-        try:
-            data = json.loads(self._state_file(platform_dir).read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_state(platform_dir)
 
     def _update(self, platform_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
         with self._lock:
@@ -521,6 +540,38 @@ def _pgbackrest_restore(conf: Path, stanza: str, datadir: Path, args: list[str],
         raise Unavailable(f"pgbackrest restore failed ({done.returncode}): "
                           + _last_error(done.stderr or done.stdout))
     (datadir / "postmaster.pid").unlink(missing_ok=True)
+
+
+def metrics(platform_dir: Path, p: DesiredPlatform) -> BackupMetrics:
+    """What the agent exports of a platform's backups: the newest backup's end, the WAL not
+    yet in the repository (segments PostgreSQL still has to hand over, `.ready` in
+    pg_wal/archive_status, and those in pgBackRest's async queue) and how long the oldest
+    has waited, and the outcome of the latest verify and restore test asked for."""
+    state = read_state(platform_dir)
+    ends = [float(b.get("finished_at", 0)) for b in state.get("backups", [])]
+    waiting: list[float] = []
+    queues = [(platform_dir / "pgdata" / "pg_wal" / "archive_status", ".ready"),
+              (backup_dir(platform_dir) / "spool" / "archive" / p.id / "out", "")]
+    for folder, suffix in queues:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name.endswith(suffix) and not entry.name.endswith((".ok", ".error")) \
+                        and len(entry.name.removesuffix(suffix)) == 24:
+                    with contextlib.suppress(OSError):
+                        waiting.append(entry.stat().st_mtime)
+    outcomes = state.get("tasks", {})
+    checks = []
+    for kind in ("verify", "restore-test"):
+        latest = next((t for t in reversed(p.backup.tasks if p.backup else [])
+                       if t.type == kind and str(outcomes.get(t.id, "")).startswith(
+                           ("ok", "failed"))), None)
+        if latest is not None:
+            checks.append((kind, str(outcomes[latest.id]).startswith("ok")))
+    return BackupMetrics(isv=p.isv, platform=f"{p.isv}/{p.name}",
+                         last_backup_at=max(ends) if ends else None,
+                         archive_pending=len(waiting),
+                         archive_lag=round(time.time() - min(waiting), 3) if waiting else 0.0,
+                         checks=tuple(checks))
 
 
 def ensure_files_dir(platform_dir: Path, owner: str | None) -> None:

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tenantry.agent import converge, releases
+from tenantry.agent.backups import BackupMetrics
 from tenantry.agent.rogues import Known, Rogue, RogueReport, RogueScanner
 from tenantry.agent.services import ProgramStatus
 from tenantry.platforms.contract import DesiredPlatform, DesiredSlot
@@ -50,6 +51,7 @@ class ExpectedDatabase:
 class HostSnapshot:
     slots: tuple[SlotProcesses, ...] = ()
     databases: tuple[ExpectedDatabase, ...] = ()
+    backups: tuple[BackupMetrics, ...] = ()
     known: Known = field(default_factory=Known)
 
 
@@ -98,6 +100,9 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport) -> l
     def rogue(r: Rogue) -> dict[str, str]:
         return {"pid": str(r.pid), "comm": r.comm}
 
+    def of(b: BackupMetrics) -> dict[str, str]:
+        return {"isv": b.isv, "platform": b.platform}
+
     return [
         Family("tenantry_agent_heartbeat_timestamp_seconds",
                "Unix time of the agent's last successful report to the control plane "
@@ -116,6 +121,22 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport) -> l
                "database down is known from here at once, whatever the exporter does.",
                "gauge", [({"server": d.server, "isv": d.isv, "platform": d.platform},
                           int(d.running)) for d in snapshot.databases]),
+        Family("tenantry_backup_last_timestamp_seconds",
+               "Unix time the platform's newest database backup finished.", "gauge",
+               [(of(b), b.last_backup_at) for b in snapshot.backups
+                if b.last_backup_at is not None]),
+        Family("tenantry_backup_archive_pending_segments",
+               "WAL segments written but not yet in the backup repository.", "gauge",
+               [(of(b), b.archive_pending) for b in snapshot.backups]),
+        Family("tenantry_backup_archive_lag_seconds",
+               "How long the oldest WAL segment not yet in the repository has waited "
+               "(0: none waits).", "gauge",
+               [(of(b), b.archive_lag) for b in snapshot.backups]),
+        Family("tenantry_backup_check_ok",
+               "1 when the platform's latest verify or restore test passed, 0 when it "
+               "failed.", "gauge",
+               [({**of(b), "check": name}, int(ok)) for b in snapshot.backups
+                for name, ok in b.checks]),
         Family("tenantry_rogue_processes",
                "Processes of no platform and no known service over the CPU or memory "
                "threshold.", "gauge", [({}, rogues.count)]),

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Collection
 from pathlib import Path
 
-from tenantry.agent import converge, exporters, pgcluster, unixusers
+from tenantry.agent import backups, converge, exporters, pgcluster, unixusers
 from tenantry.agent.metrics import (
     AgentMetrics,
     ExpectedDatabase,
@@ -150,8 +150,11 @@ class HostMonitoring:
                 isv=p.isv, platform=f"{p.isv}/{p.name}", running=p.id in running)
             for p in sorted(desired.platforms, key=lambda p: p.id)
             if p.id in self._db_seen | failed)
+        found = tuple(backups.metrics(self.paths.platform(p.id), p)
+                      for p in sorted(desired.platforms, key=lambda p: p.id)
+                      if p.backup is not None and not p.absent)
         return HostSnapshot(slots=tuple(slot_processes(self.paths, desired.platforms, programs)),
-                            databases=databases, known=self._known(desired))
+                            databases=databases, backups=found, known=self._known(desired))
 
     def _known(self, desired: DesiredHost) -> Known:
         """Our tree and our supervisord's; the platforms' and tenantry's Unix users."""

@@ -151,6 +151,17 @@ CHECKS: tuple[Check, ...] = (
           False, 99, 50, 100, 10, "%", "application processes missing"),
     Check("rogue", TargetKind.HOST, 'tenantry_rogue_processes{job="agent"}',
           True, 1, 3, 0.5, 60, "processes", "rogue processes"),
+    # backups (the agent's series, tenantry.agent.backups.metrics): the schedule backs up
+    # every 4 hours, so a day without a backup means the schedule or the store is failing.
+    Check("backup_age", TargetKind.PLATFORM,
+          '(time() - tenantry_backup_last_timestamp_seconds{job="agent"}) / 3600',
+          True, 26, 50, 25, 0, "h", "no recent backup"),
+    Check("archive_lag", TargetKind.PLATFORM,
+          'tenantry_backup_archive_lag_seconds{job="agent"}',
+          True, 120, 600, 60, 30, "s", "WAL archive behind (RPO growing)"),
+    Check("backup_check", TargetKind.PLATFORM,
+          'min without(check) (tenantry_backup_check_ok{job="agent"})',
+          False, None, 1, 1, 0, "", "backup verify or restore test failed"),
 )
 
 
