@@ -119,3 +119,30 @@ def test_half_made_datadir_is_wiped_and_recreated(
     assert not (spec.datadir / "junk").exists()
     assert f"port = {spec.port}" in (spec.datadir / "tenantry.conf").read_text()
     assert os.listdir(spec.socket_dir) == []
+
+
+def test_a_time_target_past_the_last_commit_is_dropped_for_the_end_of_the_archive(
+        tmp_path: Path) -> None:
+    """PostgreSQL 15 stops with FATAL when the archive ends before its target time (no
+    commit after it): the agent then recovers to the end of the archive instead."""
+    from tenantry.agent.pgcluster import ClusterSpec, drop_recovery_target, target_unreached
+
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    spec = ClusterSpec(datadir=data, port=21000, owner=None, size="s",
+                       socket_dir=tmp_path / "sock")
+    log = tmp_path / "postgres.log"
+    (data / "postgresql.auto.conf").write_text(
+        "restore_command = 'pgbackrest archive-get %f \"%p\"'\n"
+        "recovery_target_time = '2026-12-01 11:08:08+00'\nrecovery_target_action = 'promote'\n")
+    log.write_text("LOG:  starting point-in-time recovery\n")
+    assert not target_unreached(spec, log)  # no recovery.signal: not recovering
+    (data / "recovery.signal").touch()
+    assert not target_unreached(spec, log)  # recovering, not stopped short
+    with log.open("a") as f:
+        f.write("FATAL:  recovery ended before configured recovery target was reached\n")
+    assert target_unreached(spec, log)
+    drop_recovery_target(spec)
+    assert (data / "postgresql.auto.conf").read_text() == \
+        "restore_command = 'pgbackrest archive-get %f \"%p\"'\n"
+    assert not target_unreached(spec, log)  # done once

@@ -120,6 +120,7 @@ class PlatformFacts:
     backup_tasks: list[BackupTask] = field(default_factory=list)  # to start
     backup: BackupReport | None = None
     restore_state: str | None = None  # of the restore asked for: None (not run), ok, failed
+    target_unreached: bool = False  # PostgreSQL stopped: no commit after the restore's time
     drill_next: str | None = None  # the drill's phase to carry out here (see agent.drill)
 
 
@@ -232,6 +233,7 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
         facts.needs_stanza = runner.needs_stanza(root, p, spec)
         facts.backup_tasks = runner.tasks_to_start(root, p)
         facts.restore_state = runner.restore_state(root, p)
+        facts.target_unreached = pgcluster.target_unreached(spec, root / "logs" / "postgres.log")
         facts.backup = runner.report(root, p, spec,
                                      database_up=db is not None and db.state == "RUNNING")
         if drills is not None:
@@ -428,6 +430,10 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
     current_db = facts.programs.get(dbspec.name)
     # Never start a cluster a restore is about to replace, nor one a restore left broken.
     db_blocked = p.database.port in facts.taken_ports or restore_pending or restore_failed
+    if running and not db_blocked and facts.target_unreached:
+        actions.append(Action(f"{pid}: recover to the end of the archive (no commit after the "
+                              "restore's target time)",
+                              lambda: pgcluster.drop_recovery_target(cluster_spec(fx.paths, p))))
     if running and not db_blocked:
         if current_db is None or current_db.digest != dbspec.digest() or \
                 current_db.state not in ("RUNNING", "STARTING"):
@@ -494,7 +500,9 @@ def report_platform(p: DesiredPlatform, facts: PlatformFacts, paths: HostPaths,
         return PlatformReport(gen=p.gen, absent=gone, error=error)
     dbname = f"{p.id}-db"
     db_status = facts.programs.get(dbname)
-    if db_status is not None and db_status.state == "FATAL":
+    if facts.target_unreached:
+        database = "recovering"  # to the end of the archive now (see plan_platform)
+    elif db_status is not None and db_status.state == "FATAL":
         database = "error: PostgreSQL exited: " + _log_tail(
             paths.platform(p.id) / "logs", ["postgres"])
     elif db_status is None or db_status.state != "RUNNING":

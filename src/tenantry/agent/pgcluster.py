@@ -17,6 +17,7 @@ import fcntl
 import getpass
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -33,6 +34,8 @@ from psycopg import sql
 from tenantry.agent import unixusers
 from tenantry.agent.services import ProgramSpec
 from tenantry.core.errors import InvalidInput, Unavailable
+
+log = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
 TEMPLATE_USER = "tenantry-pginit"  # neutral owner of the per-host template when root
@@ -407,3 +410,34 @@ def remove_cluster(spec: ClusterSpec) -> None:
     """Delete the cluster's files; remove its program from the service manager first."""
     for path in (spec.datadir, spec.datadir.with_name(spec.datadir.name + ".tmp"), spec.socket_dir):
         shutil.rmtree(path, ignore_errors=True)
+
+
+_UNREACHED = "recovery ended before configured recovery target was reached"
+
+
+def target_unreached(spec: ClusterSpec, log_file: Path) -> bool:
+    """A restore to a time after the archive's last commit: PostgreSQL (13 and later) stops
+    with FATAL at the end of the WAL rather than promote short of its target. True while
+    the cluster is in that state (recovering, a time target set, that message in its log)."""
+    if not (spec.datadir / "recovery.signal").exists():
+        return False
+    try:
+        settings = (spec.datadir / "postgresql.auto.conf").read_text()
+        with log_file.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "recovery_target_time" in settings and _UNREACHED in tail
+
+
+def drop_recovery_target(spec: ClusterSpec) -> None:
+    """Recover to the end of the archive instead: with no commit after the target, that is
+    the database as it was at the target. The program is started again by the plan."""
+    path = spec.datadir / "postgresql.auto.conf"
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not line.lstrip().startswith("recovery_target")]
+    path.write_text("".join(kept))
+    log.info("cluster %s: no commit after the restore's target time; recovering to the end "
+             "of the archive", spec.datadir)

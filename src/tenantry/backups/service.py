@@ -143,8 +143,10 @@ def window(*, session: Session, principal: Principal, ref: str) -> BackupWindow:
     if report is None or not report.backups:
         return BackupWindow(platform=_name(platform), earliest=None, latest=None,
                             archive_error=report.archive_error if report else None)
-    earliest = report.backups[0].finished_at
-    latest = max(report.backups[-1].finished_at, report.archived_at or 0)
+    # pgBackRest keeps a backup's stop time in whole seconds and restores to a time only
+    # from a backup that stopped strictly before it: the window opens a second later.
+    earliest = report.backups[0].finished_at + 1
+    latest = max(report.backups[-1].finished_at + 1, report.archived_at or 0)
     return BackupWindow(platform=_name(platform), earliest=_utc(earliest),
                         latest=_utc(latest), archive_error=report.archive_error)
 
