@@ -118,6 +118,7 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/platforms/{isv}/{name}/drills"): "operate",
     ("POST", "/api/v1/platforms/{isv}/{name}/clone"): "operate",
     ("POST", "/api/v1/platforms/{isv}/{name}/recover"): "operate",
+    ("PUT", "/api/v1/platforms/{isv}/{name}/backups/schedule"): "operate",
     ("GET", "/api/v1/isvs/{isv}/backup-keys"): "admin",  # a threshold from the check's page
     ("POST", "/platforms/{platform_id}/support"): "admin",
     ("POST", "/support/{grant_id}/end"): "admin",  # provider admins too: the service decides

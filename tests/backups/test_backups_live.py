@@ -130,19 +130,38 @@ def test_another_isv_never_reaches_a_platforms_backups(
         for method, path in (("GET", f"/platforms/{isv}/t2/backups"),
                              ("GET", f"/platforms/{isv}/t2/backups/window"),
                              ("POST", f"/platforms/{isv}/t2/backups"),
+                             ("POST", f"/platforms/{isv}/t2/recover"),
+                             ("GET", f"/platforms/{isv}/t2/backups/schedule"),
+                             ("PUT", f"/platforms/{isv}/t2/backups/schedule"),
                              ("GET", f"/isvs/{isv}/backup-keys")):
-            answer = api.request(method, path, json={} if method == "POST" else None)
+            answer = api.request(method, path, json={} if method in ("POST", "PUT") else None)
             assert answer.status_code == 404, (method, path, answer.text)
     with api_as(plane, viewer) as api:
         assert api.get(f"/platforms/{isv}/t2/backups").status_code == 200
         assert api.post(f"/platforms/{isv}/t2/backups", json={}).status_code == 403
         assert api.get(f"/isvs/{isv}/backup-keys").status_code == 403
+        assert api.get(f"/platforms/{isv}/t2/backups/schedule").json()["incr"] == "4h"
+        assert api.put(f"/platforms/{isv}/t2/backups/schedule",
+                       json={"incr": "1h"}).status_code == 403
         bad = api.post(f"/platforms/{isv}/t2/backups", json={"type": "weekly"})
         assert bad.status_code in (403, 422)
     with plane.api() as api:
         bad = api.post(f"/platforms/{isv}/t2/backups", json={"type": "weekly"})
         assert bad.status_code == 422 and "type" in bad.text
         assert len(api.get(f"/platforms/{isv}/t2/backups").json()) == 1  # nothing was started
+
+    # A platform's own schedule: shown, changed by an operator, refused when out of bounds
+    # (nothing changes), and back to the defaults.
+    ref = f"{isv}/t2"
+    assert plane.cli_json("backup", "schedule", ref)["overridden"] == []
+    changed = plane.cli_json("backup", "schedule", ref, "--incr", "1h", "--restore-test", "2d")
+    assert (changed["incr"], changed["restore_test"], changed["full"]) == ("1h", "2d", "1w")
+    assert changed["overridden"] == ["incr", "restore_test"]
+    bad = plane.cli("backup", "schedule", ref, "--incr", "1m", check=False)
+    assert bad.returncode == 2 and "incr" in bad.stderr and "15m" in bad.stderr
+    assert plane.cli_json("backup", "schedule", ref)["incr"] == "1h"
+    assert plane.cli_json("backup", "schedule", ref, "--reset")["overridden"] == []
+    assert "BACKUP_SCHEDULE" in [e["kind"] for e in plane.cli_json("events", "--platform", ref)]
 
 
 def _registrations(plane: ControlPlaneProcess, host: str) -> list[str]:

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from tenantry.backups.jobs import due
+from tenantry.backups.schemas import parse_interval, show_interval
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
@@ -87,3 +88,46 @@ def test_retention_never_lets_the_only_full_go() -> None:
     old = [("20250101-010000F", "full", NOW - 300 * D)]
     assert expired(NOW, old) == []
     assert expired(NOW, []) == []
+
+
+def test_a_platforms_own_intervals_replace_the_defaults() -> None:
+    base = [("full", NOW - 6 * D), ("diff", NOW - 5 * H), ("incr", NOW - 2 * H)]
+    assert due(NOW, base, CHECKED) is None  # the defaults: nothing yet
+    assert due(NOW, base, CHECKED, {"incr": H}) == "incr"  # hourly incrementals
+    assert due(NOW, base, CHECKED, {"diff": 4 * H}) == "diff"
+    assert due(NOW, base, CHECKED, {"full": 5 * D}) == "full"
+    assert due(NOW, base, {"verify": NOW - 3 * H, "restore-test": NOW - H},
+               {"verify": 2 * H}) == "verify"
+
+
+@pytest.mark.parametrize("text, field, seconds", [
+    ("30m", "incr", 1800), ("4h", "incr", 14400), ("1d", "full", 86400),
+    ("2w", "full", 14 * 86400), (" 12H ", "diff", 43200)])
+def test_intervals_read(text: str, field: str, seconds: int) -> None:
+    assert parse_interval(text, field) == seconds
+    assert show_interval(seconds) == text.strip().lower()
+
+
+@pytest.mark.parametrize("text, field, why", [
+    ("5m", "incr", "outside 15m to 1w"), ("12h", "full", "outside 1d to"),
+    ("4 h", "incr", "not an interval"), ("", "incr", "not an interval"),
+    ("-1h", "incr", "not an interval"), ("1y", "full", "not an interval"),
+    ("9999999d", "full", "not an interval")])
+def test_bad_intervals_are_refused_with_the_field_and_the_reason(text: str, field: str,
+                                                                 why: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_interval(text, field)
+    assert str(caught.value).startswith(f"{field}: ") and why in str(caught.value)
+
+
+def test_the_api_schema_names_the_field() -> None:
+    from pydantic import ValidationError
+
+    from tenantry.backups.schemas import ScheduleUpdate
+
+    assert ScheduleUpdate.model_validate({"incr": "1h"}).incr == "1h"
+    with pytest.raises(ValidationError) as caught:
+        ScheduleUpdate.model_validate({"restore_test": "10m"})
+    assert caught.value.errors()[0]["loc"] == ("restore_test",)
+    with pytest.raises(ValidationError):
+        ScheduleUpdate.model_validate({"hourly": "1h"})

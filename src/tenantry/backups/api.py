@@ -20,6 +20,8 @@ from tenantry.backups.schemas import (
     DrillRequest,
     RecoverRequest,
     RestoreRequest,
+    SchedulePublic,
+    ScheduleUpdate,
 )
 from tenantry.platforms.schemas import PlatformAccepted
 
@@ -45,6 +47,19 @@ def list_backups(isv: str, name: str, session: SessionDep,
 def backup_window(isv: str, name: str, session: SessionDep,
                   principal: ViewerDep) -> BackupWindow:
     return service.window(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.get("/platforms/{isv}/{name}/backups/schedule", tags=["backups"])
+def get_schedule(isv: str, name: str, session: SessionDep,
+                 principal: ViewerDep) -> SchedulePublic:
+    return service.get_schedule(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.put("/platforms/{isv}/{name}/backups/schedule", tags=["backups"])
+def set_schedule(isv: str, name: str, spec: ScheduleUpdate, session: SessionDep,
+                 principal: OperatorDep) -> SchedulePublic:
+    return service.set_schedule(session=session, principal=principal, ref=f"{isv}/{name}",
+                                spec=spec)
 
 
 @router.post("/platforms/{isv}/{name}/restore", status_code=status.HTTP_202_ACCEPTED,

@@ -108,6 +108,38 @@ def backup_window(platform: PlatformArg, json_: JsonOpt = False,
          ["platform", "earliest", "latest", "archive_error"])
 
 
+@backup.command("schedule")
+@handle_errors
+def backup_schedule(
+        platform: PlatformArg,
+        full: Annotated[str | None, typer.Option(
+            "--full", help="Between full backups, like 7d (1d to 90d).")] = None,
+        diff: Annotated[str | None, typer.Option(
+            "--diff", help="Between differentials, like 1d (1h to 30d).")] = None,
+        incr: Annotated[str | None, typer.Option(
+            "--incr", help="Between incrementals, like 4h (15m to 7d).")] = None,
+        verify: Annotated[str | None, typer.Option(
+            "--verify", help="Between verifications, like 1d (1h to 90d).")] = None,
+        restore_test: Annotated[str | None, typer.Option(
+            "--restore-test", help="Between restore tests, like 7d (1h to 90d).")] = None,
+        reset: Annotated[bool, typer.Option(
+            "--reset", help="Back to the defaults (the options given apply after).")] = False,
+        json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Show the platform's backup schedule, or change it (operators): intervals like 30m,
+    4h, 1d or 2w. Without options it only shows it."""
+    client = Client.from_env(data_dir)
+    path = f"{_path(client, platform)}/schedule"
+    given = {k: v for k, v in (("full", full), ("diff", diff), ("incr", incr),
+                               ("verify", verify), ("restore_test", restore_test))
+             if v is not None}
+    if given or reset:
+        found = client.put(path, {**given, **({"reset": True} if reset else {})})
+    else:
+        found = client.get(path)
+    show(found, json_, ["platform", "full", "diff", "incr", "verify", "restore_test",
+                        "overridden"])
+
+
 @backup.command("restore")
 @handle_errors
 def backup_restore(platform: PlatformArg,

@@ -21,7 +21,7 @@ from typing import cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tenantry.backups.models import Drill
+from tenantry.backups.models import BackupSchedule, Drill
 from tenantry.backups.schemas import CheckType
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed, create_job
@@ -362,30 +362,39 @@ STARTS_PER_PASS = 4  # jobs the schedule starts at once, so a fleet's backups sp
 
 
 def due(now: dt.datetime, backups: Sequence[tuple[str, dt.datetime]],
-        checks: dict[str, dt.datetime]) -> str | None:
+        checks: dict[str, dt.datetime],
+        every: dict[str, dt.timedelta] | None = None) -> str | None:
     """What the platform needs next, given its backups' (type, end) and when each check
     last ran: a full when none is younger than a week, else a differential when nothing
     since the last full or differential is a day old, else an incremental every 4 hours;
     then a verify and a restore test when theirs are due (the first ones 6 hours after the
     platform's first backup, so that new platforms do not all check at once)."""
+    every = {**EVERY, **(every or {})}
     last = {kind: max((t for k, t in backups if k == kind), default=None)
             for kind in ("full", "diff", "incr")}
     full = last["full"]
-    if full is None or now - full >= EVERY["full"]:
+    if full is None or now - full >= every["full"]:
         return "full"
     base = max(t for t in (full, last["diff"]) if t is not None)
-    if now - base >= EVERY["diff"]:
+    if now - base >= every["diff"]:
         return "diff"
     newest = max(t for t in last.values() if t is not None)
-    if now - newest >= EVERY["incr"]:
+    if now - newest >= every["incr"]:
         return "incr"
     first = min(t for _, t in backups)
     for check in ("verify", "restore-test"):
         ran = checks.get(check)
         if (ran is None and now - first >= FIRST_CHECK_AFTER) or (
-                ran is not None and now - ran >= EVERY[check]):
+                ran is not None and now - ran >= every[check]):
             return check
     return None
+
+
+def schedule_of(row: BackupSchedule) -> dict[str, dt.timedelta]:
+    """A platform's own intervals (the defaults fill in the rest)."""
+    found = {"full": row.full, "diff": row.diff, "incr": row.incr, "verify": row.verify,
+             "restore-test": row.restore_test}
+    return {k: dt.timedelta(seconds=v) for k, v in found.items() if v is not None}
 
 
 KEEP = {"daily": 7, "weekly": 4, "monthly": 12}  # grandfather-father-son, by default
@@ -432,6 +441,7 @@ def run_schedule(runtime: Runtime) -> None:
     now = dt.datetime.now(dt.UTC)
     started = 0
     with runtime.sessions() as session:
+        own = {s.platform_id: schedule_of(s) for s in session.scalars(select(BackupSchedule))}
         busy = set(session.scalars(select(Job.platform_id).where(
             Job.state.in_(ACTIVE_JOB_STATES), Job.platform_id.is_not(None))))
         for platform in session.scalars(select(Platform).where(Platform.state == "ready")
@@ -449,7 +459,7 @@ def run_schedule(runtime: Runtime) -> None:
                 ran = str(job.params.get("type", ""))
                 if job.state == "succeeded" and ran not in checks:
                     checks[ran] = job.created_at
-            kind = due(now, backups, checks)
+            kind = due(now, backups, checks, own.get(platform.id))
             params: dict[str, object] = {"type": kind, "scheduled": True}
             if kind is None:
                 labels = expired(now, [(b.label, b.type, dt.datetime.fromtimestamp(

@@ -36,3 +36,20 @@ class Drill(Base):
     rpo_seconds: Mapped[float | None] = mapped_column(default=None)
     rto_seconds: Mapped[float | None] = mapped_column(default=None)
     detail: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class BackupSchedule(Base):
+    """A platform's own rhythm, where it differs from the defaults (backups.jobs.EVERY):
+    seconds between backups of each type and between checks; NULL keeps the default."""
+
+    __tablename__ = "backup_schedules"
+
+    platform_id: Mapped[str] = mapped_column(
+        ForeignKey("platforms.id", ondelete="CASCADE"), primary_key=True)
+    full: Mapped[int | None] = mapped_column(default=None)
+    diff: Mapped[int | None] = mapped_column(default=None)
+    incr: Mapped[int | None] = mapped_column(default=None)
+    verify: Mapped[int | None] = mapped_column(default=None)
+    restore_test: Mapped[int | None] = mapped_column(default=None)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(80), default="")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tenantry.core.names import check_name
 
@@ -88,6 +88,68 @@ class FilesPublic(BaseModel):
     snapshot: str  # restic's short id
     files: int
     size: int  # bytes of the files directory
+
+
+SCHEDULED = ("full", "diff", "incr", "verify", "restore_test")
+# The shortest and longest interval each may be set to, in seconds.
+SCHEDULE_BOUNDS = {"full": (86400, 90 * 86400), "diff": (3600, 30 * 86400),
+                   "incr": (900, 7 * 86400), "verify": (3600, 90 * 86400),
+                   "restore_test": (3600, 90 * 86400)}
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_interval(text: str, field: str) -> int:
+    """"30m", "4h", "1d", "2w" as seconds, within the field's bounds."""
+    value = text.strip().lower()
+    if len(value) < 2 or value[-1] not in _UNITS or not value[:-1].isdigit() or \
+            len(value) > 6:
+        raise ValueError(f"{field}: {text!r} is not an interval like 30m, 4h, 1d or 2w")
+    seconds = int(value[:-1]) * _UNITS[value[-1]]
+    low, high = SCHEDULE_BOUNDS[field]
+    if not low <= seconds <= high:
+        raise ValueError(f"{field}: {text} is outside {show_interval(low)} to "
+                         f"{show_interval(high)}")
+    return seconds
+
+
+def show_interval(seconds: int) -> str:
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class ScheduleUpdate(BaseModel):
+    """Intervals as "30m", "4h", "1d" or "2w"; a field left out stays as it is, null goes
+    back to the default; `reset` puts every one back to the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full: str | None = Field(default=None, max_length=8)
+    diff: str | None = Field(default=None, max_length=8)
+    incr: str | None = Field(default=None, max_length=8)
+    verify: str | None = Field(default=None, max_length=8)
+    restore_test: str | None = Field(default=None, max_length=8)
+    reset: bool = False
+
+    @field_validator(*SCHEDULED)
+    @classmethod
+    def _interval(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            parse_interval(value, str(info.field_name))
+        return value
+
+
+class SchedulePublic(BaseModel):
+    """The platform's schedule in force: each interval, and which ones are its own."""
+
+    platform: str
+    full: str
+    diff: str
+    incr: str
+    verify: str
+    restore_test: str
+    overridden: list[str]
 
 
 class BackupPublic(BaseModel):

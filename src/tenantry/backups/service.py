@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
 from tenantry.backups import jobs
-from tenantry.backups.models import Drill
+from tenantry.backups.models import BackupSchedule, Drill
 from tenantry.backups.schemas import (
+    SCHEDULED,
     BackupKeys,
     BackupPublic,
     BackupWindow,
@@ -21,6 +22,10 @@ from tenantry.backups.schemas import (
     FilesPublic,
     RecoverRequest,
     RestoreRequest,
+    SchedulePublic,
+    ScheduleUpdate,
+    parse_interval,
+    show_interval,
 )
 from tenantry.core.crypto import SecretBox
 from tenantry.core.errors import Conflict, InvalidInput, NotFound
@@ -259,6 +264,46 @@ def _recovery_host(session: Session, platform: Platform, spec: RecoverRequest) -
         raise InvalidInput(f"no other host is online in region {platform.region.name}; "
                            "name one with --host or --region", field="host")
     return found
+
+
+def get_schedule(*, session: Session, principal: Principal, ref: str) -> SchedulePublic:
+    platform = get_platform(session, principal, ref)
+    return _schedule_public(platform, session.get(BackupSchedule, platform.id))
+
+
+def set_schedule(*, session: Session, principal: Principal, ref: str,
+                 spec: ScheduleUpdate) -> SchedulePublic:
+    """Change the platform's own intervals (operators); recorded as an event."""
+    platform = get_platform(session, principal, ref, "operate")
+    row = session.get(BackupSchedule, platform.id)
+    if row is None:
+        row = BackupSchedule(platform_id=platform.id)
+        session.add(row)
+    given = spec.model_dump(exclude_unset=True, exclude={"reset"})
+    for field in SCHEDULED:
+        if spec.reset:
+            setattr(row, field, None)
+        if field in given:
+            value = given[field]
+            setattr(row, field, parse_interval(value, field) if value is not None else None)
+    row.updated_at, row.updated_by = dt.datetime.now(dt.UTC), principal.username
+    shown = _schedule_public(platform, row)
+    emit(session, "BACKUP_SCHEDULE", f"backup schedule of {_name(platform)} set by "
+         f"{principal.username}: full {shown.full}, diff {shown.diff}, incr {shown.incr}, "
+         f"verify {shown.verify}, restore test {shown.restore_test}",
+         isv_id=platform.isv_id, platform_id=platform.id)
+    session.commit()
+    return shown
+
+
+def _schedule_public(platform: Platform, row: BackupSchedule | None) -> SchedulePublic:
+    own = jobs.schedule_of(row) if row is not None else {}
+    every = {**jobs.EVERY, **own}
+    return SchedulePublic(
+        platform=_name(platform),
+        **{field: show_interval(int(every[field.replace("_", "-")].total_seconds()))
+           for field in SCHEDULED},
+        overridden=[f for f in SCHEDULED if f.replace("_", "-") in own])
 
 
 def drill_public(drill: Drill, name: str) -> DrillPublic:

@@ -68,5 +68,8 @@ class Client:
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body, **kwargs)
 
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.request("PUT", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
