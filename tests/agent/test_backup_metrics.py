@@ -47,3 +47,22 @@ def test_a_platform_with_nothing_yet(tmp_path: Path) -> None:
     found = backups.metrics(tmp_path, p)
     assert (found.last_backup_at, found.archive_pending, found.archive_lag, found.checks) == (
         None, 0, 0.0, ())
+
+
+def test_a_repository_that_cannot_be_read_fails_info_at_once() -> None:
+    """pgbackrest info answers status 99 when the store is away (after its own retries):
+    the backup fails with that reason instead of trying the store again."""
+    import pytest
+
+    from tenantry.core.errors import Unavailable
+
+    away = json.dumps([{"name": "p1", "backup": [], "status": {"code": 99, "message": "other"},
+                        "repo": [{"key": 1, "status": {
+                            "code": 99, "message": "[HostConnectError] unable to connect to "
+                            "'localhost:45991': [111] Connection refused"}}]}])
+    with pytest.raises(Unavailable) as caught:
+        backups.parse_info(away, "p1")
+    assert "unable to connect" in str(caught.value)
+    empty = json.dumps([{"name": "p1", "backup": [], "status": {
+        "code": 2, "message": "no valid backups"}}])
+    assert backups.parse_info(empty, "p1") == []

@@ -701,6 +701,12 @@ def parse_info(text: str, stanza: str) -> list[BackupInfo]:
     for entry in doc:
         if entry.get("name") != stanza:
             continue
+        status = entry.get("status") or {}
+        if status.get("code") == 99:  # "other": the repository could not be read at all
+            reasons = [r.get("status", {}).get("message", "") for r in entry.get("repo", [])
+                       if r.get("status", {}).get("code")]
+            raise Unavailable("pgbackrest info: " + ("; ".join(r for r in reasons if r)
+                                                      or status.get("message", "error")))
         for b in entry.get("backup", []):
             info = b.get("info", {})
             found.append(BackupInfo(
