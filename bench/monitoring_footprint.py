@@ -693,11 +693,11 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--short", action="store_true",
-                    help="3 platforms, 30 s, 10 s quiet; no report unless --report")
+                    help="2 platforms, 20 s, 8 s quiet; no report unless --report")
     ap.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
     args = ap.parse_args()
     if args.short:
-        args.platforms, args.seconds, args.quiet, args.settle = 3, 30.0, 10.0, 5.0
+        args.platforms, args.seconds, args.quiet, args.settle = 2, 20.0, 8.0, 5.0
     write_report = args.report or not args.short
     if args.platforms < 1:
         ap.error("--platforms must be at least 1")
