@@ -578,7 +578,7 @@ def _upgrade_failed(ctx: StepContext, reason: str) -> None:
             restore_point_back(ctx, point, f"q{ctx.job_id}")
             restored_to = f"; its database is back at restore point {point}, taken before " \
                           "the migration"
-        except StepFailed as exc:
+        except Exception as exc:  # noqa: BLE001 - told in the error; the platform goes on
             restored_to = f"; bringing its database back to restore point {point} failed " \
                           f"({exc}): restore it with `tenantry backup restore`"
     with ctx.runtime.sessions() as session:
