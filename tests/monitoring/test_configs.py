@@ -80,7 +80,7 @@ def test_prometheus_config_shape(tmp_path: Path) -> None:
 
 def test_alertmanager_config_shape(tmp_path: Path) -> None:
     doc = yaml.safe_load(_write_all(tmp_path).alertmanager_yml.read_text())
-    assert doc["route"]["group_wait"] == "0s"  # tenantry's outbox groups
+    assert doc["route"]["group_wait"] == "1s"  # the inhibitor's moment; tenantry groups
     hook = doc["receivers"][0]["webhook_configs"][0]
     assert hook["send_resolved"] is True
     assert hook["http_config"]["authorization"]["credentials_file"].endswith("webhook-token")

@@ -133,7 +133,11 @@ def render_prometheus(inputs: PrometheusInputs) -> str:
 class AlertmanagerInputs:
     webhook_url: str
     token_file: str
-    group_wait: str = "0s"  # tenantry's outbox waits (ingest.GROUP_WAIT) and groups
+    # tenantry's outbox waits (ingest.GROUP_WAIT) and groups; this one second is for the
+    # inhibitor, which learns of new alerts apart from the dispatcher: with no wait at all, a
+    # platform's alert posted in the same batch as its host's heartbeat alert was sometimes
+    # sent before the heartbeat could hold it back.
+    group_wait: str = "1s"
     # A group that still exists (an alert of the same check and platform resolved moments
     # ago) tells a new alert at its next interval, not at once: keep that short too.
     group_interval: str = "1s"
