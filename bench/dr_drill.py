@@ -53,6 +53,19 @@ def cli_json(cp: Any, *args: str, timeout: float = 3600) -> Any:
     return json.loads(cp.cli(*args, "--json", timeout=timeout).stdout)
 
 
+def when_free(cp: Any, *args: str, timeout: float = 900) -> Any:
+    """The command once the platform is free: a scheduled backup or restore test may hold
+    it (the platform runs one job at a time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = cp.cli(*args, "--json", timeout=3600, check=False)
+        if done.returncode == 0:
+            return json.loads(done.stdout)
+        if "busy with another job" not in done.stderr or time.monotonic() > deadline:
+            raise SystemExit(f"tenantry {' '.join(args)}: {done.stderr.strip()}")
+        time.sleep(2)
+
+
 def superuser(cp: Any, platform: dict[str, Any]) -> psycopg.Connection[Any]:
     """The platform's cluster through its socket, as its superuser (what the agent uses)."""
     paths = HostPaths(cp.data_dir / "agent")
@@ -159,7 +172,7 @@ def main() -> int:
         print("throughput:", json.dumps({k: round(v, 1) for k, v in tp.items()}), flush=True)
         drills = []
         for i in range(args.drills):
-            drill = cli_json(cp, "dr", "drill", f"{ISV}/drill", "--seconds", str(args.seconds))
+            drill = when_free(cp, "dr", "drill", f"{ISV}/drill", "--seconds", str(args.seconds))
             print(f"drill {i + 1}: {drill['result']} acked {drill['acked_commits']} lost "
                   f"{drill['lost_commits']} RPO {drill['rpo_seconds']} s RTO "
                   f"{drill['rto_seconds']} s", flush=True)

@@ -175,6 +175,10 @@ class ControlPlaneProcess:
         if pg.exists():
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pg.read_text().splitlines()[0]), signal.SIGINT)
+        if self.data_dir.exists():  # and anything else of the data dir a crash test left
+            from tenantry.core import leftovers
+
+            leftovers.stop(leftovers.find(self.data_dir), grace=10)
 
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -363,6 +367,18 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def left_running(data_dir: Path) -> list[str]:
+    """What of a data dir still runs: processes naming it, and the apps and children that
+    name nothing but were started by its supervisord."""
+    from tenantry.core import leftovers
+
+    found = {x.pid: x.describe() for x in leftovers.find(data_dir)}
+    for pid in processes_mentioning(str(data_dir)):
+        if pid != os.getpid():
+            found.setdefault(pid, f"{pid} (mentions the data dir)")
+    return sorted(found.values())
 
 
 def curl_health(cp: ControlPlaneProcess, hostname: str) -> bool:

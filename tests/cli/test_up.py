@@ -24,8 +24,8 @@ from tests.conftest import (
     PortalAccount,
     curl_health,
     free_port,
+    left_running,
     portal_login,
-    processes_mentioning,
     short_tmp,
     wait_until,
 )
@@ -87,7 +87,7 @@ def interrupt(cp: ControlPlaneProcess) -> None:
     assert cp.process is not None
     cp.process.send_signal(signal.SIGINT)
     assert cp.process.wait(120) == 0, cp.log.read_text()[-3000:]
-    assert processes_mentioning(str(cp.data_dir)) == []
+    assert left_running(cp.data_dir) == []
 
 
 def test_first_command_from_an_empty_data_dir(fresh: ControlPlaneProcess) -> None:

@@ -172,9 +172,25 @@ class BackupRunner:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backup")
         self._lock = threading.Lock()
         self._active: set[str] = set()  # "platform:task" running in this process
+        self._closing = threading.Event()
 
     def close(self) -> None:
+        """Take no more work. A task the stop cuts short (its pgBackRest or restic is
+        stopped with the agent) stays "running" in the state and runs again at the next
+        start, as does one that was queued."""
+        self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the running tasks to end; False if some still run after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._active:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
     # ------------------------------------------------------------ state.json
 
@@ -400,8 +416,15 @@ class BackupRunner:
         try:
             outcome = self._run_backup(platform_dir, p, spec, task)
         except Exception as exc:  # noqa: BLE001 - recorded and reported, never lost
-            log.exception("backup %s of %s", task.id, p.id)
+            if not self._closing.is_set():
+                log.exception("backup %s of %s", task.id, p.id)
             outcome = f"failed: {type(exc).__name__}: {exc}"
+        if self._closing.is_set() and not outcome.startswith("ok"):
+            log.info("backup %s of %s was cut short by the agent's stop; it runs again at "
+                     "the next start", task.id, p.id)
+            with self._lock:
+                self._active.discard(key)
+            return
         self._update(platform_dir, lambda s: s.setdefault("tasks", {}).__setitem__(
             task.id, outcome[:2000]))
         with self._lock:

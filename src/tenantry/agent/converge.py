@@ -329,7 +329,8 @@ class Effects:
             self.drills.load(p.id, task, spec, p.database.dbname)
         elif phase == "destroy":
             self.drills.destroy(p.id, task, spec,
-                                backups.backup_dir(self.paths.platform(p.id)) / "spool")
+                                backups.backup_dir(self.paths.platform(p.id)) / "spool",
+                                self.paths.platform(p.id))
         elif phase == "verify":
             self.drills.verify(p.id, task, spec, p.database.dbname)
 

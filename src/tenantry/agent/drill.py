@@ -24,6 +24,7 @@ import psycopg
 import psycopg.errors
 
 from tenantry.agent import pgcluster
+from tenantry.core import leftovers
 from tenantry.platforms.contract import DrillReport, DrillTask
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,12 @@ class Drills:
                 drill.stop.wait(0.2)
 
     def destroy(self, pid: str, task: DrillTask, spec: pgcluster.ClusterSpec,
-                spool: Path) -> None:
+                spool: Path, platform_dir: Path) -> None:
         """The disk is lost: the load stops, the data directory goes, the postmaster is
-        killed without warning, the local WAL spool goes too."""
+        killed without warning, and so is pgBackRest's detached archiver (a lost host takes
+        it along; left running, it kept retrying a segment of the deleted pg_wal while
+        holding the archive lock, and the recovered cluster's WAL was not archived until it
+        gave up: the next drill lost every commit), the local WAL spool goes too."""
         drill = self._get(pid, task)
         drill.stop.set()
         if drill.thread is not None:
@@ -142,6 +146,11 @@ class Drills:
         if postmaster is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(postmaster, signal.SIGKILL)
+        archivers = [x.pid for x in leftovers.find(platform_dir) if x.archiver]
+        for archiver in archivers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(archiver, signal.SIGKILL)
+        leftovers.wait_gone(archivers, 5)
         shutil.rmtree(gone, ignore_errors=True)
         shutil.rmtree(spool, ignore_errors=True)
         log.warning("drill %s: destroyed the database of %s (postmaster %s killed)", task.id,

@@ -35,7 +35,7 @@ from tenantry.agent.monitor import HostMonitoring
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
-from tenantry.core import delays
+from tenantry.core import delays, leftovers
 from tenantry.core.errors import TenantryError, Unavailable
 from tenantry.platforms.contract import (
     DesiredHost,
@@ -49,6 +49,8 @@ log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
 RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
+SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
+ARCHIVER_GRACE = 15.0  # seconds pgBackRest's archivers get to empty their queue at a stop
 
 
 @dataclass
@@ -118,6 +120,9 @@ class _Serialized(ServiceManager):
 
     def shutdown(self) -> None:
         self._change(self._inner.shutdown)
+
+    def daemon_pid(self) -> int | None:
+        return self._inner.daemon_pid()
 
 
 class Agent:
@@ -355,11 +360,71 @@ class Agent:
 
     def run(self) -> None:
         self.paths.prepare()
+        self.stop_leftovers("left by an earlier run", services_live=True)
         self.monitoring.start()
         try:
             self._run()
         finally:
             self.monitoring.stop()
+            self._stop_at_exit()
+
+    # ------------------------------------------------------------ processes left behind
+
+    def stop_leftovers(self, why: str, *, services_live: bool, spare_own: bool = False,
+                       spare_archivers: bool = True) -> list[str]:
+        """Stop the processes of this host's data dir that nothing runs any more (a crash
+        of the agent or its supervisord leaves databases, apps, Caddy, backups), saying
+        what they were. The live supervisord's tree is adopted, not stopped; pgBackRest's
+        detached archivers finish their queue by themselves."""
+        live = self.services.daemon_pid() if services_live else None
+        found = leftovers.find(self.options.data_dir, spare_trees=[live] if live else [],
+                               spare_own=spare_own,
+                               spare=(lambda x: x.archiver) if spare_archivers else
+                               (lambda _: False))
+        if not found:
+            return []
+        log.warning("found %d process(es) of %s %s; stopping them: %s", len(found),
+                    self.options.data_dir, why, "; ".join(x.describe() for x in found))
+        lines = leftovers.stop(found)
+        for line in lines:
+            log.warning("%s", line)
+        return lines
+
+    def _stop_at_exit(self) -> None:
+        """A clean stop leaves nothing of the data dir running but what is meant to go on:
+        the services when they keep running. Backups cut short run again at the next
+        start."""
+        if self.options.stop_services_on_exit:
+            archivers = [x for x in leftovers.find(self.options.data_dir) if x.archiver]
+            if leftovers.wait_gone([x.pid for x in archivers], ARCHIVER_GRACE):
+                log.warning("pgBackRest's archiver did not finish within %g s",
+                            ARCHIVER_GRACE)
+        self.stop_leftovers("still running at the agent's stop",
+                            services_live=not self.options.stop_services_on_exit,
+                            spare_archivers=not self.options.stop_services_on_exit)
+        if not self.backups.join(30):
+            log.warning("backup tasks still running after 30 s")
+
+    def _keep_services(self) -> None:
+        """The service manager died under the agent (an OOM kill can take a process tree):
+        within a second, what it left is stopped (its programs hold their ports), a new one
+        is started, and every platform converges again."""
+        while not self.stopping.wait(SERVICES_CHECK):
+            if self.services.daemon_pid() is not None:
+                continue
+            log.error("the service manager (supervisord) is gone; stopping what it left "
+                      "and starting it again")
+            try:
+                self.stop_leftovers("left by the service manager that died",
+                                    services_live=False, spare_own=True)
+                if self.stopping.is_set():
+                    return
+                self.services.ensure_started()
+            except (TenantryError, OSError) as exc:
+                log.error("could not start the service manager again: %s", exc)
+                continue
+            self._checked.clear()  # every platform is looked at in the next pass
+            log.warning("the service manager runs again (pid %s)", self.services.daemon_pid())
 
     def _run(self) -> None:
         if self.options.firewall:  # before connecting: the host closes even if the plane is away
@@ -380,6 +445,9 @@ class Agent:
                                       sshd_log=self.options.sshd_log,
                                       ssh_port=self.options.ssh_port)
         self.services.ensure_started()
+        if self.services.daemon_pid() is not None:
+            threading.Thread(target=self._keep_services, name="keep-services",
+                             daemon=True).start()
         generation, settled, backoff = 0, False, 0.5
         while not self.stopping.is_set():
             try:

@@ -111,3 +111,8 @@ class ServiceManager(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop every program and the daemon itself, and wait until they are gone."""
+
+    def daemon_pid(self) -> int | None:
+        """The pid of the manager daemon while it lives (its programs are its descendants);
+        None when it is not running or the manager has no process of its own."""
+        return None

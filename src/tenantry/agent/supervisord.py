@@ -209,6 +209,11 @@ class SupervisordManager(ServiceManager):
         except (OSError, xmlrpc.client.Error):
             return None
 
+    def daemon_pid(self) -> int | None:
+        pid = self._pidfile_pid()
+        return pid if pid is not None and _pid_alive(pid) and self._is_supervisord(pid) \
+            else None
+
     def _pidfile_pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import fcntl
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from tenantry.core import leftovers
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
@@ -160,6 +162,8 @@ class ControlPlane:
     # Prometheus, Alertmanager and the blackbox prober (TENANTRY_MONITORING, on by default).
     monitoring: list[Child] = field(default_factory=list)
     prometheus_url: str | None = None
+    _lock_fd: int | None = field(default=None, repr=False)
+
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
@@ -171,9 +175,12 @@ class ControlPlane:
 
     def preflight(self) -> None:
         check_data_dir(self.data_dir)
+        self._lock_data_dir()
         check_binaries()
         if self.settings.monitoring:
             check_monitoring_binaries()
+        self.stop_leftovers("left by an earlier run that did not stop cleanly",
+                            spare_services=True)
         host, port = parse_listen(self.settings.listen)
         check_port_free(host, port, "listen")
         if self.settings.agent_tls_listen:
@@ -183,17 +190,49 @@ class ControlPlane:
                 raise InvalidInput("agent_tls_listen must differ from listen",
                                    field="agent_tls_listen")
             check_port_free(tls_host, tls_port, "agent_tls_listen")
-        if not self._agent_services_alive():
+        if self._agent_services_pid() is None:
             check_port_free("127.0.0.1", self.settings.ingress_port, "ingress_port")
 
-    def _agent_services_alive(self) -> bool:
-        """A killed `up` leaves the platforms (and their ingress) serving: that is fine."""
+    def _lock_data_dir(self) -> None:
+        """One `up` per data dir: a second one would take the first one's processes for
+        leftovers. The lock goes with this process, however it ends."""
+        path = self.data_dir / "up.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InvalidInput(f"another tenantry up (pid {holder}) runs on data dir "
+                               f"{self.data_dir}", field="data_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _agent_services_pid(self) -> int | None:
+        """The local host's supervisord, when a killed `up` left it (and the platforms, and
+        their ingress) serving: that is fine, the agent adopts it."""
         pidfile = self.data_dir / "agent" / "services" / "supervisord.pid"
         try:
-            os.kill(int(pidfile.read_text().strip()), 0)
+            pid = int(pidfile.read_text().strip())
+            if b"supervisord" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None
         except (OSError, ValueError):
-            return False
-        return True
+            return None
+        return pid
+
+    def stop_leftovers(self, why: str, *, spare_services: bool) -> None:
+        """Stop what an earlier run of this data dir left running, and say what it was."""
+        live = self._agent_services_pid() if spare_services else None
+        found = leftovers.find(self.data_dir, spare_trees=[live] if live else [],
+                               spare=(lambda x: x.archiver) if spare_services else
+                               (lambda _: False))
+        if not found:
+            return
+        self.say(f"tenantry: found {len(found)} process(es) of {self.data_dir} {why}; "
+                 "stopping them (databases with a fast shutdown)")
+        for line in leftovers.stop(found):
+            self.say(f"tenantry:   {line}")
 
     def prepare_store(self) -> None:
         from tenantry.access.service import bootstrap_admin
@@ -383,3 +422,4 @@ class ControlPlane:
                     child.stop(WORKER_GRACE if name == "worker" else 60)
         if self.settings.database_url is None:
             ControlPlaneDatabase(self.data_dir).stop()
+        self.stop_leftovers("still running after the stop", spare_services=False)

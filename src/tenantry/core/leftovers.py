@@ -1,0 +1,192 @@
+"""Processes a data dir left running: found by what they name, stopped gently, told.
+
+A process belongs to a data dir when it is one of the programs tenantry runs and its command
+line names a path inside the data dir (a postmaster's `-D`, pgBackRest's `--config=`,
+supervisord's `-c`, Caddy's `--config`), or when its environment was given by the data dir's
+supervisord or backup runner (`SUPERVISOR_SERVER_URL`, `RESTIC_PASSWORD_FILE`: an app names
+nothing else); and so does every process it started (a postmaster's backends name nothing).
+Only that data dir's: another `up` or agent on this machine names another path, and an
+operator's `tail -f` of a log in the data dir is nobody's leftover.
+
+Used where a crash may have left something behind: `up` and the agent look before they start
+anything, the agent again when its supervisord died under it, and both once more after a
+clean stop, so that nothing of the data dir outlives it.
+
+Stopping is gentle first: a postmaster gets SIGINT (PostgreSQL's fast shutdown: sessions
+end, a checkpoint is written, WAL is archived), everything else SIGTERM; whatever is still
+there after the grace period gets SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+ARCHIVER_MARK = "archive-push:async"  # pgBackRest's detached archiver, part of a live cluster
+PROGRAMS = frozenset({
+    "postgres", "postmaster", "pg_ctl", "pgbackrest", "restic", "caddy", "supervisord",
+    "runuser", "prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
+    "prometheus-blackbox-exporter", "prometheus-postgres-exporter"})
+MARKS = (b"SUPERVISOR_SERVER_URL=", b"RESTIC_PASSWORD_FILE=")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    pid: int
+    ppid: int
+    argv: tuple[str, ...]
+
+    @property
+    def postmaster(self) -> bool:
+        return bool(self.argv) and os.path.basename(self.argv[0]) == "postgres" \
+            and "-D" in self.argv
+
+    @property
+    def archiver(self) -> bool:
+        return any(ARCHIVER_MARK in arg for arg in self.argv)
+
+    def describe(self) -> str:
+        text = " ".join(self.argv) or "?"
+        return f"{self.pid} ({text[:100]}{'…' if len(text) > 100 else ''})"
+
+
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    argv: tuple[str, ...]
+    marks: tuple[str, ...]  # the values of MARKS in its environment
+
+    @property
+    def program(self) -> bool:
+        """One of the programs tenantry runs (python: supervisord, or tenantry itself)."""
+        first = os.path.basename(self.argv[0]) if self.argv else ""
+        if first.startswith("python"):
+            return any(os.path.basename(a) == "supervisord" or a.startswith("tenantry")
+                       for a in self.argv[1:3])
+        return first in PROGRAMS
+
+
+def _processes(proc: Path = Path("/proc")) -> dict[int, _Proc]:
+    found = {}
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            raw = (proc / entry.name / "cmdline").read_bytes()
+            stat = (proc / entry.name / "stat").read_text()
+        except OSError:
+            continue
+        tail = stat.rpartition(")")[2]
+        fields = tail.split()
+        if not raw or fields[0] == "Z":  # kernel threads name nothing; zombies are gone
+            continue
+        try:
+            env = (proc / entry.name / "environ").read_bytes().split(b"\0")
+        except OSError:
+            env = []
+        marks = tuple(v.partition(b"=")[2].decode(errors="replace") for v in env
+                      if v.startswith(MARKS))
+        argv = tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0"))
+        found[pid] = _Proc(ppid=int(fields[1]), argv=argv, marks=marks)
+    return found
+
+
+def _inside(text: str, scope: str) -> bool:
+    """`text` names `scope` or a path under it (not a sibling that merely starts alike)."""
+    start = text.find(scope)
+    while start != -1:
+        end = start + len(scope)
+        if end == len(text) or text[end] in "/ \"':;=,":
+            return True
+        start = text.find(scope, start + 1)
+    return False
+
+
+def _tree(roots: Iterable[int], children: dict[int, list[int]]) -> set[int]:
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, ()))
+    return seen
+
+
+def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = False,
+         spare: Callable[[Leftover], bool] = lambda _: False,
+         proc: Path = Path("/proc")) -> list[Leftover]:
+    """The processes of `scope`, except this process and its ancestors, the trees under
+    `spare_trees` (a live supervisord: adopted, not a leftover), this process's own
+    descendants when `spare_own`, and those `spare` keeps."""
+    table = _processes(proc)
+    children: dict[int, list[int]] = {}
+    for pid, p in table.items():
+        children.setdefault(p.ppid, []).append(pid)
+    me = os.getpid()
+    spared = {me}
+    up = table[me].ppid if me in table else 0
+    while up > 1 and up not in spared:
+        spared.add(up)
+        up = table[up].ppid if up in table else 0
+    spared |= _tree([p for p in spare_trees if p in table], children)
+    if spare_own:
+        spared |= _tree(children.get(me, ()), children)
+    where = str(scope.resolve())
+    roots = [pid for pid, p in table.items() if pid not in spared and (
+        (p.program and any(_inside(arg, where) for arg in p.argv))
+        or any(_inside(mark, where) for mark in p.marks))]
+    found = [Leftover(pid, table[pid].ppid, table[pid].argv)
+             for pid in sorted(_tree(roots, children) - spared)]
+    kept = {x.pid for x in found if spare(x)}
+    kept = _tree(kept, children)
+    return [x for x in found if x.pid not in kept]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_gone(pids: Collection[int], timeout: float) -> set[int]:
+    """The pids still there after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    left = {pid for pid in pids if _alive(pid)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = {pid for pid in left if _alive(pid)}
+    return left
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def stop(found: Collection[Leftover], *, grace: float = 30.0) -> list[str]:
+    """Stop them: SIGINT to postmasters (their backends follow), SIGTERM to the rest, SIGKILL
+    to whatever is left after `grace` seconds. Returns one line per process stopped that
+    names how ("stopped", or "killed" when it had to be)."""
+    if not found:
+        return []
+    masters = {x.pid for x in found if x.postmaster}
+    for x in found:
+        if x.pid in masters:
+            _signal(x.pid, signal.SIGINT)
+        elif x.ppid not in masters:
+            _signal(x.pid, signal.SIGTERM)
+    stubborn = wait_gone([x.pid for x in found], grace)
+    for pid in stubborn:
+        _signal(pid, signal.SIGKILL)
+    wait_gone(stubborn, 5.0)
+    return [f"{'killed' if x.pid in stubborn else 'stopped'} {x.describe()}"
+            for x in found if x.ppid not in masters]

@@ -1,0 +1,130 @@
+"""Crashes under `tenantry up --demo`, made with real SIGKILLs, heal by themselves and leave
+nothing of the data dir behind (issue 11).
+
+- the host's supervisord killed alone: the agent notices, stops what it left (those programs
+  hold the ingress port and the platforms' ports), starts a new one, and the platforms serve
+  from the new one's programs;
+- the agent and its supervisord killed together (an OOM kill of a tree): `up` restarts the
+  agent, which finds the leftovers of the dead one at its start and does the same;
+- `up` itself killed with its supervisord: the next `up` finds the orphaned databases,
+  apps and Caddy, stops them (databases with a fast shutdown), says so, and starts;
+- after each, Ctrl-C leaves no process of the data dir running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_up import DEMO_PLATFORMS, fresh, interrupt, readme_up  # noqa: F401
+from tests.conftest import ControlPlaneProcess, curl_health, left_running, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def supervisord_pid(cp: ControlPlaneProcess) -> int | None:
+    try:
+        pid = int((cp.data_dir / "agent" / "services" / "supervisord.pid").read_text())
+        return pid if b"supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+    except (OSError, ValueError):
+        return None
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def agent_pid(cp: ControlPlaneProcess) -> int:
+    assert cp.process is not None
+    for pid in children(cp.process.pid):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"agent" in argv and str(cp.data_dir / "agent").encode() in argv:
+            return pid
+    raise AssertionError("no agent under up")
+
+
+def serving_from_a_new_supervisor(cp: ControlPlaneProcess, old: int, old_tree: set[int],
+                                  what: str) -> float:
+    def healed() -> bool:
+        new = supervisord_pid(cp)
+        return (new is not None and new != old and not any(map(alive, old_tree))
+                and all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS))
+
+    took = wait_until(healed, 120, what, every=0.5)
+    print(f"{what}: {took:.1f} s")
+    return took
+
+
+def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
+        fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
+    cp = fresh
+    readme_up(cp)
+    wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS),
+               240, "the demo serving", every=0.5)
+    agent_log = cp.data_dir / "logs" / "agent.log"
+
+    # supervisord alone
+    old = supervisord_pid(cp)
+    assert old is not None
+    tree = children(old)
+    assert len(tree) >= 5  # Caddy, node_exporter, and each platform's cluster and app
+    os.kill(old, signal.SIGKILL)
+    serving_from_a_new_supervisor(cp, old, tree, "supervisord killed: serving from a new one")
+    assert "the service manager (supervisord) is gone" in agent_log.read_text()
+
+    # the agent and supervisord together
+    old = supervisord_pid(cp)
+    assert old is not None
+    tree = children(old)
+    os.kill(agent_pid(cp), signal.SIGKILL)
+    os.kill(old, signal.SIGKILL)
+    serving_from_a_new_supervisor(cp, old, tree,
+                                  "agent and supervisord killed: serving from a new one")
+    assert "left by an earlier run; stopping them" in agent_log.read_text()
+
+    interrupt(cp)  # Ctrl-C: nothing of the data dir is left
+
+
+def test_up_killed_with_its_supervisor_next_up_stops_the_leftovers(
+        fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
+    cp = fresh
+    readme_up(cp)
+    wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS),
+               240, "the demo serving", every=0.5)
+    assert cp.process is not None
+    old = supervisord_pid(cp)
+    assert old is not None
+    cp.process.kill()  # up's children die with it (the API, worker and agent)
+    os.kill(old, signal.SIGKILL)
+    cp.process.wait(10)
+    orphans = left_running(cp.data_dir)
+    assert len(orphans) >= 5, orphans  # the control plane's database, clusters, apps, Caddy
+
+    readme_up(cp)
+    wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS)
+               and supervisord_pid(cp) not in (None, old), 240, "the demo serving again",
+               every=0.5)
+    log = cp.log.read_text()
+    assert "left by an earlier run that did not stop cleanly; stopping them" in log, log[-3000:]
+    told = [line for line in log.splitlines() if line.startswith("tenantry:   ")]
+    assert any("stopped" in line and "postgres -D" in line for line in told), told
+    assert not [line for line in told if "killed" in line and "postgres" in line], told
+    interrupt(cp)
