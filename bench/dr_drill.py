@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -152,7 +153,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gib", type=float, default=1.0)
     ap.add_argument("--drills", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=20.0, help="write load before each kill")
+    ap.add_argument("--seconds", type=float, default=20.0,
+                    help="write load before each kill (plus 0-10 s at random)")
     ap.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
     args = ap.parse_args()
 
@@ -172,7 +174,10 @@ def main() -> int:
         print("throughput:", json.dumps({k: round(v, 1) for k, v in tp.items()}), flush=True)
         drills = []
         for i in range(args.drills):
-            drill = when_free(cp, "dr", "drill", f"{ISV}/drill", "--seconds", str(args.seconds))
+            # The destruction falls anywhere between two forced WAL switches (archive_timeout
+            # 10 s): a load of a fixed whole number of periods would always hit just after one.
+            seconds = round(args.seconds + random.uniform(0, 10), 1)
+            drill = when_free(cp, "dr", "drill", f"{ISV}/drill", "--seconds", str(seconds))
             print(f"drill {i + 1}: {drill['result']} acked {drill['acked_commits']} lost "
                   f"{drill['lost_commits']} RPO {drill['rpo_seconds']} s RTO "
                   f"{drill['rto_seconds']} s", flush=True)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,28 @@ def _processes_of(root: Path) -> list[int]:
     return found
 
 
+def _processes_of_user(user: str, where: Path) -> list[str]:
+    """Live processes (not zombies) running as `user` whose command line or environment
+    names `where` (both hosts are on this machine, with the same platform users)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if not entry.name.isdigit() or entry.stat().st_uid != uid:
+                continue
+            if (entry / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                continue
+            named = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+            if str(where).encode() not in named:
+                continue
+            found.append(f"{entry.name}: " + (entry / "cmdline").read_bytes().replace(
+                b"\0", b" ").decode(errors="replace"))
+    return found
+
+
 def _lose_the_host(agent: subprocess.Popen[bytes], root: Path) -> None:
     """The host dies: every process it ran is SIGKILLed, its disk is gone."""
     agent.kill()
@@ -56,28 +81,49 @@ def _lose_the_host(agent: subprocess.Popen[bytes], root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_dr_recover_rebuilds_a_lost_hosts_platform_on_another_host(
-        plane: ControlPlaneProcess, isv: str) -> None:
+@contextlib.contextmanager
+def _second_host(plane: ControlPlaneProcess) -> Iterator[tuple[str, subprocess.Popen[bytes],
+                                                               Path]]:
+    """A second host's agent on this machine, in a region of its own (no other test's
+    platform lands there); whatever it ran is killed and its directory deleted at the end."""
     token = plane.cli_json("host", "enroll-token")["token"]
     root = short_tmp("tnr-")
-    region = f"dr{os.getpid() % 1000}"
+    region = f"dr{os.getpid() % 1000}{secrets.token_hex(2)}"
+    name = f"{region}-host"
     log = (root / "agent.log").open("wb")
     agent = subprocess.Popen(
         [*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--server", plane.url,
-         "--region", region, "--name", f"{region}-host", "--ingress-port", str(free_port()),
+         "--region", region, "--name", name, "--ingress-port", str(free_port()),
          "--port-range", "{}-{}".format(*port_block()), "--stop-services-on-exit"],
         env={**plane.env, "TENANTRY_ENROLL_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
-        wait_until(lambda: any(h["name"] == f"{region}-host" and h["state"] == "online"
+        wait_until(lambda: any(h["name"] == name and h["state"] == "online"
                                for h in plane.cli_json("host", "list")), 60,
                    "the second host online")
+        yield name, agent, root
+    finally:
+        if agent.poll() is None:
+            _lose_the_host(agent, root)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _served_by(plane: ControlPlaneProcess, url: str) -> ControlPlaneProcess:
+    """The plane's client, pointed at the ingress port of the host serving `url`."""
+    return ControlPlaneProcess(data_dir=plane.data_dir, listen_port=plane.listen_port,
+                               ingress_port=int(url.rsplit(":", 1)[1].strip("/")))
+
+
+def test_dr_recover_rebuilds_a_lost_hosts_platform_on_another_host(
+        plane: ControlPlaneProcess, isv: str) -> None:
+    with _second_host(plane) as (name, agent, root):
+        region = name.removesuffix("-host")
         made = plane.cli_json("platform", "create", isv, "--tenant", "t1", "--region", region,
                               "--app", "bodyshop@1.0.0", "--wait")
-        assert made["host"] == f"{region}-host"
+        assert made["host"] == name
         ref = f"{isv}/t1"
-        probe = ControlPlaneProcess(data_dir=plane.data_dir, listen_port=plane.listen_port,
-                                    ingress_port=int(made["url"].rsplit(":", 1)[1].strip("/")))
+        probe = _served_by(plane, made["url"])
         host = f"t1.{isv}.localhost"
         job = probe.https(host, "/api/jobs", "POST",
                           json={"registration": "LOST 1", "customer": "Ana"}).json()["id"]
@@ -97,7 +143,7 @@ def test_dr_recover_rebuilds_a_lost_hosts_platform_on_another_host(
 
         _lose_the_host(agent, root)
         wait_until(lambda: next(h["state"] for h in plane.cli_json("host", "list")
-                                if h["name"] == f"{region}-host") == "offline", 90,
+                                if h["name"] == name) == "offline", 90,
                    "the lost host offline", every=1)
         for args, word in ((["--host", "nowhere"], "host"),
                            (["--host", "local", "--region", "local"], "not both"),
@@ -120,11 +166,45 @@ def test_dr_recover_rebuilds_a_lost_hosts_platform_on_another_host(
         assert plane.cli_json("backup", "list", ref)[-1]["type"] == "full"
         assert plane.https(host, "/api/jobs", "POST",
                            json={"registration": "NEW 3", "customer": "Cy"}).status_code == 201
-    finally:
-        if agent.poll() is None:
-            _lose_the_host(agent, root)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_dr_drill_recovers_onto_another_host(plane: ControlPlaneProcess, isv: str) -> None:
+    """`dr drill --host`: the load and the destruction on the platform's host, the recovery
+    from the repository alone on the other; the count of lost commits uses the log the
+    first host kept of the load."""
+    with _second_host(plane) as (name, _, _):
+        made = plane.cli_json("platform", "create", isv, "--tenant", "t2", "--region", "local",
+                              "--app", "bodyshop@1.0.0", "--wait")
+        assert made["host"] == "local"
+        ref, host = f"{isv}/t2", f"t2.{isv}.localhost"
+        assert plane.https(host, "/api/jobs", "POST",
+                           json={"registration": "DR 2", "customer": "Ana"}).status_code == 201
+        refused = plane.cli("dr", "drill", ref, "--host", "nowhere", check=False)
+        assert refused.returncode == 2 and "nowhere" in refused.stderr
+
+        drill = plane.cli_json("dr", "drill", ref, "--host", name, "--seconds", "12")
+        print("drill elsewhere:", drill)
+        assert drill["result"] == "ok", drill
+        assert (drill["host"], drill["same_host"]) == (name, False)
+        assert drill["acked_commits"] > 50
+        assert 0 <= drill["lost_commits"] < drill["acked_commits"]
+        assert drill["rpo_seconds"] is not None and drill["rpo_seconds"] <= 15
+        assert drill["rto_seconds"] is not None and 0 < drill["rto_seconds"] < 180
+        shown = plane.cli_json("platform", "show", ref)
+        assert (shown["host"], shown["state"]) == (name, "ready")
+        assert _registrations(_served_by(plane, shown["url"]), host) == ["DR 2"]
+        events = plane.cli_json("events", "--platform", ref)
+        told = next(e["message"] for e in events if e["kind"] == "DRILL")
+        assert f"recovered on {name} (another host; the load ran on local)" in told
+        # The first host let go of it: no process of the platform runs there any more.
+        user = f"tp-{made['id']}"
+        try:
+            wait_until(lambda: not _processes_of_user(user, plane.data_dir), 60,
+                       "the first host to stop what was left of the platform")
+        except AssertionError:
+            print("still running:", _processes_of_user(user, plane.data_dir))
+            raise
+        plane.cli("platform", "destroy", ref, "--wait")
 
 
 def dt_ts(text: str) -> float:

@@ -70,7 +70,7 @@ WIRE_DOC: dict[str, Any] = {
                    "tasks": [{"id": "b12", "type": "full", "labels": []}],
                    "restore": {"id": "r13", "target": 1790000005.25, "label": None,
                                "immediate": False, "source_stanza": None, "source": None},
-                   "drill": {"id": "d14", "phase": "load"}},
+                   "drill": {"id": "d14", "phase": "load", "acked": []}},
     }],
 }
 
@@ -106,7 +106,7 @@ REPORT: dict[str, Any] = {
                    "drill": {"id": "d14", "phase": "load", "acked": 120,
                              "first_acked_at": 1790000011.0, "last_acked_at": 1790000013.0,
                              "destroyed_at": None, "lost": None, "last_kept_at": None,
-                             "error": None}}}},
+                             "error": None, "acked_ranges": []}}}},
     "ingress_error": None, "busy_ports": [20005], "agent_time": 1790000000.5,
     "firewall": {"table": "inet tenantry", "tcp_ports": [22, 8443], "in_place": True,
                  "repairs": 0, "error": None},

@@ -368,6 +368,7 @@ class BackupRunner:
             raise
         unixusers.chown_tree(spec.datadir, spec.owner)
         unixusers.chown_tree(bdir, spec.owner)
+        wake_file(platform_dir).touch()  # see pgcluster.wake_checkpointer
         if p.backup is not None and p.backup.files_pass is not None:
             self._restore_files(platform_dir, p, spec, task)
 
@@ -598,6 +599,11 @@ def metrics(platform_dir: Path, p: DesiredPlatform) -> BackupMetrics:
                          archive_pending=len(waiting),
                          archive_lag=round(time.time() - min(waiting), 3) if waiting else 0.0,
                          checks=tuple(checks))
+
+
+def wake_file(platform_dir: Path) -> Path:
+    """Present from a restore until the promoted cluster's checkpointer has been woken."""
+    return backup_dir(platform_dir) / "wake-checkpointer"
 
 
 def ensure_files_dir(platform_dir: Path, owner: str | None) -> None:

@@ -121,6 +121,7 @@ class PlatformFacts:
     backup: BackupReport | None = None
     restore_state: str | None = None  # of the restore asked for: None (not run), ok, failed
     target_unreached: bool = False  # PostgreSQL stopped: no commit after the restore's time
+    promoted_asleep: bool = False  # restored and promoted; its checkpointer not woken yet
     drill_next: str | None = None  # the drill's phase to carry out here (see agent.drill)
 
 
@@ -234,6 +235,8 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
         facts.backup_tasks = runner.tasks_to_start(root, p)
         facts.restore_state = runner.restore_state(root, p)
         facts.target_unreached = pgcluster.target_unreached(spec, root / "logs" / "postgres.log")
+        facts.promoted_asleep = backups.wake_file(root).exists() and \
+            not (spec.datadir / "recovery.signal").exists()
         facts.backup = runner.report(root, p, spec,
                                      database_up=db is not None and db.state == "RUNNING")
         if drills is not None:
@@ -342,6 +345,10 @@ class Effects:
         assert self.backups is not None
         self.backups.start(self.paths.platform(p.id), p, cluster_spec(self.paths, p), task)
 
+    def wake_checkpointer(self, p: DesiredPlatform) -> None:
+        pgcluster.wake_checkpointer(cluster_spec(self.paths, p))
+        backups.wake_file(self.paths.platform(p.id)).unlink(missing_ok=True)
+
     def ensure_database(self, p: DesiredPlatform) -> None:
         spec = cluster_spec(self.paths, p)
         pgcluster.wait_ready(spec, timeout=60)
@@ -407,6 +414,9 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
     if backing_up and facts.drill_next == "destroy" and fx.drills is not None:
         return [Action(f"{pid}: drill: destroy the database", lambda: fx.drill(p, "destroy"))]
     restore = p.backup.restore if backing_up and p.backup else None
+    drill_task = p.backup.drill if backing_up and p.backup else None
+    if drill_task is not None and drill_task.phase == "destroy" and restore is None:
+        return actions  # the recovery is on another host: nothing is made again here
     restore_pending = restore is not None and facts.restore_state is None
     restore_failed = restore is not None and (facts.restore_state or "").startswith("failed")
     db_now = facts.programs.get(f"{pid}-db")
@@ -442,6 +452,9 @@ def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list
         if facts.database_marker != database_marker(p):
             actions.append(Action(f"{pid}: create role and database",
                                   lambda: fx.ensure_database(p)))
+        if facts.promoted_asleep and current_db is not None and current_db.state == "RUNNING":
+            actions.append(Action(f"{pid}: checkpoint after the recovery (archive_timeout "
+                                  "holds again)", lambda: fx.wake_checkpointer(p)))
         if backing_up and facts.drill_next in ("load", "verify") and fx.drills is not None:
             phase = facts.drill_next
             actions.append(Action(f"{pid}: drill: {phase}", partial(fx.drill, p, phase)))

@@ -17,6 +17,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class Drills:
             return None
         drill = self._drills.get(pid)
         if drill is None or drill.task_id != task.id:
+            if task.phase == "verify" and task.acked:
+                return "verify"  # the load ran on the lost host, which sent its log
             # An agent that restarted mid-drill knows nothing of the load: it says so.
             return "load" if task.phase == "load" else "lost"
         if task.phase == "load":
@@ -89,7 +92,9 @@ class Drills:
             first_acked_at=acked[0][1] if acked else None,
             last_acked_at=acked[-1][1] if acked else None,
             destroyed_at=drill.destroyed_at, lost=drill.lost,
-            last_kept_at=drill.last_kept_at, error=drill.error)
+            last_kept_at=drill.last_kept_at, error=drill.error,
+            acked_ranges=ranges(i for i, at in acked if drill.destroyed_at is not None
+                                and at <= drill.destroyed_at))
 
     # ------------------------------------------------------------ the phases
 
@@ -162,16 +167,33 @@ class Drills:
         pgcluster.wait_ready(spec, timeout=60)
         with _connect(spec, dbname) as conn:
             try:
-                kept = {row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.commits")}
+                rows = conn.execute(f"SELECT id, at FROM {SCHEMA}.commits").fetchall()
+                kept: dict[int, float] = {int(str(i)): float(str(at)) for i, at in rows}
             except psycopg.errors.UndefinedTable:
-                kept = set()  # recovered to before the drill's table: nothing came back
+                kept = {}  # recovered to before the drill's table: nothing came back
             conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        before = [(i, at) for i, at in drill.acked
-                  if drill.destroyed_at is None or at <= drill.destroyed_at]
+        if drill.acked:  # the load ran here: acknowledged when COMMIT returned
+            before = [(i, at) for i, at in drill.acked
+                      if drill.destroyed_at is None or at <= drill.destroyed_at]
+        else:  # on the lost host, which sent the ids; the time is the row's own
+            before = [(i, kept.get(i, 0.0)) for lo, hi in task.acked
+                      for i in range(lo, hi + 1)]
         drill.lost = sum(1 for i, _ in before if i not in kept)
         kept_times = [at for i, at in before if i in kept]
         drill.last_kept_at = max(kept_times) if kept_times else None
         drill.phase = "verified"
+
+
+def ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Increasing ids as (first, last) runs: a load's ids have gaps only where an insert's
+    outcome was unknown."""
+    found: list[tuple[int, int]] = []
+    for i in ids:
+        if found and i == found[-1][1] + 1:
+            found[-1] = (found[-1][0], i)
+        else:
+            found.append((i, i))
+    return found
 
 
 def _connect(spec: pgcluster.ClusterSpec, dbname: str) -> psycopg.Connection[tuple[object, ...]]:

@@ -388,6 +388,25 @@ def ensure_database(spec: ClusterSpec, *, role: str, password: str, dbname: str)
         raise Unavailable(f"PostgreSQL on port {spec.port}: {detail}") from None
 
 
+def wake_checkpointer(spec: ClusterSpec) -> None:
+    """A CHECKPOINT once a restored cluster is promoted.
+
+    PostgreSQL 15's checkpointer computes its sleep while the end-of-recovery checkpoint
+    still counts as recovery, and then sleeps until the next timed checkpoint
+    (checkpoint_timeout) without looking at archive_timeout: WAL written after a restore was
+    neither switched out nor archived (measured: DR drills after a first recovery lost every
+    commit of a 20 s load). A checkpoint requested after the promotion wakes it, and its
+    next sleep honours archive_timeout."""
+    try:
+        with psycopg.connect(host=str(spec.socket_dir), port=spec.port, user=SUPERUSER,
+                             dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+            _wait_promoted(conn, timeout=60)
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:
+        raise Unavailable(f"PostgreSQL on port {spec.port}: "
+                          f"{exc.diag.message_primary or type(exc).__name__}") from None
+
+
 def _wait_promoted(conn: psycopg.Connection[tuple[object, ...]],
                    timeout: float = 3600) -> None:
     """A restored cluster replays WAL read-only before it is promoted: roles can be changed

@@ -33,6 +33,7 @@ from tenantry.platforms.contract import (
     DatabaseSpec,
     DesiredSlot,
     DesiredState,
+    DrillReport,
     DrillTask,
     PlatformReport,
     RestoreTask,
@@ -208,8 +209,14 @@ def _drill_id(ctx: StepContext) -> str:
     return f"d{ctx.job_id}"
 
 
-def _set_drill(ctx: StepContext, phase: str, restore: RestoreTask | None = None) -> None:
-    task = DrillTask(id=_drill_id(ctx), phase=phase)
+def _elsewhere(ctx: StepContext) -> bool:
+    """The recovery is on another host than the load (`--host`)."""
+    return ctx.params.get("host") is not None
+
+
+def _set_drill(ctx: StepContext, phase: str, restore: RestoreTask | None = None,
+               acked: list[tuple[int, int]] | None = None) -> None:
+    task = DrillTask(id=_drill_id(ctx), phase=phase, acked=acked or [])
     with ctx.runtime.sessions() as session:
         platform = load_platform(session, ctx)
         want = platform.desired
@@ -219,6 +226,16 @@ def _set_drill(ctx: StepContext, phase: str, restore: RestoreTask | None = None)
                 update["restore"] = restore
             platform.desired = want.model_copy(update=update)
             bump(session, platform)
+        session.commit()
+
+
+def _keep_param(ctx: StepContext, key: str, value: object) -> None:
+    """A fact the later steps need, kept with the job: a restarted worker has it."""
+    ctx.params[key] = value
+    with ctx.runtime.sessions() as session:
+        job = session.get(Job, ctx.job_id)
+        if job is not None and key not in job.params:
+            job.params = {**job.params, key: value}
         session.commit()
 
 
@@ -244,10 +261,32 @@ def step_load(ctx: StepContext) -> None:
 
 
 def step_destroy(ctx: StepContext) -> None:
-    """The data directory, the postmaster and the WAL spool go; the same write asks for the
-    recovery from the repository alone (the latest archived WAL)."""
-    _set_drill(ctx, "destroy", RestoreTask(id=_drill_id(ctx)))
+    """The data directory, the postmaster and the WAL spool go; on the same host, the same
+    write asks for the recovery from the repository alone (the latest archived WAL). For a
+    recovery elsewhere the lost host's log of the load is kept with the job."""
+    if _elsewhere(ctx):
+        _set_drill(ctx, "destroy")
+    else:
+        _set_drill(ctx, "destroy", RestoreTask(id=_drill_id(ctx)))
     wait_observed(ctx, "the database to be destroyed", _drill_seen("destroy", "destroyed"))
+    if _elsewhere(ctx) and "lost_host" not in ctx.params:
+        with ctx.runtime.sessions() as session:
+            platform = load_platform(session, ctx)
+            backup = platform.observed.backup if platform.observed else None
+            report = backup.drill if backup else None
+            assert report is not None  # the wait above saw it
+            lost_host = {"host": platform.host.name if platform.host else "?",
+                         "report": report.model_dump(mode="json")}
+        _keep_param(ctx, "lost_host", lost_host)
+
+
+def step_move(ctx: StepContext) -> None:
+    """Recovery elsewhere: the platform moves to the drill's host, whose first desired state
+    asks for the cluster from the repository alone (as `dr recover` does); the host of the
+    load drops what is left of it there. On the same host, nothing to do."""
+    if not _elsewhere(ctx):
+        return
+    place_elsewhere(ctx, RestoreTask(id=_drill_id(ctx)), drop_drill=True)
 
 
 def step_recover(ctx: StepContext) -> None:
@@ -256,17 +295,20 @@ def step_recover(ctx: StepContext) -> None:
     wait_observed(ctx, "the database to replay WAL and open", db_ready, timeout=BACKUP_WAIT)
     wait_observed(ctx, "the app to serve again", serving)
     probe(ctx)
-    served = time.time()
-    ctx.params["served_at"] = served
-    with ctx.runtime.sessions() as session:  # kept with the job: a restarted worker has it
-        job = session.get(Job, ctx.job_id)
-        if job is not None and "served_at" not in job.params:
-            job.params = {**job.params, "served_at": served}
-        session.commit()
+    if "served_at" not in ctx.params:
+        _keep_param(ctx, "served_at", time.time())
+
+
+def _lost_host_report(ctx: StepContext) -> DrillReport | None:
+    kept = ctx.params.get("lost_host")
+    if not isinstance(kept, dict):
+        return None
+    return DrillReport.model_validate(kept["report"])
 
 
 def step_verify(ctx: StepContext) -> None:
-    _set_drill(ctx, "verify")
+    lost = _lost_host_report(ctx)
+    _set_drill(ctx, "verify", acked=lost.acked_ranges if lost else None)
     wait_observed(ctx, "the count of what came back", _drill_seen("verify", "counted"))
 
 
@@ -277,18 +319,20 @@ def _record(ctx: StepContext, reason: str | None) -> None:
         report = backup.drill if backup else None
         if report is not None and report.id != _drill_id(ctx):
             report = None
+        load = _lost_host_report(ctx) or report  # where the load ran and the disk was lost
         served = ctx.params.get("served_at")
-        destroyed = report.destroyed_at if report else None
+        destroyed = load.destroyed_at if load else None
         rto = float(cast(float, served)) - destroyed if served and destroyed else None
         rpo = None
         if report is not None and report.lost is not None and destroyed is not None:
-            rpo = max(0.0, destroyed - (report.last_kept_at or report.first_acked_at
-                                        or destroyed))
+            rpo = max(0.0, destroyed - (report.last_kept_at or (load.first_acked_at if load
+                                                                 else None) or destroyed))
         host = platform.host.name if platform.host else "?"
+        same = not _elsewhere(ctx)
         job = session.get(Job, ctx.job_id)
         drill = Drill(platform_id=platform.id, isv_id=platform.isv_id, job_id=ctx.job_id,
-                      host=host, same_host=True, result="ok" if reason is None else "failed",
-                      acked_commits=report.acked if report else None,
+                      host=host, same_host=same, result="ok" if reason is None else "failed",
+                      acked_commits=load.acked if load else None,
                       lost_commits=report.lost if report else None,
                       rpo_seconds=round(rpo, 3) if rpo is not None else None,
                       rto_seconds=round(rto, 3) if rto is not None else None, detail=reason)
@@ -298,8 +342,10 @@ def _record(ctx: StepContext, reason: str | None) -> None:
         name = f"{platform.isv.name}/{platform.name}"
         if reason is None:
             platform.state, platform.error = "ready", None
-            emit(session, "DRILL", f"DR drill of {name}: recovered on {host} (fresh "
-                 f"directories on the same host) with {drill.lost_commits} of "
+            where = "fresh directories on the same host" if same else \
+                f"another host; the load ran on {_lost_host_name(ctx)}"
+            emit(session, "DRILL", f"DR drill of {name}: recovered on {host} ({where}) with "
+                 f"{drill.lost_commits} of "
                  f"{drill.acked_commits} acknowledged commits lost, RPO {drill.rpo_seconds} s, "
                  f"RTO {drill.rto_seconds} s", isv_id=platform.isv_id,
                  platform_id=platform.id, host_id=platform.host_id, job_id=ctx.job_id)
@@ -309,6 +355,11 @@ def _record(ctx: StepContext, reason: str | None) -> None:
                  isv_id=platform.isv_id, platform_id=platform.id,
                  host_id=platform.host_id, job_id=ctx.job_id)
         session.commit()
+
+
+def _lost_host_name(ctx: StepContext) -> str:
+    kept = ctx.params.get("lost_host")
+    return str(kept.get("host", "?")) if isinstance(kept, dict) else "?"
 
 
 def _drill_failed(ctx: StepContext, reason: str) -> None:
@@ -342,7 +393,7 @@ def _drill_failed(ctx: StepContext, reason: str) -> None:
 DRILL = JobKind(
     name="drill",
     steps=(("configure", step_backups_on), ("load", step_load), ("destroy", step_destroy),
-           ("recover", step_recover), ("verify", step_verify)),
+           ("move", step_move), ("recover", step_recover), ("verify", step_verify)),
     on_success=lambda ctx: _record(ctx, None), on_failure=_drill_failed)
 
 # ---------------------------------------------------------------- the schedule
@@ -516,13 +567,19 @@ CLONE = JobKind(name="clone", steps=(("place", step_place_clone), *CREATE_STEPS[
 
 
 def step_place_recovery(ctx: StepContext) -> None:
-    """The platform moves to the chosen host: the lost host's ports are given up, new ones
+    target = ctx.params.get("target")
+    place_elsewhere(ctx, RestoreTask(id=f"v{ctx.job_id}", target=float(cast(float, target))
+                                     if target is not None else None))
+
+
+def place_elsewhere(ctx: StepContext, restore: RestoreTask, *,
+                    drop_drill: bool = False) -> None:
+    """The platform moves to the job's host: the lost host's ports are given up, new ones
     taken, and the first desired state there asks, in the same write, for the cluster to
     be restored from the platform's own repository instead of made empty. The lost host,
     should it come back, no longer finds the platform in its desired state and stops what
     is left of it there."""
     host_id = str(ctx.params["host"])
-    target = ctx.params.get("target")
     with ctx.runtime.sessions() as session:
         platform = load_platform(session, ctx)
         if platform.desired.placed_by == ctx.job_id and platform.host_id == host_id:
@@ -553,9 +610,9 @@ def step_place_recovery(ctx: StepContext) -> None:
         stored = backing.configured(ctx.runtime.settings, ctx.runtime.secrets, session,
                                     platform)
         want.backup = stored or want.backup
-        want.restore = RestoreTask(id=f"v{ctx.job_id}",
-                                   target=float(cast(float, target)) if target is not None
-                                   else None)
+        want.restore = restore
+        if drop_drill:
+            want.drill = None
 
     step_place(ctx, also=also)
 

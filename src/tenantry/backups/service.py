@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
@@ -171,14 +171,12 @@ def export_keys(*, session: Session, principal: Principal, secrets: SecretBox,
 def start_drill(*, session: Session, principal: Principal, ref: str,
                 spec: DrillRequest) -> tuple[str, int]:
     """A disaster-recovery drill: a write load, the database destroyed without warning,
-    recovered from the repository alone, what came back counted. With one host it recovers
-    into fresh directories on the same host (the result says so)."""
+    recovered from the repository alone, what came back counted. It recovers onto `host`, or
+    another online host of the platform's region; with no other, into fresh directories on
+    the same host (the result says so)."""
     platform = get_platform(session, principal, ref, "operate")
     name = _name(platform)
-    if spec.host is not None and (platform.host is None or spec.host != platform.host.name):
-        raise InvalidInput(f"a drill onto another host ({spec.host}) is not built yet: this "
-                           f"version recovers into fresh directories on {name}'s own host "
-                           "(leave out --host)", field="host")
+    target = _drill_host(session, platform, spec.host)
     if platform.state != "ready":
         raise Conflict(f"platform {name} is {platform.state}; a drill needs it ready",
                        field="platform")
@@ -189,13 +187,40 @@ def start_drill(*, session: Session, principal: Principal, ref: str,
     if report is None or not report.backups:
         raise Conflict(f"platform {name} has no backup to recover from yet", field="platform")
     job = create_job(session, kind=jobs.DRILL, isv_id=platform.isv_id,
-                     platform_id=platform.id, params={"seconds": spec.seconds})
+                     platform_id=platform.id, params={"seconds": spec.seconds,
+                                                      "host": target.id if target else None})
     platform.state, platform.error = "drilling", None
+    where = f"on host {target.name}" if target else "in fresh directories on the same host"
     emit(session, "BACKUP_REQUESTED", f"DR drill of {name} requested by "
-         f"{principal.username}: its database will be destroyed and recovered",
+         f"{principal.username}: its database will be destroyed and recovered {where}",
          isv_id=platform.isv_id, platform_id=platform.id, job_id=job.id)
     session.commit()
     return name, job.id
+
+
+def _drill_host(session: Session, platform: Platform, name: str | None) -> Host | None:
+    """Where a drill recovers: the host named, else another online host of the platform's
+    region (the least full), else None: fresh directories on its own host."""
+    current = platform.host
+    if name is not None:
+        host = session.scalar(select(Host).where(Host.name == name))
+        if host is None:
+            raise InvalidInput(f"no host {name!r}", field="host")
+        if current is not None and host.id == current.id:
+            return None
+        if host.state != "online":
+            raise InvalidInput(f"host {name} is {host.state}; a drill recovers onto an "
+                               "online host", field="host")
+        return host
+    if current is None:
+        return None
+    others = session.scalars(select(Host).where(
+        Host.state == "online", Host.id != current.id, Host.region_id == current.region_id)).all()
+    if not others:
+        return None
+    load = {h.id: session.scalar(select(func.count(Platform.id)).where(
+        Platform.host_id == h.id)) or 0 for h in others}
+    return min(others, key=lambda h: (load[h.id], h.name))
 
 
 def recover(*, session: Session, principal: Principal, ref: str,

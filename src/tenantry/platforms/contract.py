@@ -126,10 +126,15 @@ class DrillTask(_Document):
     and the WAL spool (the restore the same desired state asks for then rebuilds the cluster
     from the repository alone); `verify`: count which acknowledged commits the recovered
     database holds, then drop the drill's schema.
+
+    When the recovery is on another host than the load, `acked` carries to it, with the
+    verify phase, the id ranges (first, last) of the commits the lost host saw acknowledged
+    before the destruction.
     """
 
     id: str
     phase: Literal["load", "destroy", "verify"]
+    acked: list[tuple[int, int]] = Field(default_factory=list, max_length=100_000)
 
 
 # ---------------------------------------------------------------- stored: platforms.desired
@@ -312,6 +317,8 @@ class DrillReport(_Document):
     lost: int | None = None  # acknowledged commits the recovered database lacks
     last_kept_at: float | None = None  # the newest acknowledged commit it holds
     error: str | None = None
+    # once destroyed: the acknowledged ids as ranges (first, last), for a verify elsewhere
+    acked_ranges: list[tuple[int, int]] = Field(default_factory=list)
 
 
 class BackupReport(_Document):
