@@ -128,3 +128,43 @@ def test_up_killed_with_its_supervisor_next_up_stops_the_leftovers(
     assert any("stopped" in line and "postgres -D" in line for line in told), told
     assert not [line for line in told if "killed" in line and "postgres" in line], told
     interrupt(cp)
+
+
+def test_a_killed_store_comes_back_and_the_api_says_503_meanwhile(
+        fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
+    """SIGKILL of the control plane's own PostgreSQL. `up` is made slow to start it again
+    (TENANTRY_TEST_DELAYS) so that the time it is away is long enough to look at: every API
+    request then answers 503 `unavailable`, never a 500, and once it is back the API, the
+    worker and the agent carry on without a restart of `up`."""
+    cp = fresh
+    cp.extra_env["TENANTRY_TEST_DELAYS"] = "up.store_restart=6"
+    cp.start()
+    pidfile = cp.data_dir / "controlplane" / "pgdata" / "postmaster.pid"
+    store = int(pidfile.read_text().splitlines()[0])
+    with cp.api() as api:
+        assert api.get("/hosts").status_code == 200
+        os.kill(store, signal.SIGKILL)
+        answers: list[int] = []
+
+        def refused() -> bool:
+            got = api.get("/hosts")
+            answers.append(got.status_code)
+            if got.status_code == 503:
+                assert got.json()["error"]["code"] == "unavailable", got.text
+                return True
+            return False
+
+        wait_until(refused, 10, "a 503 while the store is away", every=0.2)
+        wait_until(lambda: api.get("/hosts").status_code == 200, 60, "the API back",
+                   every=0.5)
+        assert 500 not in answers, answers
+        # The API writes again, and the agent reports again.
+        made = api.post("/isvs", json={"name": "after-crash"})
+        assert made.status_code in (200, 201), made.text
+        wait_until(lambda: all(h["state"] == "online" for h in api.get("/hosts").json()),
+                   60, "the local host online")
+    log = cp.log.read_text()
+    assert "the control plane's PostgreSQL is not running; starting it again" in log
+    assert "the control plane's PostgreSQL runs again" in log
+    assert int(pidfile.read_text().splitlines()[0]) != store
+    print("worker restarts while the store was away:", log.count("worker exited"))

@@ -111,6 +111,8 @@ REPORT: dict[str, Any] = {
     "firewall": {"table": "inet tenantry", "tcp_ports": [22, 8443], "in_place": True,
                  "repairs": 0, "error": None},
     "monitoring": {"agent": "10.0.0.7:41002", "node": "10.0.0.7:41001"},
+    "process_exits": [{"program": "p1-a-web-0", "how": "terminated by SIGKILL",
+                       "at": 1790000009.5}],
 }
 
 

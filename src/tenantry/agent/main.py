@@ -25,10 +25,11 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from tenantry.agent import converge, exporters, ingress
+from tenantry.agent import converge, exits, exporters, ingress
 from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.drill import Drills
+from tenantry.agent.exits import ExitLog
 from tenantry.agent.firewall import HostFirewall
 from tenantry.agent.hostaccess import HostAccess
 from tenantry.agent.monitor import HostMonitoring
@@ -148,6 +149,8 @@ class Agent:
             avoid={*range(options.port_min, options.port_max + 1), options.ingress_port})
         self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
         self.backups = BackupRunner(on_done=self._backup_done)
+        self.exits = ExitLog(exits.supervisord_log(self.paths.services),
+                             exits.state_path(self.paths.services))
         self.drills = Drills()
 
     @property
@@ -335,12 +338,19 @@ class Agent:
 
     def _report(self, reports: dict[str, PlatformReport]) -> None:
         assert self._client is not None
-        self._client.report(HostReport(
-            platforms=reports, ingress_error=self._ingress_error,
-            busy_ports=busy_ports(self.options.port_min, self.options.port_max, self._ours),
-            agent_time=time.time(),
-            firewall=self._firewall.status() if self._firewall else None,
-            monitoring=self.monitoring.targets))
+        self.exits.read()
+        exits = self.exits.take()
+        try:
+            self._client.report(HostReport(
+                platforms=reports, ingress_error=self._ingress_error,
+                busy_ports=busy_ports(self.options.port_min, self.options.port_max,
+                                      self._ours),
+                agent_time=time.time(),
+                firewall=self._firewall.status() if self._firewall else None,
+                monitoring=self.monitoring.targets, process_exits=exits))
+        except BaseException:
+            self.exits.put_back(exits)
+            raise
         self.monitoring.metrics.heartbeat = time.time()
 
     def fetch_desired(self, client: ControlPlaneClient, *, generation: int,

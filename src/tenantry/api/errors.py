@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -11,6 +14,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenantry.core.errors import TenantryError, field_errors
+
+log = logging.getLogger("tenantry.api")
 
 
 class ErrorDetail(BaseModel):
@@ -41,6 +46,13 @@ def error_body(code: str, message: str, field: str | None) -> dict[str, object]:
     return {"error": {"code": code, "message": message, "field": field}}
 
 
+def _store_away() -> JSONResponse:
+    return JSONResponse(error_body("unavailable", "the control plane's database is not "
+                                   "reachable (it may be restarting); try again in a few "
+                                   "seconds", None), status_code=503,
+                        headers={"Retry-After": "5"})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TenantryError)
     async def _tenantry(request: Request, exc: TenantryError) -> JSONResponse:
@@ -55,6 +67,21 @@ def install(app: FastAPI) -> None:
             return JSONResponse(error_body("invalid_input", message, None), status_code=422)
         return JSONResponse(error_body("invalid_input", f"{field}: {message}", field),
                             status_code=422)
+
+    @app.exception_handler(sqlalchemy.exc.DBAPIError)
+    async def _store(request: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
+        """The store is away (its PostgreSQL restarting, say): 503, said so, never a 500. The
+        engine checks connections before use, so the next request after it is back works."""
+        if not (isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+                or exc.connection_invalidated):
+            raise exc
+        log.warning("the store is unreachable: %s", type(exc.orig).__name__)
+        return _store_away()
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _store_direct(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("the store is unreachable: %s", type(exc).__name__)  # (the job queue's)
+        return _store_away()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

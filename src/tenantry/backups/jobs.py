@@ -495,7 +495,8 @@ def run_schedule(runtime: Runtime) -> None:
         own = {s.platform_id: schedule_of(s) for s in session.scalars(select(BackupSchedule))}
         busy = set(session.scalars(select(Job.platform_id).where(
             Job.state.in_(ACTIVE_JOB_STATES), Job.platform_id.is_not(None))))
-        for platform in session.scalars(select(Platform).where(Platform.state == "ready")
+        for platform in session.scalars(select(Platform).where(
+                Platform.state.in_(("ready", "degraded")))
                                         .order_by(Platform.id)):
             if platform.id in busy or platform.host_id is None:
                 continue

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tenantry.core import leftovers
+from tenantry.core import delays, leftovers
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
@@ -34,6 +34,7 @@ from tenantry.core.runtime import Runtime
 REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
 LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
 WORKER_GRACE = 15.0  # seconds the worker has on Ctrl-C to finish its running jobs
+STORE_BACKOFF_MAX = 60.0  # seconds between attempts to start a store that keeps failing
 
 
 def _die_with_parent() -> None:
@@ -163,6 +164,8 @@ class ControlPlane:
     monitoring: list[Child] = field(default_factory=list)
     prometheus_url: str | None = None
     _lock_fd: int | None = field(default=None, repr=False)
+    _store_failures: int = 0
+    _store_retry_at: float = 0.0
 
     @property
     def data_dir(self) -> Path:
@@ -221,10 +224,24 @@ class ControlPlane:
             return None
         return pid
 
+    def _store_pid(self) -> int | None:
+        """The control plane's PostgreSQL, when a killed `up` left it running."""
+        try:
+            pid = int((ControlPlaneDatabase(self.data_dir).pgdata / "postmaster.pid")
+                      .read_text().splitlines()[0])
+            if b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
     def stop_leftovers(self, why: str, *, spare_services: bool) -> None:
-        """Stop what an earlier run of this data dir left running, and say what it was."""
-        live = self._agent_services_pid() if spare_services else None
-        found = leftovers.find(self.data_dir, spare_trees=[live] if live else [],
+        """Stop what an earlier run of this data dir left running, and say what it was. At
+        the start, the platforms' supervisord and the store's PostgreSQL are adopted, not
+        stopped: a killed `up` takes no platform down."""
+        live = [pid for pid in (self._agent_services_pid(), self._store_pid())
+                if pid is not None] if spare_services else []
+        found = leftovers.find(self.data_dir, spare_trees=live,
                                spare=(lambda x: x.archiver) if spare_services else
                                (lambda _: False))
         if not found:
@@ -397,8 +414,11 @@ class ControlPlane:
                          f"{self.data_dir / 'logs'}; Ctrl-C stops.")
 
     def watch(self) -> None:
-        """Restart a child that died (for example killed), until we are asked to stop."""
+        """Restart a child that died (for example killed), and the store's PostgreSQL, until
+        we are asked to stop."""
         while not self.stopping.wait(0.5):
+            if self.settings.database_url is None:
+                self.keep_store()
             for child in self.children:
                 if not child.alive():
                     child.restarts += 1
@@ -407,6 +427,39 @@ class ControlPlane:
                     if child.name == "agent":
                         self.agent_started_at = dt.datetime.now(dt.UTC)
                     child.start()
+
+    def keep_store(self) -> None:
+        """The control plane's PostgreSQL died (killed, say): start it again, with a backoff
+        that doubles up to STORE_BACKOFF_MAX while it keeps failing, saying each time why.
+        The API answers 503 meanwhile; it, the worker and the agent reconnect by themselves
+        once it is back."""
+        if self._store_pid() is not None:
+            if self._store_failures:
+                self.say("tenantry: the control plane's PostgreSQL runs again")
+            self._store_failures = 0
+            return
+        now = time.monotonic()
+        if now < self._store_retry_at or self.stopping.is_set():
+            return
+        db = ControlPlaneDatabase(self.data_dir)
+        if not self._store_failures:
+            self.say("tenantry: the control plane's PostgreSQL is not running; starting it "
+                     f"again (log: {db.log_file})")
+            delays.delay("up.store_restart", self.stopping)
+            if self.stopping.is_set():
+                return
+        try:
+            db.start()
+        except TenantryError as exc:
+            self._store_failures += 1
+            wait = min(2.0 ** self._store_failures, STORE_BACKOFF_MAX)
+            self._store_retry_at = time.monotonic() + wait
+            self.say(f"tenantry: the control plane's PostgreSQL did not start "
+                     f"({self._store_failures} attempt(s)): {exc}; next attempt in "
+                     f"{wait:.0f} s; see {db.log_file}")
+            return
+        self.say("tenantry: the control plane's PostgreSQL runs again")
+        self._store_failures = 0
 
     def shutdown(self) -> None:
         """Stop in order: no new jobs, no new requests, then the host, then the store. The

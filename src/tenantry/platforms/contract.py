@@ -360,6 +360,16 @@ class PlatformReport(_Document):
     backup: BackupReport | None = None
 
 
+class ProcessExit(_Document):
+    """A program of the host that exited without being asked to (supervisord starts it
+    again): `program` as supervisord names it (`<platform id>-…` for a platform's), `how`
+    as it tells it ("exit status 1", "terminated by SIGKILL"), `at` the host's Unix time."""
+
+    program: str = Field(max_length=200)
+    how: str = Field(max_length=200)
+    at: float
+
+
 class FirewallReport(_Document):
     table: str
     tcp_ports: list[int]
@@ -382,6 +392,9 @@ class HostObserved(_Document):
 
 class HostReport(HostObserved):
     platforms: dict[str, PlatformReport] = Field(default_factory=dict)
+    # exits since the last report that reached the control plane (events, not state)
+    process_exits: list[ProcessExit] = Field(default_factory=list, max_length=1000)
 
     def host_part(self) -> HostObserved:
-        return HostObserved.model_validate(self.model_dump(exclude={"platforms"}))
+        return HostObserved.model_validate(self.model_dump(exclude={"platforms",
+                                                                    "process_exits"}))

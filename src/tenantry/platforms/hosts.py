@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
@@ -13,6 +14,7 @@ from tenantry.core.crypto import SecretBox, new_token, token_hash
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from tenantry.core.events import emit
+from tenantry.core.models import Event
 from tenantry.core.names import check_name, new_id
 from tenantry.platforms.bundles import Manifest
 from tenantry.platforms.contract import (
@@ -25,6 +27,8 @@ from tenantry.platforms.contract import (
     FirewallReport,
     HostInfo,
     HostReport,
+    PlatformReport,
+    ProcessExit,
 )
 from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
 from tenantry.platforms.schemas import EnrollTokenPublic, HostPublic
@@ -184,7 +188,79 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
                                                     Platform.id.in_(list(report.platforms)))):
         p.observed = report.platforms[p.id]
+        _judge_health(session, p, report.platforms[p.id], report.ingress_error)
+    for exit_ in report.process_exits:
+        _tell_restart(session, host, exit_)
     session.commit()
+
+
+# A platform that is `ready` turns `degraded` once what its agent reports has been wrong for
+# this long (a program supervisord is restarting is back within a second or two), and back
+# to `ready` with the first report where all is well. Kept per API process: a restarted API
+# waits the hold time again.
+DEGRADE_AFTER = 5.0
+_unwell_since: dict[str, float] = {}
+
+
+def health_problems(p: Platform, observed: PlatformReport,
+                    ingress_error: str | None) -> list[str]:
+    """What is wrong with a running platform, as its agent saw it."""
+    problems = []
+    if observed.error:
+        problems.append(f"agent: {observed.error}")
+    if observed.database != "ready":
+        problems.append(f"database {observed.database or 'unknown'}")
+    slot = p.desired.route_slot
+    seen = observed.slots.get(slot) if slot else None
+    if slot and (seen is None or not seen.healthy):
+        state = seen.state if seen else "not running"
+        detail = f" ({seen.detail})" if seen and seen.detail else ""
+        problems.append(f"app {state}{detail}")
+    if ingress_error:
+        problems.append(f"ingress: {ingress_error}")
+    return problems
+
+
+def _judge_health(session: Session, p: Platform, observed: PlatformReport,
+                  ingress_error: str | None) -> None:
+    if p.state not in ("ready", "degraded") or observed.gen < p.desired.gen:
+        _unwell_since.pop(p.id, None)
+        return
+    problems = health_problems(p, observed, ingress_error)
+    name = f"{p.isv.name}/{p.name}"
+    if not problems:
+        _unwell_since.pop(p.id, None)
+        if p.state == "degraded":
+            p.state, p.error = "ready", None
+            emit(session, "PLATFORM_RECOVERED", f"platform {name} serves again",
+                 isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
+        return
+    reason = "; ".join(problems)[:1000]
+    since = _unwell_since.setdefault(p.id, time.monotonic())
+    if p.state == "ready" and time.monotonic() - since >= DEGRADE_AFTER:
+        p.state, p.error = "degraded", reason
+        emit(session, "PLATFORM_DEGRADED", f"platform {name} is degraded: {reason}",
+             isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
+    elif p.state == "degraded" and p.error != reason:
+        p.error = reason
+
+
+def _tell_restart(session: Session, host: Host, exit_: ProcessExit) -> None:
+    """PROCESS_RESTARTED, with how it ended and how often it did in the last hour."""
+    owner = session.get(Platform, exit_.program.split("-", 1)[0])
+    if owner is not None and owner.host_id != host.id:
+        owner = None
+    hour_ago = utcnow() - dt.timedelta(hours=1)
+    before = session.scalar(select(func.count(Event.id)).where(
+        Event.kind == "PROCESS_RESTARTED", Event.host_id == host.id, Event.time >= hour_ago,
+        Event.message.startswith(f"{exit_.program} ", autoescape=True))) or 0
+    when = dt.datetime.fromtimestamp(exit_.at, dt.UTC).strftime("%H:%M:%S")
+    whose = f" (platform {owner.isv.name}/{owner.name})" if owner is not None else ""
+    emit(session, "PROCESS_RESTARTED",
+         f"{exit_.program}{whose} on host {host.name} ended unexpectedly at {when} UTC "
+         f"({exit_.how}) and was started again; {before + 1} time(s) in the last hour",
+         isv_id=owner.isv_id if owner else None, platform_id=owner.id if owner else None,
+         host_id=host.id)
 
 
 def mark_offline_hosts(*, session: Session) -> None:

@@ -282,7 +282,8 @@ def upgrade_platform(*, session: Session, principal: Principal, ref: str, spec: 
     if release.id == platform.release_id:
         raise Conflict(f"platform already runs {spec.app}", field="app")
     platform, job_id = _platform_job(
-        session, principal, ref, jobs.UPGRADE, allowed_states=("ready",), new_state="upgrading",
+        session, principal, ref, jobs.UPGRADE, allowed_states=("ready", "degraded"),
+        new_state="upgrading",
         params={"release_id": release.id, "migrate": True})
     session.commit()
     return platform_public(platform, domain), job_id
@@ -294,7 +295,8 @@ def rollback_platform(*, session: Session, principal: Principal, ref: str,
     if platform.previous_release_id is None:
         raise Conflict("platform has no previous release to roll back to", field="platform")
     platform, job_id = _platform_job(
-        session, principal, ref, jobs.ROLLBACK, allowed_states=("ready",), new_state="upgrading",
+        session, principal, ref, jobs.ROLLBACK, allowed_states=("ready", "degraded"),
+        new_state="upgrading",
         params={"release_id": platform.previous_release_id, "migrate": False})
     session.commit()
     return platform_public(platform, domain), job_id
@@ -303,7 +305,8 @@ def rollback_platform(*, session: Session, principal: Principal, ref: str,
 def stop_platform(*, session: Session, principal: Principal, ref: str,
                   domain: str) -> tuple[PlatformPublic, int]:
     platform, job_id = _platform_job(session, principal, ref, jobs.STOP,
-                                     allowed_states=("ready", "failed"), new_state="stopping")
+                                     allowed_states=("ready", "degraded", "failed"),
+                                     new_state="stopping")
     session.commit()
     return platform_public(platform, domain), job_id
 
@@ -320,6 +323,7 @@ def destroy_platform(*, session: Session, principal: Principal, ref: str,
                      domain: str) -> tuple[PlatformPublic, int]:
     platform, job_id = _platform_job(
         session, principal, ref, jobs.DESTROY,
-        allowed_states=("ready", "stopped", "failed", "creating"), new_state="destroying")
+        allowed_states=("ready", "degraded", "stopped", "failed", "creating"),
+        new_state="destroying")
     session.commit()
     return platform_public(platform, domain), job_id
