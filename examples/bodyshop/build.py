@@ -36,6 +36,9 @@ command = "python -m bodyshop.migrate"
 [health]
 path = "/health"
 
+[backup]
+smoke = "python -m bodyshop.smoke"
+
 [python]
 requirements = "requirements.txt"
 wheels = "wheels"

@@ -292,6 +292,8 @@ def test_verify_and_restore_test_prove_the_backups(plane: ControlPlaneProcess,
     rows = int(drills[0]["detail"].split(" tables, ")[1].split(" rows")[0])
     assert rows >= 3
     assert ", 1 files (" in drills[0]["detail"], drills[0]["detail"]  # the photo, restored
+    # and the app's own smoke check (`[backup] smoke`) read them in the copy
+    assert "the app's smoke check passed (3 jobs, 1 photos)" in drills[0]["detail"]
     events = plane.cli_json("events", "--platform", ref)
     assert any(e["kind"] == "BACKUP" and "verify" in e["message"] for e in events)
     assert any(e["kind"] == "DRILL" and "restore test" in e["message"] for e in events)

@@ -43,6 +43,9 @@ def test_good_manifest_parses() -> None:
     assert m.processes["web"] == ["python", "-m", "bodyshop.server", "--workers", "2"]
     assert m.release_command == ["python", "-m", "bodyshop.migrate"]
     assert (m.health_path, m.requirements, m.wheels) == ("/health", "requirements.txt", "wheels")
+    assert m.smoke_command is None  # optional: restore tests then read every table only
+    smoke = parse_manifest(GOOD + '\n[backup]\nsmoke = "python -m bodyshop.smoke"\n')
+    assert smoke.smoke_command == ["python", "-m", "bodyshop.smoke"]
 
 
 def _without(section: str) -> str:
@@ -90,6 +93,9 @@ BAD_MANIFESTS = [
     (GOOD.replace('wheels = "wheels"', 'wheels = "../wheels"'), "manifest.python.wheels"),
     (GOOD.replace('wheels = "wheels"', 'wheelz = "wheels"'), "manifest.python.wheelz"),
     ('python = "x"\n' + GOOD.split("[python]")[0], "manifest.python"),
+    (GOOD + '\n[backup]\nsmoke = ""\n', "manifest.backup.smoke"),
+    (GOOD + '\n[backup]\nsmoke = 1\n', "manifest.backup.smoke"),
+    (GOOD + '\n[backup]\nsmok = "x"\n', "manifest.backup.smok"),
 ]
 
 

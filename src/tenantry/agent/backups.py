@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from tenantry.agent import files, pgcluster, unixusers
+from tenantry.agent import files, pgcluster, releases, unixusers
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import Unavailable
 from tenantry.platforms.contract import (
@@ -167,8 +167,9 @@ class BackupRunner:
     """The host's backups: stanzas, tasks in threads of their own, and what they left."""
 
     def __init__(self, *, on_done: Callable[[str], None] | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, releases_root: Path | None = None) -> None:
         self._on_done = on_done
+        self._releases_root = releases_root  # where the app's smoke check is found
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backup")
         self._lock = threading.Lock()
         self._active: set[str] = set()  # "platform:task" running in this process
@@ -440,7 +441,8 @@ class BackupRunner:
             if p.backup is not None and p.backup.files_pass is not None else None
         if task.type == "restore-test":
             try:
-                return restore_test(platform_dir, p, spec, task.id, restic=restic)
+                return restore_test(platform_dir, p, spec, task.id, restic=restic,
+                                    releases_root=self._releases_root)
             except Unavailable as exc:
                 return f"failed: {exc}"
         if task.type == "expire":
@@ -614,12 +616,15 @@ def ensure_files_dir(platform_dir: Path, owner: str | None) -> None:
 
 
 def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.ClusterSpec,
-                 task_id: str, *, restic: files.Restic | None = None) -> str:
+                 task_id: str, *, restic: files.Restic | None = None,
+                 releases_root: Path | None = None) -> str:
     """The latest backup restored into a scratch cluster beside the platform's (its own port
     and socket, archiving off, WAL fetched without the live cluster's async queue), every
-    table of every database read and counted, the scratch cluster dropped. Returns the
-    outcome ("ok: ..."); raises Unavailable with the reason when the backup does not
-    restore or a table does not read."""
+    table of every database read and counted, the files restored beside it, then the app's
+    own smoke check (`[backup] smoke` in its manifest) run against that copy, and the
+    scratch cluster dropped. Returns the outcome ("ok: ..."); raises Unavailable with the
+    reason when the backup does not restore, a table does not read or the smoke check
+    fails."""
     started = time.monotonic()
     scratch = platform_dir / f"scratch-{task_id}"
     sock = Path(f"{spec.socket_dir}-t")
@@ -639,7 +644,8 @@ def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Cluster
                  "archive-get %f \"%p\"")
         argv = unixusers.run_as(spec.owner, [
             pgcluster.pg_bin("postgres"), "-D", str(scratch), "-p", str(port), "-k", str(sock),
-            "-c", "listen_addresses=", "-c", "archive_mode=off", "-c", f"restore_command={fetch}",
+            "-c", "listen_addresses=127.0.0.1", "-c", "archive_mode=off",
+            "-c", f"restore_command={fetch}",
             "-c", "logging_collector=off", "-c", "shared_buffers=16MB"])
         with (scratch / "postgres.log").open("ab") as log_file:
             proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
@@ -655,15 +661,18 @@ def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Cluster
             time.sleep(0.1)
         tables, rows = _read_everything(test_spec)
         found = ""
+        files_dir: Path | None = None
         if restic is not None:
             latest = files.pick(restic.snapshots(), label=None, target=None)
             if latest is not None:
-                restic.restore_into(latest.id, scratch / "files")
-                count, size = files.count(scratch / "files")
+                files_dir = scratch / "files"
+                restic.restore_into(latest.id, files_dir)
+                count, size = files.count(files_dir)
                 found = f", {count} files ({size / 2**20:.1f} MiB) restored from snapshot " \
                         f"{latest.id[:8]}"
-        return (f"ok: {tables} tables, {rows} rows read from the restored copy{found} in "
-                f"{time.monotonic() - started:.1f} s")
+        smoke = _smoke_check(p, test_spec, scratch, files_dir, releases_root)
+        return (f"ok: {tables} tables, {rows} rows read from the restored copy{found}{smoke} "
+                f"in {time.monotonic() - started:.1f} s")
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGINT)  # fast shutdown
@@ -674,6 +683,48 @@ def restore_test(platform_dir: Path, p: DesiredPlatform, spec: pgcluster.Cluster
                 proc.wait(10)
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(sock, ignore_errors=True)
+
+
+SMOKE_TIMEOUT = 300  # seconds the app's smoke check may take
+
+
+def _smoke_check(p: DesiredPlatform, copy: pgcluster.ClusterSpec, scratch: Path,
+                 files_dir: Path | None, releases_root: Path | None) -> str:
+    """The serving release's `[backup] smoke` command, as the platform's user in that
+    release's environment, against the restored copy (DATABASE_URL to the copy,
+    TENANTRY_FILES_DIR to the restored files). "" when the app declares none."""
+    slot = p.slots.get(p.route.slot) if p.route is not None else None
+    release = p.release(slot.release_id) if slot is not None else \
+        (p.releases[-1] if p.releases else None)
+    command = release.manifest.smoke_command if release is not None else None
+    if release is None or not command or releases_root is None:
+        return ""
+    rpath = releases.release_dir(releases_root, release.digest)
+    db = p.database
+    env = {**releases.process_env(rpath), "HOME": str(scratch),
+           "TENANTRY_PLATFORM": f"{p.isv}/{p.name}",
+           "TENANTRY_RELEASE": f"{release.app}@{release.version}",
+           "DATABASE_URL": pgcluster.database_url(role=db.role,
+                                                  password=db.password.get_secret_value(),
+                                                  dbname=db.dbname, port=copy.port)}
+    if files_dir is not None:
+        env["TENANTRY_FILES_DIR"] = str(files_dir)
+    try:
+        done = subprocess.run(unixusers.run_as(copy.owner, command), env=env,
+                              cwd=releases.app_dir(rpath), capture_output=True, text=True,
+                              timeout=SMOKE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"the app's smoke check ({' '.join(command)}) did not finish "
+                          f"within {SMOKE_TIMEOUT} s") from None
+    except OSError as exc:
+        raise Unavailable(f"the app's smoke check ({' '.join(command)}) did not run: "
+                          f"{exc.strerror}") from None
+    said = (done.stdout.strip().splitlines() or [""])[-1][:300]
+    if done.returncode != 0:
+        raise Unavailable(f"the app's smoke check ({' '.join(command)}) failed "
+                          f"({done.returncode}): " + _last_error(done.stderr or done.stdout))
+    return f"; the app's smoke check passed ({said})" if said else \
+        "; the app's smoke check passed"
 
 
 def _read_everything(spec: pgcluster.ClusterSpec) -> tuple[int, int]:

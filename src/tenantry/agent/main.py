@@ -148,7 +148,8 @@ class Agent:
             self.paths, self.services, host=options.metrics_host,
             avoid={*range(options.port_min, options.port_max + 1), options.ingress_port})
         self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
-        self.backups = BackupRunner(on_done=self._backup_done)
+        self.backups = BackupRunner(on_done=self._backup_done,
+                                    releases_root=self.paths.releases)
         self.exits = ExitLog(exits.supervisord_log(self.paths.services),
                              exits.state_path(self.paths.services))
         self.drills = Drills()

@@ -56,6 +56,8 @@ class Manifest(BaseModel):
     health_path: str
     requirements: str | None
     wheels: str | None
+    # run against each restore test's copy (DATABASE_URL, TENANTRY_FILES_DIR); 0 = sound
+    smoke_command: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "release": {"command"},
     "health": {"path"},
     "python": {"requirements", "wheels"},
+    "backup": {"smoke"},
 }
 _REQUIRED_SECTIONS = ("app", "processes", "health")
 
@@ -140,6 +143,8 @@ def parse_manifest(text: str) -> Manifest:
     python = data.get("python", {})
     requirements = _relative_path(python, "requirements")
     wheels = _relative_path(python, "wheels")
+    backup = data.get("backup", {})
+    smoke = _command(backup["smoke"], "manifest.backup.smoke") if "smoke" in backup else None
 
     return Manifest(
         name=name,
@@ -149,6 +154,7 @@ def parse_manifest(text: str) -> Manifest:
         health_path=health_path,
         requirements=requirements,
         wheels=wheels,
+        smoke_command=smoke,
     )
 
 
