@@ -73,12 +73,16 @@ def serving_from_a_new_supervisor(cp: ControlPlaneProcess, old: int, old_tree: s
     return took
 
 
-def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
-        fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
-    cp = fresh
+def demo_serving(cp: ControlPlaneProcess) -> ControlPlaneProcess:
     readme_up(cp)
     wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS),
                240, "the demo serving", every=0.5)
+    return cp
+
+
+def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
+        fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
+    cp = demo_serving(fresh)
     agent_log = cp.data_dir / "logs" / "agent.log"
 
     # supervisord alone
@@ -105,10 +109,7 @@ def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
 
 def test_up_killed_with_its_supervisor_next_up_stops_the_leftovers(
         fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
-    cp = fresh
-    readme_up(cp)
-    wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS),
-               240, "the demo serving", every=0.5)
+    cp = demo_serving(fresh)
     assert cp.process is not None
     old = supervisord_pid(cp)
     assert old is not None

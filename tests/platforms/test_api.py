@@ -138,6 +138,13 @@ def test_up_refuses_bad_settings_before_starting_anything(plane: ControlPlanePro
         done = up("--listen", f"127.0.0.1:{free_port()}", "--ingress-port", str(free_port()),
                   "--agent-tls-listen", f"127.0.0.1:{port}")
         assert done.returncode == 2 and "(agent_tls_listen)" in done.stderr
+    # A second `up` on a data dir that one runs on is refused before it touches anything.
+    second = subprocess.run([*TENANTRY, "up", "--listen", f"127.0.0.1:{free_port()}",
+                             "--ingress-port", str(free_port())], capture_output=True,
+                            text=True, timeout=60, env=plane.env)
+    assert second.returncode == 2 and "(data_dir)" in second.stderr, second.stderr
+    assert "another tenantry up" in second.stderr
+    assert plane.api().get("/hosts").status_code == 200  # the first one serves on
     done = up("--agent-tls-listen", "nonsense")
     assert done.returncode == 2 and "agent_tls_listen" in done.stderr
     done = up("--listen", "nonsense")
