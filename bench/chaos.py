@@ -1,0 +1,370 @@
+"""Fault injection: one process killed at a time, and how long until everything serves again
+(issue 11).
+
+A real `tenantry up` with two bodyshop platforms. Throughout, a writer per platform creates
+repair jobs through the ingress and logs every one the app acknowledged (HTTP 201), and a
+poller asks the API for its hosts every 0.2 s and counts its answers. Then, --runs times for
+each fault, one part is SIGKILLed and the trial waits until the part is back (a new process
+in its place) and both platforms answer HTTPS 200; after each trial every acknowledged job
+must still be there.
+
+Faults: supervisord, Caddy, the agent, an app process, a platform's postmaster, the control
+plane's postmaster, the API process, the worker; `up` alone (its children die with it;
+supervisord, the platforms and the store go on) and the whole `up` tree (`up`, its children,
+supervisord and everything under it, the store): for those two the bench starts `up` again,
+as systemd or an operator would, and the time includes that.
+
+Targets: every fault healed within 10 s at p95 (the control plane's database within 20 s),
+no acknowledged write lost, no 500 from the API.
+
+    .venv/bin/python bench/chaos.py [--runs 10] [--faults supervisord,app,...] [--report]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ISV,
+    append_report,
+    create_platform,
+    machine_facts,
+    md_table,
+    other_tenantry_ups,
+    setup_isv,
+    short_tmp,
+    start_plane,
+    summary,
+    wait_https,
+    wait_job,
+)
+from tests.conftest import ControlPlaneProcess  # noqa: E402
+
+from tenantry.core import leftovers  # noqa: E402
+
+PLATFORMS = ("c1", "c2")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pidfile(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@dataclass
+class Plane:
+    cp: ControlPlaneProcess
+    ids: dict[str, str]  # platform name -> id
+    hosts: dict[str, str]  # platform name -> hostname
+
+    def up_pid(self) -> int | None:
+        return self.cp.process.pid if self.cp.process and self.cp.process.poll() is None \
+            else None
+
+    def child(self, word: bytes) -> int | None:
+        up = self.up_pid()
+        if up is None:
+            return None
+        return next((pid for pid in _children(up) if word in _argv(pid)), None)
+
+    def supervisord(self) -> int | None:
+        return _pidfile(self.cp.data_dir / "agent" / "services" / "supervisord.pid")
+
+    def caddy(self) -> int | None:
+        sup = self.supervisord()
+        if sup is None:
+            return None
+        return next((pid for pid in _children(sup) if b"caddy" in _argv(pid)[0]), None)
+
+    def app(self) -> int | None:
+        sup = self.supervisord()
+        want = str(self.cp.data_dir).encode()
+        for pid in _children(sup) if sup else []:
+            if any(b"bodyshop.server" in a for a in _argv(pid)):
+                try:
+                    env = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue
+                if want in env and f"tp-{self.ids['c1']}".encode() in _owner(pid):
+                    return pid
+        return None
+
+    def postmaster(self) -> int | None:
+        return _pidfile(self.cp.data_dir / "agent" / "platforms" / self.ids["c1"] / "pgdata"
+                        / "postmaster.pid")
+
+    def store(self) -> int | None:
+        return _pidfile(self.cp.data_dir / "controlplane" / "pgdata" / "postmaster.pid")
+
+    def api_ok(self) -> bool:
+        try:
+            with self.cp.api() as api:
+                return api.get("/hosts", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def serving(self) -> bool:
+        for host in self.hosts.values():
+            try:
+                if self.cp.https(host, "/health").status_code != 200:
+                    return False
+            except httpx.HTTPError:
+                return False
+        return True
+
+
+def _owner(pid: int) -> bytes:
+    import pwd
+
+    try:
+        return pwd.getpwuid(Path(f"/proc/{pid}").stat().st_uid).pw_name.encode()
+    except (OSError, KeyError):
+        return b""
+
+
+# ---------------------------------------------------------------- load and watchers
+
+
+@dataclass
+class Writer:
+    """Creates repair jobs through the ingress; keeps the registrations acknowledged."""
+
+    plane: Plane
+    name: str
+    acked: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    n: int = 0
+
+    def run(self) -> None:
+        host = self.plane.hosts[self.name]
+        while not self.stop.is_set():
+            self.n += 1
+            reg = f"W{self.n}"
+            try:
+                r = self.plane.cp.https(host, "/api/jobs", "POST",
+                                        json={"registration": reg, "customer": "chaos"})
+                if r.status_code == 201:
+                    self.acked.append(reg)
+            except httpx.HTTPError:
+                pass
+            self.stop.wait(0.05)
+
+    def missing(self) -> list[str]:
+        host = self.plane.hosts[self.name]
+        for _ in range(60):
+            try:
+                r = self.plane.cp.https(host, "/api/jobs")
+                if r.status_code == 200:
+                    present = {j["registration"] for j in r.json()}
+                    return [a for a in list(self.acked) if a not in present]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name}: the jobs could not be read back")
+
+
+@dataclass
+class Poller:
+    """Asks the API every 0.2 s; counts its answers by status (0: no answer)."""
+
+    plane: Plane
+    codes: dict[int, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with self.plane.cp.api() as api:
+                    code = api.get("/hosts", timeout=3).status_code
+            except (httpx.HTTPError, FileNotFoundError):
+                code = 0
+            self.codes[code] = self.codes.get(code, 0) + 1
+            self.stop.wait(0.2)
+
+
+# ---------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    find: Callable[[Plane], int | None]  # the process to kill, found anew after the fault
+    restart_up: bool = False
+    limit: float = 10.0
+
+
+def _kill_tree(plane: Plane) -> None:
+    """`up`, its children, supervisord and everything of the data dir, at once."""
+    up = plane.up_pid()
+    if up is not None:
+        os.kill(up, signal.SIGKILL)
+    for x in leftovers.find(plane.cp.data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(x.pid, signal.SIGKILL)
+
+
+FAULTS = (
+    Fault("supervisord", Plane.supervisord),
+    Fault("caddy", Plane.caddy),
+    Fault("agent", lambda p: p.child(b"agent")),
+    Fault("app", Plane.app),
+    Fault("postmaster", Plane.postmaster),
+    Fault("store", Plane.store, limit=20.0),
+    Fault("api", lambda p: p.child(b"serve-api")),
+    Fault("worker", lambda p: p.child(b"serve-worker")),
+    Fault("up", Plane.up_pid, restart_up=True),
+    Fault("up-tree", Plane.up_pid, restart_up=True),
+)
+
+
+def trial(plane: Plane, fault: Fault, timeout: float = 120) -> float:
+    """Seconds from the kill until the part is back and both platforms serve."""
+    old = fault.find(plane)
+    if old is None:
+        raise RuntimeError(f"{fault.name}: no process to kill")
+    t0 = time.monotonic()
+    if fault.name == "up-tree":
+        _kill_tree(plane)
+    else:
+        os.kill(old, signal.SIGKILL)
+    if fault.restart_up:
+        assert plane.cp.process is not None
+        plane.cp.process.wait(30)
+        plane.cp.start(timeout=timeout)
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        new = fault.find(plane)
+        if new is not None and new != old and plane.serving() and \
+                (fault.name not in ("store", "api") or plane.api_ok()):
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise RuntimeError(f"{fault.name}: not healed within {timeout:.0f} s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--faults", default=",".join(f.name for f in FAULTS))
+    ap.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
+    args = ap.parse_args()
+    chosen = [f for f in FAULTS if f.name in args.faults.split(",")]
+    if not chosen or args.runs < 1:
+        ap.error("--faults names none of " + ", ".join(f.name for f in FAULTS))
+    others = other_tenantry_ups()
+    if others:
+        print("warning: other tenantry processes run:", *others, sep="\n  ")
+
+    root = short_tmp("tnb-chaos-")
+    cp = start_plane(root)
+    writers: list[Writer] = []
+    poller: Poller | None = None
+    results: dict[str, list[float]] = {}
+    lost: dict[str, int] = {}
+    codes: dict[str, dict[int, int]] = {}
+    try:
+        setup_isv(cp, root)
+        made = [create_platform(cp, name) for name in PLATFORMS]
+        for m in made:
+            wait_job(cp, m["job_id"])
+            wait_https(cp, m["host"])
+        plane = Plane(cp, {m["name"]: m["id"] for m in made},
+                      {m["name"]: m["host"] for m in made})
+        writers = [Writer(plane, name) for name in PLATFORMS]
+        for w in writers:
+            threading.Thread(target=w.run, daemon=True).start()
+        for fault in chosen:
+            poller = Poller(plane)
+            threading.Thread(target=poller.run, daemon=True).start()
+            for i in range(args.runs):
+                took = trial(plane, fault)
+                time.sleep(2)  # the writers go on a moment on the healed system
+                gone = sum(len(w.missing()) for w in writers)
+                results.setdefault(fault.name, []).append(took)
+                lost[fault.name] = lost.get(fault.name, 0) + gone
+                print(f"{fault.name} #{i + 1}: healed in {took:.2f} s, {gone} acknowledged "
+                      "writes missing", flush=True)
+                time.sleep(3)  # settle before the next kill
+            poller.stop.set()
+            codes[fault.name] = dict(poller.codes)
+    finally:
+        for w in writers:
+            w.stop.set()
+        if poller is not None:
+            poller.stop.set()
+        cp.stop()
+        cp.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+    rows = []
+    for fault in chosen:
+        s = summary(results[fault.name])
+        answers = codes.get(fault.name, {})
+        rows.append([fault.name, s["n"], f"{s['p50']:.2f}", f"{s['p95']:.2f}",
+                     f"{s['max']:.2f}", f"{fault.limit:g}",
+                     "yes" if s["p95"] <= fault.limit else "NO", lost.get(fault.name, 0),
+                     answers.get(500, 0),
+                     ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(answers.items()))])
+    acked = sum(len(w.acked) for w in writers)
+    body = (f"Two bodyshop platforms of ISV {ISV} on one host; {acked} repair jobs "
+            "acknowledged in all by the writers (one per platform, every 50 ms). Healed = "
+            "the killed part back as a new process and both platforms answering HTTPS 200 "
+            "through the ingress (for `up` and `up-tree`, `up` is started again by the bench "
+            "at once, as systemd would). API answers: GET /api/v1/hosts every 0.2 s during "
+            "the fault's runs.\n\n" + md_table(
+                ["fault", "runs", "p50 s", "p95 s", "max s", "target s", "met",
+                 "acked writes lost", "API 500s", "API answers"], rows))
+    print()
+    print(body)
+    if args.report:
+        append_report("Fault injection (bench/chaos.py)", machine_facts(), body)
+    return 0 if all(r[6] == "yes" and r[7] == 0 and r[8] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
