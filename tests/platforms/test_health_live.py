@@ -35,7 +35,7 @@ def events(plane: ControlPlaneProcess, ref: str, kind: str) -> list[str]:
             if e["kind"] == kind]
 
 
-def test_a_crashed_app_is_told_and_a_hung_one_degrades_the_platform(
+def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
         plane: ControlPlaneProcess, isv: str) -> None:
     made = plane.cli_json("platform", "create", isv, "--tenant", "t1", "--app",
                           "bodyshop@1.0.0", "--wait")
@@ -51,8 +51,21 @@ def test_a_crashed_app_is_told_and_a_hung_one_degrades_the_platform(
     wait_until(lambda: plane.cli_json("platform", "show", ref)["state"] == "ready", 30,
                "ready again after the restarts")
 
-    hung = app_pid(plane, made["id"])
-    os.kill(hung, signal.SIGSTOP)
+    # A hung app (SIGSTOP: supervisord still sees it running) is killed by the agent once
+    # it has not answered its health check for a few seconds, and started again.
+    os.kill(app_pid(plane, made["id"]), signal.SIGSTOP)
+    wait_until(lambda: len(events(plane, ref, "PROCESS_RESTARTED")) == 3, 60,
+               "the hung app killed and started again", every=0.5)
+    assert any("3 time(s) in the last hour" in m and "terminated by SIGKILL" in m
+               for m in events(plane, ref, "PROCESS_RESTARTED"))
+    wait_until(lambda: plane.https(f"t1.{isv}.localhost", "/health").status_code == 200, 30,
+               "serving again")
+
+    # A hung database: the app cannot answer and the agent cannot mend it, so the platform
+    # is shown degraded with the reason, until the database answers again.
+    pgdata = plane.data_dir / "agent" / "platforms" / made["id"] / "pgdata"
+    postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    os.kill(postmaster, signal.SIGSTOP)
     try:
         wait_until(lambda: plane.cli_json("platform", "show", ref)["state"] == "degraded", 60,
                    "the platform degraded", every=0.5)
@@ -60,8 +73,9 @@ def test_a_crashed_app_is_told_and_a_hung_one_degrades_the_platform(
         assert "app" in shown["error"], shown
         assert events(plane, ref, "PLATFORM_DEGRADED")
     finally:
-        os.kill(hung, signal.SIGCONT)
+        os.kill(postmaster, signal.SIGCONT)
     wait_until(lambda: plane.cli_json("platform", "show", ref)["state"] == "ready", 60,
                "ready again", every=0.5)
     assert plane.cli_json("platform", "show", ref)["error"] is None
     assert events(plane, ref, "PLATFORM_RECOVERED")
+    assert len(events(plane, ref, "PROCESS_RESTARTED")) == 3  # the app was left alone

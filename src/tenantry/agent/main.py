@@ -8,8 +8,10 @@ control plane answers again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -25,7 +27,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from tenantry.agent import converge, exits, exporters, ingress
+from tenantry.agent import converge, exits, exporters, ingress, pgcluster
 from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.drill import Drills
@@ -52,6 +54,7 @@ IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat pe
 RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
 ARCHIVER_GRACE = 15.0  # seconds pgBackRest's archivers get to empty their queue at a stop
+HUNG_AFTER = 5.0  # a web process that answered and then did not for this long is killed
 
 
 @dataclass
@@ -135,6 +138,8 @@ class Agent:
         self._last_reports: dict[str, PlatformReport] = {}
         self._inflight: dict[str, Future[None]] = {}
         self._checked: dict[str, float] = {}
+        # web program -> (pid that answered its health check, since when it has not)
+        self._answered: dict[str, tuple[int, float | None]] = {}
         self._heartbeat_at = 0.0
         self._ingress_error: str | None = None
         self._ours: set[int] = set()
@@ -250,7 +255,44 @@ class Agent:
                 break
         programs = self.services.observe()
         facts = converge.observe_platform(self.paths, p, programs, self.backups, self.drills)
+        self._liveness(p, facts)
         return converge.report_platform(p, facts, self.paths, error, self._route_slot(p))
+
+    def _liveness(self, p: DesiredPlatform, facts: converge.PlatformFacts) -> None:
+        """A web process that answered its health check and then stopped answering for
+        HUNG_AFTER (hung, not crashed: supervisord sees it running) is killed, process
+        group and all; supervisord starts it again, and the exit is told like any other.
+        One that has not answered yet since it started is starting, not hung; one whose
+        database does not answer either waits for its database."""
+        now = time.monotonic()
+        for slot, info in p.slots.items():
+            for i, port in enumerate(info.ports):
+                name = f"{p.id}-{slot}-web-{i}"
+                status = facts.programs.get(name)
+                if status is None or status.state != "RUNNING" or status.pid is None:
+                    self._answered.pop(name, None)
+                    continue
+                if port in facts.healthy_ports:
+                    self._answered[name] = (status.pid, None)
+                    continue
+                seen = self._answered.get(name)
+                if seen is None or seen[0] != status.pid:
+                    continue  # never answered: still starting
+                since = seen[1] if seen[1] is not None else now
+                self._answered[name] = (status.pid, since)
+                if now - since < HUNG_AFTER:
+                    continue
+                if not pgcluster.is_ready(converge.cluster_spec(self.paths, p)):
+                    continue  # its database does not answer: killing the app would not help
+                log.warning("%s (pid %s) has not answered its health check for %.0f s; "
+                            "killing it (supervisord starts it again)", name, status.pid,
+                            now - since)
+                with contextlib.suppress(ProcessLookupError):
+                    if os.getpgid(status.pid) == status.pid:  # supervisord's own group
+                        os.killpg(status.pid, signal.SIGKILL)
+                    else:
+                        os.kill(status.pid, signal.SIGKILL)
+                self._answered.pop(name, None)
 
     def _route_slot(self, p: DesiredPlatform) -> SlotName | None:
         route = p.route
