@@ -227,19 +227,19 @@ def _judge_health(session: Session, p: Platform, observed: PlatformReport,
         _unwell_since.pop(p.id, None)
         return
     problems = health_problems(p, observed, ingress_error)
-    name = f"{p.isv.name}/{p.name}"
     if not problems:
         _unwell_since.pop(p.id, None)
         if p.state == "degraded":
             p.state, p.error = "ready", None
-            emit(session, "PLATFORM_RECOVERED", f"platform {name} serves again",
+            emit(session, "PLATFORM_RECOVERED", f"platform {p.isv.name}/{p.name} serves again",
                  isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
         return
     reason = "; ".join(problems)[:1000]
     since = _unwell_since.setdefault(p.id, time.monotonic())
     if p.state == "ready" and time.monotonic() - since >= DEGRADE_AFTER:
         p.state, p.error = "degraded", reason
-        emit(session, "PLATFORM_DEGRADED", f"platform {name} is degraded: {reason}",
+        emit(session, "PLATFORM_DEGRADED", f"platform {p.isv.name}/{p.name} is degraded: "
+             f"{reason}",
              isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
     elif p.state == "degraded" and p.error != reason:
         p.error = reason
