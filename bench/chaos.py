@@ -193,7 +193,7 @@ class Writer:
                     self.acked.append(reg)
             except httpx.HTTPError:
                 pass
-            self.stop.wait(0.05)
+            self.stop.wait(0.1)
 
     def missing(self) -> list[str]:
         host = self.plane.hosts[self.name]
@@ -352,7 +352,7 @@ def main() -> int:
                      ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(answers.items()))])
     acked = sum(len(w.acked) for w in writers)
     body = (f"Two bodyshop platforms of ISV {ISV} on one host; {acked} repair jobs "
-            "acknowledged in all by the writers (one per platform, every 50 ms). Healed = "
+            "acknowledged in all by the writers (one per platform, every 100 ms). Healed = "
             "the killed part back as a new process and both platforms answering HTTPS 200 "
             "through the ingress (for `up` and `up-tree`, `up` is started again by the bench "
             "at once, as systemd would). API answers: GET /api/v1/hosts every 0.2 s during "
