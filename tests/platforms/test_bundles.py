@@ -46,6 +46,10 @@ def test_good_manifest_parses() -> None:
     assert m.smoke_command is None  # optional: restore tests then read every table only
     smoke = parse_manifest(GOOD + '\n[backup]\nsmoke = "python -m bodyshop.smoke"\n')
     assert smoke.smoke_command == ["python", "-m", "bodyshop.smoke"]
+    assert m.restart_after is None  # a hung process is left to the monitoring
+    lively = parse_manifest(GOOD.replace('path = "/health"',
+                                         'path = "/health"\nrestart_after = 30'))
+    assert lively.restart_after == 30
 
 
 def _without(section: str) -> str:
@@ -94,6 +98,12 @@ BAD_MANIFESTS = [
     (GOOD.replace('wheels = "wheels"', 'wheelz = "wheels"'), "manifest.python.wheelz"),
     ('python = "x"\n' + GOOD.split("[python]")[0], "manifest.python"),
     (GOOD + '\n[backup]\nsmoke = ""\n', "manifest.backup.smoke"),
+    (GOOD.replace('path = "/health"', 'path = "/health"\nrestart_after = 1'),
+     "manifest.health.restart_after"),
+    (GOOD.replace('path = "/health"', 'path = "/health"\nrestart_after = "10s"'),
+     "manifest.health.restart_after"),
+    (GOOD.replace('path = "/health"', 'path = "/health"\nrestart_after = true'),
+     "manifest.health.restart_after"),
     (GOOD + '\n[backup]\nsmoke = 1\n', "manifest.backup.smoke"),
     (GOOD + '\n[backup]\nsmok = "x"\n', "manifest.backup.smok"),
 ]

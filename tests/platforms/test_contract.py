@@ -45,7 +45,8 @@ FILES_PASS = "s3cret-files-pass"  # noqa: S105
 S3_SECRET = "s3cret-store-key"  # noqa: S105
 MANIFEST = {"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["python", "-m", "x"]},
             "release_command": ["python", "-m", "x.migrate"], "health_path": "/health",
-            "requirements": None, "wheels": None, "smoke_command": None}
+            "requirements": None, "wheels": None, "smoke_command": None,
+            "restart_after": None}
 
 # What the control plane sent before the contract was typed, key for key.
 WIRE_DOC: dict[str, Any] = {

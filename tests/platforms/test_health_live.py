@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ControlPlaneProcess, wait_until
+from tests.platforms.test_platforms import variant
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +37,14 @@ def events(plane: ControlPlaneProcess, ref: str, kind: str) -> list[str]:
 
 
 def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
-        plane: ControlPlaneProcess, isv: str) -> None:
+        plane: ControlPlaneProcess, isv: str, bundles: dict[str, Path],
+        tmp_path: Path) -> None:
+    # bodyshop opting in to restarts of a hung web process ([health] restart_after)
+    lively = variant(bundles["1.0.0"], tmp_path / "lively", "1.0.1", replace={
+        'path = "/health"': 'path = "/health"\nrestart_after = 5'})
+    plane.cli("app", "release", isv, str(lively))
     made = plane.cli_json("platform", "create", isv, "--tenant", "t1", "--app",
-                          "bodyshop@1.0.0", "--wait")
+                          "bodyshop@1.0.1", "--wait")
     ref = f"{isv}/t1"
     for n in (1, 2):
         os.kill(app_pid(plane, made["id"]), signal.SIGKILL)
@@ -52,7 +58,7 @@ def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
                "ready again after the restarts")
 
     # A hung app (SIGSTOP: supervisord still sees it running) is killed by the agent once
-    # it has not answered its health check for a few seconds, and started again.
+    # it has not answered its health check for restart_after seconds, and started again.
     os.kill(app_pid(plane, made["id"]), signal.SIGSTOP)
     wait_until(lambda: len(events(plane, ref, "PROCESS_RESTARTED")) == 3, 60,
                "the hung app killed and started again", every=0.5)

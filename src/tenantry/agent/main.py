@@ -54,7 +54,6 @@ IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat pe
 RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
 ARCHIVER_GRACE = 15.0  # seconds pgBackRest's archivers get to empty their queue at a stop
-HUNG_AFTER = 5.0  # a web process that answered and then did not for this long is killed
 
 
 @dataclass
@@ -259,13 +258,19 @@ class Agent:
         return converge.report_platform(p, facts, self.paths, error, self._route_slot(p))
 
     def _liveness(self, p: DesiredPlatform, facts: converge.PlatformFacts) -> None:
-        """A web process that answered its health check and then stopped answering for
-        HUNG_AFTER (hung, not crashed: supervisord sees it running) is killed, process
-        group and all; supervisord starts it again, and the exit is told like any other.
-        One that has not answered yet since it started is starting, not hung; one whose
-        database does not answer either waits for its database."""
+        """For apps whose manifest opts in (`[health] restart_after = N`): a web process
+        that answered its health check and then stopped answering for N seconds (hung, not
+        crashed: supervisord sees it running) is killed, process group and all; supervisord
+        starts it again, and the exit is told like any other. One that has not answered yet
+        since it started is starting, not hung; one whose database does not answer either
+        waits for its database. Without the setting a hang is left to the monitoring, which
+        tells it (an app's health path is not always a fair sign of life)."""
         now = time.monotonic()
         for slot, info in p.slots.items():
+            release = p.release(info.release_id)
+            hung_after = release.manifest.restart_after
+            if not hung_after:
+                continue
             for i, port in enumerate(info.ports):
                 name = f"{p.id}-{slot}-web-{i}"
                 status = facts.programs.get(name)
@@ -280,7 +285,7 @@ class Agent:
                     continue  # never answered: still starting
                 since = seen[1] if seen[1] is not None else now
                 self._answered[name] = (status.pid, since)
-                if now - since < HUNG_AFTER:
+                if now - since < hung_after:
                     continue
                 if not pgcluster.is_ready(converge.cluster_spec(self.paths, p)):
                     continue  # its database does not answer: killing the app would not help

@@ -58,6 +58,9 @@ class Manifest(BaseModel):
     wheels: str | None
     # run against each restore test's copy (DATABASE_URL, TENANTRY_FILES_DIR); 0 = sound
     smoke_command: list[str] | None = None
+    # a web process that answered its health check and then has not for this many seconds
+    # is hung: the agent kills it and supervisord starts it again (None: never)
+    restart_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ _SECTIONS: dict[str, set[str] | None] = {
     "app": {"name", "version"},
     "processes": None,  # any DNS-label keys
     "release": {"command"},
-    "health": {"path"},
+    "health": {"path", "restart_after"},
     "python": {"requirements", "wheels"},
     "backup": {"smoke"},
 }
@@ -140,6 +143,14 @@ def parse_manifest(text: str) -> Manifest:
             "health path must start with '/' and contain no spaces", field="manifest.health.path"
         )
 
+    restart_after = data["health"].get("restart_after")
+    if restart_after is not None and (isinstance(restart_after, bool) or
+                                      not isinstance(restart_after, int) or
+                                      not 3 <= restart_after <= 3600):
+        raise InvalidInput("health.restart_after must be whole seconds from 3 to 3600 (leave "
+                           "it out to never restart a hung process)",
+                           field="manifest.health.restart_after")
+
     python = data.get("python", {})
     requirements = _relative_path(python, "requirements")
     wheels = _relative_path(python, "wheels")
@@ -155,6 +166,7 @@ def parse_manifest(text: str) -> Manifest:
         requirements=requirements,
         wheels=wheels,
         smoke_command=smoke,
+        restart_after=restart_after,
     )
 
 
