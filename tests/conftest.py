@@ -47,8 +47,9 @@ _BLOCKS = Path(tempfile.gettempdir()) / "tenantry-test-port-blocks"
 def port_block(size: int = 400) -> tuple[int, int]:
     """A block of platform ports no other test control plane on this machine is using.
 
-    Held by an flock for the life of this process, so concurrent test runs (and the
-    control planes inside one run) never hand out the same port twice.
+    Held by an flock until `release_port_block` (a plane's cleanup calls it) or the end of
+    this process, so concurrent test runs (and the control planes inside one run) never hand
+    out the same port twice.
     """
     _BLOCKS.mkdir(exist_ok=True)
     for i in range(25):
@@ -58,13 +59,20 @@ def port_block(size: int = 400) -> tuple[int, int]:
         except BlockingIOError:
             fh.close()
             continue
-        _HELD.append(fh)
         low = 20000 + i * size
+        _HELD[low] = fh
         return low, low + size - 1
     raise RuntimeError("no free port block for a test control plane")
 
 
-_HELD: list[Any] = []
+_HELD: dict[int, Any] = {}
+
+
+def release_port_block(block: tuple[int, int]) -> None:
+    """Give a block back once nothing of the plane or agent that used it runs any more."""
+    fh = _HELD.pop(block[0], None)
+    if fh is not None:
+        fh.close()
 
 
 @dataclass
@@ -179,6 +187,7 @@ class ControlPlaneProcess:
             from tenantry.core import leftovers
 
             leftovers.stop(leftovers.find(self.data_dir), grace=10)
+        release_port_block(self.port_range)
 
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -23,6 +23,7 @@ from tests.conftest import (
     ControlPlaneProcess,
     free_port,
     port_block,
+    release_port_block,
     short_tmp,
     wait_until,
 )
@@ -91,10 +92,11 @@ def _second_host(plane: ControlPlaneProcess) -> Iterator[tuple[str, subprocess.P
     region = f"dr{os.getpid() % 1000}{secrets.token_hex(2)}"
     name = f"{region}-host"
     log = (root / "agent.log").open("wb")
+    ports = port_block()
     agent = subprocess.Popen(
         [*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--server", plane.url,
          "--region", region, "--name", name, "--ingress-port", str(free_port()),
-         "--port-range", "{}-{}".format(*port_block()), "--stop-services-on-exit"],
+         "--port-range", "{}-{}".format(*ports), "--stop-services-on-exit"],
         env={**plane.env, "TENANTRY_ENROLL_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
@@ -107,6 +109,9 @@ def _second_host(plane: ControlPlaneProcess) -> Iterator[tuple[str, subprocess.P
             _lose_the_host(agent, root)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+        # No later test's platform may be placed on it while it still counts as online.
+        plane.cli("host", "revoke", name, check=False)
+        release_port_block(ports)
 
 
 def _served_by(plane: ControlPlaneProcess, url: str) -> ControlPlaneProcess:

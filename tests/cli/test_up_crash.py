@@ -17,6 +17,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli.test_up import DEMO_PLATFORMS, fresh, interrupt, readme_up  # noqa: F401
@@ -148,14 +149,23 @@ def test_a_killed_store_comes_back_and_the_api_says_503_meanwhile(
         answers: list[int] = []
 
         def refused() -> bool:
-            got = api.get("/hosts")
+            try:
+                got = api.get("/hosts")
+            except httpx.TransportError:  # a kept-alive connection closed as it was reused
+                answers.append(0)
+                return False
             answers.append(got.status_code)
             if got.status_code == 503:
                 assert got.json()["error"]["code"] == "unavailable", got.text
                 return True
             return False
 
-        wait_until(refused, 10, "a 503 while the store is away", every=0.2)
+        try:
+            wait_until(refused, 10, "a 503 while the store is away", every=0.2)
+        except Exception:
+            print(cp.log.read_text()[-3000:])
+            print((cp.data_dir / "logs" / "api.log").read_text()[-6000:])
+            raise
         wait_until(lambda: api.get("/hosts").status_code == 200, 60, "the API back",
                    every=0.5)
         assert 500 not in answers, answers
