@@ -8,10 +8,12 @@ import contextlib
 import os
 import pwd
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from tenantry.agent.main import RECHECK
 from tests.conftest import ControlPlaneProcess, wait_until
 from tests.platforms.test_platforms import variant
 
@@ -29,6 +31,16 @@ def app_pid(plane: ControlPlaneProcess, platform_id: str) -> int:
                     str(plane.data_dir).encode() in (entry / "environ").read_bytes():
                 return int(entry.name)
     raise AssertionError("no app process found")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and int(
+                    (entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def events(plane: ControlPlaneProcess, ref: str, kind: str) -> list[str]:
@@ -59,6 +71,11 @@ def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
 
     # A hung app (SIGSTOP: supervisord still sees it running) is killed by the agent once
     # it has not answered its health check for restart_after seconds, and started again.
+    # Only a process the agent has seen answer counts as hung (else it is starting): the
+    # restarted one answers, and the agent looks at a settled platform every RECHECK s.
+    wait_until(lambda: plane.https(f"t1.{isv}.localhost", "/health").status_code == 200, 30,
+               "the restarted app answering")
+    time.sleep(RECHECK + 1)
     os.kill(app_pid(plane, made["id"]), signal.SIGSTOP)
     wait_until(lambda: len(events(plane, ref, "PROCESS_RESTARTED")) == 3, 60,
                "the hung app killed and started again", every=0.5)
@@ -71,7 +88,9 @@ def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
     # is shown degraded with the reason, until the database answers again.
     pgdata = plane.data_dir / "agent" / "platforms" / made["id"] / "pgdata"
     postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
-    os.kill(postmaster, signal.SIGSTOP)
+    cluster = [postmaster, *children(postmaster)]  # the backends too: the app's session
+    for pid in cluster:
+        os.kill(pid, signal.SIGSTOP)
     try:
         wait_until(lambda: plane.cli_json("platform", "show", ref)["state"] == "degraded", 60,
                    "the platform degraded", every=0.5)
@@ -79,7 +98,8 @@ def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
         assert "app" in shown["error"], shown
         assert events(plane, ref, "PLATFORM_DEGRADED")
     finally:
-        os.kill(postmaster, signal.SIGCONT)
+        for pid in cluster:
+            os.kill(pid, signal.SIGCONT)
     wait_until(lambda: plane.cli_json("platform", "show", ref)["state"] == "ready", 60,
                "ready again", every=0.5)
     assert plane.cli_json("platform", "show", ref)["error"] is None
