@@ -198,11 +198,12 @@ class Writer:
     def missing(self) -> list[str]:
         host = self.plane.hosts[self.name]
         for _ in range(60):
-            try:
+            acked = list(self.acked)  # before the read: what is acknowledged after it may be
+            try:                      # missing from it
                 r = self.plane.cp.https(host, "/api/jobs")
                 if r.status_code == 200:
                     present = {j["registration"] for j in r.json()}
-                    return [a for a in list(self.acked) if a not in present]
+                    return [a for a in acked if a not in present]
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
@@ -296,6 +297,8 @@ def main() -> int:
     chosen = [f for f in FAULTS if f.name in args.faults.split(",")]
     if not chosen or args.runs < 1:
         ap.error("--faults names none of " + ", ".join(f.name for f in FAULTS))
+    # SIGTERM ends the run like Ctrl-C: the plane is stopped and its directory removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     others = other_tenantry_ups()
     if others:
         print("warning: other tenantry processes run:", *others, sep="\n  ")
