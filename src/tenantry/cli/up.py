@@ -226,14 +226,7 @@ class ControlPlane:
 
     def _store_pid(self) -> int | None:
         """The control plane's PostgreSQL, when a killed `up` left it running."""
-        try:
-            pid = int((ControlPlaneDatabase(self.data_dir).pgdata / "postmaster.pid")
-                      .read_text().splitlines()[0])
-            if b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return None
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid
+        return ControlPlaneDatabase(self.data_dir).postmaster_pid()
 
     def stop_leftovers(self, why: str, *, spare_services: bool) -> None:
         """Stop what an earlier run of this data dir left running, and say what it was. At
@@ -474,5 +467,8 @@ class ControlPlane:
                 if child.name == name:
                     child.stop(WORKER_GRACE if name == "worker" else 60)
         if self.settings.database_url is None:
-            ControlPlaneDatabase(self.data_dir).stop()
+            try:
+                ControlPlaneDatabase(self.data_dir).stop()
+            except TenantryError as exc:  # said, and what is left is stopped below
+                self.say(f"tenantry: {exc}")
         self.stop_leftovers("still running after the stop", spare_services=False)

@@ -122,7 +122,21 @@ class ControlPlaneDatabase:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         tmp.rename(self.pgdata)
 
+    def postmaster_pid(self) -> int | None:
+        """The pid in postmaster.pid while that process lives and is PostgreSQL. pg_ctl
+        asks only kill(pid, 0), which a killed postmaster that its parent has not reaped yet
+        (a zombie), or another process that got its pid, also answers."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            named = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if state != "Z" and b"postgres" in named else None
+
     def is_running(self) -> bool:
+        if self.postmaster_pid() is None:
+            return False
         done = subprocess.run(_as(self.user, [pg_bin("pg_ctl"), "status", "-D", str(self.pgdata)]),
                               capture_output=True)
         return done.returncode == 0
@@ -132,6 +146,9 @@ class ControlPlaneDatabase:
         self.initialize()
         if self.is_running():
             return
+        # A postmaster killed outright leaves its lock file; with its pid dead (or a zombie,
+        # or reused) PostgreSQL would refuse to start ("Is another postmaster running?").
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
         if self.user:
             self.log_file.touch()
             entry = pwd.getpwnam(self.user)
