@@ -146,9 +146,11 @@ class ControlPlaneDatabase:
         self.initialize()
         if self.is_running():
             return
-        # A postmaster killed outright leaves its lock file; with its pid dead (or a zombie,
+        # A postmaster killed outright leaves its lock files; with its pid dead (or a zombie,
         # or reused) PostgreSQL would refuse to start ("Is another postmaster running?").
         (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        for lock in self.socket_dir.glob(".s.PGSQL.*.lock"):
+            lock.unlink(missing_ok=True)
         if self.user:
             self.log_file.touch()
             entry = pwd.getpwnam(self.user)
