@@ -68,3 +68,15 @@ def test_a_live_supervisors_tree_is_adopted_not_stopped(tmp_path: Path) -> None:
     })
     assert {x.pid for x in leftovers.find(Path(DATA), proc=proc)} == {500, 501, 502, 600}
     assert [x.pid for x in leftovers.find(Path(DATA), proc=proc, spare_trees=[500])] == [600]
+
+
+def test_a_data_dir_named_through_a_symlink_is_found(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    named = str(tmp_path / "link")
+    proc = proc_dir(tmp_path, {
+        700: (1, ["/usr/bin/caddy", "run", "--config", f"{named}/agent/ingress/c.json"], {}),
+        701: (1, ["/usr/bin/caddy", "run", "--config", f"{real}/agent/ingress/c.json"], {}),
+    })
+    assert {x.pid for x in leftovers.find(tmp_path / "link", proc=proc)} == {700, 701}

@@ -138,10 +138,12 @@ def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = Fa
     spared |= _tree([p for p in spare_trees if p in table], children)
     if spare_own:
         spared |= _tree(children.get(me, ()), children)
-    where = str(scope.resolve())
-    roots = [pid for pid, p in table.items() if pid not in spared and (
+    # Programs name the data dir as they were given it: through a symlink (a linked home or
+    # /var/lib) that is not the resolved path, so both are looked for.
+    wheres = {str(scope.absolute()), str(scope.resolve())}
+    roots = [pid for pid, p in table.items() if pid not in spared and any(
         (p.program and any(_inside(arg, where) for arg in p.argv))
-        or any(_inside(mark, where) for mark in p.marks))]
+        or any(_inside(mark, where) for mark in p.marks) for where in wheres)]
     found = [Leftover(pid, table[pid].ppid, table[pid].argv)
              for pid in sorted(_tree(roots, children) - spared)]
     kept = {x.pid for x in found if spare(x)}
