@@ -52,7 +52,7 @@ from _common import (  # noqa: E402
     wait_https,
     wait_job,
 )
-from tests.conftest import ControlPlaneProcess  # noqa: E402
+from tests.conftest import ControlPlaneProcess, alive, children_of  # noqa: E402
 
 from tenantry.core import leftovers  # noqa: E402
 
@@ -69,32 +69,12 @@ def _argv(pid: int) -> list[bytes]:
         return []
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _pidfile(path: Path) -> int | None:
     try:
         pid = int(path.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return pid if alive(pid) else None
 
 
 @dataclass
@@ -111,7 +91,7 @@ class Plane:
         up = self.up_pid()
         if up is None:
             return None
-        return next((pid for pid in _children(up) if word in _argv(pid)), None)
+        return next((pid for pid in children_of(up) if word in _argv(pid)), None)
 
     def supervisord(self) -> int | None:
         return _pidfile(self.cp.data_dir / "agent" / "services" / "supervisord.pid")
@@ -120,12 +100,12 @@ class Plane:
         sup = self.supervisord()
         if sup is None:
             return None
-        return next((pid for pid in _children(sup) if b"caddy" in _argv(pid)[0]), None)
+        return next((pid for pid in children_of(sup) if b"caddy" in _argv(pid)[0]), None)
 
     def app(self) -> int | None:
         sup = self.supervisord()
         want = str(self.cp.data_dir).encode()
-        for pid in _children(sup) if sup else []:
+        for pid in children_of(sup) if sup else []:
             if any(b"bodyshop.server" in a for a in _argv(pid)):
                 try:
                     env = Path(f"/proc/{pid}/environ").read_bytes()

@@ -21,7 +21,14 @@ import httpx
 import pytest
 
 from tests.cli.test_up import DEMO_PLATFORMS, fresh, interrupt, readme_up  # noqa: F401
-from tests.conftest import ControlPlaneProcess, curl_health, left_running, wait_until
+from tests.conftest import (
+    ControlPlaneProcess,
+    alive,
+    children_of,
+    curl_health,
+    left_running,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,28 +41,9 @@ def supervisord_pid(cp: ControlPlaneProcess) -> int | None:
         return None
 
 
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def agent_pid(cp: ControlPlaneProcess) -> int:
     assert cp.process is not None
-    for pid in children(cp.process.pid):
+    for pid in children_of(cp.process.pid):
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"agent" in argv and str(cp.data_dir / "agent").encode() in argv:
             return pid
@@ -89,7 +77,7 @@ def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
     # supervisord alone
     old = supervisord_pid(cp)
     assert old is not None
-    tree = children(old)
+    tree = set(children_of(old))
     assert len(tree) >= 5  # Caddy, node_exporter, and each platform's cluster and app
     os.kill(old, signal.SIGKILL)
     serving_from_a_new_supervisor(cp, old, tree, "supervisord killed: serving from a new one")
@@ -98,7 +86,7 @@ def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
     # the agent and supervisord together
     old = supervisord_pid(cp)
     assert old is not None
-    tree = children(old)
+    tree = set(children_of(old))
     os.kill(agent_pid(cp), signal.SIGKILL)
     os.kill(old, signal.SIGKILL)
     serving_from_a_new_supervisor(cp, old, tree,

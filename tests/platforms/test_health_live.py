@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tenantry.agent.main import RECHECK
-from tests.conftest import ControlPlaneProcess, wait_until
+from tests.conftest import ControlPlaneProcess, children_of, wait_until
 from tests.platforms.test_platforms import variant
 
 pytestmark = pytest.mark.slow
@@ -31,16 +31,6 @@ def app_pid(plane: ControlPlaneProcess, platform_id: str) -> int:
                     str(plane.data_dir).encode() in (entry / "environ").read_bytes():
                 return int(entry.name)
     raise AssertionError("no app process found")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and int(
-                    (entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def events(plane: ControlPlaneProcess, ref: str, kind: str) -> list[str]:
@@ -88,7 +78,7 @@ def test_crashed_and_hung_apps_are_restarted_and_told_a_hung_database_degrades(
     # is shown degraded with the reason, until the database answers again.
     pgdata = plane.data_dir / "agent" / "platforms" / made["id"] / "pgdata"
     postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
-    cluster = [postmaster, *children(postmaster)]  # the backends too: the app's session
+    cluster = [postmaster, *children_of(postmaster)]  # the backends too: the app's session
     for pid in cluster:
         os.kill(pid, signal.SIGSTOP)
     try:
