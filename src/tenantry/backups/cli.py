@@ -187,8 +187,8 @@ def backup_key(isv: Annotated[str, typer.Argument(help="The ISV (by name).")],
 @handle_errors
 def dr_drill(platform: PlatformArg,
              host: Annotated[str | None, typer.Option(
-                 "--host", help="Recover onto this host (this version: the platform's own, "
-                 "into fresh directories).")] = None,
+                 "--host", help="Recover onto this host (default: another online host of "
+                 "the platform's region; with none, fresh directories on its own).")] = None,
              seconds: Annotated[float, typer.Option(
                  "--seconds", help="How long the write load runs before the destruction.")]
              = 20.0,
