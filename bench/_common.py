@@ -170,12 +170,12 @@ def hostname_of(url: str) -> str:
     return urlsplit(url).hostname or url
 
 
-def create_platform(cp: ControlPlaneProcess, name: str) -> dict[str, Any]:
+def create_platform(cp: ControlPlaneProcess, name: str, app: str = APP) -> dict[str, Any]:
     """POST the create; returns {"t0", "id", "host", "job_id"} (t0 = monotonic before the call)."""
     t0 = time.monotonic()
     with cp.api() as api:
         r = api.post(f"/isvs/{ISV}/platforms",
-                     json={"tenants": [TENANT], "app": APP, "name": name})
+                     json={"tenants": [TENANT], "app": app, "name": name})
     if r.status_code != 202:
         raise RuntimeError(f"create {name}: {r.status_code} {r.text}")
     body = r.json()

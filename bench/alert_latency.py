@@ -1238,7 +1238,10 @@ def main() -> None:
                                      ingress_port=free_port(), extra_env={
                                          "TENANTRY_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
                                          "TENANTRY_SMTP_FROM": "tenantry@provider.example",
-                                         "TENANTRY_SMS_URL": f"{receiver.url}/sms"})
+                                         "TENANTRY_SMS_URL": f"{receiver.url}/sms",
+                                         # the agent fault is a SIGSTOP that must last until
+                                         # the alert is told: `up` must not end it
+                                         "TENANTRY_FROZEN_AFTER": "0"})
             cp.start(timeout=180)
             print(f"tenantry up at {cp.url}, data dir {cp.data_dir}", flush=True)
             platforms = setup(cp, root, args.platforms)

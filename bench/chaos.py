@@ -14,10 +14,17 @@ supervisord, the platforms and the store go on) and the whole `up` tree (`up`, i
 supervisord and everything under it, the store): for those two the bench starts `up` again,
 as systemd or an operator would, and the time includes that.
 
+With `--signal stop` the part is frozen (SIGSTOP: it runs, and answers nothing) instead,
+and healed means the same: tenantry noticed, killed it and started a new one, and both
+platforms serve. `up` and the whole tree are not frozen (nothing of tenantry could notice a
+frozen `up`; systemd's watchdog is the part for that). The platforms run a bodyshop release
+with `[health] restart_after = 3`, so that a hung app is tenantry's to restart.
+
 Targets: every fault healed within 10 s at p95 (the control plane's database within 20 s),
 no acknowledged write lost, no 500 from the API.
 
-    .venv/bin/python bench/chaos.py [--runs 10] [--faults supervisord,app,...] [--report]
+    .venv/bin/python bench/chaos.py [--runs 10] [--faults supervisord,app,...]
+                                    [--signal kill|stop] [--report]
 """
 
 from __future__ import annotations
@@ -57,6 +64,20 @@ from tests.conftest import ControlPlaneProcess, alive, children_of  # noqa: E402
 from tenantry.core import leftovers  # noqa: E402
 
 PLATFORMS = ("c1", "c2")
+LIVELY = "bodyshop@1.0.1"
+
+
+def _lively(root: Path) -> Path:
+    """bodyshop 1.0.0 as 1.0.1 with `[health] restart_after = 3`: a hung app is restarted."""
+    src = root / "bodyshop-1.0.0"
+    dst = root / "bodyshop-1.0.1"
+    shutil.copytree(src, dst)
+    manifest = (dst / "tenantry.toml").read_text()
+    assert 'version = "1.0.0"' in manifest and 'path = "/health"' in manifest
+    manifest = manifest.replace('version = "1.0.0"', 'version = "1.0.1"').replace(
+        'path = "/health"', 'path = "/health"\nrestart_after = 3')
+    (dst / "tenantry.toml").write_text(manifest)
+    return dst
 
 
 # ---------------------------------------------------------------- processes
@@ -218,6 +239,7 @@ class Fault:
     find: Callable[[Plane], int | None]  # the process to kill, found anew after the fault
     restart_up: bool = False
     limit: float = 10.0
+    freezable: bool = True
 
 
 def _kill_tree(plane: Plane) -> None:
@@ -239,44 +261,57 @@ FAULTS = (
     Fault("store", Plane.store, limit=20.0),
     Fault("api", lambda p: p.child(b"serve-api")),
     Fault("worker", lambda p: p.child(b"serve-worker")),
-    Fault("up", Plane.up_pid, restart_up=True),
-    Fault("up-tree", Plane.up_pid, restart_up=True),
+    Fault("up", Plane.up_pid, restart_up=True, freezable=False),
+    Fault("up-tree", Plane.up_pid, restart_up=True, freezable=False),
 )
 
 
-def trial(plane: Plane, fault: Fault, timeout: float = 120) -> float:
-    """Seconds from the kill until the part is back and both platforms serve."""
+def trial(plane: Plane, fault: Fault, freeze: bool = False, timeout: float = 120) -> float:
+    """Seconds from the kill (or the freeze) until the part is back as a new process and
+    both platforms serve."""
     old = fault.find(plane)
     if old is None:
         raise RuntimeError(f"{fault.name}: no process to kill")
     t0 = time.monotonic()
-    if fault.name == "up-tree":
-        _kill_tree(plane)
-    else:
-        os.kill(old, signal.SIGKILL)
-    if fault.restart_up:
-        assert plane.cp.process is not None
-        plane.cp.process.wait(30)
-        plane.cp.start(timeout=timeout)
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        new = fault.find(plane)
-        if new is not None and new != old and plane.serving() and \
-                (fault.name not in ("store", "api") or plane.api_ok()):
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise RuntimeError(f"{fault.name}: not healed within {timeout:.0f} s")
+    try:
+        if freeze:
+            os.kill(old, signal.SIGSTOP)
+        elif fault.name == "up-tree":
+            _kill_tree(plane)
+        else:
+            os.kill(old, signal.SIGKILL)
+        if fault.restart_up:
+            assert plane.cp.process is not None
+            plane.cp.process.wait(30)
+            plane.cp.start(timeout=timeout)
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            new = fault.find(plane)
+            if new is not None and new != old and plane.serving() and \
+                    (fault.name not in ("store", "api") or plane.api_ok()):
+                return time.monotonic() - t0
+            time.sleep(0.1)
+        raise RuntimeError(f"{fault.name}: not healed within {timeout:.0f} s")
+    finally:
+        if freeze:  # not healed: let it go on, so that the plane stops cleanly
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGCONT)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--faults", default=",".join(f.name for f in FAULTS))
+    ap.add_argument("--signal", choices=("kill", "stop"), default="kill",
+                    help="kill the part (SIGKILL) or freeze it (SIGSTOP)")
     ap.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
     args = ap.parse_args()
-    chosen = [f for f in FAULTS if f.name in args.faults.split(",")]
+    freeze = args.signal == "stop"
+    chosen = [f for f in FAULTS if f.name in args.faults.split(",")
+              and (f.freezable or not freeze)]
     if not chosen or args.runs < 1:
-        ap.error("--faults names none of " + ", ".join(f.name for f in FAULTS))
+        ap.error("--faults names none of " + ", ".join(
+            f.name for f in FAULTS if f.freezable or not freeze))
     # SIGTERM ends the run like Ctrl-C: the plane is stopped and its directory removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     others = other_tenantry_ups()
@@ -292,7 +327,8 @@ def main() -> int:
     codes: dict[str, dict[int, int]] = {}
     try:
         setup_isv(cp, root)
-        made = [create_platform(cp, name) for name in PLATFORMS]
+        cp.cli("app", "release", ISV, str(_lively(root)))
+        made = [create_platform(cp, name, LIVELY) for name in PLATFORMS]
         for m in made:
             wait_job(cp, m["job_id"])
             wait_https(cp, m["host"])
@@ -305,12 +341,13 @@ def main() -> int:
             poller = Poller(plane)
             threading.Thread(target=poller.run, daemon=True).start()
             for i in range(args.runs):
-                took = trial(plane, fault)
+                took = trial(plane, fault, freeze)
                 time.sleep(2)  # the writers go on a moment on the healed system
                 gone = sum(len(w.missing()) for w in writers)
                 results.setdefault(fault.name, []).append(took)
                 lost[fault.name] = lost.get(fault.name, 0) + gone
-                print(f"{fault.name} #{i + 1}: healed in {took:.2f} s, {gone} acknowledged "
+                print(f"{fault.name} ({args.signal}) #{i + 1}: healed in {took:.2f} s, "
+                      f"{gone} acknowledged "
                       "writes missing", flush=True)
                 time.sleep(3)  # settle before the next kill
             poller.stop.set()
@@ -334,7 +371,9 @@ def main() -> int:
                      answers.get(500, 0),
                      ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(answers.items()))])
     acked = sum(len(w.acked) for w in writers)
-    body = (f"Two bodyshop platforms of ISV {ISV} on one host; {acked} repair jobs "
+    how = "frozen (SIGSTOP)" if freeze else "killed (SIGKILL)"
+    body = (f"Each part {how}. Two bodyshop platforms of ISV {ISV} on one host; {acked} "
+            "repair jobs "
             "acknowledged in all by the writers (one per platform, every 100 ms). Healed = "
             "the killed part back as a new process and both platforms answering HTTPS 200 "
             "through the ingress (for `up` and `up-tree`, `up` is started again by the bench "
@@ -345,7 +384,7 @@ def main() -> int:
     print()
     print(body)
     if args.report:
-        append_report("Fault injection (bench/chaos.py)", machine_facts(), body)
+        append_report(f"Fault injection (bench/chaos.py, {how})", machine_facts(), body)
     return 0 if all(r[6] == "yes" and r[7] == 0 and r[8] == 0 for r in rows) else 1
 
 

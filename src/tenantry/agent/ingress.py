@@ -156,6 +156,13 @@ class CaddyAdmin:
             raise Unavailable(f"Caddy admin API: {resp.status_code} {resp.text.strip()}")
         return resp
 
+    def answers(self, timeout: float = 1.0) -> bool:
+        """Caddy answers a small question within `timeout` seconds."""
+        try:
+            return self._client.get("/config/admin", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def is_up(self) -> bool:
         try:
             self._get()

@@ -38,7 +38,7 @@ from tenantry.agent.monitor import HostMonitoring
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
-from tenantry.core import delays, leftovers
+from tenantry.core import delays, hang, leftovers
 from tenantry.core.errors import TenantryError, Unavailable
 from tenantry.platforms.contract import (
     DesiredHost,
@@ -53,6 +53,8 @@ log = logging.getLogger("tenantry.agent")
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
 RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
+HUNG_AFTER = 5.0  # s that supervisord or Caddy may run without answering before it is killed
+DB_HUNG_AFTER = 3.0  # s a platform's postmaster may give no answer before it is killed
 ARCHIVER_GRACE = 15.0  # seconds pgBackRest's archivers get to empty their queue at a stop
 
 
@@ -127,6 +129,9 @@ class _Serialized(ServiceManager):
     def daemon_pid(self) -> int | None:
         return self._inner.daemon_pid()
 
+    def responds(self, timeout: float = 2.0) -> bool:
+        return self._inner.responds(timeout)  # not behind the lock: a change may hang on it
+
 
 class Agent:
     def __init__(self, options: AgentOptions, services: ServiceManager | None = None) -> None:
@@ -139,6 +144,8 @@ class Agent:
         self._checked: dict[str, float] = {}
         # web program -> (pid that answered its health check, since when it has not)
         self._answered: dict[str, tuple[int, float | None]] = {}
+        self._db_silence: dict[str, hang.Silence] = {}  # platform -> its postmaster's silence
+        self._ingress_wanted = False  # Caddy has been started: it should answer
         self._heartbeat_at = 0.0
         self._ingress_error: str | None = None
         self._ours: set[int] = set()
@@ -154,6 +161,8 @@ class Agent:
         self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
         self.backups = BackupRunner(on_done=self._backup_done,
                                     releases_root=self.paths.releases)
+        self._services_silence = hang.Silence(HUNG_AFTER)
+        self._caddy_silence = hang.Silence(HUNG_AFTER)
         self.exits = ExitLog(exits.supervisord_log(self.paths.services),
                              exits.state_path(self.paths.services))
         self.drills = Drills()
@@ -266,6 +275,7 @@ class Agent:
         waits for its database. Without the setting a hang is left to the monitoring, which
         tells it (an app's health path is not always a fair sign of life)."""
         now = time.monotonic()
+        db_answers = self._database_liveness(p, facts)
         for slot, info in p.slots.items():
             release = p.release(info.release_id)
             hung_after = release.manifest.restart_after
@@ -287,8 +297,14 @@ class Agent:
                 self._answered[name] = (status.pid, since)
                 if now - since < hung_after:
                     continue
-                if not pgcluster.is_ready(converge.cluster_spec(self.paths, p)):
-                    continue  # its database does not answer: killing the app would not help
+                if db_answers is None:
+                    db_answers = pgcluster.ping(converge.cluster_spec(self.paths, p)) == "ok"
+                if not db_answers:
+                    # Its database does not answer: killing the app would not help. The
+                    # app's clock starts again when the database is back, so an app still
+                    # catching up with its database is not taken for hung.
+                    self._answered[name] = (status.pid, None)
+                    continue
                 log.warning("%s (pid %s) has not answered its health check for %.0f s; "
                             "killing it (supervisord starts it again)", name, status.pid,
                             now - since)
@@ -298,6 +314,30 @@ class Agent:
                     else:
                         os.kill(status.pid, signal.SIGKILL)
                 self._answered.pop(name, None)
+
+    def _database_liveness(self, p: DesiredPlatform,
+                           facts: converge.PlatformFacts) -> bool | None:
+        """A platform whose app does not answer may have a frozen database (stopped,
+        wedged: supervisord sees it running). Its postmaster is asked, only then; one that
+        gives no answer at all for DB_HUNG_AFTER seconds is killed with its backends, and
+        supervisord starts it again (crash recovery keeps every committed transaction). A
+        database that answers "starting" or "shutting down" is left alone. Whether the
+        database accepts connections, when asked; None when not asked."""
+        db = facts.programs.get(f"{p.id}-db")
+        ports = [port for info in p.slots.values() for port in info.ports]
+        if db is None or db.state != "RUNNING" or db.pid is None or \
+                all(port in facts.healthy_ports for port in ports):
+            self._db_silence.pop(p.id, None)
+            return None
+        answer = pgcluster.ping(converge.cluster_spec(self.paths, p))
+        silence = self._db_silence.setdefault(p.id, hang.Silence(DB_HUNG_AFTER))
+        if silence.observe(answer != "no response"):
+            log.error("%s: PostgreSQL (pid %s) has not answered for %.0f s: frozen; killing "
+                      "it with its backends (supervisord starts it again)", p.id, db.pid,
+                      silence.silent_for())
+            hang.kill_tree(db.pid)
+            self._db_silence.pop(p.id, None)
+        return answer == "ok"
 
     def _route_slot(self, p: DesiredPlatform) -> SlotName | None:
         route = p.route
@@ -326,6 +366,7 @@ class Agent:
         if self._caddy.current() != config:
             log.info("ingress: load %d route(s)", len(routes))
             self._caddy.load(config)
+        self._ingress_wanted = True
         route_slots = {r.hostname for r in routes}
         self._loaded_hosts = frozenset(route_slots)
 
@@ -467,8 +508,13 @@ class Agent:
         """The service manager died under the agent (an OOM kill can take a process tree):
         within a second, what it left is stopped (its programs hold their ports), a new one
         is started, and every platform converges again."""
+        probed = 0.0
         while not self.stopping.wait(SERVICES_CHECK):
-            if self.services.daemon_pid() is not None:
+            pid = self.services.daemon_pid()
+            if pid is not None:
+                if time.monotonic() - probed >= 1.0:  # a question each second at most
+                    probed = time.monotonic()
+                    self._check_answers(pid)
                 continue
             log.error("the service manager (supervisord) is gone; stopping what it left "
                       "and starting it again")
@@ -483,6 +529,30 @@ class Agent:
                 continue
             self._checked.clear()  # every platform is looked at in the next pass
             log.warning("the service manager runs again (pid %s)", self.services.daemon_pid())
+
+    def _check_answers(self, services_pid: int) -> None:
+        """supervisord and Caddy run; do they answer? One that has not for HUNG_AFTER
+        seconds is frozen (stopped, wedged) and is killed: supervisord's death is then
+        handled as any other (within a second, above), and supervisord starts Caddy again."""
+        if self._services_silence.observe(self.services.responds()):
+            log.error("the service manager (supervisord, pid %s) has not answered for "
+                      "%.0f s: frozen; killing it", services_pid,
+                      self._services_silence.silent_for())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(services_pid, signal.SIGKILL)
+            self._services_silence.reset()
+            return
+        if not self._ingress_wanted or self._services_silence.silent_for():
+            return
+        if not self._caddy_silence.observe(self._caddy.answers()):
+            return
+        status = self.services.observe().get(converge.INGRESS_PROGRAM)
+        self._caddy_silence.reset()
+        if status is None or status.state != "RUNNING" or status.pid is None:
+            return  # starting, or not there: converging the ingress sees to it
+        log.error("Caddy (pid %s) has not answered for %.0f s: frozen; killing it "
+                  "(supervisord starts it again)", status.pid, HUNG_AFTER)
+        hang.kill_tree(status.pid)
 
     def _run(self) -> None:
         if self.options.firewall:  # before connecting: the host closes even if the plane is away

@@ -300,6 +300,21 @@ def program_spec(spec: ClusterSpec, *, name: str, log_file: str | None) -> Progr
     )
 
 
+_PING = {0: "ok", 1: "rejecting", 2: "no response", 3: "no attempt"}
+
+
+def ping(spec: ClusterSpec, timeout: int = 2) -> str:
+    """pg_isready's verdict: "ok", "rejecting" (starting, stopping, recovering), "no
+    response" (nobody there, or frozen) or "no attempt" (a bad request)."""
+    argv = [pg_bin("pg_isready"), "-q", "-t", str(timeout), "-h", str(spec.socket_dir),
+            "-p", str(spec.port), "-U", SUPERUSER, "-d", "postgres"]
+    try:
+        done = subprocess.run(argv, capture_output=True, check=False, timeout=timeout + 8)
+    except subprocess.TimeoutExpired:
+        return "no response"
+    return _PING.get(done.returncode, "no attempt")
+
+
 def is_ready(spec: ClusterSpec) -> bool:
     argv = [pg_bin("pg_isready"), "-q", "-t", "2", "-h", str(spec.socket_dir), "-p", str(spec.port)]
     argv += ["-U", SUPERUSER, "-d", "postgres"]

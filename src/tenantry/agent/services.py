@@ -116,3 +116,8 @@ class ServiceManager(ABC):
         """The pid of the manager daemon while it lives (its programs are its descendants);
         None when it is not running or the manager has no process of its own."""
         return None
+
+    def responds(self, timeout: float = 2.0) -> bool:
+        """The manager daemon answers a question within `timeout` seconds (a daemon that
+        runs but does not, stopped or wedged, starts and stops nothing)."""
+        return True

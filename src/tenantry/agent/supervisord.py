@@ -209,6 +209,13 @@ class SupervisordManager(ServiceManager):
         except (OSError, xmlrpc.client.Error):
             return None
 
+    def responds(self, timeout: float = 2.0) -> bool:
+        try:
+            self._rpc(timeout=timeout).getState()
+        except (OSError, xmlrpc.client.Error):
+            return False
+        return True
+
     def daemon_pid(self) -> int | None:
         pid = self._pidfile_pid()
         return pid if pid is not None and _pid_alive(pid) and self._is_supervisord(pid) \

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tenantry.core import delays, leftovers
+from tenantry.core import delays, hang, leftovers
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
@@ -35,6 +35,8 @@ REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
 LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
 WORKER_GRACE = 15.0  # seconds the worker has on Ctrl-C to finish its running jobs
 STORE_BACKOFF_MAX = 60.0  # seconds between attempts to start a store that keeps failing
+STORE_GRACE = 3.0  # seconds more than `frozen_after` the store may not answer before it is killed
+FIRST_BEAT = 30.0  # seconds a starting child has to begin its heartbeat
 
 
 def _die_with_parent() -> None:
@@ -89,17 +91,35 @@ class Child:
     argv: list[str]
     log_file: Path
     env: dict[str, str] | None = field(default=None, repr=False)
+    # A file the child touches every second from a thread of its own (tenantry.cli.run);
+    # None for programs that keep none (Prometheus and the like).
+    heartbeat: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
 
     def start(self) -> None:
+        env = {**os.environ, **(self.env or {})}
+        if self.heartbeat is not None:
+            self.heartbeat.unlink(missing_ok=True)  # an old one would tell of the old child
+            env[hang.HEARTBEAT_ENV] = str(self.heartbeat)
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-                                        env={**os.environ, **(self.env or {})})
+                                        env=env)
         log.close()
         self.started_at = time.monotonic()
+
+    def frozen_for(self, after: float) -> float | None:
+        """Seconds since a running child last beat, when that is `after` or more (or it has
+        not begun in FIRST_BEAT); None while it beats, or keeps no heartbeat."""
+        if self.heartbeat is None or not self.alive():
+            return None
+        age = hang.heartbeat_age(self.heartbeat)
+        if age is None:
+            waited = time.monotonic() - self.started_at
+            return waited if waited >= max(after, FIRST_BEAT) else None
+        return age if age >= after else None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -166,6 +186,8 @@ class ControlPlane:
     _lock_fd: int | None = field(default=None, repr=False)
     _store_failures: int = 0
     _store_retry_at: float = 0.0
+    _store_silence: hang.Silence | None = None
+    _store_probed_at: float = 0.0
 
     @property
     def data_dir(self) -> Path:
@@ -309,6 +331,7 @@ class ControlPlane:
     def spawn(self) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
+        beats = self.data_dir / "run"
         common = ["--data-dir", str(self.data_dir)]
         agent = ["agent", "--data-dir", str(self.data_dir / "agent"), "--server", self.api_url,
                  "--region", "local", "--name", LOCAL_HOST,
@@ -316,11 +339,14 @@ class ControlPlane:
                  "--port-range", self.settings.port_range, "--stop-services-on-exit"]
         self.children = [
             Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen,
-                                    *self._agent_tls_argv()), logs / "api.log"),
-            Child("worker", self._argv("serve-worker", *common), logs / "worker.log"),
+                                    *self._agent_tls_argv()), logs / "api.log",
+                  heartbeat=beats / "api.beat"),
+            Child("worker", self._argv("serve-worker", *common), logs / "worker.log",
+                  heartbeat=beats / "worker.beat"),
             # The one-time token goes through the environment: argv is world-readable.
             Child("agent", self._argv(*agent), logs / "agent.log",
-                  env={"TENANTRY_ENROLL_TOKEN": self._enroll_token or ""}),
+                  env={"TENANTRY_ENROLL_TOKEN": self._enroll_token or ""},
+                  heartbeat=beats / "agent.beat"),
         ]
         for child in self.children[:2]:
             child.start()
@@ -407,12 +433,21 @@ class ControlPlane:
                          f"{self.data_dir / 'logs'}; Ctrl-C stops.")
 
     def watch(self) -> None:
-        """Restart a child that died (for example killed), and the store's PostgreSQL, until
-        we are asked to stop."""
+        """Restart a child that died (for example killed) or froze (stopped, wedged: no
+        heartbeat for HUNG_AFTER seconds), and the store's PostgreSQL, until we are asked to
+        stop."""
         while not self.stopping.wait(0.5):
             if self.settings.database_url is None:
                 self.keep_store()
             for child in self.children:
+                after = self.settings.frozen_after
+                frozen = child.frozen_for(after) if after else None
+                if frozen is not None and not self.stopping.is_set():
+                    assert child.process is not None
+                    self.say(f"tenantry: {child.name} (pid {child.process.pid}) has not beat "
+                             f"for {frozen:.0f} s: frozen; killing it")
+                    hang.kill_tree(child.process.pid)
+                    child.process.wait()
                 if not child.alive():
                     child.restarts += 1
                     self.say(f"tenantry: {child.name} exited; restarting it (log: "
@@ -426,10 +461,12 @@ class ControlPlane:
         that doubles up to STORE_BACKOFF_MAX while it keeps failing, saying each time why.
         The API answers 503 meanwhile; it, the worker and the agent reconnect by themselves
         once it is back."""
-        if self._store_pid() is not None:
+        pid = self._store_pid()
+        if pid is not None:
             if self._store_failures:
                 self.say("tenantry: the control plane's PostgreSQL runs again")
             self._store_failures = 0
+            self._check_store_answers(pid)
             return
         now = time.monotonic()
         if now < self._store_retry_at or self.stopping.is_set():
@@ -453,6 +490,28 @@ class ControlPlane:
             return
         self.say("tenantry: the control plane's PostgreSQL runs again")
         self._store_failures = 0
+
+    def _check_store_answers(self, pid: int) -> None:
+        """A store that runs but does not answer (stopped, wedged) for `frozen_after` +
+        STORE_GRACE seconds is killed with its backends; the next look starts it again
+        (crash recovery keeps every committed transaction). Asked every second at most: a
+        probe is a connection attempt."""
+        if not self.settings.frozen_after:
+            return
+        if self._store_silence is None:
+            self._store_silence = hang.Silence(self.settings.frozen_after + STORE_GRACE)
+        now = time.monotonic()
+        if now - self._store_probed_at < 1.0:
+            return
+        self._store_probed_at = now
+        answers = ControlPlaneDatabase(self.data_dir).responds()
+        if self._store_silence.observe(answers) and not self.stopping.is_set():
+            self.say(f"tenantry: the control plane's PostgreSQL (pid {pid}) has not answered "
+                     f"for {self._store_silence.silent_for():.0f} s: frozen; killing it to "
+                     "start it again")
+            hang.kill_tree(pid)
+            self._store_silence.reset()
+            leftovers.wait_gone([pid], 10)
 
     def shutdown(self) -> None:
         """Stop in order: no new jobs, no new requests, then the host, then the store. The

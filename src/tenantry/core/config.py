@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # How long `up` waits for each part it needs (the local agent online, say) before it
     # says which part did not come up; it keeps running either way.
     startup_timeout: float = 60.0
+    # A child of `up` (API, worker, agent) that runs but has not beat for this many seconds
+    # is frozen (stopped, wedged) and is killed, and so started again; the control plane's
+    # PostgreSQL gets 3 s more. 0: never (to attach a debugger that stops the process).
+    frozen_after: float = 5.0
     domain: str = "localhost"
     master_key: SecretStr | None = None
     # Where signed audit heads are shipped (tenantry.core.objectstore): s3://BUCKET[/PREFIX]
@@ -215,6 +219,13 @@ class Settings(BaseSettings):
     @classmethod
     def _port_range(cls, value: str) -> str:
         parse_port_range(value)
+        return value
+
+    @field_validator("frozen_after")
+    @classmethod
+    def _frozen_after(cls, value: float) -> float:
+        if value != 0 and not 2 <= value <= 3600:
+            raise ValueError("must be 0 (never) or a number of seconds between 2 and 3600")
         return value
 
     @field_validator("startup_timeout")

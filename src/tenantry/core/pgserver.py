@@ -134,6 +134,15 @@ class ControlPlaneDatabase:
             return None
         return pid if state != "Z" and b"postgres" in named else None
 
+    def responds(self, timeout: int = 2) -> bool:
+        """It answers a connection attempt within `timeout` seconds, even if only to say it
+        is starting or shutting down: False means nobody is there or it is frozen."""
+        import psycopg.pq
+
+        conninfo = (f"host={self.socket_dir} dbname=postgres user=tenantry "
+                    f"connect_timeout={max(2, timeout)}")
+        return psycopg.pq.PGconn.ping(conninfo.encode()) != psycopg.pq.Ping.NO_RESPONSE
+
     def is_running(self) -> bool:
         if self.postmaster_pid() is None:
             return False
