@@ -77,3 +77,26 @@ def test_frozen_after_is_checked(value: str) -> None:
 def test_frozen_after_zero_means_never() -> None:
     assert Settings(frozen_after=0).frozen_after == 0
     assert Settings().frozen_after == 5
+
+
+def test_stopped_finds_a_process_held_by_sigstop_for_its_limit() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        watch = hang.Stopped()
+        assert watch.look({child.pid: 2}, now=0) == []
+        assert hang.cpu_ticks(child.pid) is not None
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_until(lambda: hang.stopped(child.pid), 5, "the stop seen in /proc")
+        assert watch.look({child.pid: 2}, now=10) == []  # the stop is seen from now on
+        assert watch.look({child.pid: 2}, now=11.5) == []
+        assert watch.look({child.pid: 2}, now=12) == [(child.pid, 2)]
+        os.kill(child.pid, signal.SIGCONT)
+        wait_until(lambda: not hang.stopped(child.pid), 5, "running again")
+        assert watch.look({child.pid: 2}, now=13) == []
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_until(lambda: hang.stopped(child.pid), 5, "stopped again")
+        assert watch.look({child.pid: 2}, now=14) == []  # counted afresh after SIGCONT
+    finally:
+        child.kill()
+        child.wait()
+    assert not hang.stopped(child.pid) and hang.cpu_ticks(child.pid) is None

@@ -53,8 +53,9 @@ log = logging.getLogger("tenantry.agent")
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
 RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
-HUNG_AFTER = 5.0  # s that supervisord or Caddy may run without answering before it is killed
-DB_HUNG_AFTER = 3.0  # s a platform's postmaster may give no answer before it is killed
+STOPPED_AFTER = 3.0  # s supervisord, Caddy or a postmaster may be stopped (state T) ...
+DB_HUNG_AFTER = 3.0  # ... or a postmaster give no answer, before it is killed
+SILENT_AFTER = 10.0  # s supervisord or Caddy may not answer, using no CPU, before it is killed
 ARCHIVER_GRACE = 15.0  # seconds pgBackRest's archivers get to empty their queue at a stop
 
 
@@ -132,6 +133,11 @@ class _Serialized(ServiceManager):
     def responds(self, timeout: float = 2.0) -> bool:
         return self._inner.responds(timeout)  # not behind the lock: a change may hang on it
 
+    def last_seen(self) -> dict[str, ProgramStatus]:
+        """The last observation, however old, without asking the manager."""
+        seen = self._seen
+        return dict(seen[1]) if seen is not None else {}
+
 
 class Agent:
     def __init__(self, options: AgentOptions, services: ServiceManager | None = None) -> None:
@@ -161,8 +167,10 @@ class Agent:
         self._desired: DesiredHost | None = None  # the last one, kept while the plane is away
         self.backups = BackupRunner(on_done=self._backup_done,
                                     releases_root=self.paths.releases)
-        self._services_silence = hang.Silence(HUNG_AFTER)
-        self._caddy_silence = hang.Silence(HUNG_AFTER)
+        self._services_silence = hang.Silence(SILENT_AFTER)
+        self._caddy_silence = hang.Silence(SILENT_AFTER)
+        self._silent_cpu: dict[str, int | None] = {}  # their CPU time when they fell silent
+        self._stopped = hang.Stopped()
         self.exits = ExitLog(exits.supervisord_log(self.paths.services),
                              exits.state_path(self.paths.services))
         self.drills = Drills()
@@ -512,6 +520,8 @@ class Agent:
         while not self.stopping.wait(SERVICES_CHECK):
             pid = self.services.daemon_pid()
             if pid is not None:
+                if self._kill_stopped(pid):
+                    continue
                 if time.monotonic() - probed >= 1.0:  # a question each second at most
                     probed = time.monotonic()
                     self._check_answers(pid)
@@ -530,13 +540,76 @@ class Agent:
             self._checked.clear()  # every platform is looked at in the next pass
             log.warning("the service manager runs again (pid %s)", self.services.daemon_pid())
 
+    def _stop_limits(self, services_pid: int) -> dict[int, tuple[str, float]]:
+        """The processes a stop (state T) must not hold for long, with their limits:
+        supervisord, Caddy, every postmaster, and the web processes of apps whose manifest
+        asks for restarts (`restart_after`); from the last observation, asking nothing."""
+        limits = {services_pid: ("the service manager (supervisord)", STOPPED_AFTER)}
+        seen = self.services.last_seen()
+        web: dict[str, int] = {}
+        for p in self._desired.platforms if self._desired else ():
+            for slot, info in p.slots.items():
+                after = p.release(info.release_id).manifest.restart_after
+                for i in range(len(info.ports)):
+                    if after:
+                        web[f"{p.id}-{slot}-web-{i}"] = after
+        for name, status in seen.items():
+            if status.pid is None or status.state != "RUNNING":
+                continue
+            if name == converge.INGRESS_PROGRAM:
+                limits[status.pid] = ("Caddy", STOPPED_AFTER)
+            elif name.endswith("-db"):
+                limits[status.pid] = (f"{name} (PostgreSQL)", STOPPED_AFTER)
+            elif name in web:
+                limits[status.pid] = (name, float(web[name]))
+        return limits
+
+    def _kill_stopped(self, services_pid: int) -> bool:
+        """Kill what has been stopped by a signal for longer than its limit (with what it
+        started: a postmaster's backends); supervisord starts it again, or, for supervisord
+        itself, its death is handled as any other. True when supervisord was killed."""
+        limits = self._stop_limits(services_pid)
+        for pid, held in self._stopped.look({pid: limit for pid, (_, limit) in limits.items()}):
+            what = limits[pid][0]
+            log.error("%s (pid %s) has been stopped (SIGSTOP or the like) for %.0f s: frozen; "
+                      "killing it%s", what, pid, held,
+                      "" if pid == services_pid else " (supervisord starts it again)")
+            if pid == services_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            else:
+                hang.kill_tree(pid)
+            self._stopped.forget(pid)
+            if pid == services_pid:
+                return True
+        return False
+
+    def _frozen(self, what: str, silence: hang.Silence, answered: bool, pid: int) -> bool:
+        """It has not answered for SILENT_AFTER seconds and used no CPU meanwhile (a busy
+        supervisord starting hundreds of programs may be slow to answer; it is not frozen)."""
+        if answered:
+            silence.reset()
+            self._silent_cpu.pop(what, None)
+            return False
+        if not silence.silent_for():
+            self._silent_cpu[what] = hang.cpu_ticks(pid)
+        if not silence.observe(False):
+            return False
+        ticks = hang.cpu_ticks(pid)
+        if ticks != self._silent_cpu.get(what):  # busy (or gone): not frozen; count again
+            silence.reset()
+            self._silent_cpu.pop(what, None)
+            return False
+        return True
+
     def _check_answers(self, services_pid: int) -> None:
-        """supervisord and Caddy run; do they answer? One that has not for HUNG_AFTER
-        seconds is frozen (stopped, wedged) and is killed: supervisord's death is then
+        """supervisord and Caddy run; do they answer? One that has not for SILENT_AFTER
+        seconds, using no CPU meanwhile, is wedged and is killed: supervisord's death is then
         handled as any other (within a second, above), and supervisord starts Caddy again."""
-        if self._services_silence.observe(self.services.responds()):
+        if self._frozen("supervisord", self._services_silence,
+                        self.services.responds(1.0), services_pid):
             log.error("the service manager (supervisord, pid %s) has not answered for "
-                      "%.0f s: frozen; killing it", services_pid,
+                      "%.0f s: wedged; killing it", services_pid,
                       self._services_silence.silent_for())
             with contextlib.suppress(ProcessLookupError):
                 os.kill(services_pid, signal.SIGKILL)
@@ -544,15 +617,15 @@ class Agent:
             return
         if not self._ingress_wanted or self._services_silence.silent_for():
             return
-        if not self._caddy_silence.observe(self._caddy.answers()):
-            return
-        status = self.services.observe().get(converge.INGRESS_PROGRAM)
-        self._caddy_silence.reset()
+        status = self.services.last_seen().get(converge.INGRESS_PROGRAM)
         if status is None or status.state != "RUNNING" or status.pid is None:
             return  # starting, or not there: converging the ingress sees to it
-        log.error("Caddy (pid %s) has not answered for %.0f s: frozen; killing it "
-                  "(supervisord starts it again)", status.pid, HUNG_AFTER)
-        hang.kill_tree(status.pid)
+        if self._frozen("caddy", self._caddy_silence, self._caddy.answers(), status.pid):
+            log.error("Caddy (pid %s) has not answered for %.0f s: wedged; killing it "
+                      "(supervisord starts it again)", status.pid,
+                      self._caddy_silence.silent_for())
+            self._caddy_silence.reset()
+            hang.kill_tree(status.pid)
 
     def _run(self) -> None:
         if self.options.firewall:  # before connecting: the host closes even if the plane is away

@@ -6,6 +6,8 @@ treat it as dead, so that the ordinary restart path takes over (issue 11).
 - a heartbeat file, touched every BEAT seconds by a thread of the process (`up` gives its
   children the file through HEARTBEAT_ENV), tells a frozen process from a busy one: a busy
   process still runs its threads, a stopped or wedged one does not;
+- a process stopped by a signal (state T in /proc) is frozen for certain, and costs one read
+  of /proc to see; `Stopped` keeps how long each has been;
 - `kill_tree` ends a hung process with what it started (a postmaster's backends hold its
   shared memory, and a new one cannot start while they live).
 """
@@ -76,6 +78,53 @@ def heartbeat_age(path: Path) -> float | None:
         return max(0.0, time.time() - path.stat().st_mtime)
     except OSError:
         return None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command's name (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def stopped(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP, SIGTSTP, SIGTTOU …): state T. Not a process a
+    debugger holds (state t): that one an operator stopped on purpose."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "T"
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """CPU time it has used (user and system, in clock ticks); None when it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[11]) + int(fields[12])
+
+
+class Stopped:
+    """Which processes have been stopped by a signal (state T) for longer than their limit,
+    in a row; looked at every time `look` is called (cheap: one /proc read each)."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+
+    def look(self, limits: dict[int, float], now: float | None = None) -> list[tuple[int, float]]:
+        """(pid, seconds stopped) of those of `limits` stopped for their limit or longer."""
+        now = time.monotonic() if now is None else now
+        found = []
+        for pid, limit in limits.items():
+            if not stopped(pid):
+                self._since.pop(pid, None)
+                continue
+            since = self._since.setdefault(pid, now)
+            if now - since >= limit:
+                found.append((pid, now - since))
+        for pid in set(self._since) - set(limits):
+            del self._since[pid]
+        return found
+
+    def forget(self, pid: int) -> None:
+        self._since.pop(pid, None)
 
 
 def _children(pid: int) -> list[int]:
