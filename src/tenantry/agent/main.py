@@ -650,14 +650,18 @@ class Agent:
             threading.Thread(target=self._keep_services, name="keep-services",
                              daemon=True).start()
         generation, settled, backoff = 0, False, 0.5
+        started = time.monotonic()
         while not self.stopping.is_set():
+            # Soon after the start (the control plane may be starting beside us) the agent
+            # asks every second at most; later, while it is away, every 10 s at most.
+            ceiling = 1.0 if time.monotonic() - started < 60 else 10.0
             try:
                 desired = self.fetch_desired(client, generation=generation,
                                              wait=IDLE_WAIT if settled else 0.25)
                 if desired is None:
                     settled = False
                     self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    backoff = min(backoff * 2, ceiling)
                     continue
                 generation = desired.generation
                 if self._firewall is not None:  # the port the ingress really listens on
@@ -675,7 +679,7 @@ class Agent:
                     self.monitoring.keep(self._desired)
                 settled = False
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, ceiling)
         client.close()
         self._pool.shutdown(wait=True)
         self.backups.close()

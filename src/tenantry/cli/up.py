@@ -348,11 +348,17 @@ class ControlPlane:
                   env={"TENANTRY_ENROLL_TOKEN": self._enroll_token or ""},
                   heartbeat=beats / "agent.beat"),
         ]
-        for child in self.children[:2]:
+        # An enrolled agent starts with the API: it brings the platforms' supervisord up (and
+        # with it every platform, from their program files) while the API starts, and reaches
+        # the API once it answers. One not enrolled yet enrolls through the API: it waits.
+        enrolled = (self.data_dir / "agent" / "agent.json").exists()
+        self.agent_started_at = dt.datetime.now(dt.UTC)
+        for child in self.children[:3] if enrolled else self.children[:2]:
             child.start()
         self.wait_api()
-        self.agent_started_at = dt.datetime.now(dt.UTC)
-        self.children[2].start()
+        if not enrolled:
+            self.agent_started_at = dt.datetime.now(dt.UTC)
+            self.children[2].start()
         for child in self.monitoring:
             child.start()
             self.children.append(child)
