@@ -24,13 +24,14 @@ Targets: every fault healed within 10 s at p95 (the control plane's database wit
 no acknowledged write lost, no 500 from the API.
 
     .venv/bin/python bench/chaos.py [--runs 10] [--faults supervisord,app,...]
-                                    [--signal kill|stop] [--report]
+                                    [--signal kill|stop|kill,stop] [--json FILE] [--report]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -302,16 +303,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--faults", default=",".join(f.name for f in FAULTS))
-    ap.add_argument("--signal", choices=("kill", "stop"), default="kill",
-                    help="kill the part (SIGKILL) or freeze it (SIGSTOP)")
+    ap.add_argument("--signal", default="kill",
+                    help="kill (SIGKILL each part), stop (SIGSTOP: freeze it), or kill,stop")
+    ap.add_argument("--json", type=Path, help="write every trial and the summary here")
     ap.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
     args = ap.parse_args()
-    freeze = args.signal == "stop"
-    chosen = [f for f in FAULTS if f.name in args.faults.split(",")
-              and (f.freezable or not freeze)]
-    if not chosen or args.runs < 1:
-        ap.error("--faults names none of " + ", ".join(
-            f.name for f in FAULTS if f.freezable or not freeze))
+    signals = args.signal.split(",")
+    if not signals or not set(signals) <= {"kill", "stop"}:
+        ap.error("--signal is kill, stop or kill,stop")
+    names = args.faults.split(",")
+    unknown = set(names) - {f.name for f in FAULTS}
+    if unknown or args.runs < 1:
+        ap.error(f"--faults: unknown {', '.join(sorted(unknown))}; known: "
+                 + ", ".join(f.name for f in FAULTS))
+    plan = [(sig, f) for sig in signals for f in FAULTS
+            if f.name in names and (sig == "kill" or f.freezable)]
+    if not plan:
+        ap.error("nothing to do: `up` and `up-tree` are not frozen (--signal stop)")
     # SIGTERM ends the run like Ctrl-C: the plane is stopped and its directory removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     others = other_tenantry_ups()
@@ -322,9 +330,10 @@ def main() -> int:
     cp = start_plane(root)
     writers: list[Writer] = []
     poller: Poller | None = None
-    results: dict[str, list[float]] = {}
-    lost: dict[str, int] = {}
-    codes: dict[str, dict[int, int]] = {}
+    results: dict[tuple[str, str], list[float]] = {}
+    lost: dict[tuple[str, str], int] = {}
+    codes: dict[tuple[str, str], dict[int, int]] = {}
+    left: list[str] = []
     try:
         setup_isv(cp, root)
         cp.cli("app", "release", ISV, str(_lively(root)))
@@ -337,21 +346,29 @@ def main() -> int:
         writers = [Writer(plane, name) for name in PLATFORMS]
         for w in writers:
             threading.Thread(target=w.run, daemon=True).start()
-        for fault in chosen:
+        for sig, fault in plan:
+            key = (sig, fault.name)
             poller = Poller(plane)
             threading.Thread(target=poller.run, daemon=True).start()
             for i in range(args.runs):
-                took = trial(plane, fault, freeze)
+                took = trial(plane, fault, sig == "stop")
                 time.sleep(2)  # the writers go on a moment on the healed system
                 gone = sum(len(w.missing()) for w in writers)
-                results.setdefault(fault.name, []).append(took)
-                lost[fault.name] = lost.get(fault.name, 0) + gone
-                print(f"{fault.name} ({args.signal}) #{i + 1}: healed in {took:.2f} s, "
-                      f"{gone} acknowledged "
-                      "writes missing", flush=True)
-                time.sleep(3)  # settle before the next kill
+                results.setdefault(key, []).append(took)
+                lost[key] = lost.get(key, 0) + gone
+                print(f"{fault.name} ({sig}) #{i + 1}: healed in {took:.2f} s, {gone} "
+                      "acknowledged writes missing", flush=True)
+                time.sleep(3)  # settle before the next fault
             poller.stop.set()
-            codes[fault.name] = dict(poller.codes)
+            codes[key] = dict(poller.codes)
+        for w in writers:
+            w.stop.set()
+        cp.stop()  # a clean stop: nothing of the data dir may run after it
+        found = leftovers.find(cp.data_dir)
+        if found:  # some may be on their way out still
+            time.sleep(5)
+            found = leftovers.find(cp.data_dir)
+        left = [str(x) for x in found]
     finally:
         for w in writers:
             w.stop.set()
@@ -362,30 +379,41 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     rows = []
-    for fault in chosen:
-        s = summary(results[fault.name])
-        answers = codes.get(fault.name, {})
-        rows.append([fault.name, s["n"], f"{s['p50']:.2f}", f"{s['p95']:.2f}",
+    for sig, fault in plan:
+        key = (sig, fault.name)
+        s = summary(results[key])
+        answers = codes.get(key, {})
+        rows.append([fault.name, sig, s["n"], f"{s['p50']:.2f}", f"{s['p95']:.2f}",
                      f"{s['max']:.2f}", f"{fault.limit:g}",
-                     "yes" if s["p95"] <= fault.limit else "NO", lost.get(fault.name, 0),
+                     "yes" if s["p95"] <= fault.limit else "NO", lost.get(key, 0),
                      answers.get(500, 0),
                      ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(answers.items()))])
     acked = sum(len(w.acked) for w in writers)
-    how = "frozen (SIGSTOP)" if freeze else "killed (SIGKILL)"
-    body = (f"Each part {how}. Two bodyshop platforms of ISV {ISV} on one host; {acked} "
-            "repair jobs "
-            "acknowledged in all by the writers (one per platform, every 100 ms). Healed = "
-            "the killed part back as a new process and both platforms answering HTTPS 200 "
-            "through the ingress (for `up` and `up-tree`, `up` is started again by the bench "
-            "at once, as systemd would). API answers: GET /api/v1/hosts every 0.2 s during "
-            "the fault's runs.\n\n" + md_table(
-                ["fault", "runs", "p50 s", "p95 s", "max s", "target s", "met",
+    body = ("Each part killed (SIGKILL) or frozen (SIGSTOP), one at a time. Two bodyshop "
+            f"platforms of ISV {ISV} on one host; {acked} repair jobs acknowledged in all by "
+            "the writers (one per platform, every 100 ms). Healed = the part back as a new "
+            "process and both platforms answering HTTPS 200 through the ingress (for `up` and "
+            "`up-tree`, `up` is started again by the bench at once, as systemd would). API "
+            "answers: GET /api/v1/hosts every 0.2 s during the fault's runs. After the clean "
+            f"stop, {len(left)} process(es) of the data dir still ran.\n\n" + md_table(
+                ["fault", "signal", "runs", "p50 s", "p95 s", "max s", "target s", "met",
                  "acked writes lost", "API 500s", "API answers"], rows))
     print()
     print(body)
+    for line in left:
+        print("  left running:", line)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "acked": acked, "left_after_stop": left,
+            "faults": [{"fault": f.name, "signal": sig, "seconds": results[(sig, f.name)],
+                        "limit": f.limit, "lost": lost.get((sig, f.name), 0),
+                        "api_answers": {str(k): v for k, v in codes.get((sig, f.name),
+                                                                        {}).items()}}
+                       for sig, f in plan]}, indent=1))
     if args.report:
-        append_report(f"Fault injection (bench/chaos.py, {how})", machine_facts(), body)
-    return 0 if all(r[6] == "yes" and r[7] == 0 and r[8] == 0 for r in rows) else 1
+        append_report("Fault injection (bench/chaos.py)", machine_facts(), body)
+    return 0 if not left and all(r[7] == "yes" and r[8] == 0 and r[9] == 0
+                                 for r in rows) else 1
 
 
 if __name__ == "__main__":
