@@ -9,10 +9,12 @@ in its place) and both platforms answer HTTPS 200; after each trial every acknow
 must still be there.
 
 Faults: supervisord, Caddy, the agent, an app process, a platform's postmaster, the control
-plane's postmaster, the API process, the worker; `up` alone (its children die with it;
-supervisord, the platforms and the store go on) and the whole `up` tree (`up`, its children,
-supervisord and everything under it, the store): for those two the bench starts `up` again,
-as systemd or an operator would, and the time includes that.
+plane's postmaster, the API process, the worker; an app's port stolen (the app killed and
+its port bound at once by another program, so that its restart cannot bind it); `up` alone
+(its children die with it; supervisord, the platforms and the store go on) and the whole
+`up` tree (`up`, its children, supervisord and everything under it, the store): for those
+two the bench starts `up` again, as systemd or an operator would, and the time includes
+that.
 
 With `--signal stop` the part is frozen (SIGSTOP: it runs, and answers nothing) instead,
 and healed means the same: tenantry noticed, killed it and started a new one, and both
@@ -35,6 +37,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -154,7 +157,8 @@ class Plane:
     def serving(self) -> bool:
         for host in self.hosts.values():
             try:
-                if self.cp.https(host, "/health").status_code != 200:
+                # a short wait: a probe stuck on a dead upstream must not hide the heal
+                if self.cp.https(host, "/health", timeout=2).status_code != 200:
                     return False
             except httpx.HTTPError:
                 return False
@@ -243,6 +247,32 @@ class Fault:
     freezable: bool = True
 
 
+def _app_port(pid: int) -> int:
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in env if v.startswith(b"PORT=")).partition(b"=")[2])
+
+
+def _steal_port(pid: int) -> socket.socket:
+    """Kill the app and bind its port at once from this process, as another program that
+    starts at the wrong moment would: supervisord's restart of the app then finds it taken."""
+    port = _app_port(pid)
+    os.kill(pid, signal.SIGKILL)
+    thief = socket.socket()
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the app's TIME_WAITs
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            thief.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                thief.close()
+                raise RuntimeError(f"port {port} could not be taken") from None
+            time.sleep(0.001)
+    thief.listen(8)
+    return thief
+
+
 def _kill_tree(plane: Plane) -> None:
     """`up`, its children, supervisord and everything of the data dir, at once."""
     up = plane.up_pid()
@@ -262,6 +292,7 @@ FAULTS = (
     Fault("store", Plane.store, limit=20.0),
     Fault("api", lambda p: p.child(b"serve-api")),
     Fault("worker", lambda p: p.child(b"serve-worker")),
+    Fault("port", Plane.app, freezable=False),
     Fault("up", Plane.up_pid, restart_up=True, freezable=False),
     Fault("up-tree", Plane.up_pid, restart_up=True, freezable=False),
 )
@@ -274,9 +305,12 @@ def trial(plane: Plane, fault: Fault, freeze: bool = False, timeout: float = 120
     if old is None:
         raise RuntimeError(f"{fault.name}: no process to kill")
     t0 = time.monotonic()
+    thief: socket.socket | None = None
     try:
         if freeze:
             os.kill(old, signal.SIGSTOP)
+        elif fault.name == "port":
+            thief = _steal_port(old)
         elif fault.name == "up-tree":
             _kill_tree(plane)
         else:
@@ -294,6 +328,8 @@ def trial(plane: Plane, fault: Fault, freeze: bool = False, timeout: float = 120
             time.sleep(0.1)
         raise RuntimeError(f"{fault.name}: not healed within {timeout:.0f} s")
     finally:
+        if thief is not None:  # healed around it; the port may go back to the pool
+            thief.close()
         if freeze:  # not healed: let it go on, so that the plane stops cleanly
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old, signal.SIGCONT)
@@ -307,6 +343,7 @@ def main() -> int:
                     help="kill (SIGKILL each part), stop (SIGSTOP: freeze it), or kill,stop")
     ap.add_argument("--json", type=Path, help="write every trial and the summary here")
     ap.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
+    ap.add_argument("--keep", action="store_true", help="keep the data dir and its logs")
     args = ap.parse_args()
     signals = args.signal.split(",")
     if not signals or not set(signals) <= {"kill", "stop"}:
@@ -376,7 +413,10 @@ def main() -> int:
             poller.stop.set()
         cp.stop()
         cp.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
     rows = []
     for sig, fault in plan:

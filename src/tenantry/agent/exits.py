@@ -47,23 +47,24 @@ class ExitLog:
             except OSError:
                 return 0, 0
 
-    def read(self) -> None:
-        """Take in the exits logged since the last read."""
+    def read(self) -> list[ProcessExit]:
+        """Take in the exits logged since the last read; those new ones."""
+        new: list[ProcessExit] = []
         with self._lock:
             try:
                 st = self.log_file.stat()
             except OSError:
-                return
+                return new
             if st.st_ino != self._inode or st.st_size < self._offset:  # rotated or new
                 self._inode, self._offset = st.st_ino, 0
             if st.st_size == self._offset:
-                return
+                return new
             with self.log_file.open("rb") as f:
                 f.seek(self._offset)
                 chunk = f.read(MAX_READ)
             end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next read
             if end == 0 and len(chunk) < MAX_READ:
-                return
+                return new
             for line in chunk[:end].decode(errors="replace").splitlines():
                 found = _EXITED.match(line.strip())
                 if found is None:
@@ -71,8 +72,8 @@ class ExitLog:
                 # supervisord writes the host's local time
                 when = time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) + \
                     int(found.group(2)) / 1000
-                self._pending.append(ProcessExit(program=found.group(3), how=found.group(4),
-                                                 at=when))
+                new.append(ProcessExit(program=found.group(3), how=found.group(4), at=when))
+            self._pending.extend(new)
             del self._pending[:-MAX_PENDING]
             self._offset += end if end else len(chunk)
             try:
@@ -80,6 +81,7 @@ class ExitLog:
                     {"inode": self._inode, "offset": self._offset}).encode())
             except OSError as exc:
                 log.warning("cannot keep the position in %s: %s", self.log_file, exc)
+        return new
 
     def take(self) -> list[ProcessExit]:
         """The exits to send now (a report sent at the same time from another thread does

@@ -393,6 +393,10 @@ class Agent:
             self._ingress_error = str(exc)
             log.warning("ingress: %s", exc)
         fx = self._effects()
+        # A platform whose program just ended unexpectedly is looked at now, not at its next
+        # RECHECK: it may need more than a restart (its port taken meanwhile, say).
+        for ended in self.exits.read():
+            self._checked.pop(ended.program.split("-", 1)[0], None)
         now = time.monotonic()
         for pid, p in platforms.items():
             running = self._inflight.get(pid)

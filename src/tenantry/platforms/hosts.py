@@ -14,7 +14,7 @@ from tenantry.core.crypto import SecretBox, new_token, token_hash
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from tenantry.core.events import emit
-from tenantry.core.models import Event
+from tenantry.core.models import Event, Job
 from tenantry.core.names import check_name, new_id
 from tenantry.platforms.bundles import Manifest
 from tenantry.platforms.contract import (
@@ -31,6 +31,7 @@ from tenantry.platforms.contract import (
     ProcessExit,
 )
 from tenantry.platforms.models import EnrollToken, Host, Platform, Region, Release
+from tenantry.platforms.placement import move_port
 from tenantry.platforms.schemas import EnrollTokenPublic, HostPublic
 
 OFFLINE_AFTER = dt.timedelta(seconds=20)
@@ -136,6 +137,25 @@ def bump(session: Session, platform: Platform) -> None:
                         .values(generation=Host.generation + 1))
 
 
+def move_taken_ports(session: Session, platform: Platform, taken: list[int], *,
+                     job_id: int | None = None) -> None:
+    """Another program took ports we handed out (one of ours was down a moment, and it bound
+    them): give the platform new ones instead, and tell its agent. Not the caller's commit."""
+    assert platform.host is not None
+    want = platform.desired.model_copy(deep=True)
+    if want.db is not None and want.db.port in taken:
+        want.db.port = move_port(session, platform.host, platform.id, want.db.port, "db", taken)
+    for name, slot in want.slots.items():
+        slot.ports = [move_port(session, platform.host, platform.id, port, f"slot-{name}",
+                                taken) if port in taken else port for port in slot.ports]
+    platform.desired = want
+    bump(session, platform)
+    emit(session, "PORTS_MOVED", f"{platform.isv.name}/{platform.name}: ports "
+         f"{', '.join(map(str, taken))} were taken by another program; moved",
+         isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
+         job_id=job_id)
+
+
 def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> DesiredHost:
     """Everything the agent must make true on its host, secrets included (sent over TLS only)."""
     platforms = []
@@ -232,6 +252,10 @@ def _judge_health(session: Session, p: Platform, observed: PlatformReport,
     if p.state not in ("ready", "degraded") or observed.gen < p.desired.gen:
         _unwell_since.pop(p.id, None)
         return
+    if observed.conflicts and p.desired.running and not _job_running(session, p):
+        # A settled platform whose ports another program took while its own was down (a
+        # crash, a restart): it moves, as a job waiting on it would move it.
+        move_taken_ports(session, p, observed.conflicts)
     problems = health_problems(p, observed, ingress_error)
     if not problems:
         _unwell_since.pop(p.id, None)
@@ -249,6 +273,12 @@ def _judge_health(session: Session, p: Platform, observed: PlatformReport,
              isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
     elif p.state == "degraded" and p.error != reason:
         p.error = reason
+
+
+def _job_running(session: Session, p: Platform) -> bool:
+    """A job works on the platform (it moves taken ports itself while it waits)."""
+    return bool(session.scalar(select(func.count(Job.id)).where(
+        Job.platform_id == p.id, Job.state.in_(("queued", "running")))))
 
 
 def _tell_restart(session: Session, host: Host, exit_: ProcessExit) -> None:

@@ -37,7 +37,7 @@ from tenantry.platforms.contract import (
 )
 from tenantry.platforms.hosts import bump
 from tenantry.platforms.models import Platform, Release
-from tenantry.platforms.placement import allocate_ports, move_port, release_ports
+from tenantry.platforms.placement import allocate_ports, release_ports
 
 WAIT_TIMEOUT = 180.0
 # A job waiting on a host that stays offline this long fails, rather than wait out its
@@ -92,21 +92,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
 def _move_ports(ctx: StepContext, taken: list[int]) -> None:
     """Another program took ports we handed out: give the platform new ones instead."""
     with ctx.runtime.sessions() as session:
-        platform = load_platform(session, ctx)
-        assert platform.host is not None
-        want = platform.desired.model_copy(deep=True)
-        if want.db is not None and want.db.port in taken:
-            want.db.port = move_port(session, platform.host, platform.id, want.db.port, "db",
-                                     taken)
-        for name, slot in want.slots.items():
-            slot.ports = [move_port(session, platform.host, platform.id, port, f"slot-{name}",
-                                    taken) if port in taken else port for port in slot.ports]
-        platform.desired = want
-        bump(session, platform)
-        emit(session, "PORTS_MOVED", f"{platform.isv.name}/{platform.name}: ports "
-             f"{', '.join(map(str, taken))} were taken by another program; moved",
-             isv_id=platform.isv_id, platform_id=platform.id, host_id=platform.host_id,
-             job_id=ctx.job_id)
+        hosts.move_taken_ports(session, load_platform(session, ctx), taken, job_id=ctx.job_id)
         session.commit()
 
 
