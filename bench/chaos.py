@@ -10,7 +10,10 @@ must still be there.
 
 Faults: supervisord, Caddy, the agent, an app process, a platform's postmaster, the control
 plane's postmaster, the API process, the worker; an app's port stolen (the app killed and
-its port bound at once by another program, so that its restart cannot bind it); `up` alone
+its port bound at once by another program, so that its restart cannot bind it); the data
+disk filled by another program to half the agent's reserve (healed: the reserve released,
+the host shown LOW, both platforms serving; the control plane then runs on a 4 GiB ext4 of
+the bench's own, loop-mounted); `up` alone
 (its children die with it; supervisord, the platforms and the store go on) and the whole
 `up` tree (`up`, its children, supervisord and everything under it, the store): for those
 two the bench starts `up` again, as systemd or an operator would, and the time includes
@@ -38,10 +41,11 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,6 +249,7 @@ class Fault:
     restart_up: bool = False
     limit: float = 10.0
     freezable: bool = True
+    how: str | None = None  # what is done, when it is not just the signal
 
 
 def _app_port(pid: int) -> int:
@@ -273,6 +278,72 @@ def _steal_port(pid: int) -> socket.socket:
     return thief
 
 
+@contextlib.contextmanager
+def own_disk(root: Path, size: str = "4G") -> Iterator[Path]:
+    """A small ext4 of the bench's own (a loop-mounted image), for the control plane to run
+    on, so that the disk fault fills it and not this machine's disk."""
+    img, mnt = root / "disk.img", root / "fs"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", size, str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    done = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the disk fault needs a loop mount (root): {done.stderr.strip()}")
+    os.chmod(mnt, 0o755)  # noqa: S103 - the platforms' users traverse it, like /tmp
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+        img.unlink(missing_ok=True)
+
+
+def _host_disk(plane: Plane) -> str:
+    with plane.cp.api() as api:
+        return str(next(h["disk"] for h in api.get("/hosts", timeout=3).json()
+                        if h["name"] == "local"))
+
+
+def _disk_trial(plane: Plane, timeout: float = 120) -> float:
+    """Another program fills the data disk to half the agent's reserve: seconds until the
+    agent released the reserve, the host shows the disk LOW, and both platforms serve.
+    Then the ballast goes, and the trial waits for the reserve to be held again."""
+    data = plane.cp.data_dir
+    reserve = data / "agent" / "disk.reserve"
+    held = reserve.stat().st_blocks * 512
+    st = os.statvfs(data)
+    ballast = data.parent / "ballast"
+    t0 = time.monotonic()
+    fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - held // 2)
+    finally:
+        os.close(fd)
+    try:
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if not reserve.exists() and _host_disk(plane).startswith("LOW") and \
+                    plane.serving():
+                took = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"disk: the reserve not released and told within {timeout:.0f} s")
+    finally:
+        ballast.unlink()
+    deadline = time.monotonic() + timeout
+    while not (reserve.exists() and not _host_disk(plane).startswith("LOW")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("disk: the reserve not held again after the ballast went")
+        time.sleep(0.2)
+    kinds = [e["kind"] for e in plane.cp.cli_json("events", "--limit", "1000")
+             if e["kind"] in ("DISK_LOW", "DISK_OK")]
+    if kinds[-2:] != ["DISK_LOW", "DISK_OK"]:
+        raise RuntimeError(f"disk: the events told {kinds[-4:]}, not DISK_LOW then DISK_OK")
+    return took
+
+
 def _kill_tree(plane: Plane) -> None:
     """`up`, its children, supervisord and everything of the data dir, at once."""
     up = plane.up_pid()
@@ -292,7 +363,8 @@ FAULTS = (
     Fault("store", Plane.store, limit=20.0),
     Fault("api", lambda p: p.child(b"serve-api")),
     Fault("worker", lambda p: p.child(b"serve-worker")),
-    Fault("port", Plane.app, freezable=False),
+    Fault("port", Plane.app, freezable=False, how="SIGKILL, port bound"),
+    Fault("disk", lambda p: 0, freezable=False, how="filled"),
     Fault("up", Plane.up_pid, restart_up=True, freezable=False),
     Fault("up-tree", Plane.up_pid, restart_up=True, freezable=False),
 )
@@ -301,6 +373,8 @@ FAULTS = (
 def trial(plane: Plane, fault: Fault, freeze: bool = False, timeout: float = 120) -> float:
     """Seconds from the kill (or the freeze) until the part is back as a new process and
     both platforms serve."""
+    if fault.name == "disk":
+        return _disk_trial(plane, timeout)
     old = fault.find(plane)
     if old is None:
         raise RuntimeError(f"{fault.name}: no process to kill")
@@ -364,7 +438,8 @@ def main() -> int:
         print("warning: other tenantry processes run:", *others, sep="\n  ")
 
     root = short_tmp("tnb-chaos-")
-    cp = start_plane(root)
+    disk = own_disk(root) if any(f.name == "disk" for _, f in plan) else None
+    cp = start_plane(disk.__enter__() if disk else root)
     writers: list[Writer] = []
     poller: Poller | None = None
     results: dict[tuple[str, str], list[float]] = {}
@@ -413,6 +488,8 @@ def main() -> int:
             poller.stop.set()
         cp.stop()
         cp.cleanup()
+        if disk is not None:
+            disk.__exit__(None, None, None)
         if args.keep:
             print(f"kept: {root}")
         else:
@@ -423,7 +500,8 @@ def main() -> int:
         key = (sig, fault.name)
         s = summary(results[key])
         answers = codes.get(key, {})
-        rows.append([fault.name, sig, s["n"], f"{s['p50']:.2f}", f"{s['p95']:.2f}",
+        done = fault.how or {"kill": "SIGKILL", "stop": "SIGSTOP"}[sig]
+        rows.append([fault.name, done, s["n"], f"{s['p50']:.2f}", f"{s['p95']:.2f}",
                      f"{s['max']:.2f}", f"{fault.limit:g}",
                      "yes" if s["p95"] <= fault.limit else "NO", lost.get(key, 0),
                      answers.get(500, 0),
@@ -436,7 +514,7 @@ def main() -> int:
             "`up-tree`, `up` is started again by the bench at once, as systemd would). API "
             "answers: GET /api/v1/hosts every 0.2 s during the fault's runs. After the clean "
             f"stop, {len(left)} process(es) of the data dir still ran.\n\n" + md_table(
-                ["fault", "signal", "runs", "p50 s", "p95 s", "max s", "target s", "met",
+                ["fault", "done", "runs", "p50 s", "p95 s", "max s", "target s", "met",
                  "acked writes lost", "API 500s", "API answers"], rows))
     print()
     print(body)

@@ -37,7 +37,7 @@ def test_every_part_killed_or_frozen_heals_and_loses_nothing(tmp_path: Path) -> 
     tried = {(f["fault"], f["signal"]) for f in result["faults"]}
     parts = {"supervisord", "caddy", "agent", "app", "postmaster", "store", "api", "worker"}
     assert tried == {(p, s) for p in parts for s in ("kill", "stop")} | {
-        ("port", "kill"), ("up", "kill"), ("up-tree", "kill")}
+        ("port", "kill"), ("disk", "kill"), ("up", "kill"), ("up-tree", "kill")}
     assert result["acked"] > 100  # the writers wrote throughout
     for f in result["faults"]:
         assert len(f["seconds"]) == 1, f

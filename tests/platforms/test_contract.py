@@ -112,6 +112,9 @@ REPORT: dict[str, Any] = {
     "firewall": {"table": "inet tenantry", "tcp_ports": [22, 8443], "in_place": True,
                  "repairs": 0, "error": None},
     "monitoring": {"agent": "10.0.0.7:41002", "node": "10.0.0.7:41001"},
+    "disk": {"path": "/var/lib/tenantry/agent", "total_bytes": 107374182400,
+             "free_bytes": 53687091200, "reserve_bytes": 1073741824, "low": False,
+             "detail": None},
     "process_exits": [{"program": "p1-a-web-0", "how": "terminated by SIGKILL",
                        "at": 1790000009.5}],
 }

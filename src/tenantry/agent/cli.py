@@ -58,7 +58,12 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
           metrics_host: Annotated[str, typer.Option(
               help="Address the host's exporters and the agent's /metrics listen on (ports "
                    "chosen once, kept in DATA_DIR/monitoring.json); Prometheus scrapes "
-                   "them there.")] = "127.0.0.1") -> None:
+                   "them there.")] = "127.0.0.1",
+          disk_reserve: Annotated[int | None, typer.Option(
+              envvar="TENANTRY_DISK_RESERVE",
+              help="MiB the agent holds in reserve on its data dir's disk and releases when "
+                   "free space falls below it (default: 1 % of the disk, 64 to 1024 MiB; "
+                   "0: none).")] = None) -> None:
     """Run the host agent: enroll once, then converge this host to its desired state."""
     from tenantry.agent.main import Agent, AgentOptions, run_agent
 
@@ -74,6 +79,9 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
     except ValueError:
         raise InvalidInput(f"{metrics_host!r} is not an IP address",
                            field="metrics_host") from None
+    if disk_reserve is not None and not 0 <= disk_reserve <= 1 << 20:
+        raise InvalidInput(f"{disk_reserve} MiB is not between 0 and 1048576",
+                           field="disk_reserve")
     options = AgentOptions(data_dir=data_dir.absolute(), server=server,
                            enroll_token=enroll_token or None, region=region, name=name,
                            ca_file=ca_file.absolute() if ca_file else None,
@@ -82,7 +90,8 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
                            host_access=host_access, etc_root=etc_root.absolute(),
                            sshd_pid_file=sshd_pid_file, sshd_log=sshd_log,
                            ssh_port=ssh_port, firewall=firewall,
-                           firewall_netns=firewall_netns, metrics_host=metrics_host)
+                           firewall_netns=firewall_netns, metrics_host=metrics_host,
+                           disk_reserve=None if disk_reserve is None else disk_reserve << 20)
     configure_logging()
     if plan:
         the_agent = Agent(options)

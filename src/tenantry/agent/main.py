@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from tenantry.agent import converge, exits, exporters, ingress, pgcluster
 from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
+from tenantry.agent.disk import DiskGuard
 from tenantry.agent.drill import Drills
 from tenantry.agent.exits import ExitLog
 from tenantry.agent.firewall import HostFirewall
@@ -43,6 +44,7 @@ from tenantry.core.errors import TenantryError, Unavailable
 from tenantry.platforms.contract import (
     DesiredHost,
     DesiredPlatform,
+    DiskReport,
     HostReport,
     PlatformReport,
     SlotName,
@@ -79,6 +81,7 @@ class AgentOptions:
     firewall: bool = False  # keep the nftables table inet tenantry (ingress + SSH only)
     firewall_netns: str | None = None  # apply it in this network namespace (tests)
     metrics_host: str = "127.0.0.1"  # where the exporters and the agent's /metrics listen
+    disk_reserve: int | None = None  # bytes held in reserve on the data disk (None: 1 %)
 
 
 class _Serialized(ServiceManager):
@@ -171,6 +174,9 @@ class Agent:
         self._caddy_silence = hang.Silence(SILENT_AFTER)
         self._silent_cpu: dict[str, int | None] = {}  # their CPU time when they fell silent
         self._stopped = hang.Stopped()
+        self.disk = DiskGuard(options.data_dir, options.disk_reserve)
+        self._disk: DiskReport | None = None
+        self._disk_checked = 0.0
         self.exits = ExitLog(exits.supervisord_log(self.paths.services),
                              exits.state_path(self.paths.services))
         self.drills = Drills()
@@ -448,7 +454,7 @@ class Agent:
                                       self._ours),
                 agent_time=time.time(),
                 firewall=self._firewall.status() if self._firewall else None,
-                monitoring=self.monitoring.targets, process_exits=exits))
+                monitoring=self.monitoring.targets, process_exits=exits, disk=self._disk))
         except BaseException:
             self.exits.put_back(exits)
             raise
@@ -522,6 +528,7 @@ class Agent:
         is started, and every platform converges again."""
         probed = 0.0
         while not self.stopping.wait(SERVICES_CHECK):
+            self._check_disk()
             pid = self.services.daemon_pid()
             if pid is not None:
                 if self._kill_stopped(pid):
@@ -543,6 +550,24 @@ class Agent:
                 continue
             self._checked.clear()  # every platform is looked at in the next pass
             log.warning("the service manager runs again (pid %s)", self.services.daemon_pid())
+
+    def _check_disk(self) -> None:
+        """Each second: release the disk reserve the moment free space falls below it
+        (tenantry.agent.disk); a change is reported at once."""
+        now = time.monotonic()
+        if now - self._disk_checked < 1.0:
+            return
+        self._disk_checked = now
+        try:
+            report = self.disk.check()
+        except OSError as exc:
+            log.warning("cannot look at the data disk: %s", exc)
+            return
+        changed = self._disk is None or self._disk.low != report.low
+        self._disk = report
+        if changed and self._client is not None:
+            with contextlib.suppress(httpx.HTTPError, TenantryError):
+                self._report({pid: r for pid, r in self._last_reports.items()})
 
     def _stop_limits(self, services_pid: int) -> dict[int, tuple[str, float]]:
         """The processes a stop (state T) must not hold for long, with their limits:

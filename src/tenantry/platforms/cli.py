@@ -304,5 +304,5 @@ def host_revoke(host: Annotated[str, typer.Argument(help="Host name or id.")],
 def host_list(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """List hosts."""
     show(connect(data_dir).get("/hosts"), json_,
-         ["id", "name", "region", "state", "ingress_port", "platforms", "firewall",
+         ["id", "name", "region", "state", "ingress_port", "platforms", "firewall", "disk",
           "last_seen_at"])

@@ -360,6 +360,18 @@ class PlatformReport(_Document):
     backup: BackupReport | None = None
 
 
+class DiskReport(_Document):
+    """The filesystem of the agent's data dir, and the reserve the agent holds on it
+    (tenantry.agent.disk): `low` when the reserve is released (free space fell below it)."""
+
+    path: str = Field(max_length=4096)
+    total_bytes: int = Field(ge=0)
+    free_bytes: int = Field(ge=0)
+    reserve_bytes: int = Field(ge=0)
+    low: bool
+    detail: str | None = Field(default=None, max_length=500)
+
+
 class ProcessExit(_Document):
     """A program of the host that exited without being asked to (supervisord starts it
     again): `program` as supervisord names it (`<platform id>-…` for a platform's), `how`
@@ -388,6 +400,7 @@ class HostObserved(_Document):
     # Where Prometheus scrapes this host, job → "host:port": "node", "agent", and "postgres"
     # while the host runs a cluster (read by the control plane's service discovery).
     monitoring: dict[str, str] = Field(default_factory=dict)
+    disk: DiskReport | None = None
 
 
 class HostReport(HostObserved):

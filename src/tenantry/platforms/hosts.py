@@ -24,6 +24,7 @@ from tenantry.platforms.contract import (
     DesiredPlatform,
     DesiredRelease,
     DesiredRoute,
+    DiskReport,
     FirewallReport,
     HostInfo,
     HostReport,
@@ -88,11 +89,19 @@ def authenticate_agent(*, session: Session, token: str) -> Host:
     return host
 
 
+def _disk_state(disk: DiskReport | None) -> str:
+    if disk is None:
+        return "unknown"
+    free = f"{_gib(disk.free_bytes)} free of {_gib(disk.total_bytes)}"
+    return f"LOW: {free}" if disk.low else free
+
+
 def _public(session: Session, h: Host) -> HostPublic:
     return HostPublic(id=h.id, name=h.name, region=h.region.name, address=h.address,
                       ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
                       platforms=count_platforms_on(session, h.id),
-                      firewall=firewall_state(h.observed.firewall))
+                      firewall=firewall_state(h.observed.firewall),
+                      disk=_disk_state(h.observed.disk))
 
 
 def list_hosts(*, session: Session, principal: Principal) -> list[HostPublic]:
@@ -208,6 +217,7 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     was = host.state
     host.last_seen_at = utcnow()
     host.state = "online"
+    _tell_disk(session, host, host.observed.disk, report.disk)
     host.observed = report.host_part()
     if was != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
@@ -273,6 +283,26 @@ def _judge_health(session: Session, p: Platform, observed: PlatformReport,
              isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
     elif p.state == "degraded" and p.error != reason:
         p.error = reason
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def _tell_disk(session: Session, host: Host, was: DiskReport | None,
+               now: DiskReport | None) -> None:
+    """DISK_LOW when the agent released its reserve (free space fell below it), DISK_OK
+    when it holds it again."""
+    if now is None or (was is not None and was.low == now.low) or (was is None and not now.low):
+        return
+    if now.low:
+        emit(session, "DISK_LOW", f"host {host.name}: {_gib(now.free_bytes)} free of "
+             f"{_gib(now.total_bytes)} on {now.path}; {now.detail or 'the reserve is released'}"
+             "; free space on this disk", host_id=host.id)
+    else:
+        emit(session, "DISK_OK", f"host {host.name}: {_gib(now.free_bytes)} free on "
+             f"{now.path}; the reserve of {now.reserve_bytes >> 20} MiB is held again",
+             host_id=host.id)
 
 
 def _job_running(session: Session, p: Platform) -> bool:

@@ -99,6 +99,8 @@ class HostPublic(BaseModel):
     last_seen_at: dt.datetime | None
     platforms: int
     firewall: str = Field(description='"off", "in place", or what stops it')
+    disk: str = Field(default="unknown", description='free space on the data disk, "LOW: …" '
+                      "when the agent released its reserve")
 
 
 class EnrollTokenPublic(BaseModel):
