@@ -107,6 +107,15 @@ passed, 0 when it failed.
 # TYPE tenantry_backup_check_ok gauge
 tenantry_backup_check_ok{isv="bms",platform="bms/lbh",check="verify"} 1
 tenantry_backup_check_ok{isv="bms",platform="bms/lbh",check="restore-test"} 0
+# HELP tenantry_platform_restarts_total Unexpected exits of a platform's programs \
+(supervisord started them again) since the agent started.
+# TYPE tenantry_platform_restarts_total counter
+tenantry_platform_restarts_total{isv="bms",platform="bms/lbh"} 3
+tenantry_platform_restarts_total{isv="bms",platform="bms/dlg"} 0
+# HELP tenantry_host_restarts_total Unexpected exits of the host's own programs (Caddy, the \
+exporters) since the agent started.
+# TYPE tenantry_host_restarts_total counter
+tenantry_host_restarts_total 1
 # HELP tenantry_rogue_processes Processes of no platform and no known service over the CPU \
 or memory threshold.
 # TYPE tenantry_rogue_processes gauge
@@ -130,16 +139,26 @@ def test_the_whole_page() -> None:
                                archive_pending=2, archive_lag=12.5,
                                checks=(("verify", True), ("restore-test", False))),
                  BackupMetrics("bms", "bms/dlg", last_backup_at=None, archive_pending=0,
-                               archive_lag=0.0)))
+                               archive_lag=0.0)),
+        platforms=(("p1", "bms", "bms/lbh"), ("p2", "bms", "bms/dlg")))
     rogues = RogueReport(count=7, top=(Rogue(4242, 'xmr "miner"', 1.9876, 8192),))
-    assert render(families(snapshot, 1714000000.5, rogues)) == EXPECTED_TEXT
+    # p1's app twice and its database once; Caddy (the host's own) once; p2 never
+    restarts = {"p1-a-web-0": 2, "p1-db": 1, "ingress": 1}
+    assert render(families(snapshot, 1714000000.5, rogues, restarts)) == EXPECTED_TEXT
 
 
-def test_an_empty_host_still_says_heartbeat_and_rogues() -> None:
+def test_an_empty_host_still_says_heartbeat_restarts_and_rogues() -> None:
     text = render(families(HostSnapshot(), 0.0, RogueReport()))
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     assert samples == ["tenantry_agent_heartbeat_timestamp_seconds 0",
-                       "tenantry_rogue_processes 0"]
+                       "tenantry_host_restarts_total 0", "tenantry_rogue_processes 0"]
+
+
+def test_exits_are_counted_per_program() -> None:
+    metrics = AgentMetrics()
+    metrics.count_exits(["p1-a-web-0", "p1-a-web-0", "ingress"])
+    metrics.count_exits(["p1-db"])
+    assert metrics.restarts == {"p1-a-web-0": 2, "ingress": 1, "p1-db": 1}
 
 
 def test_the_server_answers_metrics_only_and_survives_a_failing_render() -> None:

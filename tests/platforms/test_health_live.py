@@ -104,6 +104,11 @@ def test_crashed_and_hung_apps_and_a_frozen_database_are_restarted_and_told(
     wait_until(lambda: plane.cli_json("platform", "show", ref)["state"] == "ready", 60,
                "ready after the database's restart", every=0.5)
 
+    # Four unexpected exits within a couple of minutes are a crash loop: the monitoring's
+    # `restarts` check (three in ten minutes) has an alert open for the platform.
+    wait_until(lambda: any(a["check"] == "restarts" for a in plane.cli_json(
+        "alert", "list", "--platform", ref, "--open")), 90, "the crash-loop alert", every=1)
+
 
 def test_a_hung_app_that_does_not_opt_in_shows_the_platform_degraded(
         plane: ControlPlaneProcess, isv: str) -> None:

@@ -47,6 +47,7 @@ from tenantry.platforms.contract import (
     DiskReport,
     HostReport,
     PlatformReport,
+    ProcessExit,
     SlotName,
 )
 
@@ -401,7 +402,7 @@ class Agent:
         fx = self._effects()
         # A platform whose program just ended unexpectedly is looked at now, not at its next
         # RECHECK: it may need more than a restart (its port taken meanwhile, say).
-        for ended in self.exits.read():
+        for ended in self._read_exits():
             self._checked.pop(ended.program.split("-", 1)[0], None)
         now = time.monotonic()
         for pid, p in platforms.items():
@@ -443,9 +444,17 @@ class Agent:
             except (httpx.HTTPError, TenantryError) as exc:
                 log.warning("report failed (%s); it goes with the next heartbeat", exc)
 
+    def _read_exits(self) -> list[ProcessExit]:
+        """The unexpected exits supervisord logged since the last look, counted for the
+        metrics (a crash loop is an alert: the catalog's `restarts`)."""
+        new = self.exits.read()
+        if new:
+            self.monitoring.metrics.count_exits(e.program for e in new)
+        return new
+
     def _report(self, reports: dict[str, PlatformReport]) -> None:
         assert self._client is not None
-        self.exits.read()
+        self._read_exits()
         exits = self.exits.take()
         try:
             self._client.report(HostReport(

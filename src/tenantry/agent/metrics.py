@@ -53,6 +53,7 @@ class HostSnapshot:
     databases: tuple[ExpectedDatabase, ...] = ()
     backups: tuple[BackupMetrics, ...] = ()
     known: Known = field(default_factory=Known)
+    platforms: tuple[tuple[str, str, str], ...] = ()  # (id, isv, ISV/NAME) on the host
 
 
 # ---------------------------------------------------------------- the text format
@@ -93,7 +94,16 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport) -> list[Family]:
+def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport,
+             restarts: Mapping[str, int] | None = None) -> list[Family]:
+    """`restarts`: unexpected exits since the agent started, by program (supervisord's
+    name: `<platform id>-…` for a platform's)."""
+    restarts = restarts or {}
+    ours = {pid for pid, _, _ in snapshot.platforms}
+
+    def restarted(pid: str) -> int:
+        return sum(n for program, n in restarts.items() if program.split("-", 1)[0] == pid)
+
     def slot(s: SlotProcesses) -> dict[str, str]:
         return {"isv": s.isv, "platform": s.platform, "slot": s.slot}
 
@@ -137,6 +147,16 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport) -> l
                "failed.", "gauge",
                [({**of(b), "check": name}, int(ok)) for b in snapshot.backups
                 for name, ok in b.checks]),
+        Family("tenantry_platform_restarts_total",
+               "Unexpected exits of a platform's programs (supervisord started them again) "
+               "since the agent started.", "counter",
+               [({"isv": isv, "platform": name}, restarted(pid))
+                for pid, isv, name in snapshot.platforms]),
+        Family("tenantry_host_restarts_total",
+               "Unexpected exits of the host's own programs (Caddy, the exporters) since the "
+               "agent started.", "counter",
+               [({}, sum(n for program, n in restarts.items()
+                         if program.split("-", 1)[0] not in ours))]),
         Family("tenantry_rogue_processes",
                "Processes of no platform and no known service over the CPU or memory "
                "threshold.", "gauge", [({}, rogues.count)]),
@@ -193,10 +213,18 @@ class AgentMetrics:
         self.snapshot = HostSnapshot()
         self.heartbeat = 0.0
         self.scanner = scanner or RogueScanner()
+        self.restarts: dict[str, int] = {}  # program -> unexpected exits since the start
+
+    def count_exits(self, programs: Iterable[str]) -> None:
+        restarts = dict(self.restarts)
+        for program in programs:
+            restarts[program] = restarts.get(program, 0) + 1
+        self.restarts = restarts  # replaced whole: a scrape reads one or the other
 
     def text(self) -> str:
         snapshot = self.snapshot  # one reference: the agent replaces it whole
-        return render(families(snapshot, self.heartbeat, self.scanner.scan(snapshot.known)))
+        return render(families(snapshot, self.heartbeat, self.scanner.scan(snapshot.known),
+                               self.restarts))
 
 
 class MetricsServer:

@@ -154,7 +154,11 @@ class HostMonitoring:
                       for p in sorted(desired.platforms, key=lambda p: p.id)
                       if p.backup is not None and not p.absent)
         return HostSnapshot(slots=tuple(slot_processes(self.paths, desired.platforms, programs)),
-                            databases=databases, backups=found, known=self._known(desired))
+                            databases=databases, backups=found, known=self._known(desired),
+                            platforms=tuple((p.id, p.isv, f"{p.isv}/{p.name}")
+                                            for p in sorted(desired.platforms,
+                                                            key=lambda p: p.id)
+                                            if not p.absent))
 
     def _known(self, desired: DesiredHost) -> Known:
         """Our tree and our supervisord's; the platforms' and tenantry's Unix users."""

@@ -151,6 +151,14 @@ CHECKS: tuple[Check, ...] = (
           False, 99, 50, 100, 10, "%", "application processes missing"),
     Check("rogue", TargetKind.HOST, 'tenantry_rogue_processes{job="agent"}',
           True, 1, 3, 0.5, 60, "processes", "rogue processes"),
+    # Crash loops: unexpected exits (supervisord restarts each; PROCESS_RESTARTED events
+    # tell each one) counted by the agent; three in ten minutes is a loop, not a mishap.
+    Check("restarts", TargetKind.PLATFORM,
+          'increase(tenantry_platform_restarts_total{job="agent"}[10m])',
+          True, 3, 10, 1, 0, "restarts/10 min", "processes restarting (crash loop)"),
+    Check("host_restarts", TargetKind.HOST,
+          'increase(tenantry_host_restarts_total{job="agent"}[10m])',
+          True, 3, 10, 1, 0, "restarts/10 min", "host programs restarting (crash loop)"),
     # backups (the agent's series, tenantry.agent.backups.metrics): the schedule backs up
     # every 4 hours, so a day without a backup means the schedule or the store is failing.
     Check("backup_age", TargetKind.PLATFORM,
