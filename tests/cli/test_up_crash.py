@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tenantry.core import cgroup
 from tests.cli.test_up import DEMO_PLATFORMS, fresh, interrupt, readme_up  # noqa: F401
 from tests.conftest import (
     ControlPlaneProcess,
@@ -79,6 +80,9 @@ def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
     assert old is not None
     tree = set(children_of(old))
     assert len(tree) >= 5  # Caddy, node_exporter, and each platform's cluster and app
+    if cgroup.hierarchy() is not None:  # and all of them are in the data dir's cgroup
+        groups = cgroup.recorded(cp.data_dir)
+        assert len(groups) == 1 and tree | {old} <= cgroup.members(groups[0])
     os.kill(old, signal.SIGKILL)
     serving_from_a_new_supervisor(cp, old, tree, "supervisord killed: serving from a new one")
     assert "the service manager (supervisord) is gone" in agent_log.read_text()

@@ -1,11 +1,18 @@
-"""Which processes are a data dir's leftovers: read from a /proc written by the test."""
+"""Which processes are a data dir's leftovers: read from a /proc written by the test, and from
+a real cgroup."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tenantry.core import leftovers
+import pytest
+
+from tenantry.core import cgroup, leftovers
+from tests.conftest import alive, wait_until
 
 DATA = "/srv/tn/data"
 
@@ -80,3 +87,41 @@ def test_a_data_dir_named_through_a_symlink_is_found(tmp_path: Path) -> None:
         701: (1, ["/usr/bin/caddy", "run", "--config", f"{real}/agent/ingress/c.json"], {}),
     })
     assert {x.pid for x in leftovers.find(tmp_path / "link", proc=proc)} == {700, 701}
+
+
+def test_a_process_that_escaped_every_sign_is_found_by_its_cgroup(tmp_path: Path) -> None:
+    """A daemon an app started: it double-forked, called setsid, cleared its environment and
+    names nothing of the data dir; the data dir's cgroup (real, where the host has cgroup
+    v2) still holds it, and `find` finds it there."""
+    if cgroup.hierarchy() is None:
+        pytest.skip("no writable cgroup v2 hierarchy on this host")
+    data = tmp_path / "data"
+    agent_dir = data / "agent"
+    group = cgroup.group_for(agent_dir)
+    assert group is not None and cgroup.recorded(data) == [group]
+    # the escapee: started inside the group, then double-forked and renamed itself
+    pid_file = tmp_path / "pid"
+    subprocess.run([sys.executable, "-c", f"""
+import os, sys, time
+if os.fork(): sys.exit(0)
+os.setsid()
+if os.fork(): sys.exit(0)
+open({str(pid_file)!r}, "w").write(str(os.getpid()))
+os.execve("/bin/sleep", ["sleeper", "300"], {{}})
+"""], check=True, preexec_fn=lambda: cgroup.join(group), env={})
+    wait_until(pid_file.exists, 10, "the escapee's pid")
+    escapee = int(pid_file.read_text())
+    try:
+        wait_until(lambda: b"sleeper" in Path(f"/proc/{escapee}/cmdline").read_bytes(), 10,
+                   "the escapee renamed")
+        found = leftovers.find(data)
+        assert [x.pid for x in found] == [escapee], found
+        assert leftovers.find(tmp_path / "other") == []  # another data dir's: not ours
+        leftovers.stop(found, grace=5)
+        wait_until(lambda: not alive(escapee), 10, "the escapee stopped")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(escapee, 9)
+        wait_until(lambda: not cgroup.members(group), 10, "the group empty")
+        cgroup.remove(group)
+    assert not group.exists()

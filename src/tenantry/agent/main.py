@@ -39,7 +39,7 @@ from tenantry.agent.monitor import HostMonitoring
 from tenantry.agent.ports import busy_ports
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
-from tenantry.core import delays, hang, leftovers
+from tenantry.core import cgroup, delays, hang, leftovers
 from tenantry.core.errors import TenantryError, Unavailable
 from tenantry.platforms.contract import (
     DesiredHost,
@@ -147,7 +147,10 @@ class Agent:
     def __init__(self, options: AgentOptions, services: ServiceManager | None = None) -> None:
         self.options = options
         self.paths = converge.HostPaths(options.data_dir)
-        self.services = _Serialized(services or SupervisordManager(self.paths.services))
+        # The host's cgroup for this data dir, where it has one: supervisord starts in it.
+        self.cgroup = cgroup.group_for(options.data_dir) if services is None else None
+        self.services = _Serialized(services or SupervisordManager(self.paths.services,
+                                                                   self.cgroup))
         self._loaded_hosts: frozenset[str] = frozenset()
         self._last_reports: dict[str, PlatformReport] = {}
         self._inflight: dict[str, Future[None]] = {}
@@ -530,6 +533,8 @@ class Agent:
                             spare_archivers=not self.options.stop_services_on_exit)
         if not self.backups.join(30):
             log.warning("backup tasks still running after 30 s")
+        if self.options.stop_services_on_exit and self.cgroup is not None:
+            cgroup.remove(self.cgroup)  # empty now; one that is not stays, to be found
 
     def _keep_services(self) -> None:
         """The service manager died under the agent (an OOM kill can take a process tree):

@@ -21,11 +21,13 @@ import socket
 import subprocess
 import time
 import xmlrpc.client
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 from tenantry.agent import unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
+from tenantry.core import cgroup as cgroups
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
 
 _DIGEST_PREFIX = "; tenantry-digest: "
@@ -169,7 +171,10 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 class SupervisordManager(ServiceManager):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cgroup: Path | None = None) -> None:
+        """`cgroup`: a group (tenantry.core.cgroup) supervisord starts in, and with it
+        every program it runs."""
+        self.cgroup = cgroup
         root = Path(root).absolute()
         if not _SAFE_PATH.fullmatch(str(root)):
             raise InvalidInput(f"service root {str(root)!r} has unsafe characters", field="root")
@@ -287,6 +292,7 @@ files = {self.programs}/*.conf
                 env=_MINIMAL_ENV,
                 cwd=self.root,
                 start_new_session=True,
+                preexec_fn=partial(cgroups.join, self.cgroup) if self.cgroup else None,
                 timeout=30,
                 check=False,
             )

@@ -4,7 +4,8 @@ A process belongs to a data dir when it is one of the programs tenantry runs and
 line names a path inside the data dir (a postmaster's `-D`, pgBackRest's `--config=`,
 supervisord's `-c`, Caddy's `--config`), or when its environment was given by the data dir's
 supervisord or backup runner (`SUPERVISOR_SERVER_URL`, `RESTIC_PASSWORD_FILE`: an app names
-nothing else); and so does every process it started (a postmaster's backends name nothing).
+nothing else), or when it is in the data dir's cgroup (tenantry.core.cgroup, where the host
+has one); and so does every process it started (a postmaster's backends name nothing).
 Only that data dir's: another `up` or agent on this machine names another path, and an
 operator's `tail -f` of a log in the data dir is nobody's leftover.
 
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tenantry.core import cgroup
 
 ARCHIVER_MARK = "archive-push:async"  # pgBackRest's detached archiver, part of a live cluster
 PROGRAMS = frozenset({
@@ -144,6 +147,9 @@ def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = Fa
     roots = [pid for pid, p in table.items() if pid not in spared and any(
         (p.program and any(_inside(arg, where) for arg in p.argv))
         or any(_inside(mark, where) for mark in p.marks) for where in wheres)]
+    # and whatever is in the data dir's cgroup, however it changed its name and environment
+    for group in cgroup.recorded(scope):
+        roots += [pid for pid in cgroup.members(group) if pid in table and pid not in spared]
     found = [Leftover(pid, table[pid].ppid, table[pid].argv)
              for pid in sorted(_tree(roots, children) - spared)]
     kept = {x.pid for x in found if spare(x)}
