@@ -129,7 +129,8 @@ class Plane:
         sup = self.supervisord()
         if sup is None:
             return None
-        return next((pid for pid in children_of(sup) if b"caddy" in _argv(pid)[0]), None)
+        return next((pid for pid in children_of(sup) if b"caddy" in (_argv(pid) or [b""])[0]),
+                    None)
 
     def app(self) -> int | None:
         sup = self.supervisord()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tenantry.agent.disk import RESERVE_FILE, DiskGuard, default_reserve
+from tests.conftest import TENANTRY
 
 MiB = 1 << 20
 
@@ -72,3 +73,12 @@ def test_the_default_reserve_is_one_percent_within_bounds() -> None:
     assert default_reserve(1 << 30) == 64 * MiB
     assert default_reserve(50 << 30) == 512 * MiB
     assert default_reserve(10 << 40) == 1024 * MiB
+
+
+@pytest.mark.parametrize("value", ["-1", "1048577", "lots"])
+def test_a_bad_disk_reserve_is_refused_naming_the_option(value: str, tmp_path: Path) -> None:
+    done = subprocess.run([*TENANTRY, "agent", "--data-dir", str(tmp_path / "agent"),
+                           "--disk-reserve", value], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "disk" in done.stderr and "reserve" in done.stderr, done.stderr
+    assert not (tmp_path / "agent").exists()  # nothing made
