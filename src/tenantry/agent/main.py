@@ -342,7 +342,7 @@ class Agent:
         database that answers "starting" or "shutting down" is left alone. Whether the
         database accepts connections, when asked; None when not asked."""
         db = facts.programs.get(f"{p.id}-db")
-        ports = [port for info in p.slots.values() for port in info.ports]
+        ports = [port for info in p.slots.values() if info.running for port in info.ports]
         if db is None or db.state != "RUNNING" or db.pid is None or \
                 all(port in facts.healthy_ports for port in ports):
             self._db_silence.pop(p.id, None)
