@@ -184,9 +184,11 @@ class ControlPlaneProcess:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pg.read_text().splitlines()[0]), signal.SIGINT)
         if self.data_dir.exists():  # and anything else of the data dir a crash test left
-            from tenantry.core import leftovers
+            from tenantry.core import cgroup, leftovers
 
             leftovers.stop(leftovers.find(self.data_dir), grace=10)
+            for group in cgroup.recorded(self.data_dir):  # the host's cgroup, once empty
+                cgroup.remove(group)
         release_port_block(self.port_range)
 
 

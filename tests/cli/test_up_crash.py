@@ -124,6 +124,29 @@ def test_up_killed_with_its_supervisor_next_up_stops_the_leftovers(
     interrupt(cp)
 
 
+def test_after_a_crash_the_platforms_serve_before_the_api_and_ctrl_c_then_stops_cleanly(
+        fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
+    """`up` and its supervisord killed; `up` started again with its API made slow. The agent,
+    enrolled, starts beside the API, and its new supervisord brings every platform back
+    from its program files while the API still starts. Ctrl-C at that moment is a clean
+    stop: exit 0, nothing of the data dir left."""
+    cp = demo_serving(fresh)
+    assert cp.process is not None
+    old = supervisord_pid(cp)
+    assert old is not None
+    cp.process.kill()
+    os.kill(old, signal.SIGKILL)
+    cp.process.wait(10)
+    readme_up(cp, TENANTRY_TEST_DELAYS="api.start=40")
+    wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS)
+               and supervisord_pid(cp) not in (None, old), 35,
+               "the platforms serving before the API answers", every=0.5)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{cp.url}/api/v1/health", timeout=2)
+    interrupt(cp)
+    assert "stopped while waiting" not in cp.log.read_text()
+
+
 def test_a_killed_store_comes_back_and_the_api_says_503_meanwhile(
         fresh: ControlPlaneProcess) -> None:  # noqa: F811 - the fixture, imported
     """SIGKILL of the control plane's own PostgreSQL. `up` is made slow to start it again

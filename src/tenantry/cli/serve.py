@@ -14,6 +14,7 @@ import typer
 from tenantry.cli.output import configure_logging, err, handle_errors
 from tenantry.core import delays
 from tenantry.core.config import load_settings, parse_listen
+from tenantry.core.errors import Unavailable
 
 
 def register(root: typer.Typer) -> None:
@@ -72,6 +73,11 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
         threading.Thread(target=plane.after_start, args=(tasks,), name="after-start",
                          daemon=True).start()
         plane.watch()
+    except Unavailable:
+        # Ctrl-C while a part was still starting (an enrolled agent serves the platforms
+        # before the API answers, so a person may well stop then): a clean stop, not an error.
+        if not stop_requested:
+            raise
     finally:
         say("tenantry: stopping ...")
         plane.shutdown()

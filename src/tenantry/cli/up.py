@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tenantry.core import delays, hang, leftovers
+from tenantry.core import cgroup, delays, hang, leftovers
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
@@ -537,3 +537,5 @@ class ControlPlane:
             except TenantryError as exc:  # said, and what is left is stopped below
                 self.say(f"tenantry: {exc}")
         self.stop_leftovers("still running after the stop", spare_services=False)
+        for group in cgroup.recorded(self.data_dir):  # the agent's, if it could not remove it
+            cgroup.remove(group)
