@@ -125,3 +125,36 @@ os.execve("/bin/sleep", ["sleeper", "300"], {{}})
         wait_until(lambda: not cgroup.members(group), 10, "the group empty")
         cgroup.remove(group)
     assert not group.exists()
+
+
+SPAWNS_ON_ITS_WAY_OUT = """
+import os, signal, subprocess, sys, time
+def out(*_):
+    # as a postmaster's last WAL archiving starts pgBackRest's detached archiver
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                     start_new_session=True, env=dict(os.environ))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, out)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_sweep_finds_what_a_stopped_process_started_on_its_way_out(tmp_path: Path) -> None:
+    scope = tmp_path / "data"
+    mark = {**os.environ, "RESTIC_PASSWORD_FILE": str(scope / "restic.pass")}
+    first = subprocess.Popen([sys.executable, "-c", SPAWNS_ON_ITS_WAY_OUT], env=mark,
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None and first.stdout.readline().strip() == "ready"
+    rounds: list[list[int]] = []
+    try:
+        leftovers.sweep(scope, tell=lambda found: rounds.append([x.pid for x in found]),
+                        grace=10)
+        first.wait(10)
+        assert rounds[0] == [first.pid] and len(rounds) == 2, rounds
+        assert first.pid not in rounds[1]
+        assert leftovers.find(scope) == []  # the one it started went in the second round
+    finally:
+        for pid in [p for r in rounds for p in r]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)

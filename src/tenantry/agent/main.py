@@ -506,15 +506,14 @@ class Agent:
         what they were. The live supervisord's tree is adopted, not stopped; pgBackRest's
         detached archivers finish their queue by themselves."""
         live = self.services.daemon_pid() if services_live else None
-        found = leftovers.find(self.options.data_dir, spare_trees=[live] if live else [],
-                               spare_own=spare_own,
-                               spare=(lambda x: x.archiver) if spare_archivers else
-                               (lambda _: False))
-        if not found:
-            return []
-        log.warning("found %d process(es) of %s %s; stopping them: %s", len(found),
-                    self.options.data_dir, why, "; ".join(x.describe() for x in found))
-        lines = leftovers.stop(found)
+        def tell(found: list[leftovers.Leftover]) -> None:
+            log.warning("found %d process(es) of %s %s; stopping them: %s", len(found),
+                        self.options.data_dir, why, "; ".join(x.describe() for x in found))
+
+        lines = leftovers.sweep(self.options.data_dir, tell=tell,
+                                spare_trees=[live] if live else [], spare_own=spare_own,
+                                spare=(lambda x: x.archiver) if spare_archivers else
+                                (lambda _: False))
         for line in lines:
             log.warning("%s", line)
         return lines

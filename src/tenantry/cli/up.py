@@ -256,14 +256,14 @@ class ControlPlane:
         stopped: a killed `up` takes no platform down."""
         live = [pid for pid in (self._agent_services_pid(), self._store_pid())
                 if pid is not None] if spare_services else []
-        found = leftovers.find(self.data_dir, spare_trees=live,
-                               spare=(lambda x: x.archiver) if spare_services else
-                               (lambda _: False))
-        if not found:
-            return
-        self.say(f"tenantry: found {len(found)} process(es) of {self.data_dir} {why}; "
-                 "stopping them (databases with a fast shutdown)")
-        for line in leftovers.stop(found):
+        def tell(found: list[leftovers.Leftover]) -> None:
+            self.say(f"tenantry: found {len(found)} process(es) of {self.data_dir} {why}; "
+                     "stopping them (databases with a fast shutdown)")
+
+        lines = leftovers.sweep(self.data_dir, tell=tell, spare_trees=live,
+                                spare=(lambda x: x.archiver) if spare_services else
+                                (lambda _: False))
+        for line in lines:
             self.say(f"tenantry:   {line}")
 
     def prepare_store(self) -> None:

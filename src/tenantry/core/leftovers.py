@@ -157,6 +157,31 @@ def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = Fa
     return [x for x in found if x.pid not in kept]
 
 
+def sweep(scope: Path, *, tell: Callable[[list[Leftover]], None] = lambda _: None,
+          grace: float = 30.0, rounds: int = 3, spare_trees: Collection[int] = (),
+          spare_own: bool = False,
+          spare: Callable[[Leftover], bool] = lambda _: False) -> list[str]:
+    """`find` and `stop` (telling each round's finds first), and again while something is
+    found: a postmaster stopped here archives its last WAL on its way out, and the
+    pgBackRest archiver that starts (detached) was not there to be found before."""
+    lines: list[str] = []
+    for _ in range(rounds):
+        found = find(scope, spare_trees=spare_trees, spare_own=spare_own, spare=spare)
+        if not found:
+            break
+        tell(found)
+        lines += stop(found, grace=grace)
+    return lines
+
+
+def tree_of(pid: int) -> set[int]:
+    """`pid` and every process it started, as /proc tells now."""
+    children: dict[int, list[int]] = {}
+    for child, p in _processes().items():
+        children.setdefault(p.ppid, []).append(child)
+    return _tree([pid], children)
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
