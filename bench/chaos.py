@@ -439,8 +439,10 @@ def main() -> int:
         print("warning: other tenantry processes run:", *others, sep="\n  ")
 
     root = short_tmp("tnb-chaos-")
-    disk = own_disk(root) if any(f.name == "disk" for _, f in plan) else None
-    cp = start_plane(disk.__enter__() if disk else root)
+    mounts = contextlib.ExitStack()  # the disk fault's own filesystem, unmounted at the end
+    home = mounts.enter_context(own_disk(root)) if any(f.name == "disk" for _, f in plan) \
+        else root
+    cp = start_plane(home)
     writers: list[Writer] = []
     poller: Poller | None = None
     results: dict[tuple[str, str], list[float]] = {}
@@ -489,8 +491,7 @@ def main() -> int:
             poller.stop.set()
         cp.stop()
         cp.cleanup()
-        if disk is not None:
-            disk.__exit__(None, None, None)
+        mounts.close()
         if args.keep:
             print(f"kept: {root}")
         else:

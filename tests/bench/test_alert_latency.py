@@ -5,14 +5,11 @@ by SMS, its recovery too. Latency targets are reported by the bench, not asserte
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.bench import run_bench
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +18,8 @@ pytestmark = pytest.mark.slow
 def test_each_fault_is_told_once_by_email_and_sms_and_so_is_its_recovery(
         tmp_path: Path) -> None:
     summary = tmp_path / "trials.json"
-    bench = subprocess.Popen([sys.executable, str(REPO / "bench" / "alert_latency.py"),
-                              "--short", "--json", str(summary)], cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = bench.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        bench.send_signal(signal.SIGTERM)  # the bench undoes its faults and stops its plane
-        out, _ = bench.communicate(timeout=120)
-        pytest.fail(f"the bench did not finish within 600 s:\n{out[-4000:]}")
+    bench = run_bench("alert_latency.py", "--short", "--json", str(summary), timeout=600)
+    out = bench.stdout
     assert bench.returncode == 0, out[-4000:]
     trials = json.loads(summary.read_text())["trials"]
     assert sorted({t["kind"] for t in trials}) == ["agent", "db", "hang"]

@@ -7,14 +7,11 @@ running after the clean stop. How fast is the bench's to report, not this test's
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.bench import run_bench
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_every_part_killed_or_frozen_heals_and_loses_nothing(tmp_path: Path) -> None:
     out_file = tmp_path / "chaos.json"
-    bench = subprocess.Popen([sys.executable, str(REPO / "bench" / "chaos.py"), "--runs", "1",
-                              "--signal", "kill,stop", "--json", str(out_file)], cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = bench.communicate(timeout=1380)
-    except subprocess.TimeoutExpired:
-        bench.send_signal(signal.SIGTERM)  # the bench stops its plane and removes its dir
-        out, _ = bench.communicate(timeout=120)
-        pytest.fail(f"the bench did not finish within 1380 s:\n{out[-4000:]}")
+    out = run_bench("chaos.py", "--runs", "1", "--signal", "kill,stop", "--json", str(out_file),
+                    timeout=1380).stdout
     print(out[-6000:])
     assert out_file.exists(), out[-4000:]  # written once every fault healed
     result = json.loads(out_file.read_text())

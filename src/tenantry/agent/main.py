@@ -580,7 +580,7 @@ class Agent:
         self._disk = report
         if changed and self._client is not None:
             with contextlib.suppress(httpx.HTTPError, TenantryError):
-                self._report({pid: r for pid, r in self._last_reports.items()})
+                self._report(dict(self._last_reports))
 
     def _stop_limits(self, services_pid: int) -> dict[int, tuple[str, float]]:
         """The processes a stop (state T) must not hold for long, with their limits:

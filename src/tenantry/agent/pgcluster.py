@@ -316,9 +316,7 @@ def ping(spec: ClusterSpec, timeout: int = 2) -> str:
 
 
 def is_ready(spec: ClusterSpec) -> bool:
-    argv = [pg_bin("pg_isready"), "-q", "-t", "2", "-h", str(spec.socket_dir), "-p", str(spec.port)]
-    argv += ["-U", SUPERUSER, "-d", "postgres"]
-    return subprocess.run(argv, capture_output=True, check=False, timeout=10).returncode == 0
+    return ping(spec) == "ok"
 
 
 def wait_ready(spec: ClusterSpec, timeout: float = 30, *, log_file: str | None = None) -> None:

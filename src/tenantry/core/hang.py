@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from tenantry.core import leftovers
+
 HEARTBEAT_ENV = "TENANTRY_HEARTBEAT_FILE"
 BEAT = 1.0
 
@@ -127,25 +129,10 @@ class Stopped:
         self._since.pop(pid, None)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(entry.path, "stat").read_text()
-                if int(stat.rpartition(")")[2].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
 def kill_tree(pid: int) -> None:
     """SIGKILL `pid` and its descendants (its whole process group when it leads one). A
     stopped process dies of SIGKILL too; it needs no SIGCONT."""
-    todo, tree = [pid], []
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(_children(p))
+    tree = leftovers.tree_of(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)

@@ -293,7 +293,7 @@ def _tell_disk(session: Session, host: Host, was: DiskReport | None,
                now: DiskReport | None) -> None:
     """DISK_LOW when the agent released its reserve (free space fell below it), DISK_OK
     when it holds it again."""
-    if now is None or (was is not None and was.low == now.low) or (was is None and not now.low):
+    if now is None or now.low == (was is not None and was.low):
         return
     if now.low:
         emit(session, "DISK_LOW", f"host {host.name}: {_gib(now.free_bytes)} free of "
