@@ -189,7 +189,49 @@ class ControlPlaneProcess:
             leftovers.stop(leftovers.find(self.data_dir), grace=10)
             for group in cgroup.recorded(self.data_dir):  # the host's cgroup, once empty
                 cgroup.remove(group)
+            remove_platform_accounts(self.data_dir / "agent" / "platforms")
         release_port_block(self.port_range)
+
+
+def remove_platform_accounts(platforms_dir: Path) -> None:
+    """The Unix users of the platforms under an agent's platforms dir, and the ISV groups they
+    leave empty: a host has under 900 system ids, and a suite that left its accounts behind
+    ran out of them ("useradd: Can't get unique GID") a third of the way through on CI."""
+    from tenantry.agent import unixusers
+
+    for pdir in platforms_dir.glob("p*") if platforms_dir.is_dir() else ():
+        with contextlib.suppress(Exception):
+            for group in unixusers.remove_user(f"tp-{pdir.name}"):
+                if group.startswith("tg-"):
+                    unixusers.remove_group_if_empty(group)
+
+
+def tenantry_accounts() -> set[tuple[str, str]]:
+    """The platform users and ISV groups on this host, as ("user" | "group", name)."""
+    import grp
+    import pwd
+
+    return ({("user", u.pw_name) for u in pwd.getpwall() if u.pw_name.startswith("tp-")}
+            | {("group", g.gr_name) for g in grp.getgrall() if g.gr_name.startswith("tg-")})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_accounts_outlive_the_suite() -> Iterator[None]:
+    """What the suite's platforms left on the host (a test that made an agent of its own, or
+    a killed run) is removed at the end, so the next run on this machine has ids to use."""
+    before = tenantry_accounts()
+    yield
+    from tenantry.agent import unixusers
+
+    left = sorted(tenantry_accounts() - before, key=lambda x: x[0] == "group")
+    for kind, name in left:  # users first: a group goes once its members have
+        with contextlib.suppress(Exception):
+            if kind == "user":
+                unixusers.remove_user(name)
+            else:
+                unixusers.remove_group_if_empty(name)
+    if left:
+        print(f"\nconftest: removed {len(left)} platform accounts the tests left behind")
 
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

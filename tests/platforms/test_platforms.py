@@ -144,6 +144,12 @@ def test_stop_start_destroy_leave_nothing(plane: ControlPlaneProcess, isv: str) 
     assert started["state"] == "ready"
     assert plane.https(host, "/health").status_code == 200
 
+    import grp
+    import pwd
+
+    from tenantry.agent.backups import isv_group
+
+    assert f"tp-{pid}" in grp.getgrnam(isv_group(isv)).gr_mem  # it reads the ISV's repository
     plane.cli("platform", "destroy", f"{isv}/gone", "--wait")
     # With its route gone, Caddy has no certificate for the name either: the TLS handshake
     # itself is refused.
@@ -152,8 +158,8 @@ def test_stop_start_destroy_leave_nothing(plane: ControlPlaneProcess, isv: str) 
     assert not (plane.data_dir / "agent" / "platforms" / pid).exists()
     programs = list((plane.data_dir / "agent" / "services" / "programs").glob(f"{pid}-*"))
     assert programs == []
-    import pwd
-
     with pytest.raises(KeyError):
         pwd.getpwnam(f"tp-{pid}")
+    with pytest.raises(KeyError):  # the ISV's last platform here: its group goes with it
+        grp.getgrnam(isv_group(isv))
     assert plane.cli("platform", "show", f"{isv}/gone", check=False).returncode == 3

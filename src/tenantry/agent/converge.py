@@ -398,6 +398,7 @@ class Effects:
         user = unix_user(p.id)
         if user:
             unixusers.remove_user(user)
+            unixusers.remove_group_if_empty(backups.isv_group(p.isv))
 
 
 def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list[Action]:

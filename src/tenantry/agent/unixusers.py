@@ -56,11 +56,31 @@ def ensure_user(name: str, home: Path | None = None) -> None:
             raise
 
 
-def remove_user(name: str) -> None:
+def remove_user(name: str) -> list[str]:
+    """Delete the user; returns the groups it was a supplementary member of, so that a
+    caller can remove those it owns once they are empty (see remove_group_if_empty)."""
     _check(name)
     if not running_as_root() or not _exists(name):
-        return
+        return []
+    member_of = [g.gr_name for g in grp.getgrall() if name in g.gr_mem]
     _run(["userdel", name])
+    return member_of
+
+
+def remove_group_if_empty(name: str) -> bool:
+    """Delete a group no user is a member of any more (a host has under 900 system ids, and
+    a group per ISV that outlives its last platform would use them up); True if removed."""
+    _check(name)
+    if not running_as_root():
+        return False
+    try:
+        group = grp.getgrnam(name)
+    except KeyError:
+        return False
+    if group.gr_mem or any(u.pw_gid == group.gr_gid for u in pwd.getpwall()):
+        return False
+    _run(["groupdel", name])
+    return True
 
 
 def chown_tree(path: Path, user: str | None) -> None:
