@@ -15,7 +15,7 @@ import pytest
 from tenantry.agent.services import ProgramSpec
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.agent.testing import FakeServiceManager
-from tenantry.core.errors import InvalidInput
+from tenantry.core.errors import InvalidInput, Unavailable
 
 Wait = Callable[..., None]
 
@@ -195,3 +195,24 @@ def test_stale_pidfile_starts_a_new_daemon(
         wait_for(lambda: running(manager, "again"), what="configured program back")
     finally:
         kill_supervisord(root)
+
+
+def test_after_the_agents_shutdown_no_thread_starts_the_service_manager_or_a_program() -> None:
+    """At a stop the API goes before the agent, and the agent's threads (the main loop's
+    "control plane unreachable" path puts the exporters again; the keeper of supervisord starts
+    a new one when it finds none) must not bring up what the stop just took down: a program
+    started then outlives the stop."""
+    from tenantry.agent.main import _Serialized
+
+    inner = FakeServiceManager()
+    services = _Serialized(inner)
+    services.ensure_started()
+    services.put(ProgramSpec(name="node-exporter", command=("node-exporter",)))
+    services.shutdown()
+    made = list(inner.calls)
+    for late in (services.ensure_started,
+                 lambda: services.put(ProgramSpec(name="node-exporter", command=("x",))),
+                 lambda: services.start("node-exporter")):
+        with pytest.raises(Unavailable, match="stopping"):
+            late()
+    assert inner.calls == made

@@ -98,9 +98,15 @@ class _Serialized(ServiceManager):
         self._inner = inner
         self._lock = threading.RLock()
         self._seen: tuple[float, dict[str, ProgramStatus]] | None = None
+        self._shut = False  # after shutdown nothing starts again, whichever thread asks
+
+    def _open(self) -> None:
+        if self._shut:
+            raise Unavailable("the agent is stopping: the service manager was shut down")
 
     def ensure_started(self) -> None:
         with self._lock:
+            self._open()
             self._inner.ensure_started()
 
     def observe(self) -> dict[str, ProgramStatus]:
@@ -117,10 +123,14 @@ class _Serialized(ServiceManager):
             method(*args)
 
     def put(self, spec: ProgramSpec) -> None:
-        self._change(self._inner.put, spec)
+        with self._lock:
+            self._open()
+            self._change(self._inner.put, spec)
 
     def start(self, name: str) -> None:
-        self._change(self._inner.start, name)
+        with self._lock:
+            self._open()
+            self._change(self._inner.start, name)
 
     def stop(self, name: str) -> None:
         self._change(self._inner.stop, name)
@@ -129,7 +139,9 @@ class _Serialized(ServiceManager):
         self._change(self._inner.remove, name)
 
     def shutdown(self) -> None:
-        self._change(self._inner.shutdown)
+        with self._lock:
+            self._shut = True
+            self._change(self._inner.shutdown)
 
     def daemon_pid(self) -> int | None:
         return self._inner.daemon_pid()
@@ -687,7 +699,8 @@ class Agent:
                                       sshd_pid_file=self.options.sshd_pid_file,
                                       sshd_log=self.options.sshd_log,
                                       ssh_port=self.options.ssh_port)
-        self.services.ensure_started()
+        if not self.stopping.is_set():  # asked to stop while it started: start nothing
+            self.services.ensure_started()
         if self.services.daemon_pid() is not None:
             threading.Thread(target=self._keep_services, name="keep-services",
                              daemon=True).start()
@@ -717,8 +730,8 @@ class Agent:
                 backoff = 0.5
             except (httpx.HTTPError, Unavailable) as exc:
                 log.warning("control plane unreachable (%s); services keep running", exc)
-                if self._desired is not None:
-                    self.monitoring.keep(self._desired)
+                if self._desired is not None and not self.stopping.is_set():
+                    self.monitoring.keep(self._desired)  # (at a stop the API goes first)
                 settled = False
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, ceiling)

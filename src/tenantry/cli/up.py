@@ -454,7 +454,7 @@ class ControlPlane:
                              f"for {frozen:.0f} s: frozen; killing it")
                     hang.kill_tree(child.process.pid)
                     child.process.wait()
-                if not child.alive():
+                if not child.alive() and not self.stopping.is_set():  # (Ctrl-C reaches all)
                     child.restarts += 1
                     self.say(f"tenantry: {child.name} exited; restarting it (log: "
                              f"{child.log_file})")

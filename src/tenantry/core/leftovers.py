@@ -168,10 +168,11 @@ def sweep(scope: Path, *, tell: Callable[[list[Leftover]], None] = lambda _: Non
     for _ in range(rounds):
         found = find(scope, spare_trees=spare_trees, spare_own=spare_own, spare=spare)
         if not found:
-            break
+            return lines
         tell(found)
         lines += stop(found, grace=grace)
-    return lines
+    left = find(scope, spare_trees=spare_trees, spare_own=spare_own, spare=spare)
+    return lines + [f"still running after {rounds} rounds: {x.describe()}" for x in left]
 
 
 def tree_of(pid: int) -> set[int]:
