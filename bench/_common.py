@@ -31,6 +31,7 @@ from tests.conftest import (  # noqa: E402
     build_bodyshop,
     curl_health,
     free_port,
+    left_running,
     port_block,
     processes_mentioning,
     short_tmp,
@@ -39,7 +40,7 @@ from tests.conftest import (  # noqa: E402
 TENANTRY_CMD = _conftest.TENANTRY
 
 __all__ = ["TENANTRY_CMD", "ControlPlaneProcess", "build_bodyshop", "curl_health", "free_port",
-           "port_block", "processes_mentioning", "short_tmp"]
+           "port_block", "left_running", "processes_mentioning", "short_tmp"]
 
 REPORT = REPO / "docs" / "benchmarks.md"
 ISV = "bms"
