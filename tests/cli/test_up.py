@@ -8,6 +8,7 @@ because `up` waits on conditions, not on the usual timing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -82,11 +83,22 @@ def wait_demo_serving(cp: ControlPlaneProcess, timeout: float = 240) -> float:
         raise
 
 
-def interrupt(cp: ControlPlaneProcess) -> None:
-    """Ctrl-C: everything stops, in order, and nothing of the data dir is left running."""
+def interrupt(cp: ControlPlaneProcess, *, group: bool = True) -> None:
+    """Ctrl-C: everything stops, in order, and nothing of the data dir is left running, nor
+    starts 3 s later. A terminal sends SIGINT to `up`'s whole process group, so the API, the
+    worker and the agent get it at the moment `up` does (`group=False`: `kill -INT` of `up`
+    alone, which then stops them in order); nothing may be started again meanwhile."""
     assert cp.process is not None
-    cp.process.send_signal(signal.SIGINT)
+    before = len(cp.log.read_text())
+    if group:
+        os.killpg(cp.process.pid, signal.SIGINT)
+    else:
+        cp.process.send_signal(signal.SIGINT)
     assert cp.process.wait(120) == 0, cp.log.read_text()[-3000:]
+    assert left_running(cp.data_dir) == []
+    stop_log = cp.log.read_text()[before:]
+    assert "restarting it" not in stop_log, stop_log
+    time.sleep(3)
     assert left_running(cp.data_dir) == []
 
 
@@ -123,7 +135,7 @@ def test_first_command_from_an_empty_data_dir(fresh: ControlPlaneProcess) -> Non
     wait_demo_serving(cp)
     assert "ISV bms exists already" in cp.log.read_text()
     assert len(cp.cli_json("platform", "list", "--isv", "bms")) == 2
-    interrupt(cp)
+    interrupt(cp, group=False)
 
 
 def test_demo_waits_for_a_slow_agent(fresh: ControlPlaneProcess) -> None:
