@@ -33,6 +33,7 @@ from tenantry.core.runtime import Runtime
 
 REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
 LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
+STOP_SETTLE = 2.0  # s a clean stop keeps looking for processes of the data dir
 WORKER_GRACE = 15.0  # seconds the worker has on Ctrl-C to finish its running jobs
 STORE_BACKOFF_MAX = 60.0  # seconds between attempts to start a store that keeps failing
 STORE_GRACE = 3.0  # seconds more than `frozen_after` the store may not answer before it is killed
@@ -537,5 +538,12 @@ class ControlPlane:
             except TenantryError as exc:  # said, and what is left is stopped below
                 self.say(f"tenantry: {exc}")
         self.stop_leftovers("still running after the stop", spare_services=False)
+        # Something of the data dir may still be starting as the sweep looks (a supervisord
+        # that was daemonizing when its agent died starts its programs a moment later): look
+        # again over STOP_SETTLE seconds, and stop what shows.
+        for _ in range(int(STOP_SETTLE / 0.5)):
+            time.sleep(0.5)
+            if leftovers.find(self.data_dir):
+                self.stop_leftovers("started while the stop swept", spare_services=False)
         for group in cgroup.recorded(self.data_dir):  # the agent's, if it could not remove it
             cgroup.remove(group)
