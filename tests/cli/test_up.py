@@ -83,17 +83,19 @@ def wait_demo_serving(cp: ControlPlaneProcess, timeout: float = 240) -> float:
         raise
 
 
-def interrupt(cp: ControlPlaneProcess, *, group: bool = True) -> None:
+def interrupt(cp: ControlPlaneProcess, *, group: bool = True,
+              signum: signal.Signals = signal.SIGINT) -> None:
     """Ctrl-C: everything stops, in order, and nothing of the data dir is left running, nor
     starts 3 s later. A terminal sends SIGINT to `up`'s whole process group, so the API, the
     worker and the agent get it at the moment `up` does (`group=False`: `kill -INT` of `up`
-    alone, which then stops them in order); nothing may be started again meanwhile."""
+    alone, which then stops them in order); nothing may be started again meanwhile. A closed
+    terminal sends SIGHUP instead, and a service manager SIGTERM: the same clean stop."""
     assert cp.process is not None
     before = len(cp.log.read_text())
     if group:
-        os.killpg(cp.process.pid, signal.SIGINT)
+        os.killpg(cp.process.pid, signum)
     else:
-        cp.process.send_signal(signal.SIGINT)
+        cp.process.send_signal(signum)
     assert cp.process.wait(120) == 0, cp.log.read_text()[-3000:]
     assert left_running(cp.data_dir) == []
     stop_log = cp.log.read_text()[before:]
@@ -155,7 +157,7 @@ def test_demo_waits_for_a_slow_api_and_worker(fresh: ControlPlaneProcess) -> Non
     readme_up(fresh, TENANTRY_TEST_DELAYS="api.start=5,worker.start=12")
     wait_demo_serving(fresh)
     assert "failed" not in fresh.log.read_text()
-    interrupt(fresh)
+    interrupt(fresh, signum=signal.SIGHUP)  # the terminal `up` ran in was closed
 
 
 def test_a_part_that_never_comes_up_is_named_and_up_keeps_running(

@@ -51,8 +51,10 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
         stop_requested = True
         plane.stopping.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Ctrl-C, a service manager's stop, and a closed terminal: the same clean stop (SIGHUP's
+    # default would end `up` at once and leave the host's processes to its children's fate).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     try:
         say(f"tenantry: data dir {settings.data_dir}")
         plane.prepare_store()
