@@ -490,6 +490,9 @@ class Agent:
         it is refused whole (nothing is changed on the host; running services keep running)
         and the agent asks again. The error names the fields, never their values (secrets)."""
         try:
+            if self._desired is not None and self._desired.generation == generation:
+                got = client.desired_if_changed(held=generation, wait=wait)
+                return self._desired if got is None else got  # None: ours is current
             return client.desired(generation=generation, wait=wait)
         except ValidationError as exc:
             log.error("refused the desired state from the control plane, it does not "
