@@ -54,6 +54,7 @@ from tenantry.platforms.contract import (
 log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
+FULL_REPORT = 60.0  # s between heartbeats that carry every platform's report, changed or not
 RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
 STOPPED_AFTER = 3.0  # s supervisord, Caddy or a postmaster may be stopped (state T) ...
@@ -172,6 +173,9 @@ class Agent:
         self._db_silence: dict[str, hang.Silence] = {}  # platform -> its postmaster's silence
         self._ingress_wanted = False  # Caddy has been started: it should answer
         self._heartbeat_at = 0.0
+        self._full_report_at = 0.0
+        self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
+        self._sent_ingress: str | None = None
         self._ingress_error: str | None = None
         self._ours: set[int] = set()
         self._access: HostAccess | None = None
@@ -442,9 +446,24 @@ class Agent:
         self.monitoring.keep(desired)
         if now - self._heartbeat_at >= IDLE_WAIT:
             self._heartbeat_at = now
-            self._report({pid: r for pid, r in self._last_reports.items() if pid in platforms})
+            self._report(self._heartbeat_reports(platforms, now))
         return not busy and self._ingress_error is None and all(
             _settled(p, self._last_reports.get(pid)) for pid, p in platforms.items())
+
+    def _heartbeat_reports(self, platforms: dict[str, DesiredPlatform],
+                           now: float) -> dict[str, PlatformReport]:
+        """What a heartbeat carries: the reports the control plane does not have yet (one
+        that failed to go, say), and those of platforms that are not well, whose state it
+        judges over time (`ready` turns `degraded` after a hold); every FULL_REPORT s, all.
+        An idle, healthy host's heartbeat carries none: its cost does not grow with its
+        platforms."""
+        full = now - self._full_report_at >= FULL_REPORT
+        if full:
+            self._full_report_at = now
+        # an ingress error is every platform's problem, and so is its end
+        full = full or self._ingress_error is not None or self._sent_ingress is not None
+        return {pid: r for pid, r in self._last_reports.items() if pid in platforms and (
+            full or self._sent.get(pid) != r or not _well(platforms[pid], r))}
 
     def _converge_and_report(self, p: DesiredPlatform, fx: converge.Effects) -> None:
         try:
@@ -482,6 +501,8 @@ class Agent:
         except BaseException:
             self.exits.put_back(exits)
             raise
+        self._sent.update(reports)
+        self._sent_ingress = self._ingress_error
         self.monitoring.metrics.heartbeat = time.time()
 
     def fetch_desired(self, client: ControlPlaneClient, *, generation: int,
@@ -756,6 +777,15 @@ def describe_invalid(exc: ValidationError) -> str:
     text = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
                      for e in errors[:5])
     return text + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+
+
+def _well(p: DesiredPlatform, report: PlatformReport) -> bool:
+    """Nothing in the report the control plane would judge a problem (hosts.health_problems)."""
+    if report.error or report.gen < p.gen:
+        return False
+    if not p.running or p.absent:
+        return True
+    return report.database == "ready" and all(s.healthy for s in report.slots.values())
 
 
 def _settled(p: DesiredPlatform, report: PlatformReport | None) -> bool:

@@ -1,0 +1,62 @@
+"""What an agent's heartbeat carries: an idle, healthy host's carries no platform, so its
+cost to the control plane does not grow with the platforms it holds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from tenantry.agent import main as agent_main
+from tenantry.agent.main import Agent, AgentOptions
+from tenantry.agent.testing import FakeServiceManager
+from tenantry.platforms.contract import DesiredHost, DesiredPlatform, PlatformReport
+from tests.platforms.test_contract import REPORT, WIRE_DOC
+
+
+def platforms(n: int) -> dict[str, DesiredPlatform]:
+    one = WIRE_DOC["platforms"][0]
+    docs = []
+    for i in range(n):
+        doc = copy.deepcopy(one)
+        doc["id"] = f"p{i}"
+        docs.append(doc)
+    host = DesiredHost.model_validate({**WIRE_DOC, "platforms": docs})
+    return {p.id: p for p in host.platforms}
+
+
+HEALTHY = PlatformReport.model_validate(REPORT["platforms"]["p1"])
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    return Agent(AgentOptions(data_dir=tmp_path), services=FakeServiceManager())
+
+
+def test_a_healthy_idle_host_heartbeats_without_platforms(agent: Agent) -> None:
+    wanted = platforms(300)
+    agent._last_reports = dict.fromkeys(wanted, HEALTHY)
+    now = 1000.0
+    first = agent._heartbeat_reports(wanted, now)
+    assert len(first) == 300, "the first heartbeat tells everything"
+    agent._sent.update(first)
+    assert agent._heartbeat_reports(wanted, now + 2) == {}
+    assert agent._heartbeat_reports(wanted, now + 30) == {}
+    assert len(agent._heartbeat_reports(wanted, now + agent_main.FULL_REPORT)) == 300
+
+
+def test_a_heartbeat_carries_what_is_unsent_or_unwell(agent: Agent) -> None:
+    wanted = platforms(5)
+    agent._last_reports = dict.fromkeys(wanted, HEALTHY)
+    agent._sent.update(agent._heartbeat_reports(wanted, 1000.0))
+    sick = HEALTHY.model_copy(update={"database": "error: no answer"})
+    agent._last_reports["p1"] = sick  # its report went, but its state is judged over time
+    agent._sent["p1"] = sick
+    agent._last_reports["p3"] = HEALTHY.model_copy(update={"conflicts": [20007]})  # unsent
+    assert set(agent._heartbeat_reports(wanted, 1002.0)) == {"p1", "p3"}
+    # an ingress error is every platform's problem, and so is its end
+    agent._ingress_error = "Caddy's admin API did not come up"
+    assert len(agent._heartbeat_reports(wanted, 1004.0)) == 5
+    agent._sent_ingress, agent._ingress_error = agent._ingress_error, None
+    assert len(agent._heartbeat_reports(wanted, 1006.0)) == 5
