@@ -24,6 +24,7 @@ import httpx
 
 from tenantry.agent import backups, drill, files, ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
+from tenantry.core import localhttp
 from tenantry.core.crypto import write_private
 from tenantry.platforms.contract import (
     BackupReport,
@@ -266,7 +267,8 @@ def _user_exists(name: str) -> bool:
 
 def _healthy(port: int, path: str) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0).status_code == 200
+        answer = localhttp.client().get(f"http://127.0.0.1:{port}{path}", timeout=1.0)
+        return answer.status_code == 200
     except httpx.HTTPError:
         return False
 
