@@ -60,5 +60,5 @@ def test_probes_make_one_client_and_keep_no_connection_open(
     assert converge._healthy(app_port, "/health")
     assert not converge._healthy(app_port, "/sick")
     assert len(made) == 1, "one client for every probe, from every thread"
-    pool = localhttp.client()._transport._pool  # type: ignore[attr-defined]
+    pool = localhttp.client()._transport._pool
     assert pool.connections == [], "an app's server keeps no idle connection for us"

@@ -252,7 +252,7 @@ def _taken_ports(p: DesiredPlatform, mine: dict[str, ProgramStatus]) -> set[int]
     for slot, info in p.slots.items():
         for i, port in enumerate(info.ports):
             wanted[port] = f"{p.id}-{slot}-web-{i}"
-    listening = ports.listening_ports()
+    listening = ports.listening_now()
     return {port for port, name in wanted.items() if port in listening and (
         mine.get(name) is None or mine[name].state not in ("RUNNING", "STARTING", "STOPPING"))}
 
