@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,6 +121,47 @@ def test_supervisord_put_replace_stop_start_remove(
     assert "app-1" not in supervisor.observe()
     assert not conf.exists()
     supervisor.remove("app-1")  # absent: no-op
+
+
+@pytest.mark.slow
+def test_an_idle_observation_does_not_make_supervisord_parse_every_program(
+    supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reread makes supervisord parse every program's file (300 platforms: 600 files), so
+    it is asked for once after a change, not at every look; a file written without the
+    reread that loads it (an agent killed between the two) is still found at the first look
+    of the next agent."""
+    for i in range(3):
+        supervisor.put(sleeper(f"app-{i}"))
+    wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(3)), what="RUNNING")
+    calls: list[str] = []
+    call = supervisor._call
+
+    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return call(method, *args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "_call", counting)
+    for _ in range(5):
+        assert set(supervisor.observe()) == {"app-0", "app-1", "app-2"}
+    assert calls.count("reloadConfig") <= 1 and calls.count("getAllProcessInfo") == 5
+    calls.clear()
+    changed = sleeper("app-1", env={"V": "2"})
+    supervisor.put(changed)
+    wait_for(lambda: running(supervisor, "app-1"), what="app-1 RUNNING again")
+    assert supervisor.observe()["app-1"].digest == changed.digest()
+    calls.clear()
+    supervisor.observe()
+    assert "reloadConfig" not in calls
+
+    # written behind its back, as by an agent killed before its reread
+    crashed = supervisor.programs / "app-9.conf"
+    crashed.write_text((supervisor.programs / "app-0.conf").read_text()
+                       .replace("app-0", "app-9"))
+    crashed.chmod(0o600)
+    fresh = SupervisordManager(supervisor.root)
+    seen = fresh.observe()
+    assert seen["app-9"].state == "STOPPED" and seen["app-9"].digest == ""
 
 
 @pytest.mark.slow

@@ -186,6 +186,11 @@ class SupervisordManager(ServiceManager):
         self.logs = root / "logs"
         if len(str(self.sock)) > 100:
             raise InvalidInput(f"service root {str(root)!r} is too long for a unix socket")
+        # Whether supervisord may hold another config than the program files say: true at
+        # first, and after every change, until a reread finds nothing to do. Rereading makes
+        # supervisord parse every program's file, so an idle host does not.
+        self._maybe_stale = True
+        self._digests: dict[str, tuple[int, str]] = {}  # name -> (file's mtime_ns, digest)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -320,20 +325,32 @@ files = {self.programs}/*.conf
         return False
 
     def _reread(self) -> tuple[list[str], list[str], list[str]]:
+        self._maybe_stale = True
         added, changed, removed = self._call("reloadConfig")[0]
         return list(added), list(changed), list(removed)
 
     def _file_digest(self, name: str) -> str:
+        path = self.programs / f"{name}.conf"
         try:
-            with open(self.programs / f"{name}.conf") as f:
+            mtime = path.stat().st_mtime_ns
+            known = self._digests.get(name)
+            if known is not None and known[0] == mtime:
+                return known[1]
+            with open(path) as f:
                 first = f.readline()
         except OSError:
             return ""
-        return first[len(_DIGEST_PREFIX) :].strip() if first.startswith(_DIGEST_PREFIX) else ""
+        digest = first[len(_DIGEST_PREFIX):].strip() if first.startswith(_DIGEST_PREFIX) else ""
+        self._digests[name] = (mtime, digest)
+        return digest
 
     def observe(self) -> dict[str, ProgramStatus]:
-        added, changed, removed = self._reread()
-        stale = set(changed) | set(removed)
+        added: list[str] = []
+        stale: set[str] = set()
+        if self._maybe_stale:
+            added, changed, removed = self._reread()
+            stale = set(changed) | set(removed)
+            self._maybe_stale = bool(added or stale)
         result: dict[str, ProgramStatus] = {}
         for info in cast(list[dict[str, Any]], self._call("getAllProcessInfo")):
             name = str(info["group"])
@@ -353,6 +370,7 @@ files = {self.programs}/*.conf
         )
         path = self.programs / f"{spec.name}.conf"
         previous = path.read_text() if path.exists() else None
+        self._digests.pop(spec.name, None)
         _write_private(path, content)
         try:
             added, changed, _ = self._reread()
@@ -382,6 +400,7 @@ files = {self.programs}/*.conf
 
     def remove(self, name: str) -> None:
         (self.programs / f"{name}.conf").unlink(missing_ok=True)
+        self._digests.pop(name, None)
         names = {str(i["group"]) for i in self._call("getAllProcessInfo")}
         if name in names:
             self._call("stopProcess", f"{name}:{name}", True, ignore=(_NOT_RUNNING,))
