@@ -60,3 +60,20 @@ def test_a_heartbeat_carries_what_is_unsent_or_unwell(agent: Agent) -> None:
     assert len(agent._heartbeat_reports(wanted, 1004.0)) == 5
     agent._sent_ingress, agent._ingress_error = agent._ingress_error, None
     assert len(agent._heartbeat_reports(wanted, 1006.0)) == 5
+
+
+def test_a_well_platform_is_looked_at_on_a_slow_spread_schedule() -> None:
+    """A crash needs no look (supervisord tells its exits); a hang does, so apps that ask
+    to be restarted when hung, and platforms that are not well, keep the short one."""
+    wanted = platforms(200)
+    every = [agent_main._recheck_every(p, HEALTHY) for p in wanted.values()]
+    idle = agent_main.RECHECK_IDLE
+    assert all(0.8 * idle <= e <= 1.2 * idle for e in every)
+    assert len({round(e, 1) for e in every}) > 50, "spread, not all at the same moment"
+    p = wanted["p0"]
+    assert agent_main._recheck_every(p, HEALTHY.model_copy(update={"database": "stopped"})) \
+        == agent_main.RECHECK
+    doc = copy.deepcopy(WIRE_DOC["platforms"][0])
+    doc["releases"][0]["manifest"]["restart_after"] = 3
+    asks = DesiredHost.model_validate({**WIRE_DOC, "platforms": [doc]}).platforms[0]
+    assert agent_main._recheck_every(asks, HEALTHY) == agent_main.RECHECK

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
 FULL_REPORT = 60.0  # s between heartbeats that carry every platform's report, changed or not
-RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
+RECHECK = 5.0  # a platform not well, or whose app asks for restarts, is observed this often
+RECHECK_IDLE = 30.0  # ... and a well one about this often (24-36 s, spread by its id); an
+# exit of one of its programs has it observed at once
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
 STOPPED_AFTER = 3.0  # s supervisord, Caddy or a postmaster may be stopped (state T) ...
 DB_HUNG_AFTER = 3.0  # ... or a postmaster give no answer, before it is killed
@@ -429,8 +432,8 @@ class Agent:
             if running is not None and not running.done():
                 continue
             last = self._last_reports.get(pid)
-            fresh = (last is not None and last.gen == p.gen
-                     and _settled(p, last) and now - self._checked.get(pid, 0) < RECHECK)
+            fresh = (last is not None and last.gen == p.gen and _settled(p, last)
+                     and now - self._checked.get(pid, 0) < _recheck_every(p, last))
             if not fresh:
                 self._checked[pid] = now
                 self._inflight[pid] = self._pool.submit(self._converge_and_report, p, fx)
@@ -777,6 +780,18 @@ def describe_invalid(exc: ValidationError) -> str:
     text = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
                      for e in errors[:5])
     return text + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+
+
+def _recheck_every(p: DesiredPlatform, report: PlatformReport) -> float:
+    """How long a settled platform goes unobserved. A crash needs no look to be noticed
+    (supervisord tells its exits), a hang does: apps that ask to be restarted when they hang
+    (`restart_after`) and platforms that are not well are looked at every RECHECK s; the rest,
+    on a slow schedule spread by the platform's id so that a host's checks do not come at
+    once."""
+    if not _well(p, report) or any(p.release(s.release_id).manifest.restart_after
+                                   for s in p.slots.values()):
+        return RECHECK
+    return RECHECK_IDLE * (0.8 + 0.4 * (zlib.crc32(p.id.encode()) % 1000) / 1000)
 
 
 def _well(p: DesiredPlatform, report: PlatformReport) -> bool:
