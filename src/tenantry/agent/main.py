@@ -55,6 +55,7 @@ from tenantry.platforms.contract import (
 log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
+INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
 FULL_REPORT = 60.0  # s between heartbeats that carry every platform's report, changed or not
 RECHECK = 5.0  # a platform not well, or whose app asks for restarts, is observed this often
 RECHECK_IDLE = 30.0  # ... and a well one about this often (24-36 s, spread by its id); an
@@ -175,6 +176,9 @@ class Agent:
         self._answered: dict[str, tuple[int, float | None]] = {}
         self._db_silence: dict[str, hang.Silence] = {}  # platform -> its postmaster's silence
         self._ingress_wanted = False  # Caddy has been started: it should answer
+        # (generation, Caddy's pid) whose routes Caddy has, and when that was checked
+        self._ingress_done: tuple[int, int | None] | None = None
+        self._ingress_at = 0.0
         self._heartbeat_at = 0.0
         self._full_report_at = 0.0
         self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
@@ -387,7 +391,13 @@ class Agent:
                                     admin=self.paths.ingress_admin(),
                                     log_file=str(self.paths.ingress / "caddy.log"))
         current = self.services.observe().get(converge.INGRESS_PROGRAM)
-        if current is None or current.digest != spec.digest() or current.state != "RUNNING":
+        running = current is not None and current.state == "RUNNING" and \
+            current.digest == spec.digest()
+        if running and current is not None and \
+                self._ingress_done == (desired.generation, current.pid) and \
+                time.monotonic() - self._ingress_at < INGRESS_VERIFY:
+            return  # the same routes, loaded into the same Caddy
+        if not running:
             self.services.put(spec)
         deadline = time.monotonic() + 15
         while not self._caddy.is_up():
@@ -406,6 +416,9 @@ class Agent:
         self._ingress_wanted = True
         route_slots = {r.hostname for r in routes}
         self._loaded_hosts = frozenset(route_slots)
+        now = self.services.observe().get(converge.INGRESS_PROGRAM)
+        self._ingress_done = (desired.generation, now.pid if now is not None else None)
+        self._ingress_at = time.monotonic()
 
     def tick(self, desired: DesiredHost) -> bool:
         """Start converging every platform that needs it; True when all are settled.
