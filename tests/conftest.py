@@ -207,31 +207,41 @@ def remove_platform_accounts(platforms_dir: Path) -> None:
 
 
 def tenantry_accounts() -> set[tuple[str, str]]:
-    """The platform users and ISV groups on this host, as ("user" | "group", name)."""
+    """The platform users and ISV groups on this host, as ("user" | "group", name), and the
+    data dirs' cgroups ("cgroup", path)."""
     import grp
     import pwd
 
+    from tenantry.core import cgroup
+
+    root = cgroup.hierarchy()
+    groups = {("cgroup", str(g)) for g in root.glob("tenantry-*")} if root else set()
     return ({("user", u.pw_name) for u in pwd.getpwall() if u.pw_name.startswith("tp-")}
-            | {("group", g.gr_name) for g in grp.getgrall() if g.gr_name.startswith("tg-")})
+            | {("group", g.gr_name) for g in grp.getgrall() if g.gr_name.startswith("tg-")}
+            | groups)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_accounts_outlive_the_suite() -> Iterator[None]:
     """What the suite's platforms left on the host (a test that made an agent of its own, or
-    a killed run) is removed at the end, so the next run on this machine has ids to use."""
+    a killed run): their Unix accounts, so that the next run on this machine has ids to use,
+    and their data dirs' empty cgroups."""
     before = tenantry_accounts()
     yield
     from tenantry.agent import unixusers
+    from tenantry.core import cgroup
 
-    left = sorted(tenantry_accounts() - before, key=lambda x: x[0] == "group")
+    left = sorted(tenantry_accounts() - before, key=lambda x: x[0] != "user")
     for kind, name in left:  # users first: a group goes once its members have
         with contextlib.suppress(Exception):
             if kind == "user":
                 unixusers.remove_user(name)
-            else:
+            elif kind == "group":
                 unixusers.remove_group_if_empty(name)
+            else:
+                cgroup.remove(Path(name))  # an empty one; one with processes stays
     if left:
-        print(f"\nconftest: removed {len(left)} platform accounts the tests left behind")
+        print(f"\nconftest: removed {len(left)} platform accounts and cgroups the tests left")
 
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
