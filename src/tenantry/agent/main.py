@@ -56,6 +56,8 @@ log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
 INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
+DESIRED_REFRESH = 60.0  # s: the whole desired state is fetched at least this often, changed
+# or not (a change that did not bump the host's generation is not missed for longer)
 FULL_REPORT = 60.0  # s between heartbeats that carry every platform's report, changed or not
 RECHECK = 5.0  # a platform not well, or whose app asks for restarts, is observed this often
 RECHECK_IDLE = 30.0  # ... and a well one about this often (24-36 s, spread by its id); an
@@ -181,6 +183,7 @@ class Agent:
         self._ingress_at = 0.0
         self._heartbeat_at = 0.0
         self._full_report_at = 0.0
+        self._fetched_at = -1e9  # when the whole desired state was last fetched
         self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
         self._sent_ingress: str | None = None
         self._ingress_error: str | None = None
@@ -527,10 +530,13 @@ class Agent:
         it is refused whole (nothing is changed on the host; running services keep running)
         and the agent asks again. The error names the fields, never their values (secrets)."""
         try:
-            if self._desired is not None and self._desired.generation == generation:
+            if self._desired is not None and self._desired.generation == generation and \
+                    time.monotonic() - self._fetched_at < DESIRED_REFRESH:
                 got = client.desired_if_changed(held=generation, wait=wait)
                 return self._desired if got is None else got  # None: ours is current
-            return client.desired(generation=generation, wait=wait)
+            got = client.desired(generation=generation, wait=wait)
+            self._fetched_at = time.monotonic()
+            return got
         except ValidationError as exc:
             log.error("refused the desired state from the control plane, it does not "
                       "validate (%s); services keep running as they are",

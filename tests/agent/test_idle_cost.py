@@ -1,17 +1,20 @@
-"""What an agent's heartbeat carries: an idle, healthy host's carries no platform, so its
-cost to the control plane does not grow with the platforms it holds."""
+"""What an idle host costs its agent and the control plane: its heartbeats carry no platform,
+its long polls end in 304 without a document, and its platforms are looked at on a slow,
+spread schedule, so the cost does not grow with the platforms it holds."""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tenantry.agent import main as agent_main
+from tenantry.agent.client import ControlPlaneClient, Credentials
 from tenantry.agent.main import Agent, AgentOptions
 from tenantry.agent.testing import FakeServiceManager
-from tenantry.platforms.contract import DesiredHost, DesiredPlatform, PlatformReport
+from tenantry.platforms.contract import WIRE, DesiredHost, DesiredPlatform, PlatformReport
 from tests.platforms.test_contract import REPORT, WIRE_DOC
 
 
@@ -77,3 +80,28 @@ def test_a_well_platform_is_looked_at_on_a_slow_spread_schedule() -> None:
     doc["releases"][0]["manifest"]["restart_after"] = 3
     asks = DesiredHost.model_validate({**WIRE_DOC, "platforms": [doc]}).platforms[0]
     assert agent_main._recheck_every(asks, HEALTHY) == agent_main.RECHECK
+
+
+def test_an_idle_agent_asks_with_the_generation_it_holds_and_now_and_then_for_all(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = DesiredHost.model_validate(WIRE_DOC).model_dump_json(context=WIRE)
+    asked: list[str | None] = []
+
+    def control_plane(request: httpx.Request) -> httpx.Response:
+        held = request.headers.get("If-None-Match")
+        asked.append(held)
+        if held == '"7"':
+            return httpx.Response(304)
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
+    client = ControlPlaneClient(creds, transport=httpx.MockTransport(control_plane))
+    first = agent.fetch_desired(client, generation=0, wait=0)
+    assert first is not None
+    agent._desired = first  # what tick() keeps
+    for _ in range(5):
+        assert agent.fetch_desired(client, generation=7, wait=0) is first
+    assert asked == [None] + ['"7"'] * 5
+    monkeypatch.setattr(agent_main, "DESIRED_REFRESH", 0.0)  # a minute later
+    again = agent.fetch_desired(client, generation=7, wait=0)
+    assert asked[-1] is None and again is not None and again.generation == 7
