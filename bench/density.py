@@ -11,7 +11,14 @@ program `<platform id>-...` they descend from). For each process RSS and PSS are
 pages that processes have in common (the release virtualenv, postgres binaries) fairly;
 RSS counts them again in every process.
 
+Then the machine's idle CPU is measured over `--idle-cpu` seconds (/proc/stat), and the
+CPU time of each process over the same window (/proc/PID/stat), summed by part: each
+platform's own processes (its PostgreSQL and app, by its Unix user), the agent, supervisord,
+Caddy, the API, the worker, `up`, the store's PostgreSQL, the exporters, Prometheus and
+Alertmanager. Target (issue 13): with 300 idle platforms, the machine ≤ 10 % of its cores.
+
     .venv/bin/python bench/density.py [--count 40] [--concurrency 4] [--settle 30]
+                                      [--idle-cpu 60]
 """
 
 from __future__ import annotations
@@ -124,12 +131,80 @@ def measure(data_dir: Path, platform_ids: set[str]) -> dict[str, dict[str, Any]]
     return per
 
 
+CLK_TCK = 100  # os.sysconf("SC_CLK_TCK") on Linux
+
+
+def _cpu_ticks() -> dict[int, tuple[int, int, str]]:
+    """pid -> (utime + stime in ticks, uid, what the process is)."""
+    out: dict[int, tuple[int, int, str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            uid = proc.stat().st_uid
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(proc.name)] = (int(fields[11]) + int(fields[12]), uid,
+                               " ".join(a.decode(errors="replace") for a in argv))
+    return out
+
+
+def _part(uid: int, what: str, data_dir: Path) -> str | None:
+    """Which part of the host a process is (None: not ours)."""
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = ""
+    if user.startswith("tp-"):
+        return "platforms (PostgreSQL + app)"
+    if str(data_dir) not in what and "tenantry" not in what:
+        return None
+    for needle, part in (("cli.run agent", "agent"), ("supervisord", "supervisord"),
+                         ("caddy", "Caddy"), ("serve-api", "API"),
+                         ("serve-worker", "worker"),
+                         ("node-exporter", "exporters"), ("postgres_exporter", "exporters"),
+                         ("postgres-exporter", "exporters"), ("blackbox", "exporters"),
+                         ("prometheus", "Prometheus"), ("alertmanager", "Alertmanager"),
+                         ("postgres", "store PostgreSQL")):
+        if needle in what:
+            return part
+    return "up, and the rest of the data dir"
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def idle_cpu(data_dir: Path, seconds: float) -> tuple[float, dict[str, float]]:
+    """The machine's busy share of all cores over `seconds`, and each part's share of one
+    core, from the processes' CPU time over the same window."""
+    before, (b0, t0) = _cpu_ticks(), _machine_busy()
+    time.sleep(seconds)
+    after, (b1, t1) = _cpu_ticks(), _machine_busy()
+    parts: dict[str, float] = defaultdict(float)
+    for pid, (ticks, uid, what) in after.items():
+        part = _part(uid, what, data_dir)
+        if part is None:
+            continue
+        used = ticks - before[pid][0] if pid in before else ticks
+        parts[part] += used / CLK_TCK / seconds
+    return (b1 - b0) / max(1, t1 - t0), dict(parts)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--settle", type=float, default=30.0,
                     help="seconds to leave the platforms idle before measuring")
+    ap.add_argument("--idle-cpu", type=float, default=60.0,
+                    help="seconds over which the idle CPU is measured (0: not measured)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -202,6 +277,15 @@ def main() -> int:
                 not_serving.append(f"{name}: {type(exc).__name__}: {exc}")
         print(f"serving HTTPS 200: {serving}/{args.count}")
 
+        cpu_rows: list[tuple[str, str]] = []
+        machine_busy = None
+        if args.idle_cpu > 0:
+            print(f"measuring idle CPU over {args.idle_cpu:.0f} s ...", flush=True)
+            machine_busy, parts = idle_cpu(cp.data_dir, args.idle_cpu)
+            for part, share in sorted(parts.items(), key=lambda x: -x[1]):
+                cpu_rows.append((part, f"{100 * share:.1f} %"))
+            per_platform = parts.get("platforms (PostgreSQL + app)", 0.0) / max(1, len(created))
+            cpu_rows.append(("one platform's own processes, mean", f"{100 * per_platform:.2f} %"))
         used_all = mem_used_mib()
         per = measure(cp.data_dir, {rec["id"] for rec in created.values()})
         rows = []
@@ -246,11 +330,21 @@ def main() -> int:
     print(table)
     print()
     print(machine)
+    cpu = ""
+    if machine_busy is not None:
+        cpu = md_table(["idle CPU, share of one core", "over the window"], cpu_rows)
+        print()
+        print(cpu)
+        print(f"machine busy: {100 * machine_busy:.1f} % of all cores (target with 300: ≤ 10 %)")
     print(f"\nprocesses per platform: {min(nproc)}–{max(nproc)} ({procs})")
     print(f"serving: {serving}/{args.count}; density vs target: {'PASS' if verdict else 'FAIL'}")
     for line in not_serving + failures:
         print("  " + line)
 
+    cpu_text = "" if machine_busy is None else (
+        f"Idle CPU over {args.idle_cpu:.0f} s, the platforms left alone: the machine was busy "
+        f"**{100 * machine_busy:.1f} % of all its cores**; by part (share of one core):\n\n"
+        + cpu)
     body = f"""
 {args.count} platforms of size `s` (bodyshop 1.0.0, one tenant each) created on a fresh
 `tenantry up`, {args.concurrency} at a time ({t_create:.0f} s for all), then left idle
@@ -263,6 +357,8 @@ Caddy, supervisord, the agent and the control plane are not counted per platform
 {table}
 
 {machine}
+
+{cpu_text}
 
 Verdict (max PSS per platform ≤ {TARGET_MIB:g} MiB and all serving):
 **{'PASS' if verdict else 'FAIL'}**

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +124,47 @@ def test_supervisord_put_replace_stop_start_remove(
 
 
 @pytest.mark.slow
+def test_an_idle_observation_does_not_make_supervisord_parse_every_program(
+    supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reread makes supervisord parse every program's file (300 platforms: 600 files), so
+    it is asked for once after a change, not at every look; a file written without the
+    reread that loads it (an agent killed between the two) is still found at the first look
+    of the next agent."""
+    for i in range(3):
+        supervisor.put(sleeper(f"app-{i}"))
+    wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(3)), what="RUNNING")
+    calls: list[str] = []
+    call = supervisor._call
+
+    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return call(method, *args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "_call", counting)
+    for _ in range(5):
+        assert set(supervisor.observe()) == {"app-0", "app-1", "app-2"}
+    assert calls.count("reloadConfig") <= 1 and calls.count("getAllProcessInfo") == 5
+    calls.clear()
+    changed = sleeper("app-1", env={"V": "2"})
+    supervisor.put(changed)
+    wait_for(lambda: running(supervisor, "app-1"), what="app-1 RUNNING again")
+    assert supervisor.observe()["app-1"].digest == changed.digest()
+    calls.clear()
+    supervisor.observe()
+    assert "reloadConfig" not in calls
+
+    # written behind its back, as by an agent killed before its reread
+    crashed = supervisor.programs / "app-9.conf"
+    crashed.write_text((supervisor.programs / "app-0.conf").read_text()
+                       .replace("app-0", "app-9"))
+    crashed.chmod(0o600)
+    fresh = SupervisordManager(supervisor.root)
+    seen = fresh.observe()
+    assert seen["app-9"].state == "STOPPED" and seen["app-9"].digest == ""
+
+
+@pytest.mark.slow
 def test_unrepresentable_value_is_refused_and_leaves_nothing(
     supervisor: SupervisordManager,
 ) -> None:
@@ -216,3 +258,38 @@ def test_after_the_agents_shutdown_no_thread_starts_the_service_manager_or_a_pro
         with pytest.raises(Unavailable, match="stopping"):
             late()
     assert inner.calls == made
+
+
+@pytest.mark.slow
+def test_a_shutdown_stops_the_programs_at_once_and_the_databases_last(
+    supervisor: SupervisordManager, short_tmp: Path, wait_for: Wait
+) -> None:
+    """supervisord alone stops one program after another: with hundreds (a host of 100
+    platforms) a clean stop took a minute. Each of these takes 1 s to stop."""
+    code = textwrap.dedent("""
+        import signal, sys, time
+        out = sys.argv[1]
+        def term(*_):
+            open(out, "a").write(f"term {time.time()}\\n")
+            time.sleep(1)
+            open(out, "a").write(f"exit {time.time()}\\n")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, term)
+        while True:
+            time.sleep(60)
+    """)
+    script = short_tmp / "slow_stop.py"
+    script.write_text(code)
+    names = [f"p{i}-a-web-0" for i in range(8)] + ["p0-db"]
+    for name in names:
+        supervisor.put(ProgramSpec(name=name, command=(sys.executable, str(script),
+                                                       str(short_tmp / name))))
+    wait_for(lambda: all(running(supervisor, n) for n in names), what="all RUNNING")
+    supervisor.shutdown()
+    told = {n: dict(line.split() for line in (short_tmp / n).read_text().splitlines())
+            for n in names}
+    apps = [n for n in names if not n.endswith("-db")]
+    terms = [float(told[n]["term"]) for n in apps]
+    assert max(terms) - min(terms) < 1.0, "told at once (one after another: 7 s and more)"
+    assert float(told["p0-db"]["term"]) >= max(float(told[n]["exit"]) for n in apps) - 0.05, \
+        "the database after the apps"

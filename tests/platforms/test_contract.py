@@ -288,12 +288,12 @@ def agent_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, lis
     monkeypatch.setattr(hosts, "record_report", record)
     monkeypatch.setattr(hosts, "desired_state",
                         lambda **kw: DesiredHost.model_validate(WIRE_DOC))
-    monkeypatch.setattr(agent_api, "_generation", lambda runtime, host_id: 7)
+    monkeypatch.setattr(agent_api, "_generations", lambda runtime, ids: dict.fromkeys(ids, 7))
     app = FastAPI()
     errors.install(app)
     app.include_router(agent_api.router, prefix="/api/v1")
     app.dependency_overrides[agent_api.get_host] = lambda: host
-    app.dependency_overrides[get_session] = lambda: None
+    app.dependency_overrides[get_session] = lambda: SimpleNamespace(close=lambda: None)
     app.dependency_overrides[get_runtime] = lambda: SimpleNamespace(sessions=sessions,
                                                                     secrets=None)
     with TestClient(app) as client:
@@ -305,6 +305,30 @@ def test_the_agent_receives_the_real_secrets(
     client, _ = agent_app
     got = client.get("/api/v1/agent/desired")
     assert got.status_code == 200 and got.json() == WIRE_DOC
+
+
+def test_an_agent_holding_the_current_generation_gets_304_and_nothing_is_built(
+        agent_app: tuple[TestClient, list[HostReport]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle host's long poll ends in 304: no document built, no secret decrypted."""
+    client, _ = agent_app
+    built: list[int] = []
+
+    def build(**_: object) -> DesiredHost:
+        built.append(1)
+        return DesiredHost.model_validate(WIRE_DOC)
+
+    monkeypatch.setattr(hosts, "desired_state", build)
+    same = client.get("/api/v1/agent/desired", params={"generation": 7, "wait": 0.3},
+                      headers={"If-None-Match": '"7"'})
+    assert (same.status_code, same.content, built) == (304, b"", [])
+    assert same.headers["ETag"] == '"7"'
+    # an agent behind (generation 6) gets the document at once, wait or not
+    behind = client.get("/api/v1/agent/desired", params={"generation": 6, "wait": 30},
+                        headers={"If-None-Match": '"6"'})
+    assert behind.status_code == 200 and built == [1]
+    assert behind.headers["ETag"] == f'"{WIRE_DOC["generation"]}"'
+    # and one that does not send If-None-Match gets it as before
+    assert client.get("/api/v1/agent/desired", params={"generation": 7}).status_code == 200
 
 
 def test_a_report_is_validated_as_it_arrives(
@@ -374,11 +398,14 @@ def test_the_agent_client_reads_the_wire_document(tmp_path: Path) -> None:
         if request.method == "POST":
             sent.append(request.content)
             return httpx.Response(204)
+        if request.headers.get("If-None-Match") == '"7"':
+            return httpx.Response(304)
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
 
     creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
     client = ControlPlaneClient(creds, transport=httpx.MockTransport(control_plane))
     desired = client.desired(generation=0, wait=0)
+    assert client.desired_if_changed(held=desired.generation, wait=0) is None
     assert desired.platforms[0].database.password == SecretStr(PASSWORD)
     assert desired.platforms[0].route is not None
     assert desired.platforms[0].route.key_pem.get_secret_value() == KEY_PEM

@@ -132,8 +132,22 @@ class ControlPlaneClient:
 
     def desired(self, *, generation: int, wait: float) -> DesiredHost:
         """The host's desired state; pydantic's ValidationError when it does not validate."""
-        resp = self._http.get("/api/v1/agent/desired",
+        got = self._desired(generation, wait, held=False)
+        assert got is not None
+        return got
+
+    def desired_if_changed(self, *, held: int, wait: float) -> DesiredHost | None:
+        """The desired state once it is no longer generation `held`, which the caller holds;
+        None when it still is after `wait` s (304 Not Modified: no document is built, sent
+        or decrypted)."""
+        return self._desired(held, wait, held=True)
+
+    def _desired(self, generation: int, wait: float, *, held: bool) -> DesiredHost | None:
+        headers = {"If-None-Match": f'"{generation}"'} if held else {}
+        resp = self._http.get("/api/v1/agent/desired", headers=headers,
                               params={"generation": generation, "wait": wait})
+        if held and resp.status_code == 304:
+            return None
         _raise_for(resp)
         return DesiredHost.model_validate_json(resp.content)
 

@@ -24,6 +24,7 @@ import httpx
 
 from tenantry.agent import backups, drill, files, ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
+from tenantry.core import localhttp
 from tenantry.core.crypto import write_private
 from tenantry.platforms.contract import (
     BackupReport,
@@ -251,7 +252,7 @@ def _taken_ports(p: DesiredPlatform, mine: dict[str, ProgramStatus]) -> set[int]
     for slot, info in p.slots.items():
         for i, port in enumerate(info.ports):
             wanted[port] = f"{p.id}-{slot}-web-{i}"
-    listening = ports.listening_ports()
+    listening = ports.listening_now()
     return {port for port, name in wanted.items() if port in listening and (
         mine.get(name) is None or mine[name].state not in ("RUNNING", "STARTING", "STOPPING"))}
 
@@ -266,7 +267,8 @@ def _user_exists(name: str) -> bool:
 
 def _healthy(port: int, path: str) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0).status_code == 200
+        answer = localhttp.client().get(f"http://127.0.0.1:{port}{path}", timeout=1.0)
+        return answer.status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +55,13 @@ from tenantry.platforms.contract import (
 log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
-RECHECK = 5.0  # a settled platform is observed again (health, processes) this often
+INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
+DESIRED_REFRESH = 60.0  # s: the whole desired state is fetched at least this often, changed
+# or not (a change that did not bump the host's generation is not missed for longer)
+FULL_REPORT = 60.0  # s between heartbeats that carry every platform's report, changed or not
+RECHECK = 5.0  # a platform not well, or whose app asks for restarts, is observed this often
+RECHECK_IDLE = 30.0  # ... and a well one about this often (24-36 s, spread by its id); an
+# exit of one of its programs has it observed at once
 SERVICES_CHECK = 0.5  # how often the agent looks whether its service manager still lives
 STOPPED_AFTER = 3.0  # s supervisord, Caddy or a postmaster may be stopped (state T) ...
 DB_HUNG_AFTER = 3.0  # ... or a postmaster give no answer, before it is killed
@@ -171,7 +178,14 @@ class Agent:
         self._answered: dict[str, tuple[int, float | None]] = {}
         self._db_silence: dict[str, hang.Silence] = {}  # platform -> its postmaster's silence
         self._ingress_wanted = False  # Caddy has been started: it should answer
+        # (generation, Caddy's pid) whose routes Caddy has, and when that was checked
+        self._ingress_done: tuple[int, int | None] | None = None
+        self._ingress_at = 0.0
         self._heartbeat_at = 0.0
+        self._full_report_at = 0.0
+        self._fetched_at = -1e9  # when the whole desired state was last fetched
+        self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
+        self._sent_ingress: str | None = None
         self._ingress_error: str | None = None
         self._ours: set[int] = set()
         self._access: HostAccess | None = None
@@ -380,7 +394,13 @@ class Agent:
                                     admin=self.paths.ingress_admin(),
                                     log_file=str(self.paths.ingress / "caddy.log"))
         current = self.services.observe().get(converge.INGRESS_PROGRAM)
-        if current is None or current.digest != spec.digest() or current.state != "RUNNING":
+        running = current is not None and current.state == "RUNNING" and \
+            current.digest == spec.digest()
+        if running and current is not None and \
+                self._ingress_done == (desired.generation, current.pid) and \
+                time.monotonic() - self._ingress_at < INGRESS_VERIFY:
+            return  # the same routes, loaded into the same Caddy
+        if not running:
             self.services.put(spec)
         deadline = time.monotonic() + 15
         while not self._caddy.is_up():
@@ -399,6 +419,9 @@ class Agent:
         self._ingress_wanted = True
         route_slots = {r.hostname for r in routes}
         self._loaded_hosts = frozenset(route_slots)
+        now = self.services.observe().get(converge.INGRESS_PROGRAM)
+        self._ingress_done = (desired.generation, now.pid if now is not None else None)
+        self._ingress_at = time.monotonic()
 
     def tick(self, desired: DesiredHost) -> bool:
         """Start converging every platform that needs it; True when all are settled.
@@ -425,8 +448,8 @@ class Agent:
             if running is not None and not running.done():
                 continue
             last = self._last_reports.get(pid)
-            fresh = (last is not None and last.gen == p.gen
-                     and _settled(p, last) and now - self._checked.get(pid, 0) < RECHECK)
+            fresh = (last is not None and last.gen == p.gen and _settled(p, last)
+                     and now - self._checked.get(pid, 0) < _recheck_every(p, last))
             if not fresh:
                 self._checked[pid] = now
                 self._inflight[pid] = self._pool.submit(self._converge_and_report, p, fx)
@@ -442,9 +465,24 @@ class Agent:
         self.monitoring.keep(desired)
         if now - self._heartbeat_at >= IDLE_WAIT:
             self._heartbeat_at = now
-            self._report({pid: r for pid, r in self._last_reports.items() if pid in platforms})
+            self._report(self._heartbeat_reports(platforms, now))
         return not busy and self._ingress_error is None and all(
             _settled(p, self._last_reports.get(pid)) for pid, p in platforms.items())
+
+    def _heartbeat_reports(self, platforms: dict[str, DesiredPlatform],
+                           now: float) -> dict[str, PlatformReport]:
+        """What a heartbeat carries: the reports the control plane does not have yet (one
+        that failed to go, say), and those of platforms that are not well, whose state it
+        judges over time (`ready` turns `degraded` after a hold); every FULL_REPORT s, all.
+        An idle, healthy host's heartbeat carries none: its cost does not grow with its
+        platforms."""
+        full = now - self._full_report_at >= FULL_REPORT
+        if full:
+            self._full_report_at = now
+        # an ingress error is every platform's problem, and so is its end
+        full = full or self._ingress_error is not None or self._sent_ingress is not None
+        return {pid: r for pid, r in self._last_reports.items() if pid in platforms and (
+            full or self._sent.get(pid) != r or not _well(platforms[pid], r))}
 
     def _converge_and_report(self, p: DesiredPlatform, fx: converge.Effects) -> None:
         try:
@@ -482,6 +520,8 @@ class Agent:
         except BaseException:
             self.exits.put_back(exits)
             raise
+        self._sent.update(reports)
+        self._sent_ingress = self._ingress_error
         self.monitoring.metrics.heartbeat = time.time()
 
     def fetch_desired(self, client: ControlPlaneClient, *, generation: int,
@@ -490,7 +530,13 @@ class Agent:
         it is refused whole (nothing is changed on the host; running services keep running)
         and the agent asks again. The error names the fields, never their values (secrets)."""
         try:
-            return client.desired(generation=generation, wait=wait)
+            if self._desired is not None and self._desired.generation == generation and \
+                    time.monotonic() - self._fetched_at < DESIRED_REFRESH:
+                got = client.desired_if_changed(held=generation, wait=wait)
+                return self._desired if got is None else got  # None: ours is current
+            got = client.desired(generation=generation, wait=wait)
+            self._fetched_at = time.monotonic()
+            return got
         except ValidationError as exc:
             log.error("refused the desired state from the control plane, it does not "
                       "validate (%s); services keep running as they are",
@@ -753,6 +799,27 @@ def describe_invalid(exc: ValidationError) -> str:
     text = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
                      for e in errors[:5])
     return text + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+
+
+def _recheck_every(p: DesiredPlatform, report: PlatformReport) -> float:
+    """How long a settled platform goes unobserved. A crash needs no look to be noticed
+    (supervisord tells its exits), a hang does: apps that ask to be restarted when they hang
+    (`restart_after`) and platforms that are not well are looked at every RECHECK s; the rest,
+    on a slow schedule spread by the platform's id so that a host's checks do not come at
+    once."""
+    if not _well(p, report) or any(p.release(s.release_id).manifest.restart_after
+                                   for s in p.slots.values()):
+        return RECHECK
+    return RECHECK_IDLE * (0.8 + 0.4 * (zlib.crc32(p.id.encode()) % 1000) / 1000)
+
+
+def _well(p: DesiredPlatform, report: PlatformReport) -> bool:
+    """Nothing in the report the control plane would judge a problem (hosts.health_problems)."""
+    if report.error or report.gen < p.gen:
+        return False
+    if not p.running or p.absent:
+        return True
+    return report.database == "ready" and all(s.healthy for s in report.slots.values())
 
 
 def _settled(p: DesiredPlatform, report: PlatformReport | None) -> bool:

@@ -14,6 +14,7 @@ import logging
 import math
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -176,14 +177,18 @@ def slot_processes(paths: converge.HostPaths, platforms: Sequence[DesiredPlatfor
     """Per slot of each platform (and per retired slot whose programs still run): programs
     RUNNING, against those that should."""
     found = []
+    by_platform: dict[str, list[tuple[str, ProgramStatus]]] = {}  # one pass, not one each
+    for n, s in programs.items():
+        by_platform.setdefault(n.split("-", 1)[0], []).append((n, s))
     for p in platforms:
         if p.absent:
             continue
         migrations = converge.read_migrations(paths, p.id) if p.running else {}
         infos = {str(slot): info for slot, info in p.slots.items()}
-        seen = {n.split("-")[1] for n in programs if n.startswith(f"{p.id}-") and n.count("-") >= 3}
+        mine = by_platform.get(p.id, [])
+        seen = {n.split("-")[1] for n, _ in mine if n.count("-") >= 3}
         for slot in sorted(set(infos) | seen):
-            running = sum(1 for n, s in programs.items()
+            running = sum(1 for n, s in mine
                           if n.startswith(f"{p.id}-{slot}-") and s.state == "RUNNING")
             found.append(SlotProcesses(
                 isv=p.isv, platform=f"{p.isv}/{p.name}", slot=slot, running=running,
@@ -209,11 +214,23 @@ def _expected(paths: converge.HostPaths, p: DesiredPlatform, info: DesiredSlot |
 class AgentMetrics:
     """The latest snapshot, the heartbeat and the rogue scanner, rendered on demand."""
 
+    SOURCE_TTL = 2.0  # s a snapshot made for a scrape serves the next ones
+
     def __init__(self, scanner: RogueScanner | None = None) -> None:
         self.snapshot = HostSnapshot()
+        # What makes a snapshot, when one is asked for (a scrape): a host nobody scrapes
+        # spends nothing on it.
+        self.source: Callable[[], HostSnapshot] | None = None
+        self._made_at = -1e9
+        self._lock = threading.Lock()
         self.heartbeat = 0.0
         self.scanner = scanner or RogueScanner()
         self.restarts: dict[str, int] = {}  # program -> unexpected exits since the start
+
+    def use(self, source: Callable[[], HostSnapshot]) -> None:
+        """Make snapshots with `source` from now on (the next scrape makes a new one)."""
+        with self._lock:
+            self.source, self._made_at = source, -1e9
 
     def count_exits(self, programs: Iterable[str]) -> None:
         restarts = dict(self.restarts)
@@ -222,6 +239,11 @@ class AgentMetrics:
         self.restarts = restarts  # replaced whole: a scrape reads one or the other
 
     def text(self) -> str:
+        with self._lock:
+            source = self.source
+            if source is not None and time.monotonic() - self._made_at >= self.SOURCE_TTL:
+                self.snapshot = source()
+                self._made_at = time.monotonic()
         snapshot = self.snapshot  # one reference: the agent replaces it whole
         return render(families(snapshot, self.heartbeat, self.scanner.scan(snapshot.known),
                                self.restarts))

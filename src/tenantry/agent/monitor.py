@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import pwd
+import time
 import traceback
 from collections.abc import Collection
 from pathlib import Path
@@ -32,6 +33,8 @@ from tenantry.platforms.contract import DesiredHost
 
 log = logging.getLogger("tenantry.agent")
 
+KEEP_VERIFY = 30.0  # s: the exporters are planned again at least this often
+
 
 class HostMonitoring:
     def __init__(self, paths: converge.HostPaths, services: ServiceManager, *, host: str,
@@ -45,6 +48,8 @@ class HostMonitoring:
         self._server: MetricsServer | None = None
         self._ports: exporters.MonitoringPorts | None = None
         self._db_seen: set[str] = set()  # clusters seen running since their platform started
+        self._kept: tuple[object, ...] | None = None  # what the exporters were planned for
+        self._kept_at = 0.0
 
     @property
     def ports_file(self) -> Path:
@@ -110,12 +115,17 @@ class HostMonitoring:
     def _keep(self, desired: DesiredHost) -> None:
         self.ports()
         programs = self.services.observe()
+        seen = _followed(desired, programs)
+        if seen == self._kept and time.monotonic() - self._kept_at < KEEP_VERIFY:
+            return  # nothing changed that the exporters follow
         self._repick_taken_ports(programs)
         for action in self.plan(desired, programs):
             log.info("%s", action.description)
             action.run()
         programs = self.services.observe()
-        self.metrics.snapshot = self.snapshot(desired, programs)
+        self._kept = _followed(desired, programs)
+        self._kept_at = time.monotonic()
+        self.metrics.use(lambda: self.snapshot(desired, self.services.observe()))
         self.targets = exporters.targets(self.ports(), host=self._scrape_host(desired),
                                          agent_up=self._server is not None, programs=programs)
 
@@ -173,3 +183,10 @@ class HostMonitoring:
             with contextlib.suppress(KeyError):
                 uids.add(pwd.getpwnam(user).pw_uid)
         return Known(roots=frozenset(roots), uids=frozenset(uids))
+
+
+def _followed(desired: DesiredHost, programs: dict[str, ProgramStatus]) -> tuple[object, ...]:
+    """What the exporters follow: the platforms' clusters and every program's state."""
+    return (desired.host.address,
+            tuple((p.id, p.running, p.absent, p.database.port) for p in desired.platforms),
+            tuple((n, s.state, s.pid) for n, s in programs.items()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 _LISTEN = "0A"
@@ -18,6 +20,22 @@ def listening_ports(proc: Path = Path("/proc/net")) -> set[int]:
             if len(fields) > 3 and fields[3] == _LISTEN:
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+_recent: tuple[float, frozenset[int]] = (-1e9, frozenset())
+_recent_lock = threading.Lock()
+
+
+def listening_now(max_age: float = 0.5) -> frozenset[int]:
+    """`listening_ports`, read at most once per `max_age` s for every platform's check: the
+    kernel writes /proc/net/tcp walking every socket of the machine."""
+    global _recent
+    with _recent_lock:
+        at, ports = _recent
+        if time.monotonic() - at >= max_age:
+            ports = frozenset(listening_ports())
+            _recent = (time.monotonic(), ports)
+        return ports
 
 
 def busy_ports(low: int, high: int, ours: set[int]) -> list[int]:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tenantry.access.principal import Principal
+from tenantry.core import localhttp
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
 from tenantry.monitoring import catalog, local, rules
 from tenantry.platforms.models import Host, Platform
@@ -77,7 +78,7 @@ def graph(*, session: Session, principal: Principal, data_dir: Path, check: str,
     end = time.time()
     query = f'{rules.VALUE}{{check="{check}", {matcher}}}'
     try:
-        r = httpx.get(f"{urls.prometheus}/api/v1/query_range", timeout=10, params={
+        r = localhttp.client().get(f"{urls.prometheus}/api/v1/query_range", timeout=10, params={
             "query": query, "start": end - seconds, "end": end, "step": step})
         r.raise_for_status()
         result = r.json()["data"]["result"]

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tenantry.core import localhttp
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Unavailable
 from tenantry.core.notify import BusinessHours
@@ -73,7 +74,7 @@ def sync_silences(session: Session, urls: local.StackUrls, now: dt.datetime) -> 
 
 
 def _firing_in_prometheus(urls: local.StackUrls) -> list[dict[str, str]]:
-    r = httpx.get(f"{urls.prometheus}/api/v1/alerts", timeout=TIMEOUT)
+    r = localhttp.client().get(f"{urls.prometheus}/api/v1/alerts", timeout=TIMEOUT)
     r.raise_for_status()
     return [a["labels"] for a in r.json()["data"]["alerts"] if a["state"] == "firing"]
 
@@ -109,7 +110,7 @@ def reconcile(session: Session, urls: local.StackUrls, hours: BusinessHours, now
 def record_silenced(session: Session, urls: local.StackUrls, hours: BusinessHours,
                     now: dt.datetime) -> int:
     """Alerts Alertmanager holds silenced enter the history, marked with their window."""
-    r = httpx.get(f"{urls.alertmanager}/api/v2/alerts", timeout=TIMEOUT,
+    r = localhttp.client().get(f"{urls.alertmanager}/api/v2/alerts", timeout=TIMEOUT,
                   params={"active": "false", "silenced": "true", "inhibited": "false"})
     if r.status_code != 200:
         raise Unavailable(f"Alertmanager at {urls.alertmanager}: {r.status_code}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Collection
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -17,6 +19,7 @@ from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
 from tenantry.platforms.contract import WIRE, DesiredHost, HostReport
+from tenantry.platforms.generations import GenerationWatch
 from tenantry.platforms.models import Host
 from tenantry.platforms.schemas import EnrollRequest, EnrollResponse
 
@@ -63,33 +66,57 @@ def enroll(spec: EnrollRequest, request: Request, session: SessionDep,
     return EnrollResponse(host_id=host_id, agent_token=token, client_certificate=certificate)
 
 
-def _generation(runtime: Runtime, host_id: str) -> int:
+def _generations(runtime: Runtime, host_ids: Collection[str]) -> dict[str, int]:
     with runtime.sessions() as session:
-        return int(session.scalar(select(Host.generation).where(Host.id == host_id)) or 0)
+        return {h: int(g) for h, g in session.execute(
+            select(Host.id, Host.generation).where(Host.id.in_(list(host_ids))))}
 
 
-@router.get("/desired", response_model=DesiredHost)
-async def desired(host: HostDep, runtime: RuntimeDep,
+def _watch(request: Request, runtime: Runtime) -> GenerationWatch:
+    """The API process's one watch over the generations agents wait on."""
+    watch: GenerationWatch | None = getattr(request.app.state, "generation_watch", None)
+    if watch is None:
+        watch = GenerationWatch(partial(_generations, runtime))
+        request.app.state.generation_watch = watch
+    return watch
+
+
+def _etag(generation: int) -> str:
+    return f'"{generation}"'
+
+
+@router.get("/desired", response_model=DesiredHost,
+            responses={304: {"description": "Unchanged: the generation in If-None-Match is "
+                                            "still the host's (after the wait)"}})
+async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, request: Request,
                   generation: Annotated[int, Query(ge=0)] = 0,
                   wait: Annotated[float, Query(ge=0, le=30)] = 0) -> Response:
     """The host's desired state; with `wait`, held until it differs from `generation`.
 
+    An agent that sends `If-None-Match: "<generation>"` (the ETag of the document it holds)
+    gets `304 Not Modified`, with no body, when nothing changed within the wait: an idle
+    host costs the control plane neither a document nor its secrets' decryption. No store
+    connection is held while waiting.
+
     Serialized here with the WIRE context, the one place secrets are written in clear
     (FastAPI's own serialization would mask them).
     """
-    deadline = asyncio.get_running_loop().time() + wait
-    while (await asyncio.to_thread(_generation, runtime, host.id) == generation
-           and asyncio.get_running_loop().time() < deadline):
-        await asyncio.sleep(0.1)
+    host_id = host.id
+    session.close()  # its connection goes back to the pool: a long poll may hold 30 s
+    now = await _watch(request, runtime).wait(host_id, generation, wait)
+    if now == generation and request.headers.get("if-none-match") == _etag(generation):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED,
+                        headers={"ETag": _etag(generation)})
 
     def build() -> DesiredHost:
         with runtime.sessions() as session:
-            fresh = session.get(Host, host.id)
+            fresh = session.get(Host, host_id)
             assert fresh is not None
             return hosts.desired_state(session=session, host=fresh, secrets=runtime.secrets)
 
     document = await asyncio.to_thread(build)
-    return Response(document.model_dump_json(context=WIRE), media_type="application/json")
+    return Response(document.model_dump_json(context=WIRE), media_type="application/json",
+                    headers={"ETag": _etag(document.generation)})
 
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT)

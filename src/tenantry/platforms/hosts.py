@@ -221,8 +221,11 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     host.observed = report.host_part()
     if was != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
+    # An idle host's heartbeat carries no platform (only what changed or is unwell): it
+    # costs one row's update, however many platforms the host holds.
     for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
-                                                    Platform.id.in_(list(report.platforms)))):
+                                                    Platform.id.in_(list(report.platforms)))
+                             ) if report.platforms else ():
         p.observed = report.platforms[p.id]
         _judge_health(session, p, report.platforms[p.id], report.ingress_error)
     for exit_ in report.process_exits:

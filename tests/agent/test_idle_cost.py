@@ -1,0 +1,107 @@
+"""What an idle host costs its agent and the control plane: its heartbeats carry no platform,
+its long polls end in 304 without a document, and its platforms are looked at on a slow,
+spread schedule, so the cost does not grow with the platforms it holds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tenantry.agent import main as agent_main
+from tenantry.agent.client import ControlPlaneClient, Credentials
+from tenantry.agent.main import Agent, AgentOptions
+from tenantry.agent.testing import FakeServiceManager
+from tenantry.platforms.contract import WIRE, DesiredHost, DesiredPlatform, PlatformReport
+from tests.platforms.test_contract import REPORT, WIRE_DOC
+
+
+def platforms(n: int) -> dict[str, DesiredPlatform]:
+    one = WIRE_DOC["platforms"][0]
+    docs = []
+    for i in range(n):
+        doc = copy.deepcopy(one)
+        doc["id"] = f"p{i}"
+        docs.append(doc)
+    host = DesiredHost.model_validate({**WIRE_DOC, "platforms": docs})
+    return {p.id: p for p in host.platforms}
+
+
+HEALTHY = PlatformReport.model_validate(REPORT["platforms"]["p1"])
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    return Agent(AgentOptions(data_dir=tmp_path), services=FakeServiceManager())
+
+
+def test_a_healthy_idle_host_heartbeats_without_platforms(agent: Agent) -> None:
+    wanted = platforms(300)
+    agent._last_reports = dict.fromkeys(wanted, HEALTHY)
+    now = 1000.0
+    first = agent._heartbeat_reports(wanted, now)
+    assert len(first) == 300, "the first heartbeat tells everything"
+    agent._sent.update(first)
+    assert agent._heartbeat_reports(wanted, now + 2) == {}
+    assert agent._heartbeat_reports(wanted, now + 30) == {}
+    assert len(agent._heartbeat_reports(wanted, now + agent_main.FULL_REPORT)) == 300
+
+
+def test_a_heartbeat_carries_what_is_unsent_or_unwell(agent: Agent) -> None:
+    wanted = platforms(5)
+    agent._last_reports = dict.fromkeys(wanted, HEALTHY)
+    agent._sent.update(agent._heartbeat_reports(wanted, 1000.0))
+    sick = HEALTHY.model_copy(update={"database": "error: no answer"})
+    agent._last_reports["p1"] = sick  # its report went, but its state is judged over time
+    agent._sent["p1"] = sick
+    agent._last_reports["p3"] = HEALTHY.model_copy(update={"conflicts": [20007]})  # unsent
+    assert set(agent._heartbeat_reports(wanted, 1002.0)) == {"p1", "p3"}
+    # an ingress error is every platform's problem, and so is its end
+    agent._ingress_error = "Caddy's admin API did not come up"
+    assert len(agent._heartbeat_reports(wanted, 1004.0)) == 5
+    agent._sent_ingress, agent._ingress_error = agent._ingress_error, None
+    assert len(agent._heartbeat_reports(wanted, 1006.0)) == 5
+
+
+def test_a_well_platform_is_looked_at_on_a_slow_spread_schedule() -> None:
+    """A crash needs no look (supervisord tells its exits); a hang does, so apps that ask
+    to be restarted when hung, and platforms that are not well, keep the short one."""
+    wanted = platforms(200)
+    every = [agent_main._recheck_every(p, HEALTHY) for p in wanted.values()]
+    idle = agent_main.RECHECK_IDLE
+    assert all(0.8 * idle <= e <= 1.2 * idle for e in every)
+    assert len({round(e, 1) for e in every}) > 50, "spread, not all at the same moment"
+    p = wanted["p0"]
+    assert agent_main._recheck_every(p, HEALTHY.model_copy(update={"database": "stopped"})) \
+        == agent_main.RECHECK
+    doc = copy.deepcopy(WIRE_DOC["platforms"][0])
+    doc["releases"][0]["manifest"]["restart_after"] = 3
+    asks = DesiredHost.model_validate({**WIRE_DOC, "platforms": [doc]}).platforms[0]
+    assert agent_main._recheck_every(asks, HEALTHY) == agent_main.RECHECK
+
+
+def test_an_idle_agent_asks_with_the_generation_it_holds_and_now_and_then_for_all(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = DesiredHost.model_validate(WIRE_DOC).model_dump_json(context=WIRE)
+    asked: list[str | None] = []
+
+    def control_plane(request: httpx.Request) -> httpx.Response:
+        held = request.headers.get("If-None-Match")
+        asked.append(held)
+        if held == '"7"':
+            return httpx.Response(304)
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
+    client = ControlPlaneClient(creds, transport=httpx.MockTransport(control_plane))
+    first = agent.fetch_desired(client, generation=0, wait=0)
+    assert first is not None
+    agent._desired = first  # what tick() keeps
+    for _ in range(5):
+        assert agent.fetch_desired(client, generation=7, wait=0) is first
+    assert asked == [None] + ['"7"'] * 5
+    monkeypatch.setattr(agent_main, "DESIRED_REFRESH", 0.0)  # a minute later
+    again = agent.fetch_desired(client, generation=7, wait=0)
+    assert asked[-1] is None and again is not None and again.generation == 7

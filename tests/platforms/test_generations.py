@@ -1,0 +1,80 @@
+"""The API's one watch over host generations: however many agents wait, one look per poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+
+from tenantry.platforms.generations import GenerationWatch
+
+
+class Store:
+    def __init__(self, hosts: int) -> None:
+        self.generations = {f"h{i}": 1 for i in range(hosts)}
+        self.reads: list[int] = []
+
+    def read(self, ids: Collection[str]) -> dict[str, int]:
+        self.reads.append(len(ids))
+        return {h: self.generations[h] for h in ids}
+
+
+def test_a_thousand_waiting_agents_cost_one_look_per_poll_and_a_change_wakes_its_own() -> None:
+    store = Store(1000)
+    watch = GenerationWatch(store.read, poll=0.05)
+
+    async def scenario() -> tuple[list[int], float, int]:
+        waits = [asyncio.create_task(watch.wait(h, 1, 5)) for h in store.generations]
+        await asyncio.sleep(0.3)  # every agent waits; the watch looks a few times
+        assert watch.waiting() == 1000
+        before = len(store.reads)
+        started = time.monotonic()
+        store.generations["h7"] = 2
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        took = time.monotonic() - started
+        woken = [w.result() for w in done]
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        return woken, took, len(store.reads) - before
+
+    woken, took, looks = asyncio.run(scenario())
+    assert woken == [2], "only the changed host's agent wakes, with its new generation"
+    assert took < 1.0
+    # the first look of each waiter is its own (it may be behind already); after that one
+    # look a poll covers all thousand
+    assert store.reads[:1000] == [1] * 1000
+    assert all(n == 1000 for n in store.reads[1000:]), store.reads[1000:]
+    assert looks <= 3
+    assert watch.waiting() == 0
+
+
+def test_a_waiter_behind_returns_at_once_and_an_idle_one_after_its_wait() -> None:
+    store = Store(1)
+    store.generations["h0"] = 5
+    watch = GenerationWatch(store.read, poll=0.05)
+    assert asyncio.run(watch.wait("h0", 4, 30)) == 5
+    started = time.monotonic()
+    assert asyncio.run(watch.wait("h0", 5, 0.3)) == 5
+    assert 0.3 <= time.monotonic() - started < 2
+    assert watch.waiting() == 0
+
+
+def test_a_store_that_fails_a_look_does_not_end_the_watch() -> None:
+    store = Store(1)
+    failures = [RuntimeError("store away")] * 2
+
+    def flaky(ids: Collection[str]) -> dict[str, int]:
+        if len(store.reads) >= 1 and failures:
+            raise failures.pop()
+        return store.read(ids)
+
+    watch = GenerationWatch(flaky, poll=0.05)
+
+    async def scenario() -> int:
+        waiting = asyncio.create_task(watch.wait("h0", 1, 5))
+        await asyncio.sleep(0.1)
+        store.generations["h0"] = 2
+        return await waiting
+
+    assert asyncio.run(scenario()) == 2
