@@ -298,10 +298,10 @@ class Effects:
 
     def make_home(self, p: DesiredPlatform) -> None:
         user = unix_user(p.id)
-        if user:
-            unixusers.ensure_user(user)
         root = self.paths.platform(p.id)
         (root / "logs").mkdir(parents=True, exist_ok=True)
+        if user:  # the home first: a user whose home is gone is an orphan (remove_orphans)
+            unixusers.ensure_user(user, home=root)
         root.chmod(0o700)
         unixusers.chown_tree(root, user)
         # Logs are written by the service manager (root), read by the operator.

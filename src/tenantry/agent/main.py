@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from tenantry.agent import converge, exits, exporters, ingress, pgcluster
+from tenantry.agent import converge, exits, exporters, ingress, pgcluster, unixusers
 from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.disk import DiskGuard
@@ -548,6 +548,10 @@ class Agent:
     def run(self) -> None:
         self.paths.prepare()
         self.stop_leftovers("left by an earlier run", services_live=True)
+        gone = unixusers.remove_orphans()
+        if gone:
+            log.info("removed Unix accounts of platforms whose data dir is gone: %s",
+                     ", ".join(gone))
         self.monitoring.start()
         try:
             self._run()

@@ -83,6 +83,52 @@ def remove_group_if_empty(name: str) -> bool:
     return True
 
 
+def _runs_processes(uid: int) -> bool:
+    """Any process whose real or effective uid is `uid` (from status: /proc/PID's owner is
+    root for a process that is not dumpable)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                if str(uid) in line.split()[1:3]:
+                    return True
+                break
+    return False
+
+
+def remove_orphans(prefix: str = "tp-", group_prefix: str = "tg-") -> list[str]:
+    """Remove the platform users whose platform directory is gone with its whole data dir
+    (a data dir deleted by hand leaves them, and no agent of it is left to remove them; the
+    host's system ids run out at about 850). Only a user made by an agent (`prefix` + the
+    platform's id, home `<data dir>/agent/platforms/<id>`) whose home no longer exists and
+    that runs no process; then the ISV groups (`group_prefix`) that lost their last member.
+    Users with any other home (made before homes were set) are never touched. Returns the
+    names removed."""
+    if not running_as_root():
+        return []
+    removed: list[str] = []
+    for user in pwd.getpwall():
+        name, home = user.pw_name, Path(user.pw_dir)
+        if (not name.startswith(prefix) or home.name != name[len(prefix):]
+                or home.parent.name != "platforms" or home.parent.parent.name != "agent"
+                or home.exists() or _runs_processes(user.pw_uid)):
+            continue
+        try:
+            groups = remove_user(name)
+        except Unavailable:
+            continue  # in use after all (a process started since): next time
+        removed.append(name)
+        for group in groups:
+            if group.startswith(group_prefix) and remove_group_if_empty(group):
+                removed.append(group)
+    return removed
+
+
 def chown_tree(path: Path, user: str | None) -> None:
     if user is None or not running_as_root():
         return
