@@ -25,6 +25,7 @@ from tenantry.agent.services import ProgramStatus
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.agent.testing import FakeServiceManager
 from tenantry.core.errors import InvalidInput
+from tenantry.monitoring.catalog import CHECKS
 from tenantry.platforms.contract import DesiredHost, DesiredPlatform, HostObserved, HostReport
 from tests.agent.conftest import wait_for
 from tests.agent.test_converge import desired
@@ -110,7 +111,10 @@ def test_node_exporter_always_postgres_exporter_only_with_clusters(tmp_path: Pat
     p1, p2 = desired(id="p1"), platform("p2", "dlg", 21010)
     pg = _specs(tmp_path, p1, p2)["postgres-exporter"]
     assert pg.command[1:] == ("--web.listen-address=127.0.0.1:41003",
-                              "--no-collector.bgwriter", "--no-collector.database")
+                              "--no-collector.bgwriter", "--no-collector.database",
+                              "--disable-default-metrics", "--disable-settings-metrics",
+                              f"--extend.query-path={exporters.stack.POSTGRES_QUERIES}")
+    assert exporters.stack.POSTGRES_QUERIES.is_file()
     sockets = converge.HostPaths(tmp_path).sockets
     assert pg.environment["DATA_SOURCE_NAME"] == ",".join(
         f"postgresql://postgres@:{port}/postgres?host={sockets}/{pid}&sslmode=disable"
@@ -316,6 +320,17 @@ def test_expected_databases_match_the_real_exporter(supervisor: SupervisordManag
             assert expected[exporters.server_label(paths.socket_dir(p1.id),
                                                    p1.database.port)] == ("bms", "bms/lbh")
             assert all(v == "20" for v in seen.values()), "max_connections of size s"
+            # every series the checks read, for each cluster, and little else: the default
+            # metrics were ~500 series a cluster, ingested every 5 s
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            read = {name for check in CHECKS for name in re.findall(r"\bpg_[a-z_]+", check.expr)}
+            assert read >= {"pg_static", "pg_stat_activity_count"}, read
+            for server in seen:
+                for name in read:
+                    assert re.search(rf'^{name}\{{.*server="{re.escape(server)}"', text,
+                                     re.M), (name, server)
+                series = re.findall(rf'^pg_\w+\{{[^}}]*server="{re.escape(server)}"', text, re.M)
+                assert len(series) < 20, series
 
             supervisor.stop(f"{p2.id}-db")  # p2's cluster dies; the DSN list still has it
             gone = exporters.server_label(paths.socket_dir(p2.id), p2.database.port)
