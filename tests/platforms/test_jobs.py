@@ -168,6 +168,25 @@ def test_wait_polls_until_the_current_gen_says_done(reports: list[PlatformReport
         assert plane.polls == expected
 
 
+def test_a_long_wait_looks_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step waits on a report at POLL for its first FAST_FOR seconds, then at SLOW_POLL: a
+    backup's wait lasts hours, and looking 7 times a second all along costs the store."""
+    monkeypatch.setattr(jobs, "POLL", 0.15)
+    clock = SimpleNamespace(now=0.0, sleeps=[])
+
+    def sleep(seconds: float) -> None:
+        clock.sleeps.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(monotonic=lambda: clock.now, sleep=sleep))
+    plane = _Plane([report(database="starting")] * 80 + [report(database="ready")])
+    jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=600)
+    fast = [s for s in clock.sleeps if s == 0.15]
+    assert 60 <= len(fast) <= 70  # 10 s at 0.15 s
+    assert clock.sleeps[len(fast):] == [jobs.SLOW_POLL] * (80 - len(fast))
+    assert plane.polls == 81
+
+
 def test_a_wait_on_a_host_that_stays_offline_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not the step's own timeout (hours for a backup): a minute of the host offline."""
     monkeypatch.setattr(jobs, "HOST_LOST_AFTER", 0.05)

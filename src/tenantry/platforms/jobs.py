@@ -44,7 +44,9 @@ WAIT_TIMEOUT = 180.0
 # timeout (hours for a backup) and hold up the platform's next job, such as `dr recover`.
 HOST_LOST_AFTER = 60.0
 BACKUP_WAIT = 6 * 3600.0  # a first full backup of a large database takes a while
-POLL = 0.15
+POLL = 0.15  # s between two looks at a platform's report while a step waits on it
+SLOW_POLL = 1.0  # s between looks once a wait has lasted FAST_FOR (a backup waits hours)
+FAST_FOR = 10.0
 
 Check = Callable[[PlatformReport, DesiredState], bool]
 
@@ -59,7 +61,8 @@ def load_platform(session: Session, ctx: StepContext) -> Platform:
 
 def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
     """Poll the observed state until `check(observed, desired)` holds for the current gen."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last_error = ""
     offline_since: float | None = None
     while True:
@@ -86,7 +89,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
         if time.monotonic() > deadline:
             hint = f" (agent says: {last_error})" if last_error else ""
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
-        time.sleep(POLL)
+        time.sleep(POLL if time.monotonic() - started < FAST_FOR else SLOW_POLL)
 
 
 def _move_ports(ctx: StepContext, taken: list[int]) -> None:
