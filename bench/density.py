@@ -17,17 +17,25 @@ platform's own processes (its PostgreSQL and app, by its Unix user), the agent, 
 Caddy, the API, the worker, `up`, the store's PostgreSQL, the exporters, Prometheus and
 Alertmanager. Target (issue 13): with 300 idle platforms, the machine ≤ 10 % of its cores.
 
+With `--restart`, `tenantry up` is then stopped (SIGTERM, as Ctrl-C), started again until
+every platform serves, and stopped again, each timed (issue 13: 300 platforms, ≤ 30 s each
+way). With `--profile S`, py-spy samples the agent, the API and the worker for S seconds
+after the idle window and their busiest functions are listed.
+
     .venv/bin/python bench/density.py [--count 40] [--concurrency 4] [--settle 30]
-                                      [--idle-cpu 60]
+                                      [--idle-cpu 60] [--restart] [--profile 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pwd
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -197,6 +205,66 @@ def idle_cpu(data_dir: Path, seconds: float) -> tuple[float, dict[str, float]]:
     return (b1 - b0) / max(1, t1 - t0), dict(parts)
 
 
+def timed_restart(cp: Any, hosts: list[str]) -> dict[str, float]:
+    """SIGTERM (Ctrl-C's stop), start again until every platform serves, SIGTERM again."""
+    from startup import all_serving, spawn, wait_api
+
+    t = time.monotonic()
+    cp.stop(timeout=300)
+    first_stop = time.monotonic() - t
+    print(f"stopped in {first_stop:.1f} s; starting again", flush=True)
+    t0 = spawn(cp)
+    api = wait_api(cp, timeout=300) - t0
+    last, _ = all_serving(cp, hosts, timeout=600)
+    print(f"API after {api:.1f} s, all {len(hosts)} serving after {last - t0:.1f} s",
+          flush=True)
+    time.sleep(1)
+    t = time.monotonic()
+    cp.stop(timeout=300)
+    return {"stop (SIGTERM) → exited": first_stop, "start → API /health 200": api,
+            f"start → all {len(hosts)} platforms serving": last - t0,
+            "stop again (SIGTERM) → exited": time.monotonic() - t}
+
+
+def profile(data_dir: Path, seconds: float) -> dict[str, list[tuple[str, float]]]:
+    """py-spy on the agent, the API and the worker at once: their top functions by own time."""
+    spy = os.environ.get("PY_SPY", "py-spy")
+    procs = {}
+    for pid, (_, uid, what) in _cpu_ticks().items():
+        part = _part(uid, what, data_dir)
+        if part in ("agent", "API", "worker") and "py-spy" not in what:
+            procs[pid] = part
+    outs = {}
+    running = []
+    for pid in procs:
+        out = Path(tempfile.mkstemp(prefix=f"spy-{pid}-", suffix=".txt")[1])
+        outs[pid] = out
+        running.append(subprocess.Popen(
+            [spy, "record", "--nonblocking", "--rate", "50", "--format", "raw", "-d",
+             str(int(seconds)), "-p", str(pid), "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for proc in running:
+        proc.wait(seconds + 60)
+    result = {}
+    for pid, out in outs.items():
+        own: dict[str, int] = defaultdict(int)
+        total = 0
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frame = stack.rsplit(";", 1)[-1]
+            if "(threading.py" in frame or "select" in frame or "wait" in frame.split(" ")[0]:
+                continue  # idle threads waiting are not work
+            own[frame] += int(count)
+            total += int(count)
+        out.unlink()
+        top = sorted(own.items(), key=lambda x: -x[1])[:8]
+        result[f"{procs[pid]} (pid {pid}, {total} busy samples)"] = [
+            (f, 100 * c / max(1, total)) for f, c in top]
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=40)
@@ -205,6 +273,12 @@ def main() -> int:
                     help="seconds to leave the platforms idle before measuring")
     ap.add_argument("--idle-cpu", type=float, default=60.0,
                     help="seconds over which the idle CPU is measured (0: not measured)")
+    ap.add_argument("--restart", action="store_true",
+                    help="then time a stop (SIGTERM, as Ctrl-C), a start until every platform "
+                         "serves again, and a second stop")
+    ap.add_argument("--profile", type=float, default=0.0,
+                    help="seconds of py-spy on the agent, API and worker after the idle "
+                         "window (py-spy from $PY_SPY, default `py-spy` on PATH)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -212,6 +286,8 @@ def main() -> int:
     root = short_tmp("tnb-dens-")
     cp = None
     notes: list[str] = []
+    restart: dict[str, float] | None = None
+    profiles: dict[str, list[tuple[str, float]]] = {}
     try:
         used_before_up = mem_used_mib()
         cp = start_plane(root)
@@ -293,6 +369,9 @@ def main() -> int:
             m = per[rec["id"]]
             rows.append((name, rec["id"], len(m["procs"]), m["rss"] / 1024, m["pss"] / 1024))
         example = per[created[sorted(created)[0]]["id"]]["procs"] if created else []
+        profiles = profile(cp.data_dir, args.profile) if args.profile > 0 else {}
+        restart = timed_restart(cp, [rec["host"] for rec in created.values()]) \
+            if args.restart else None
     except Exception:
         if cp is not None:
             print(log_tail(cp), file=sys.stderr)
@@ -363,6 +442,21 @@ Caddy, supervisord, the agent and the control plane are not counted per platform
 Verdict (max PSS per platform ≤ {TARGET_MIB:g} MiB and all serving):
 **{'PASS' if verdict else 'FAIL'}**
 """
+    if restart is not None:
+        limit = 30.0  # issue 13, for 300 platforms
+        rows_r = [[k, f"{v:.2f}", "PASS" if v <= limit else "FAIL"] for k, v in restart.items()]
+        table_r = md_table(["stop and start again", "s", f"vs ≤ {limit:g} s"], rows_r)
+        print()
+        print(table_r)
+        body += (f"\nThen `tenantry up` stopped with SIGTERM (what Ctrl-C does), started again "
+                 f"and stopped again; every platform's `/health` through the ingress polled "
+                 f"in turn by 8 threads:\n\n{table_r}\n")
+    for part, top in profiles.items():
+        lines = "\n".join(f"| {share:.1f} % | `{frame}` |" for frame, share in top)
+        print(f"\n{part}:\n{lines}")
+        body += (f"\npy-spy, {args.profile:.0f} s of the {part} after the idle window (own "
+                 f"time by function, share of its samples):\n\n| share | function |\n"
+                 f"|---|---|\n{lines}\n")
     if failures or not_serving:
         notes += [f"not created: {f}" for f in failures]
         notes += [f"not serving: {f}" for f in not_serving]

@@ -15,12 +15,15 @@ and stops it again with SIGTERM (also timed). Target: ≤ 10 s.
 from __future__ import annotations
 
 import argparse
+import collections
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,8 @@ from _common import (  # noqa: E402
     wait_job,
 )
 
-TARGET = 10.0
+TARGET = 10.0  # s, a small data dir (issue 3)
+TARGET_LARGE = 30.0  # s, hundreds of platforms (issue 13: 300 all serving, and the stop)
 
 
 def spawn(cp: Any) -> float:
@@ -74,30 +78,73 @@ def wait_api(cp: Any, timeout: float = 120) -> float:
     raise TimeoutError(f"API not answering within {timeout:.0f} s")
 
 
-def all_serving(cp: Any, hosts: list[str], timeout: float = 180) -> tuple[float, dict[str, float]]:
+def all_serving(cp: Any, hosts: list[str], timeout: float = 300,
+                workers: int = 8) -> tuple[float, dict[str, float]]:
+    """Every platform's /health through the ingress (SNI, CA-verified), each polled in turn
+    by a few threads until it answers 200, so that hundreds of platforms are not hundreds of
+    pollers on the CPUs being measured; returns the last platform's time and each one's."""
+    ctx = ssl.create_default_context(cafile=str(cp.data_dir / "ca.pem"))
+    pending: collections.deque[str] = collections.deque(hosts)
     stamps: dict[str, float] = {}
-    errors: list[str] = []
+    last: dict[str, str] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + timeout
 
-    def one(host: str) -> None:
-        try:
-            stamps[host] = wait_https(cp, host, timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - reported
-            errors.append(str(exc))
+    def poll() -> None:
+        # no keep-alive: a connection made for one name must not carry another's request
+        with httpx.Client(verify=ctx, timeout=5,
+                          limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while time.monotonic() < deadline:
+                with lock:
+                    if not pending:
+                        return
+                    host = pending.popleft()
+                try:
+                    r = client.get(f"https://127.0.0.1:{cp.ingress_port}/health",
+                                   headers={"Host": host}, extensions={"sni_hostname": host})
+                    ok, last[host] = r.status_code == 200, f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, last[host] = False, f"{type(exc).__name__}: {exc}"
+                with lock:
+                    if ok:
+                        stamps[host] = time.monotonic()
+                    else:
+                        pending.append(host)
+                if not ok and len(pending) <= workers:
+                    time.sleep(0.05)
 
-    threads = [threading.Thread(target=one, args=(h,)) for h in hosts]
+    threads = [threading.Thread(target=poll) for _ in range(workers)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    if errors:
-        raise TimeoutError("; ".join(errors))
+    if pending:
+        raise TimeoutError(f"{len(pending)} platform(s) not serving within {timeout:.0f} s: "
+                           + "; ".join(f"{h}: {last.get(h)}" for h in list(pending)[:5]))
     return max(stamps.values()), stamps
+
+
+def create_all(cp: Any, count: int, concurrency: int) -> list[str]:
+    """Platforms r0 … r<count-1>, `concurrency` create jobs at a time; their hostnames."""
+    def one(i: int) -> str:
+        rec = create_platform(cp, f"r{i}")
+        j = wait_job(cp, rec["job_id"], timeout=900)
+        if j["state"] != "succeeded":
+            raise RuntimeError(f"platform r{i}: {j['state']} {j.get('error')}")
+        wait_https(cp, rec["host"])
+        print(f"r{i} serving  [{i + 1}/{count}]", flush=True)
+        return str(rec["host"])
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, range(count)))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--platforms", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="create jobs at a time while preparing the data dir")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -113,14 +160,7 @@ def main() -> int:
             notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "
                          "machine at the same time (other people's work), sharing the CPUs")
         setup_isv(cp, root)
-        hosts = []
-        for i in range(args.platforms):
-            rec = create_platform(cp, f"r{i}")
-            j = wait_job(cp, rec["job_id"])
-            if j["state"] != "succeeded":
-                raise RuntimeError(f"platform r{i}: {j['state']} {j.get('error')}")
-            wait_https(cp, rec["host"])
-            hosts.append(rec["host"])
+        hosts = create_all(cp, args.platforms, args.concurrency)
         print(f"data dir {cp.data_dir} with {len(hosts)} platforms ready")
         t = time.monotonic()
         cp.stop()
@@ -158,17 +198,21 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
+    target = TARGET if args.platforms <= 10 else TARGET_LARGE
     med_api = statistics.median(r["api"] for r in runs)
     med_all = statistics.median(r["all"] for r in runs)
-    ok_api = med_api <= TARGET
-    ok_all = med_all <= TARGET
+    med_stop = statistics.median(r["stop"] for r in runs)
+    ok_api = med_api <= target
+    ok_all = med_all <= target
+    ok_stop = args.platforms <= 10 or med_stop <= target
     rows = [[str(i), fmt(r["api"]), fmt(r["first"]), fmt(r["all"]), fmt(r["stop"])]
             for i, r in enumerate(runs, 1)]
     rows.append(["**median**", fmt(med_api),
                  fmt(statistics.median(r["first"] for r in runs)), fmt(med_all),
                  fmt(statistics.median(r["stop"] for r in runs))])
-    rows.append([f"vs ≤ {TARGET:g} s", "PASS" if ok_api else "FAIL", "",
-                 "PASS" if ok_all else "FAIL", ""])
+    rows.append([f"vs ≤ {target:g} s", "PASS" if ok_api else "FAIL", "",
+                 "PASS" if ok_all else "FAIL",
+                 "" if args.platforms <= 10 else "PASS" if ok_stop else "FAIL"])
     table = md_table(["run", "API /health 200 s", "first platform 200 s",
                       f"all {args.platforms} platforms 200 s", "SIGTERM → exited s"], rows)
     print()
@@ -177,15 +221,16 @@ def main() -> int:
 A data dir with {args.platforms} ready platforms (bodyshop 1.0.0); `tenantry up` stopped with
 SIGTERM (which stops the platforms too), then started again {args.repeat} times. Times are
 from just before spawning `tenantry up` to the first `GET /api/v1/health` 200 and to every
-platform answering HTTPS 200 on `/health` through the ingress (SNI, CA-verified, polled
-every 50 ms); the last column is how long the SIGTERM stop took.
+platform answering HTTPS 200 on `/health` through the ingress (SNI, CA-verified; 8 threads
+poll the platforms not yet serving in turn); the last column is how long the SIGTERM stop
+took.
 
 {table}
 """
     if notes:
         body += "\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     append_report("Start-up on an existing data dir (bench/startup.py)", facts, body)
-    return 0 if ok_api and ok_all else 1
+    return 0 if ok_api and ok_all and ok_stop else 1
 
 
 if __name__ == "__main__":
