@@ -15,6 +15,7 @@ import pytest
 from tenantry.agent import pgcluster, unixusers
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.core.errors import InvalidInput, Unavailable
+from tests.conftest import wait_until
 
 try:
     pgcluster.pg_bin("postgres")
@@ -40,7 +41,8 @@ def test_sizes_and_bad_names() -> None:
 
 @pytest.mark.slow
 def test_cluster_from_template_under_supervisord(
-    supervisor: SupervisordManager, short_tmp: Path, free_port: Callable[[], int]
+    supervisor: SupervisordManager, short_tmp: Path, free_port: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     as_root = unixusers.running_as_root()
     owner = OWNER if as_root else None
@@ -71,6 +73,26 @@ def test_cluster_from_template_under_supervisord(
         url = pgcluster.database_url(role="app", password=PASSWORD, dbname="appdb", port=port)
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT current_user").fetchone() == ("app",)
+        # A small cluster's idle settings are in effect, and changing one is a reload, not a
+        # restart (its program's digest stays); any other setting's change restarts it.
+        def show(name: str) -> str:
+            with psycopg.connect(url) as conn:
+                return str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+
+        assert show("autovacuum_naptime") == "5min" and show("bgwriter_delay") == "10s"
+        postmaster = (spec.datadir / "postmaster.pid").read_text().split()[0]
+        digest = pgcluster.restart_digest(spec)
+        monkeypatch.setitem(pgcluster.SIZES, "s",
+                            pgcluster.SIZES["s"] | {"autovacuum_naptime": "120"})
+        assert not pgcluster.conf_current(spec)
+        assert pgcluster.restart_digest(spec) == digest
+        pgcluster.configure(spec)
+        wait_until(lambda: show("autovacuum_naptime") == "2min", 10, "the reload")
+        assert (spec.datadir / "postmaster.pid").read_text().split()[0] == postmaster
+        monkeypatch.setitem(pgcluster.SIZES, "s", pgcluster.SIZES["s"] | {"max_connections": "21"})
+        assert pgcluster.restart_digest(spec) != digest
+        monkeypatch.undo()
+
         bad = pgcluster.database_url(role="app", password="wrong", dbname="appdb", port=port)
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(bad)

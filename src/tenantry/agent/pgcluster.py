@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -43,9 +44,22 @@ _COMMON = {
     "max_parallel_workers_per_gather": "0",
     "huge_pages": "off",
 }
+# A small cluster sits idle most of its life, and a host holds hundreds: its background
+# processes wake less often (bench/pg_idle.py measured the choice; docs/benchmarks.md). The
+# autovacuum launcher starts a worker for each database every naptime, so it wakes least;
+# the background writer and WAL writer hibernate when idle anyway and sleep up to their
+# maximum; an idle server skips its timed checkpoints. Commits stay synchronous and WAL
+# archiving keeps archive_timeout, so no durability or RPO moves.
+IDLE = {
+    "autovacuum_naptime": "300",  # s
+    "bgwriter_delay": "10000",  # ms, the maximum
+    "wal_writer_delay": "10000",  # ms, the maximum
+    "checkpoint_timeout": "900",  # s
+}
+RELOADABLE = frozenset(IDLE)  # settings a reload applies (PostgreSQL's "sighup" context)
 SIZES: dict[str, dict[str, str]] = {
     # idle RSS of the whole "s" cluster stays around 40 MiB
-    "s": {
+    "s": IDLE | {
         "shared_buffers": "16MB",
         "work_mem": "2MB",
         "maintenance_work_mem": "16MB",
@@ -229,9 +243,8 @@ def _write_owned(path: Path, content: str, owner: str | None) -> None:
     os.replace(tmp, path)
 
 
-def render_conf(spec: ClusterSpec) -> str:
-    """tenantry.conf, the settings tenantry owns (included from postgresql.conf)."""
-    settings = {
+def _settings(spec: ClusterSpec) -> dict[str, str]:
+    return {
         "port": str(spec.port),
         "listen_addresses": "'127.0.0.1'",
         "unix_socket_directories": f"'{spec.socket_dir}'",
@@ -243,9 +256,24 @@ def render_conf(spec: ClusterSpec) -> str:
         **SIZES[spec.size],
         **dict(spec.extra),
     }
+
+
+def _render(settings: dict[str, str]) -> str:
     return "# written by tenantry on every init; edits are lost\n" + "".join(
         f"{k} = {v}\n" for k, v in sorted(settings.items())
     )
+
+
+def render_conf(spec: ClusterSpec) -> str:
+    """tenantry.conf, the settings tenantry owns (included from postgresql.conf)."""
+    return _render(_settings(spec))
+
+
+def restart_digest(spec: ClusterSpec) -> str:
+    """What a change of restarts the cluster: every setting but those a reload applies
+    (RELOADABLE, which `configure` signals), so that changing only those restarts nothing."""
+    settings = {k: v for k, v in _settings(spec).items() if k not in RELOADABLE}
+    return hashlib.sha256(_render(settings).encode()).hexdigest()[:16]
 
 
 def conf_current(spec: ClusterSpec) -> bool:
@@ -256,8 +284,17 @@ def conf_current(spec: ClusterSpec) -> bool:
 
 
 def configure(spec: ClusterSpec) -> None:
-    """Write the settings again (a restart applies them: the program's digest changes)."""
+    """Write the settings again. A running cluster is told to reload them (RELOADABLE take
+    effect so); a change of any other setting changes the program's digest, and the restart
+    that follows applies it."""
     _configure(spec)
+    try:
+        postmaster = int((spec.datadir / "postmaster.pid").read_text().split()[0])
+        argv = Path(f"/proc/{postmaster}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return  # not running: its next start reads them
+    if str(spec.datadir).encode() in argv:  # not a stale pid now someone else's
+        os.kill(postmaster, signal.SIGHUP)
 
 
 def _configure(spec: ClusterSpec) -> None:
@@ -286,7 +323,7 @@ def program_spec(spec: ClusterSpec, *, name: str, log_file: str | None) -> Progr
     if log_file and spec.datadir.is_dir():
         # Remembered so that wait_ready can show the log tail of a cluster that fails.
         (spec.datadir / _LOGPATH).write_text(log_file + "\n")
-    settings = hashlib.sha256(render_conf(spec).encode()).hexdigest()[:16]
+    settings = restart_digest(spec)
     return ProgramSpec(
         name=name,
         command=(pg_bin("postgres"), "-D", str(spec.datadir)),
