@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -293,3 +294,54 @@ def test_steps_write_the_desired_state_and_wait_on_reports(store: Any) -> None:
         platform = session.get(Platform, "p1")
         assert platform is not None and platform.desired.absent and not platform.desired.running
         assert platform.observed == PlatformReport(gen=4, absent=True)
+
+
+@pytest.mark.slow
+def test_a_heartbeat_and_a_job_on_one_platform_do_not_deadlock(store: Any) -> None:
+    """A job holds its platform's row, then bumps its host's generation; a heartbeat that
+    carries that platform's report writes both rows too. Taken in opposite orders the two
+    deadlock, and PostgreSQL aborts one after a second (a 503 to the agent, or a failed
+    step); found by bench/fleet.py. The heartbeat waits for the job instead."""
+    import threading
+
+    from tenantry.platforms.hosts import bump
+    from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
+
+    with store.sessions() as session:
+        isv = Isv(id="i9", name="dlk")
+        app = App(id="a9", isv=isv, name="bodyshop")
+        release = Release(id="r9", app=app, version="1.0.0", digest="sha256:" + "cd" * 32,
+                          manifest={"name": "bodyshop", "version": "1.0.0",
+                                    "processes": {"web": ["x"]}, "health_path": "/health"})
+        region = Region(id="g9", name="dlk")
+        host = Host(id="h9", name="dlk", region=region, ingress_port=8443,
+                    agent_token_hash="y" * 64)
+        platform = Platform(id="p9", isv=isv, name="one", region=region, release=release,
+                            host=host)
+        session.add_all([isv, app, release, region, host, platform])
+        session.commit()
+
+    outcome: dict[str, object] = {}
+
+    def heartbeat() -> None:
+        try:
+            _report(store, "h9", "p9", gen=1, database="ready")
+            outcome["heartbeat"] = "stored"
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is asserted
+            outcome["heartbeat"] = exc
+
+    with store.sessions() as job:
+        held = job.get(Platform, "p9", with_for_update=True)  # as load_platform does
+        assert held is not None
+        beat = threading.Thread(target=heartbeat)
+        beat.start()
+        time.sleep(0.5)  # the heartbeat has taken what it takes before it must wait
+        bump(job, held)
+        job.commit()
+    beat.join(15)
+    assert outcome == {"heartbeat": "stored"}
+    with store.sessions() as session:
+        stored = session.get(Platform, "p9")
+        assert stored is not None and stored.observed is not None
+        assert stored.observed.database == "ready" and stored.desired.gen == 1
+        assert stored.host is not None and stored.host.generation == 2

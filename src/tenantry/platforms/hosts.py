@@ -213,7 +213,20 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
 
 
 def record_report(*, session: Session, host: Host, report: HostReport) -> None:
-    """Store what the agent observed; a host that reports is online."""
+    """Store what the agent observed; a host that reports is online.
+
+    The platforms' rows are written before the host's: a job holds its platform's row and
+    then bumps its host's generation, and a heartbeat that took the host's row first (while
+    reporting that platform) deadlocked with it; PostgreSQL then aborted one of the two (a
+    503 to the agent, or a failed job step)."""
+    # An idle host's heartbeat carries no platform (only what changed or is unwell): it
+    # costs one row's update, however many platforms the host holds.
+    for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
+                                                    Platform.id.in_(list(report.platforms)))
+                             .order_by(Platform.id)) if report.platforms else ():
+        p.observed = report.platforms[p.id]
+        _judge_health(session, p, report.platforms[p.id], report.ingress_error)
+    session.flush()
     was = host.state
     host.last_seen_at = utcnow()
     host.state = "online"
@@ -221,13 +234,6 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     host.observed = report.host_part()
     if was != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
-    # An idle host's heartbeat carries no platform (only what changed or is unwell): it
-    # costs one row's update, however many platforms the host holds.
-    for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
-                                                    Platform.id.in_(list(report.platforms)))
-                             ) if report.platforms else ():
-        p.observed = report.platforms[p.id]
-        _judge_health(session, p, report.platforms[p.id], report.ingress_error)
     for exit_ in report.process_exits:
         _tell_restart(session, host, exit_)
     session.commit()
