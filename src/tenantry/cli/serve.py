@@ -51,9 +51,7 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
         stop_requested = True
         plane.stopping.set()
 
-    # Ctrl-C, a service manager's stop, and a closed terminal: the same clean stop (SIGHUP's
-    # default would end `up` at once and leave the host's processes to its children's fate).
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in stop_signals():
         signal.signal(signum, request_stop)
     try:
         say(f"tenantry: data dir {settings.data_dir}")
@@ -84,6 +82,16 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
         say("tenantry: stopping ...")
         plane.shutdown()
         say("tenantry: stopped")
+
+
+def stop_signals() -> list[signal.Signals]:
+    """Ctrl-C, a service manager's stop, and a closed terminal: the same clean stop (SIGHUP's
+    default would end `up` at once and leave the host's processes to its children's fate),
+    unless SIGHUP is ignored, as under `nohup`, where a closed terminal must stop nothing."""
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        wanted.append(signal.SIGHUP)
+    return wanted
 
 
 def say(line: str) -> None:
