@@ -115,7 +115,10 @@ def render_program(spec: ProgramSpec, *, default_log: Path, as_root: bool) -> st
         f"{_DIGEST_PREFIX}{spec.digest()}",
         f"[program:{spec.name}]",
         "command=" + " ".join(_quote_arg(a) for a in spec.command),
-        "autostart=true",
+        # The agent starts every program (put, start), a few at a time as it converges its
+        # platforms: supervisord starting hundreds at once when it starts answered nothing
+        # for longer than the agent waits for it (and the host thrashed).
+        "autostart=false",
         "autorestart=true",
         "stopasgroup=true",
         "killasgroup=true",
@@ -372,6 +375,16 @@ files = {self.programs}/*.conf
         )
         path = self.programs / f"{spec.name}.conf"
         previous = path.read_text() if path.exists() else None
+        namespec = f"{spec.name}:{spec.name}"
+        if previous == content and not self._maybe_stale:
+            # Configured as asked, and supervisord loaded what the files say (the last look
+            # reread and found nothing new), as after a restart of supervisord: start it,
+            # without a reread (which parses every program's file: once each is quadratic).
+            info = self._call("getProcessInfo", namespec, ignore=(_BAD_NAME,))
+            if info is not None:
+                if info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+                    self._call("startProcess", namespec, False, ignore=(_ALREADY_STARTED,))
+                return
         self._digests.pop(spec.name, None)
         _write_private(path, content)
         try:
@@ -383,7 +396,6 @@ files = {self.programs}/*.conf
             else:
                 _write_private(path, previous)
             raise
-        namespec = f"{spec.name}:{spec.name}"
         if spec.name in changed:
             self._call("stopProcess", namespec, True, ignore=(_NOT_RUNNING, _BAD_NAME))
             self._call("removeProcessGroup", spec.name, ignore=(_BAD_NAME,))
