@@ -18,7 +18,11 @@ from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
 from tests.conftest import store_runtime
 
 pytestmark = pytest.mark.slow
-NOW = dt.datetime.now(dt.UTC)
+
+
+def _now() -> dt.datetime:
+    """At the test's run, not at collection: a suite runs for an hour."""
+    return dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,9 @@ def _host(session: Any, n: int) -> None:
 
 def _platform(session: Any, pid: str, host: str, *ages: tuple[str, dt.timedelta]) -> None:
     """A ready platform with backups of these (type, age)."""
-    backups = [{"label": f"{pid}-{i}", "type": kind, "started_at": (NOW - age).timestamp() - 5,
-                "finished_at": (NOW - age).timestamp(), "size": 1, "stored": 1,
+    now = _now()
+    backups = [{"label": f"{pid}-{i}", "type": kind, "started_at": (now - age).timestamp() - 5,
+                "finished_at": (now - age).timestamp(), "size": 1, "stored": 1,
                 "wal_start": "1", "wal_stop": "2"} for i, (kind, age) in enumerate(ages)]
     observed = PlatformReport(backup=BackupReport.model_validate(
         {"stanza": "ready", "backups": backups}))
@@ -63,7 +68,7 @@ def _platform(session: Any, pid: str, host: str, *ages: tuple[str, dt.timedelta]
 
 def _job(session: Any, pid: str, kind: str, state: str, age: dt.timedelta) -> None:
     session.add(Job(kind="backup", isv_id="i1", platform_id=pid, state=state,
-                    params={"type": kind, "scheduled": True}, created_at=NOW - age))
+                    params={"type": kind, "scheduled": True}, created_at=_now() - age))
 
 
 def _started(store: Any) -> dict[str, str]:
