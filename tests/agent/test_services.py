@@ -234,8 +234,6 @@ def test_stale_pidfile_starts_a_new_daemon(
         (root / "supervisord.pid").write_text(f"{old}\n")  # left behind by a crash
         manager.ensure_started()
         assert int((root / "supervisord.pid").read_text()) != old
-        assert manager.observe()["again"].state == "STOPPED"  # the agent starts programs:
-        manager.put(sleeper("again"))  # as its next pass does
         wait_for(lambda: running(manager, "again"), what="configured program back")
     finally:
         kill_supervisord(root)
@@ -297,15 +295,15 @@ def test_a_shutdown_stops_the_programs_at_once_and_the_databases_last(
         "the database after the apps"
 
 
-def test_a_supervisord_started_on_many_programs_answers_at_once_and_the_agent_starts_them(
+def test_a_supervisord_started_on_many_programs_answers_while_it_starts_them(
     supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A host's supervisord starting on 200 programs started them all itself and answered
+    """A host's supervisord starting on 200 programs started them all by itself and answered
     nothing meanwhile, longer than the agent waits (it gave up, and the next agent stopped
-    what was starting: `up` on 100 platforms never served). It starts none now; the agent
-    starts each as it converges, and an unchanged program's put is one start, not a reread
-    that parses every program's file."""
-    names = [f"app-{i}" for i in range(40)]
+    what was starting: `up` on 100 platforms never served). Now it is asked to start each,
+    the databases first, and answers between two; an unchanged program's put then is no
+    reread that parses every program's file."""
+    names = [f"p{i}-a-web-0" for i in range(30)] + [f"p{i}-db" for i in range(10)]
     for name in names:
         supervisor.put(sleeper(name))
     wait_for(lambda: all(s.state == "RUNNING" for s in supervisor.observe().values()),
@@ -313,20 +311,22 @@ def test_a_supervisord_started_on_many_programs_answers_at_once_and_the_agent_st
     supervisor.shutdown()
 
     fresh = SupervisordManager(supervisor.root)
-    fresh.ensure_started()
-    seen = fresh.observe()
-    assert set(seen) == set(names) and {s.state for s in seen.values()} == {"STOPPED"}
-    calls: list[str] = []
+    calls: list[tuple[str, tuple[Any, ...]]] = []
     call = fresh._call
 
     def counting(method: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(method)
+        calls.append((method, args))
         return call(method, *args, **kwargs)
 
     monkeypatch.setattr(fresh, "_call", counting)
-    for name in names:
-        fresh.put(sleeper(name))
-    assert "reloadConfig" not in calls and calls.count("startProcess") == len(names)
+    fresh.ensure_started()
+    started = [args[0].split(":")[0] for method, args in calls if method == "startProcess"]
+    assert sorted(started) == sorted(names)
+    assert all(n.endswith("-db") for n in started[:10]), "the databases first"
     wait_for(lambda: all(s.state == "RUNNING" for s in fresh.observe().values()),
              what="all RUNNING again")
+    calls.clear()
+    for name in names:
+        fresh.put(sleeper(name))
+    assert [m for m, _ in calls if m == "reloadConfig"] == []
     fresh.shutdown()

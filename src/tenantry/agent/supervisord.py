@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ from tenantry.agent import unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core import cgroup as cgroups
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
 
 _DIGEST_PREFIX = "; tenantry-digest: "
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
@@ -115,9 +118,9 @@ def render_program(spec: ProgramSpec, *, default_log: Path, as_root: bool) -> st
         f"{_DIGEST_PREFIX}{spec.digest()}",
         f"[program:{spec.name}]",
         "command=" + " ".join(_quote_arg(a) for a in spec.command),
-        # The agent starts every program (put, start), a few at a time as it converges its
-        # platforms: supervisord starting hundreds at once when it starts answered nothing
-        # for longer than the agent waits for it (and the host thrashed).
+        # Started by the agent (ensure_started starts what is configured, one request per
+        # program, the databases first): supervisord starting hundreds by itself when it
+        # starts answered nothing for longer than the agent waits for it.
         "autostart=false",
         "autorestart=true",
         "stopasgroup=true",
@@ -313,6 +316,21 @@ files = {self.programs}/*.conf
                 + "\n"
                 + _tail(self.logs / "supervisord.log")
             )
+        self._start_configured()
+
+    def _start_configured(self) -> None:
+        """A new supervisord starts every program configured in its files, as the agent
+        asks it: one request per program, the databases before the rest, so that it answers
+        between two (on its own it started them all in one go and answered nothing for
+        that long). No desired state is needed: a host whose control plane is away still
+        brings its platforms back."""
+        names = [str(i["group"]) for i in self._call("getAllProcessInfo")]
+        for name in sorted(names, key=lambda n: (not n.endswith(_LAST), n)):
+            try:
+                self._call("startProcess", f"{name}:{name}", False,
+                           ignore=(_ALREADY_STARTED, _BAD_NAME))
+            except Unavailable as exc:  # that one's command fails: the agent tells it
+                log.warning("%s", exc)
 
     @staticmethod
     def _is_supervisord(pid: int) -> bool:
