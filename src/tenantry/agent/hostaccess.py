@@ -9,6 +9,7 @@ when the control plane bumps the host (a revocation does), well inside the 60 s 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenantry.agent import hostlog, sshd
+from tenantry.agent import hostlog, sshd, unixusers
 from tenantry.agent.client import ControlPlaneClient
 from tenantry.agent.converge import unix_user
 from tenantry.core.crypto import write_private
@@ -189,17 +190,10 @@ def _kill_uid(uid: int) -> int:
     if uid == 0:
         return 0
     killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            uids = next(line.split()[1:3] for line in (entry / "status").read_text()
-                        .splitlines() if line.startswith("Uid:"))
-            if str(uid) in uids:
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-        except (OSError, StopIteration):
-            continue  # it ended by itself meanwhile
+    for pid in unixusers.pids_of(uid):
+        with contextlib.suppress(OSError):  # it ended by itself meanwhile
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
     return killed
 
 

@@ -83,22 +83,21 @@ def remove_group_if_empty(name: str) -> bool:
     return True
 
 
-def _runs_processes(uid: int) -> bool:
-    """Any process whose real or effective uid is `uid` (from status: /proc/PID's owner is
-    root for a process that is not dumpable)."""
+def pids_of(uid: int) -> list[int]:
+    """The processes whose real or effective user is `uid` (from status: /proc/PID's owner
+    is root for a process that is not dumpable)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("Uid:"):
-                if str(uid) in line.split()[1:3]:
-                    return True
-                break
-    return False
+            uids = next(line.split()[1:3] for line in (entry / "status").read_text()
+                        .splitlines() if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue  # it ended meanwhile
+        if str(uid) in uids:
+            found.append(int(entry.name))
+    return found
 
 
 def remove_orphans(prefix: str = "tp-", group_prefix: str = "tg-") -> list[str]:
@@ -116,7 +115,7 @@ def remove_orphans(prefix: str = "tp-", group_prefix: str = "tg-") -> list[str]:
         name, home = user.pw_name, Path(user.pw_dir)
         if (not name.startswith(prefix) or home.name != name[len(prefix):]
                 or home.parent.name != "platforms" or home.parent.parent.name != "agent"
-                or home.exists() or _runs_processes(user.pw_uid)):
+                or home.exists() or pids_of(user.pw_uid)):
             continue
         try:
             groups = remove_user(name)
