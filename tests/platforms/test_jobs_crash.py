@@ -104,6 +104,26 @@ def test_worker_killed_mid_job_resumes(own_plane: ControlPlaneProcess,
     assert_single_copies(own_plane, platform_id)
 
 
+def test_a_clean_stop_pauses_a_running_job_and_the_next_start_resumes_it(
+        own_plane: ControlPlaneProcess, bundles: dict[str, Path]) -> None:
+    """Ctrl-C does not wait for running jobs to end (a create waits for its first full backup,
+    a drill for minutes): each pauses at its next step or wait, and the next `up` resumes it
+    from there. The stopping worker hands its jobs to nobody while it stops."""
+    isv = make_isv(own_plane, bundles)
+    platform_id, job_id = start_create(own_plane, isv, "t1")
+    wait_job(own_plane, job_id, placed)
+    own_plane.stop()
+    worker_log = (own_plane.data_dir / "logs" / "worker.log").read_text()
+    assert f"job {job_id} paused in step" in worker_log
+    assert "left by a dead worker" not in worker_log
+
+    own_plane.start()
+    job = wait_job(own_plane, job_id, ended)
+    assert job["state"] == "succeeded", job
+    assert own_plane.https(f"t1.{isv}.localhost", "/health").status_code == 200
+    assert_single_copies(own_plane, platform_id)
+
+
 def test_whole_tree_killed_platforms_keep_serving_and_job_resumes(
         own_plane: ControlPlaneProcess, bundles: dict[str, Path]) -> None:
     isv = make_isv(own_plane, bundles)

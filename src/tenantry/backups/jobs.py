@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from tenantry.backups.models import BackupSchedule, Drill
 from tenantry.backups.schemas import CheckType
+from tenantry.core import jobs
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed, create_job
 from tenantry.core.models import Job
@@ -257,7 +258,7 @@ def _drill_seen(phase: str, done: str) -> Check:
 def step_load(ctx: StepContext) -> None:
     _set_drill(ctx, "load")
     wait_observed(ctx, "the write load to start", _drill_seen("load", "acked"))
-    time.sleep(float(cast(float, ctx.params.get("seconds", LOAD_SECONDS))))
+    jobs.sleep(float(cast(float, ctx.params.get("seconds", LOAD_SECONDS))))
 
 
 def step_destroy(ctx: StepContext) -> None:

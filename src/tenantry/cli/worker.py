@@ -1,11 +1,17 @@
 """The job worker: procrastinate runs `jobs` rows; housekeeping requeues what a crash left;
-each domain's periodic work runs in a loop of its own (`tenantry.app.periodic`)."""
+each domain's periodic work runs in a loop of its own (`tenantry.app.periodic`).
+
+SIGINT or SIGTERM stops it in a moment: running jobs pause at their next step or wait
+(`jobs.Paused`), go back to the queue, and the next worker resumes them from that step.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import signal
 
 import procrastinate
 
@@ -27,11 +33,30 @@ def make_app(runtime: Runtime) -> procrastinate.App:
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=database_url(runtime.settings)))
 
-    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False)
+    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False, retry=_ResumePaused())
     def run_job(job_id: int) -> None:
         jobs.run_job(runtime, job_id, kinds)
 
     return app
+
+
+class _ResumePaused(procrastinate.BaseRetryStrategy):
+    """A job that paused because the worker stopped goes back to the queue at once (a
+    worker that is stopping takes nothing new: the next one, or another, resumes it)."""
+
+    def get_retry_decision(self, *, exception: BaseException,
+                           job: procrastinate.jobs.Job) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, jobs.Paused):
+            return procrastinate.RetryDecision(retry_at=dt.datetime.now(dt.UTC))
+        return None
+
+
+def _quiet_pauses(record: logging.LogRecord) -> bool:
+    """procrastinate logs the traceback of every exception a job ends with; a pause is
+    told by `jobs.run_job` in one line, and is no error."""
+    if record.exc_info and isinstance(record.exc_info[1], jobs.Paused):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 async def _repeat(task: Periodic, runtime: Runtime) -> None:
@@ -73,15 +98,33 @@ async def _requeue_stalled(app: procrastinate.App) -> None:
 
 async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
     app = make_app(runtime)
+    logging.getLogger("procrastinate.worker").addFilter(_quiet_pauses)
     async with app.open_async():
         keepers = [asyncio.create_task(_requeue_stalled(app))]
         keepers += [asyncio.create_task(_repeat(task, runtime))
                     for task in composition.periodic()]
+        work = asyncio.create_task(app.run_worker_async(
+            queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
+            update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
+            fetch_job_polling_interval=1.0, install_signal_handlers=False))
+
+        def stop() -> None:
+            if jobs.stopping.is_set():  # a terminal's Ctrl-C, then `up`'s SIGTERM: once
+                return
+            log.info("stopping: running jobs pause at their next step")
+            jobs.stopping.set()
+            # procrastinate stops this worker's heartbeat as its stop begins: requeueing
+            # now would hand this worker's own pausing jobs to another worker.
+            for keeper in keepers:
+                keeper.cancel()
+            work.cancel()  # procrastinate's graceful stop: it waits for the running jobs
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop)
         try:
-            await app.run_worker_async(
-                queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
-                update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
-                fetch_job_polling_interval=1.0, install_signal_handlers=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
         finally:
             for keeper in keepers:
                 keeper.cancel()

@@ -4,12 +4,18 @@ A job is queued in the same transaction that records it (we call procrastinate's
 defer function in SQL), so a crash can never leave a recorded job that nobody will run.
 The runner executes the steps in order and records each one; a step that was `running`
 when a process died is simply run again, so every step must be idempotent.
+
+A worker that is asked to stop (`stopping`) lets its running jobs pause rather than finish:
+each stops before its next step, or in a wait (`pause`, `sleep`), by raising `Paused`, and
+is taken up again from that step by the next worker. A stop therefore takes a moment, not
+as long as the longest running job.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +32,25 @@ log = logging.getLogger(__name__)
 
 QUEUE = "jobs"
 TASK = "tenantry.run_job"
+
+stopping = threading.Event()  # set by the worker when a stop begins
+
+
+class Paused(Exception):  # noqa: N818 (not an error: the job goes on at the next start)
+    """The worker is stopping: the job stops here and its current step runs again, from its
+    start, when a worker takes the job up again."""
+
+
+def pause() -> None:
+    """Raise `Paused` if the worker is stopping: for steps that wait or loop."""
+    if stopping.is_set():
+        raise Paused()
+
+
+def sleep(seconds: float) -> None:
+    """`time.sleep` that a stop cuts short (with `Paused`)."""
+    if stopping.wait(seconds):
+        raise Paused()
 
 
 @dataclass
@@ -116,9 +141,13 @@ def run_job(runtime: Runtime, job_id: int, kinds: Mapping[str, JobKind]) -> None
         if state == "failed":  # died while recovering from this failure: recover again
             error = stored_error or f"{name}: failed"
             break
+        pause()
         _set_step(runtime, step_id, "running")
         try:
             functions[name](ctx)
+        except Paused:
+            log.info("job %s paused in step %s: the worker is stopping", job_id, name)
+            raise
         except (StepFailed, TenantryError) as exc:
             error = f"{name}: {exc}"
         except Exception as exc:  # a bug or an outage: record it, never lose the job silently

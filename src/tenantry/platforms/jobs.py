@@ -18,6 +18,7 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy.orm import Session
 
+from tenantry.core import jobs
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
 from tenantry.core.models import Job
@@ -89,7 +90,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
         if time.monotonic() > deadline:
             hint = f" (agent says: {last_error})" if last_error else ""
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
-        time.sleep(POLL if time.monotonic() - started < FAST_FOR else SLOW_POLL)
+        jobs.sleep(POLL if time.monotonic() - started < FAST_FOR else SLOW_POLL)
 
 
 def _move_ports(ctx: StepContext, taken: list[int]) -> None:
@@ -177,7 +178,7 @@ def probe(ctx: StepContext, timeout: float = 60.0) -> None:
                 detail = f"HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
                 detail = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.2)
+            jobs.sleep(0.2)
     raise StepFailed(f"https://{hostname}:{port}{path} did not answer 200 ({detail})")
 
 
