@@ -63,6 +63,25 @@ def test_finds_the_data_dirs_programs_and_what_they_started(tmp_path: Path) -> N
     assert master.postmaster and not next(x for x in found if x.pid == 104).postmaster
 
 
+def test_the_last_look_names_whatever_names_the_data_dir(tmp_path: Path) -> None:
+    """Broader than `find`, for telling: command line, environment or working directory."""
+    me, parent = os.getpid(), os.getppid()
+    proc = proc_dir(tmp_path, {
+        parent: (1, ["bash"], {}),
+        me: (parent, ["tenantry", "up", "--data-dir", DATA], {}),
+        201: (1, ["tail", "-f", f"{DATA}/logs/agent.log"], {}),
+        202: (1, ["some-exporter"], {"ANY_SETTING": f"{DATA}/monitoring/x.yml"}),
+        203: (1, ["bash"], {}),
+        204: (1, ["/usr/bin/caddy", "run", "--config", f"{DATA}2/agent/ingress/c.json"], {}),
+        205: (1, ["<zombie>"], {}),
+    })
+    (proc / "203" / "cwd").symlink_to(f"{DATA}/agent")
+    (proc / "204" / "cwd").symlink_to("/")
+    lines = leftovers.naming(Path(DATA), proc=proc)
+    assert [line.split(" ", 1)[0] for line in lines] == ["201", "202", "203"]
+    assert f"cwd {DATA}/agent" in lines[2] and "parent 1" in lines[2]
+
+
 def test_a_live_supervisors_tree_is_adopted_not_stopped(tmp_path: Path) -> None:
     proc = proc_dir(tmp_path, {
         500: (1, ["/usr/bin/python3", "/usr/bin/supervisord", "-c",

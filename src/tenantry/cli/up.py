@@ -547,3 +547,8 @@ class ControlPlane:
                 self.stop_leftovers("started while the stop swept", spare_services=False)
         for group in cgroup.recorded(self.data_dir):  # the agent's, if it could not remove it
             cgroup.remove(group)
+        # The last look, broader than the sweep's: whatever still names the data dir is told
+        # with its parent and start, so that a leftover of any kind identifies itself.
+        for line in leftovers.naming(self.data_dir):
+            self.say(f"tenantry: still running after the stop and naming {self.data_dir}: "
+                     f"{line}")

@@ -157,6 +157,49 @@ def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = Fa
     return [x for x in found if x.pid not in kept]
 
 
+def naming(scope: Path, proc: Path = Path("/proc")) -> list[str]:
+    """Every live process, but this one and its ancestors, that names `scope` anywhere: in
+    its command line, its environment or its working directory. Broader than `find` (an
+    operator's shell or `tail -f` count here too), so it is for telling, not for stopping:
+    what a clean stop still sees at its very end is named, with its parent and start, so
+    that a leftover of any kind identifies itself."""
+    wheres = {str(scope.absolute()), str(scope.resolve())}
+    me, table = os.getpid(), _processes(proc)
+    mine = {me}
+    up = table[me].ppid if me in table else 0
+    while up > 1 and up not in mine:
+        mine.add(up)
+        up = table[up].ppid if up in table else 0
+    lines = []
+    for pid, p in sorted(table.items()):
+        if pid in mine:
+            continue
+        try:
+            env = (proc / str(pid) / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            env = ""
+        try:
+            cwd = os.readlink(proc / str(pid) / "cwd")
+        except OSError:
+            cwd = ""
+        texts = [*p.argv, *env.split("\0"), cwd]
+        if any(_inside(text, where) for text in texts for where in wheres):
+            lines.append(f"{Leftover(pid, p.ppid, p.argv).describe()}, parent {p.ppid}, "
+                         f"cwd {cwd or '?'}, started {_started(proc, pid)}")
+    return lines
+
+
+def _started(proc: Path, pid: int) -> str:
+    """When `pid` started, as UTC wall-clock time (from /proc's ticks since boot)."""
+    try:
+        ticks = int((proc / str(pid) / "stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float((proc / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "?"
+    at = time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 10)}"
+
+
 def sweep(scope: Path, *, tell: Callable[[list[Leftover]], None] = lambda _: None,
           grace: float = 30.0, rounds: int = 3, spare_trees: Collection[int] = (),
           spare_own: bool = False,
