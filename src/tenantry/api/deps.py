@@ -75,6 +75,18 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def release_connection(session: Session) -> None:
+    """End `session`'s transaction (its objects stay loaded), so that its connection goes
+    back to the pool between the request's hops through the thread pool.
+
+    Every dependency and sync route runs on a thread of its own: a request that kept a
+    connection while it queued for its next thread, under a burst larger than the thread
+    pool, left every connection held by a queued request and every thread waiting for a
+    connection, until the pool's timeout failed them all. Authentication calls this as
+    it returns."""
+    session.commit()
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -88,7 +100,9 @@ def get_principal(request: Request, session: SessionDep) -> Principal:
     token = bearer_token(request)
     if not token:
         raise Unauthenticated("an API token is required (Authorization: Bearer ...)")
-    return authenticate_token(session=session, token=token)
+    principal = authenticate_token(session=session, token=token)
+    release_connection(session)
+    return principal
 
 
 # Authenticates but declares nothing: a route whose only principal is this one fails

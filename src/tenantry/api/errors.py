@@ -78,6 +78,16 @@ def install(app: FastAPI) -> None:
         log.warning("the store is unreachable: %s", type(exc.orig).__name__)
         return _store_away()
 
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _busy(request: Request, exc: sqlalchemy.exc.TimeoutError) -> JSONResponse:
+        """No store connection came free in time: the API is overloaded, which a client may
+        retry (an agent does), not a bug."""
+        log.warning("no store connection came free in time: %s", exc)
+        return JSONResponse(error_body("unavailable", "the control plane is overloaded (no "
+                                       "database connection came free in time); try again "
+                                       "in a few seconds", None), status_code=503,
+                            headers={"Retry-After": "5"})
+
     @app.exception_handler(psycopg.OperationalError)
     async def _store_direct(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         log.warning("the store is unreachable: %s", type(exc).__name__)  # (the job queue's)

@@ -13,7 +13,15 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from tenantry.api.agent_tls import client_common_name
-from tenantry.api.deps import AGENT, Public, RuntimeDep, SessionDep, bearer_token, declares
+from tenantry.api.deps import (
+    AGENT,
+    Public,
+    RuntimeDep,
+    SessionDep,
+    bearer_token,
+    declares,
+    release_connection,
+)
 from tenantry.core.ca import check_csr
 from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
@@ -42,6 +50,7 @@ def get_host(request: Request, session: SessionDep) -> Host:
     if over_tls and common_name != host.id:
         raise Unauthenticated("this listener needs the host's own client certificate "
                               "(mutual TLS)")
+    release_connection(session)
     return host
 
 

@@ -1,0 +1,83 @@
+"""The API under a burst of agents larger than its store pool and its thread pool: no request
+holds a store connection while it waits for a thread, so a burst is slow, never stuck.
+
+Each request crosses the thread pool several times (the session dependency, the agent's
+token check, the route). A check that kept its connection while its request queued for the
+route's thread left every connection with a queued request and every thread waiting for a
+connection, until the pool's timeout failed them (found by `bench/fleet.py` with 300
+hosts: 312 requests failed after 30 s)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tenantry.api.app import create_app
+from tenantry.core.crypto import token_hash
+from tenantry.core.db import make_engine, utcnow
+from tenantry.core.names import new_id
+from tenantry.core.runtime import database_url
+from tenantry.platforms.models import Host, Region
+from tests.conftest import store_runtime
+
+HOSTS = 150  # more than the 40 threads of the pool and the 4 connections below
+
+
+def test_a_burst_of_heartbeats_beyond_the_pool_and_the_threads_all_succeed() -> None:
+    with store_runtime("tn-burst-") as runtime:
+        engine = make_engine(database_url(runtime.settings), pool_size=4, max_overflow=0,
+                             pool_timeout=5)
+        runtime.sessions.configure(bind=engine)
+        tokens = [f"tna_burst_{i}" for i in range(HOSTS)]
+        with runtime.sessions() as session:
+            region = Region(id=new_id("g"), name="r1")
+            session.add(region)
+            session.add_all(Host(id=new_id("h"), name=f"h{i}", region=region,
+                                 address="127.0.0.1", ingress_port=443, port_min=20000,
+                                 port_max=20100, agent_token_hash=token_hash(token),
+                                 state="online", last_seen_at=utcnow())
+                            for i, token in enumerate(tokens))
+            session.commit()
+        app = create_app(runtime)
+
+        async def burst() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api",
+                                         timeout=120) as client:
+                return await asyncio.gather(*(
+                    client.post("/api/v1/agent/report", json={},
+                                headers={"Authorization": f"Bearer {token}"})
+                    for token in tokens))
+
+        try:
+            answers = asyncio.run(burst())
+        finally:
+            engine.dispose()
+        failed = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 204]
+        assert failed == []
+
+
+def test_a_request_that_gets_no_store_connection_in_time_answers_503() -> None:
+    """Overload is said as such (503 `unavailable`, Retry-After), never a 500."""
+    with store_runtime("tn-busy-") as runtime:
+        engine = make_engine(database_url(runtime.settings), pool_size=1, max_overflow=0,
+                             pool_timeout=0.5)
+        runtime.sessions.configure(bind=engine)
+        app = create_app(runtime)
+        held = engine.connect()  # the pool's only connection, taken
+        try:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+            async def ask() -> httpx.Response:
+                async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+                    return await c.post("/api/v1/agent/report", json={},
+                                        headers={"Authorization": "Bearer tna_x"})
+
+            answer = asyncio.run(ask())
+        finally:
+            held.close()
+            engine.dispose()
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "unavailable"
+        assert answer.headers["retry-after"] == "5"
