@@ -96,13 +96,27 @@ async def _requeue_stalled(app: procrastinate.App) -> None:
         await asyncio.sleep(2.0)
 
 
+async def _prune_queue(app: procrastinate.App, runtime: Runtime) -> None:
+    """procrastinate's own rows of ended jobs, past the jobs' retention, hourly."""
+    days = runtime.settings.job_retention_days
+    while days:
+        try:
+            await app.job_manager.delete_old_jobs(nb_hours=24 * days, include_failed=True,
+                                                  include_cancelled=True,
+                                                  include_aborted=True)
+        except Exception:
+            log.exception("deleting old queue rows failed; trying again in an hour")
+        await asyncio.sleep(3600.0)
+
+
 async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
     app = make_app(runtime)
     logging.getLogger("procrastinate.worker").addFilter(_quiet_pauses)
     async with app.open_async():
         keepers = [asyncio.create_task(_requeue_stalled(app))]
         keepers += [asyncio.create_task(_repeat(task, runtime))
-                    for task in composition.periodic()]
+                    for task in (jobs.PRUNE, *composition.periodic())]
+        keepers.append(asyncio.create_task(_prune_queue(app, runtime)))
         work = asyncio.create_task(app.run_worker_async(
             queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
             update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,

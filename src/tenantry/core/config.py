@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     offsite_access_key_id: str | None = None
     offsite_secret_access_key: SecretStr | None = None
     offsite_lock_days: int = 365  # COMPLIANCE retention of each shipped object; 0: none
+    # How long ended jobs (with their steps) and events are kept; 0 keeps them for ever.
+    job_retention_days: int = 90
+    event_retention_days: int = 90
     # Notification channels (tenantry.monitoring.channels); see parse_smtp_url and
     # parse_sms_url below. Unset: notifications wait in the outbox, shown in the portal.
     # The URLs hold credentials, so they are secrets as a whole.
@@ -153,7 +156,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a region name such as us-east-1")
         return value
 
-    @field_validator("offsite_lock_days")
+    @field_validator("offsite_lock_days", "job_retention_days", "event_retention_days")
     @classmethod
     def _lock_days(cls, value: int) -> int:
         if not 0 <= value <= 36500:

@@ -13,6 +13,7 @@ as long as the longest running job.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -20,12 +21,12 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import Delete, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from tenantry.core.db import utcnow
 from tenantry.core.errors import TenantryError
-from tenantry.core.models import Job, JobStep
+from tenantry.core.models import Event, Job, JobStep
 from tenantry.core.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -181,3 +182,46 @@ def _skip_rest(runtime: Runtime, job_id: int) -> None:
                                                           JobStep.state == "pending")):
             step.state = "skipped"
         session.commit()
+
+
+PRUNE_BATCH = 5000  # rows a statement deletes: short transactions, whatever the backlog
+
+
+def prune_history(runtime: Runtime) -> tuple[int, int]:
+    """Delete what is older than the retention settings: ended jobs (their steps go with
+    them), except each platform's last job of each kind, and events. Returns how many jobs
+    and events went. Nothing reads further back than the retention (the backup schedule
+    looks back one interval, at most weeks), and the audit log is not touched: it is a
+    chain, kept as it is."""
+    settings, now = runtime.settings, utcnow()
+    pruned = [0, 0]
+    if settings.job_retention_days:
+        before = now - dt.timedelta(days=settings.job_retention_days)
+        last_of_kind = select(func.max(Job.id)).group_by(Job.platform_id, Job.kind)
+        old = (select(Job.id).where(Job.state.in_(("succeeded", "failed")),
+                                    Job.created_at < before, Job.id.not_in(last_of_kind))
+               .limit(PRUNE_BATCH))
+        pruned[0] = _delete_in_batches(runtime, delete(Job).where(Job.id.in_(old)))
+    if settings.event_retention_days:
+        before = now - dt.timedelta(days=settings.event_retention_days)
+        old = select(Event.id).where(Event.time < before).limit(PRUNE_BATCH)
+        pruned[1] = _delete_in_batches(runtime, delete(Event).where(Event.id.in_(old)))
+    if any(pruned):
+        log.info("deleted %d job(s) and %d event(s) older than their retention", *pruned)
+    return pruned[0], pruned[1]
+
+
+def _delete_in_batches(runtime: Runtime, statement: Delete) -> int:
+    total = 0
+    while True:
+        with runtime.sessions() as session:
+            result = session.execute(statement.execution_options(synchronize_session=False))
+            count = int(getattr(result, "rowcount", 0))
+            session.commit()
+        total += count
+        if count < PRUNE_BATCH:
+            return total
+
+
+PRUNE = Periodic("delete jobs and events older than their retention", prune_history,
+                 every=3600.0, retry_every=600.0)
