@@ -17,6 +17,11 @@ platform's own processes (its PostgreSQL and app, by its Unix user), the agent, 
 Caddy, the API, the worker, `up`, the store's PostgreSQL, the exporters, Prometheus and
 Alertmanager. Target (issue 13): with 300 idle platforms, the machine ≤ 10 % of its cores.
 
+With `--serial K`, provisioning is timed as issue 13 asks: K platforms created one at a
+time on the empty host (the baseline, in the same run), then, once the host holds the
+others, K more one at a time; each from the API call until it serves HTTPS; the p50 of the
+full host against the empty host's (target: within 1.3x). The 2K count among `--count`.
+
 With `--restart`, `tenantry up` is then stopped (SIGTERM, as Ctrl-C), started again until
 every platform serves, and stopped again, each timed (issue 13: 300 platforms, ≤ 30 s each
 way). With `--profile S`, py-spy samples the agent, the API and the worker for S seconds
@@ -24,6 +29,7 @@ after the idle window and their busiest functions are listed.
 
     .venv/bin/python bench/density.py [--count 40] [--concurrency 4] [--settle 30]
                                       [--idle-cpu 60] [--restart] [--profile 30]
+                                      [--serial 10]
 """
 
 from __future__ import annotations
@@ -265,6 +271,25 @@ def profile(data_dir: Path, seconds: float) -> dict[str, list[tuple[str, float]]
     return result
 
 
+def _create_serially(cp: Any, names: list[str], created: dict[str, dict[str, Any]],
+                     failures: list[str]) -> list[float]:
+    """Create `names` one at a time; each one's seconds from the API call until it serves."""
+    took = []
+    for name in names:
+        try:
+            rec = create_platform(cp, name)
+            rec["t_https"] = wait_https(cp, rec["host"], timeout=300) - rec["t0"]
+            rec["state"] = wait_job(cp, rec["job_id"], timeout=300)["state"]
+            created[name] = rec
+            took.append(rec["t_https"])
+            print(f"{name} ({rec['id']}) serving after {rec['t_https']:.1f} s (serial, "
+                  f"{len(created)} on the host)", flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported
+            failures.append(f"{name}: {exc}")
+            print(f"{name} FAILED: {exc}", flush=True)
+    return took
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=40)
@@ -279,6 +304,9 @@ def main() -> int:
     ap.add_argument("--profile", type=float, default=0.0,
                     help="seconds of py-spy on the agent, API and worker after the idle "
                          "window (py-spy from $PY_SPY, default `py-spy` on PATH)")
+    ap.add_argument("--serial", type=int, default=0,
+                    help="time K creations one at a time on the empty host and K on the full "
+                         "host (issue 13: p50 within 1.3x)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -305,7 +333,10 @@ def main() -> int:
         created: dict[str, dict[str, Any]] = {}
         failures: list[str] = []
         lock = threading.Lock()
-        queue = list(names)
+        # the first builds the release's virtualenv: it is not part of the baseline
+        first = args.serial + 1 if args.serial else 0
+        serial_empty = _create_serially(cp, names[:first], created, failures)[1:]
+        queue = names[first:len(names) - args.serial]
         t_start = time.monotonic()
 
         def worker() -> None:
@@ -335,6 +366,8 @@ def main() -> int:
             th.join()
         t_create = time.monotonic() - t_start
         print(f"{len(created)} platforms created in {t_create:.1f} s; {len(failures)} failed")
+        serial_full = _create_serially(cp, names[len(names) - args.serial:] if args.serial
+                                       else [], created, failures)
 
         print(f"idle for {args.settle:.0f} s ...")
         time.sleep(args.settle)
@@ -442,6 +475,21 @@ Caddy, supervisord, the agent and the control plane are not counted per platform
 Verdict (max PSS per platform ≤ {TARGET_MIB:g} MiB and all serving):
 **{'PASS' if verdict else 'FAIL'}**
 """
+    if args.serial and serial_empty and serial_full:
+        empty_p50, full_p50 = statistics.median(serial_empty), statistics.median(serial_full)
+        ratio = full_p50 / empty_p50
+        table_s = md_table(
+            ["created one at a time, until it serves", "p50 s", "max s", "n"],
+            [["on the empty host (after the first, which builds the release)",
+              f"{empty_p50:.2f}",
+              f"{max(serial_empty):.2f}", str(len(serial_empty))],
+             [f"on the host holding {args.count - args.serial}", f"{full_p50:.2f}",
+              f"{max(serial_full):.2f}", str(len(serial_full))],
+             ["full / empty (target ≤ 1.3)", f"{ratio:.2f}", "",
+              "PASS" if ratio <= 1.3 else "FAIL"]])
+        print()
+        print(table_s)
+        body += f"\nProvisioning, one platform at a time:\n\n{table_s}\n"
     if restart is not None:
         limit = 30.0  # issue 13, for 300 platforms
         rows_r = [[k, f"{v:.2f}", "PASS" if v <= limit else "FAIL"] for k, v in restart.items()]
