@@ -22,6 +22,7 @@ from sqlalchemy import JSON, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from tenantry.backups.models import BackupSchedule, Drill
+from tenantry.backups.purge import PURGE
 from tenantry.backups.schemas import CheckType
 from tenantry.core import jobs
 from tenantry.core.events import emit
@@ -677,4 +678,4 @@ RECOVER = JobKind(name="recover", steps=(("place", step_place_recovery), *CREATE
 
 KINDS = (BACKUP, RESTORE, DRILL, CLONE, RECOVER)
 PERIODIC = (Periodic("back up and check platforms on schedule", run_schedule, every=30.0,
-                     retry_every=60.0),)
+                     retry_every=60.0), PURGE)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     backup_secret_access_key: SecretStr | None = None
     backup_ca_file: Path | None = None  # a private CA the endpoint's certificate chains to
     backup_archive_timeout: int = 10  # seconds; the longest a commit waits to be archived
+    # days a destroyed platform's repository is kept after its last write; 0: for ever
+    backup_keep_destroyed_days: int = 30
 
     @field_validator("smtp_url", "smtp_from", "smtp_ca_file", "sms_url", "sms_token",
                      "sms_ca_file", mode="before")
@@ -156,7 +158,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a region name such as us-east-1")
         return value
 
-    @field_validator("offsite_lock_days", "job_retention_days", "event_retention_days")
+    @field_validator("offsite_lock_days", "job_retention_days", "event_retention_days",
+                     "backup_keep_destroyed_days")
     @classmethod
     def _lock_days(cls, value: int) -> int:
         if not 0 <= value <= 36500:

@@ -194,7 +194,7 @@ class S3ObjectStore(ObjectStore):
                  region: str = "us-east-1", access_key_id: str | None = None,
                  secret_access_key: SecretStr | None = None, lock_days: int = 365,
                  mutable_keys: Collection[str] = (), setting: str = "offsite",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, ca_file: Path | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
@@ -205,6 +205,7 @@ class S3ObjectStore(ObjectStore):
         self.mutable_keys = frozenset(mutable_keys)
         self.setting = setting
         self.timeout = timeout
+        self.ca_file = ca_file  # a private CA the endpoint's certificate chains to
         self._client: S3Client | None = None
         self._locked: bool | None = None  # the bucket has Object Lock (asked once)
         self._mutex = threading.Lock()
@@ -238,7 +239,7 @@ class S3ObjectStore(ObjectStore):
                 self._client = boto3.session.Session().client(
                     "s3", endpoint_url=self.endpoint, region_name=self.region,
                     aws_access_key_id=self.access_key_id, aws_secret_access_key=secret,
-                    config=config)
+                    config=config, verify=str(self.ca_file) if self.ca_file else None)
             return self._client
 
     def put(self, key: str, data: bytes) -> None:
@@ -332,7 +333,7 @@ class S3ObjectStore(ObjectStore):
         if self._secret is not None and self._secret.get_secret_value():
             text = text.replace(self._secret.get_secret_value(), "**********")
         # `from None`: botocore's own exception is not kept on the chain of what we raise.
-        raise Unavailable(f"offsite store {self.url}: {text}", field=field) from None
+        raise Unavailable(f"{self.setting} store {self.url}: {text}", field=field) from None
 
 
 def _code(exc: Exception) -> str | None:
