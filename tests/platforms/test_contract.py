@@ -115,6 +115,7 @@ REPORT: dict[str, Any] = {
     "disk": {"path": "/var/lib/tenantry/agent", "total_bytes": 107374182400,
              "free_bytes": 53687091200, "reserve_bytes": 1073741824, "low": False,
              "detail": None},
+    "desired_error": None,
     "process_exits": [{"program": "p1-a-web-0", "how": "terminated by SIGKILL",
                        "at": 1790000009.5}],
 }
@@ -354,11 +355,14 @@ def test_the_agent_refuses_an_invalid_desired_state_and_keeps_its_services(
     bad = json.loads(json.dumps(WIRE_DOC))
     bad["platforms"][0]["database"]["pasword"] = bad["platforms"][0]["database"].pop("password")
     asked: list[str] = []
+    reports: list[dict[str, Any]] = []
 
     def control_plane(request: httpx.Request) -> httpx.Response:
         asked.append(request.url.path)
         if request.url.path == "/api/v1/agent/desired":
             return httpx.Response(200, json=bad)
+        if request.url.path == "/api/v1/agent/report":
+            reports.append(json.loads(request.content))
         return httpx.Response(204)
 
     transport = httpx.MockTransport(control_plane)
@@ -382,7 +386,12 @@ def test_the_agent_refuses_an_invalid_desired_state_and_keeps_its_services(
         thread.join(timeout=20)
     assert alive, "the agent keeps running"
     assert asked.count("/api/v1/agent/desired") >= 2, "and asks again"
-    assert "/api/v1/agent/report" not in asked
+    # the control plane is told why (its jobs fail with that, not after a timeout), and
+    # nothing about the platforms changes
+    assert reports and all(r["platforms"] == {} for r in reports)
+    assert "platforms.0.database.pasword: Extra inputs are not permitted" in \
+        reports[-1]["desired_error"]
+    assert PASSWORD not in json.dumps(reports)
     assert "refused the desired state" in caplog.text
     assert "platforms.0.database.pasword: Extra inputs are not permitted" in caplog.text
     assert PASSWORD not in caplog.text

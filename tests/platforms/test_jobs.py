@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from tenantry.core.db import utcnow
 from tenantry.core.jobs import StepContext, StepFailed
 from tenantry.platforms import jobs
-from tenantry.platforms.contract import DesiredState, PlatformReport
+from tenantry.platforms.contract import DesiredState, HostObserved, PlatformReport
 
 DONE, WAIT = True, False
 
@@ -109,11 +110,12 @@ class _Plane:
     """Just enough of the runtime for `_wait`: one platform whose report changes per poll."""
 
     def __init__(self, reports: list[PlatformReport | None],
-                 desired: DesiredState = DESIRED, host_states: list[str] | None = None
-                 ) -> None:
+                 desired: DesiredState = DESIRED, host_states: list[str] | None = None,
+                 refused: str | None = None) -> None:
         self.reports = reports
         self.desired = desired
         self.host_states = host_states or ["online"]
+        self.refused = refused  # the host's agent refused its desired state, reporting now
         self.polls = 0
 
     @contextlib.contextmanager
@@ -121,8 +123,10 @@ class _Plane:
         observed = self.reports[min(self.polls, len(self.reports) - 1)]
         state = self.host_states[min(self.polls, len(self.host_states) - 1)]
         self.polls += 1
-        platform = SimpleNamespace(observed=observed, desired=self.desired,
-                                   host=SimpleNamespace(name="h1", state=state))
+        host = SimpleNamespace(name="h1", state=state,
+                               observed=HostObserved(desired_error=self.refused),
+                               last_seen_at=utcnow() if self.refused else None)
+        platform = SimpleNamespace(observed=observed, desired=self.desired, host=host)
         yield SimpleNamespace(get=lambda model, key: platform)
 
 
@@ -179,13 +183,26 @@ def test_a_long_wait_looks_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
         clock.sleeps.append(seconds)
         clock.now += seconds
 
-    monkeypatch.setattr(jobs, "time", SimpleNamespace(monotonic=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(jobs.jobs, "sleep", sleep)
     plane = _Plane([report(database="starting")] * 80 + [report(database="ready")])
     jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=600)
     fast = [s for s in clock.sleeps if s == 0.15]
     assert 60 <= len(fast) <= 70  # 10 s at 0.15 s
     assert clock.sleeps[len(fast):] == [jobs.SLOW_POLL] * (80 - len(fast))
     assert plane.polls == 81
+
+
+def test_a_wait_fails_at_once_when_the_agent_refuses_its_desired_state() -> None:
+    """Not after the step's timeout: the agent said why, and the document will not change
+    by itself (the same one comes on every fetch)."""
+    plane = _Plane([report(database="starting")],
+                   refused="it does not validate: platforms.0.database.port: too big")
+    with pytest.raises(StepFailed) as failed:
+        jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=30)
+    assert str(failed.value) == ("the agent on host h1 refused its desired state: it does "
+                                 "not validate: platforms.0.database.port: too big")
+    assert plane.polls == 1
 
 
 def test_a_wait_on_a_host_that_stays_offline_fails(monkeypatch: pytest.MonkeyPatch) -> None:

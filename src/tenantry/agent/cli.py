@@ -65,7 +65,9 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
                    "free space falls below it (default: 1 % of the disk, 64 to 1024 MiB; "
                    "0: none).")] = None) -> None:
     """Run the host agent: enroll once, then converge this host to its desired state."""
-    from tenantry.agent.main import Agent, AgentOptions, run_agent
+    from pydantic import ValidationError
+
+    from tenantry.agent.main import Agent, AgentOptions, describe_invalid, run_agent
 
     low, high = parse_port_range(port_range)
     if server is not None and not server.startswith(("http://", "https://")):
@@ -96,7 +98,13 @@ def agent(data_dir: Annotated[Path, typer.Option(help="The agent's own directory
     if plan:
         the_agent = Agent(options)
         client = the_agent.connect()
-        desired = client.desired(generation=0, wait=0)
+        try:
+            desired = client.desired(generation=0, wait=0)
+        except ValidationError as exc:
+            err.print(f"error (desired state): the control plane's desired state for this host "
+                      f"does not validate: {describe_invalid(exc)}; the agent would refuse it "
+                      "and change nothing")
+            raise typer.Exit(1) from None
         actions = the_agent.plan(desired)
         for action in actions:
             print(action.description)

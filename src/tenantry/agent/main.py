@@ -187,6 +187,7 @@ class Agent:
         self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
         self._sent_ingress: str | None = None
         self._ingress_error: str | None = None
+        self._desired_error: str | None = None  # why the last desired state was refused
         self._ours: set[int] = set()
         self._access: HostAccess | None = None
         self._firewall: HostFirewall | None = None
@@ -516,7 +517,8 @@ class Agent:
                                       self._ours),
                 agent_time=time.time(),
                 firewall=self._firewall.status() if self._firewall else None,
-                monitoring=self.monitoring.targets, process_exits=exits, disk=self._disk))
+                monitoring=self.monitoring.targets, process_exits=exits, disk=self._disk,
+                desired_error=self._desired_error))
         except BaseException:
             self.exits.put_back(exits)
             raise
@@ -536,11 +538,14 @@ class Agent:
                 return self._desired if got is None else got  # None: ours is current
             got = client.desired(generation=generation, wait=wait)
             self._fetched_at = time.monotonic()
+            self._desired_error = None
             return got
         except ValidationError as exc:
-            log.error("refused the desired state from the control plane, it does not "
-                      "validate (%s); services keep running as they are",
-                      describe_invalid(exc))
+            error = f"it does not validate: {describe_invalid(exc)}"
+            if error != self._desired_error:
+                log.error("refused the desired state from the control plane, %s; services "
+                          "keep running as they are", error)
+            self._desired_error = error
             return None
 
     # ------------------------------------------------------------ the loop
@@ -763,7 +768,8 @@ class Agent:
             try:
                 desired = self.fetch_desired(client, generation=generation,
                                              wait=IDLE_WAIT if settled else 0.25)
-                if desired is None:
+                if desired is None:  # refused: say why, with the next heartbeat's host part
+                    self._report({})
                     settled = False
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, ceiling)

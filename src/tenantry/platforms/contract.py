@@ -401,6 +401,9 @@ class HostObserved(_Document):
     # while the host runs a cluster (read by the control plane's service discovery).
     monitoring: dict[str, str] = Field(default_factory=dict)
     disk: DiskReport | None = None
+    # why the agent refused the last desired state it was sent (the fields and reasons,
+    # never values); None while it holds one it accepted
+    desired_error: str | None = Field(default=None, max_length=2000)
 
 
 class HostReport(HostObserved):

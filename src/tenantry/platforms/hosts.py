@@ -101,7 +101,8 @@ def _public(session: Session, h: Host) -> HostPublic:
                       ingress_port=h.ingress_port, state=h.state, last_seen_at=h.last_seen_at,
                       platforms=count_platforms_on(session, h.id),
                       firewall=firewall_state(h.observed.firewall),
-                      disk=_disk_state(h.observed.disk))
+                      disk=_disk_state(h.observed.disk),
+                      desired_error=h.observed.desired_error)
 
 
 def list_hosts(*, session: Session, principal: Principal) -> list[HostPublic]:

@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 from tenantry.core import jobs
+from tenantry.core.db import utcnow
 from tenantry.core.events import emit
 from tenantry.core.jobs import JobKind, Periodic, StepContext, StepFailed
 from tenantry.core.models import Job
@@ -66,6 +67,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
     deadline = started + timeout
     last_error = ""
     offline_since: float | None = None
+    since = utcnow()
     while True:
         with ctx.runtime.sessions() as session:
             platform = session.get(Platform, ctx.platform_id)
@@ -80,6 +82,12 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
                                      f"for {what}")
             else:
                 offline_since = None
+            # the agent refused the host's desired state, in a report made since this wait
+            # began: nothing will come of waiting (the document is the same on every fetch)
+            if host is not None and host.observed.desired_error and \
+                    host.last_seen_at is not None and host.last_seen_at > since:
+                raise StepFailed(f"the agent on host {host.name} refused its desired state: "
+                                 f"{host.observed.desired_error}")
         current = observed.gen >= desired.gen
         if current and observed.conflicts:
             _move_ports(ctx, observed.conflicts)

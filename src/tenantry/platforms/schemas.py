@@ -101,6 +101,9 @@ class HostPublic(BaseModel):
     firewall: str = Field(description='"off", "in place", or what stops it')
     disk: str = Field(default="unknown", description='free space on the data disk, "LOW: …" '
                       "when the agent released its reserve")
+    desired_error: str | None = Field(
+        default=None, description="why the agent refused the last desired state it was sent "
+        "(it then keeps running what it has); null while it holds one it accepted")
 
 
 class EnrollTokenPublic(BaseModel):
