@@ -16,8 +16,8 @@ from sqlalchemy import delete, select
 
 from tenantry.backups import purge
 from tenantry.core.models import Event
-from tenantry.platforms.models import App, Isv, Platform, Region, Release
-from tests.conftest import store_runtime
+from tenantry.platforms.models import Platform
+from tests.backups.seed import seeded_store
 from tests.s3server import S3Server, s3_server  # noqa: F401 (a fixture)
 
 LIVE, GONE, RECENT = "p00000000aa", "p00000000bb", "p00000000cc"
@@ -26,15 +26,8 @@ DAY = 86400
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[Any]:
-    with store_runtime("tnpurge-") as runtime:
+    with seeded_store("tnpurge-") as runtime:
         with runtime.sessions() as session:
-            isv = Isv(id="i1", name="bms")
-            app = App(id="a1", isv=isv, name="bodyshop")
-            session.add_all([isv, app, Region(id="g1", name="local"), Release(
-                id="r1", app=app, version="1.0.0", digest="sha256:" + "ab" * 32,
-                manifest={"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["x"]},
-                          "health_path": "/health"})])
-            session.flush()
             session.add(Platform(id=LIVE, isv_id="i1", name="live", region_id="g1",
                                  release_id="r1", state="ready"))
             session.commit()

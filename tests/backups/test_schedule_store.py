@@ -14,8 +14,8 @@ from sqlalchemy import delete, event, select
 from tenantry.backups import jobs as backup_jobs
 from tenantry.core.models import Job
 from tenantry.platforms.contract import BackupReport, PlatformReport
-from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
-from tests.conftest import store_runtime
+from tenantry.platforms.models import Host, Platform
+from tests.backups.seed import seeded_store
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +27,7 @@ def _now() -> dt.datetime:
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[Any]:
-    with store_runtime("tnsch-") as runtime:
-        with runtime.sessions() as session:
-            isv = Isv(id="i1", name="bms")
-            app = App(id="a1", isv=isv, name="bodyshop")
-            session.add_all([isv, app, Region(id="g1", name="local"), Release(
-                id="r1", app=app, version="1.0.0", digest="sha256:" + "ab" * 32,
-                manifest={"name": "bodyshop", "version": "1.0.0", "processes": {"web": ["x"]},
-                          "health_path": "/health"})])
-            session.commit()
+    with seeded_store("tnsch-") as runtime:
         yield runtime
 
 
