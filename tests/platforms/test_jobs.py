@@ -362,3 +362,58 @@ def test_a_heartbeat_and_a_job_on_one_platform_do_not_deadlock(store: Any) -> No
         assert stored is not None and stored.observed is not None
         assert stored.observed.database == "ready" and stored.desired.gen == 1
         assert stored.host is not None and stored.host.generation == 2
+
+
+def test_a_job_making_the_isvs_keys_and_a_support_grant_do_not_deadlock(store: Any) -> None:
+    """A job holds its platform's row, then reads (or makes) its ISV's backup keys. A
+    support grant for that platform, inserted meanwhile, takes key-share locks on the ISV's
+    row, then on the platform's. With the ISV's row locked FOR UPDATE for the keys the two
+    deadlocked, and PostgreSQL aborted the grant (a 503; found by the full suite). The grant
+    now waits for the job, and the job never waits for the grant."""
+    import datetime as dt
+    import threading
+
+    from tenantry.access.support.models import SupportGrant
+    from tenantry.platforms import backing
+    from tenantry.platforms.models import App, Isv, Platform, Region, Release
+
+    with store.sessions() as session:
+        isv = Isv(id="i8", name="dlk8")
+        app = App(id="a8", isv=isv, name="bodyshop")
+        release = Release(id="r8", app=app, version="1.0.0", digest="sha256:" + "ce" * 32,
+                          manifest={"name": "bodyshop", "version": "1.0.0",
+                                    "processes": {"web": ["x"]}, "health_path": "/health"})
+        region = Region(id="g8", name="dlk8")
+        platform = Platform(id="p8", isv=isv, name="one", region=region, release=release)
+        session.add_all([isv, app, release, region, platform])
+        session.commit()
+
+    outcome: dict[str, object] = {}
+
+    def grant() -> None:
+        try:
+            with store.sessions() as session:
+                session.add(SupportGrant(id="s8", isv_id="i8", platform_id="p8", reason="r",
+                                         granted_by="x", expires_at=utcnow() +
+                                         dt.timedelta(hours=1)))
+                session.commit()
+            outcome["grant"] = "stored"
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is asserted
+            outcome["grant"] = exc
+
+    keys = []
+    with store.sessions() as job:
+        held = job.get(Platform, "p8", with_for_update=True)  # as load_platform does
+        assert held is not None
+        other = threading.Thread(target=grant)
+        other.start()
+        time.sleep(0.5)  # the grant has taken the ISV's row and waits for the platform's
+        keys = [backing.isv_key(job, store.secrets, "i8"),
+                backing.isv_files_key(job, store.secrets, "i8")]
+        job.commit()
+    other.join(15)
+    assert outcome == {"grant": "stored"}
+    with store.sessions() as session:
+        # made once: a second look gives the same keys
+        assert [backing.isv_key(session, store.secrets, "i8"),
+                backing.isv_files_key(session, store.secrets, "i8")] == keys

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tenantry.core.config import Settings
 from tenantry.core.crypto import SecretBox, new_password
@@ -48,21 +49,32 @@ def repository(settings: Settings, isv: str, platform_id: str) -> BackupRepo:
 
 
 def isv_key(session: Session, secrets: SecretBox, isv_id: str) -> str:
-    """The ISV's pgBackRest passphrase, encrypted; made once, under a row lock."""
-    isv = session.get(Isv, isv_id, with_for_update=True)
-    assert isv is not None
-    if isv.backup_key is None:
-        isv.backup_key = secrets.encrypt(new_password(32), org=isv.id)
-    return isv.backup_key
+    """The ISV's pgBackRest passphrase, encrypted; made once."""
+    return _isv_secret(session, secrets, isv_id, Isv.backup_key)
 
 
 def isv_files_key(session: Session, secrets: SecretBox, isv_id: str) -> str:
-    """The ISV's restic password, encrypted; made once, under a row lock."""
-    isv = session.get(Isv, isv_id, with_for_update=True)
-    assert isv is not None
-    if isv.files_key is None:
-        isv.files_key = secrets.encrypt(new_password(32), org=isv.id)
-    return isv.files_key
+    """The ISV's restic password, encrypted; made once."""
+    return _isv_secret(session, secrets, isv_id, Isv.files_key)
+
+
+def _isv_secret(session: Session, secrets: SecretBox, isv_id: str,
+                column: InstrumentedAttribute[str | None]) -> str:
+    """Read the ISV's secret, or make it with a conditional UPDATE: the first writer wins,
+    and a second one (blocked until the first commits) changes nothing and reads the
+    winner's. No `SELECT ... FOR UPDATE` of the ISV's row: a job holds its platform's row,
+    and such a lock conflicts with the key-share lock that any insert referencing the ISV
+    and the platform takes (a support grant, say): the two deadlocked. An UPDATE of a
+    column that is no key takes a lock that key-share locks do not wait for."""
+    current = session.scalar(select(column).where(Isv.id == isv_id))
+    if current is not None:
+        return current
+    session.execute(update(Isv).where(Isv.id == isv_id, column.is_(None))
+                    .values({column: secrets.encrypt(new_password(32), org=isv_id)})
+                    .execution_options(synchronize_session=False))
+    made = session.scalar(select(column).where(Isv.id == isv_id))
+    assert made is not None, f"no ISV {isv_id}"
+    return made
 
 
 def configured(settings: Settings, secrets: SecretBox, session: Session,
