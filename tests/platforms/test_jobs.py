@@ -314,6 +314,26 @@ def test_steps_write_the_desired_state_and_wait_on_reports(store: Any) -> None:
 
 
 @pytest.mark.slow
+def _lone_platform(store: Any, n: str, *, with_host: bool) -> None:
+    """ISV i<n>, its app and release r<n>, region g<n>, platform p<n> (on host h<n>)."""
+    from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
+
+    with store.sessions() as session:
+        isv = Isv(id=f"i{n}", name=f"dlk{n}")
+        app = App(id=f"a{n}", isv=isv, name="bodyshop")
+        release = Release(id=f"r{n}", app=app, version="1.0.0",
+                          digest="sha256:" + n * 64,
+                          manifest={"name": "bodyshop", "version": "1.0.0",
+                                    "processes": {"web": ["x"]}, "health_path": "/health"})
+        region = Region(id=f"g{n}", name=f"dlk{n}")
+        host = Host(id=f"h{n}", name=f"dlk{n}", region=region, ingress_port=8443,
+                    agent_token_hash=n * 64) if with_host else None
+        platform = Platform(id=f"p{n}", isv=isv, name="one", region=region,
+                            release=release, host=host)
+        session.add_all([isv, app, release, region, platform, *([host] if host else [])])
+        session.commit()
+
+
 def test_a_heartbeat_and_a_job_on_one_platform_do_not_deadlock(store: Any) -> None:
     """A job holds its platform's row, then bumps its host's generation; a heartbeat that
     carries that platform's report writes both rows too. Taken in opposite orders the two
@@ -322,21 +342,9 @@ def test_a_heartbeat_and_a_job_on_one_platform_do_not_deadlock(store: Any) -> No
     import threading
 
     from tenantry.platforms.hosts import bump
-    from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
+    from tenantry.platforms.models import Platform
 
-    with store.sessions() as session:
-        isv = Isv(id="i9", name="dlk")
-        app = App(id="a9", isv=isv, name="bodyshop")
-        release = Release(id="r9", app=app, version="1.0.0", digest="sha256:" + "cd" * 32,
-                          manifest={"name": "bodyshop", "version": "1.0.0",
-                                    "processes": {"web": ["x"]}, "health_path": "/health"})
-        region = Region(id="g9", name="dlk")
-        host = Host(id="h9", name="dlk", region=region, ingress_port=8443,
-                    agent_token_hash="y" * 64)
-        platform = Platform(id="p9", isv=isv, name="one", region=region, release=release,
-                            host=host)
-        session.add_all([isv, app, release, region, host, platform])
-        session.commit()
+    _lone_platform(store, "9", with_host=True)
 
     outcome: dict[str, object] = {}
 
@@ -375,18 +383,9 @@ def test_a_job_making_the_isvs_keys_and_a_support_grant_do_not_deadlock(store: A
 
     from tenantry.access.support.models import SupportGrant
     from tenantry.platforms import backing
-    from tenantry.platforms.models import App, Isv, Platform, Region, Release
+    from tenantry.platforms.models import Platform
 
-    with store.sessions() as session:
-        isv = Isv(id="i8", name="dlk8")
-        app = App(id="a8", isv=isv, name="bodyshop")
-        release = Release(id="r8", app=app, version="1.0.0", digest="sha256:" + "ce" * 32,
-                          manifest={"name": "bodyshop", "version": "1.0.0",
-                                    "processes": {"web": ["x"]}, "health_path": "/health"})
-        region = Region(id="g8", name="dlk8")
-        platform = Platform(id="p8", isv=isv, name="one", region=region, release=release)
-        session.add_all([isv, app, release, region, platform])
-        session.commit()
+    _lone_platform(store, "8", with_host=False)
 
     outcome: dict[str, object] = {}
 
