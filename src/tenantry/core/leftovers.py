@@ -122,6 +122,17 @@ def _tree(roots: Iterable[int], children: dict[int, list[int]]) -> set[int]:
     return seen
 
 
+def _me_and_ancestors(table: dict[int, _Proc]) -> set[int]:
+    """This process and the chain of its parents up to (not including) init."""
+    me = os.getpid()
+    found = {me}
+    up = table[me].ppid if me in table else 0
+    while up > 1 and up not in found:
+        found.add(up)
+        up = table[up].ppid if up in table else 0
+    return found
+
+
 def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = False,
          spare: Callable[[Leftover], bool] = lambda _: False,
          proc: Path = Path("/proc")) -> list[Leftover]:
@@ -133,11 +144,7 @@ def find(scope: Path, *, spare_trees: Collection[int] = (), spare_own: bool = Fa
     for pid, p in table.items():
         children.setdefault(p.ppid, []).append(pid)
     me = os.getpid()
-    spared = {me}
-    up = table[me].ppid if me in table else 0
-    while up > 1 and up not in spared:
-        spared.add(up)
-        up = table[up].ppid if up in table else 0
+    spared = _me_and_ancestors(table)
     spared |= _tree([p for p in spare_trees if p in table], children)
     if spare_own:
         spared |= _tree(children.get(me, ()), children)
@@ -164,12 +171,8 @@ def naming(scope: Path, proc: Path = Path("/proc")) -> list[str]:
     what a clean stop still sees at its very end is named, with its parent and start, so
     that a leftover of any kind identifies itself."""
     wheres = {str(scope.absolute()), str(scope.resolve())}
-    me, table = os.getpid(), _processes(proc)
-    mine = {me}
-    up = table[me].ppid if me in table else 0
-    while up > 1 and up not in mine:
-        mine.add(up)
-        up = table[up].ppid if up in table else 0
+    table = _processes(proc)
+    mine = _me_and_ancestors(table)
     lines = []
     for pid, p in sorted(table.items()):
         if pid in mine:
