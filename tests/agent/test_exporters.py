@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tenantry.agent import converge, exporters, pgcluster, unixusers
+from tenantry.agent.dbusage import free_bytes, memory_budget
 from tenantry.agent.main import Agent, AgentOptions
 from tenantry.agent.monitor import HostMonitoring
 from tenantry.agent.services import ProgramStatus
@@ -330,7 +331,17 @@ def test_expected_databases_match_the_real_exporter(supervisor: SupervisordManag
                     assert re.search(rf'^{name}\{{.*server="{re.escape(server)}"', text,
                                      re.M), (name, server)
                 series = re.findall(rf'^pg_\w+\{{[^}}]*server="{re.escape(server)}"', text, re.M)
-                assert len(series) < 20, series
+                assert len(series) < 24, series
+            # what the agent adds for each running cluster: its memory against its size's
+            # budget, and the space left for its WAL
+            agent = mon.metrics.text()
+            for server in seen:
+                used = _agent_value(agent, "tenantry_database_memory_bytes", server)
+                budget = _agent_value(agent, "tenantry_database_memory_budget_bytes", server)
+                assert 4 * 2**20 < used < budget == memory_budget("s"), (used, budget)
+                free = _agent_value(agent, "tenantry_database_wal_free_bytes", server)
+                now = free_bytes(paths.platform(p1.id) / "pgdata")
+                assert now is not None and abs(free - now) < 256 * 2**20, (free, now)
 
             supervisor.stop(f"{p2.id}-db")  # p2's cluster dies; the DSN list still has it
             gone = exporters.server_label(paths.socket_dir(p2.id), p2.database.port)
@@ -369,6 +380,12 @@ def _up(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _agent_value(text: str, name: str, server: str) -> float:
+    found = re.search(rf'^{name}\{{server="{re.escape(server)}",[^}}]*\}} (\S+)$', text, re.M)
+    assert found, (name, server)
+    return float(found.group(1))
 
 
 def _expected(text: str) -> dict[str, tuple[str, str]]:

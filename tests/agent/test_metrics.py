@@ -20,6 +20,7 @@ import pytest
 
 from tenantry.agent import converge, exporters, releases
 from tenantry.agent.backups import BackupMetrics
+from tenantry.agent.dbusage import memory_budget
 from tenantry.agent.metrics import (
     AgentMetrics,
     ExpectedDatabase,
@@ -84,10 +85,28 @@ tenantry_platform_processes_expected{isv="bms",platform="bms/dlg",slot="b"} 0
 postgres_exporter labels it.
 # TYPE tenantry_database_expected gauge
 tenantry_database_expected{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} 1
+tenantry_database_expected{server="/srv/tnt-1/p2:21001",isv="bms",platform="bms/dlg"} 1
 # HELP tenantry_database_running 1 while the cluster's program runs, 0 while it is down or \
 restarting: a database down is known from here at once, whatever the exporter does.
 # TYPE tenantry_database_running gauge
 tenantry_database_running{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} 1
+tenantry_database_running{server="/srv/tnt-1/p2:21001",isv="bms",platform="bms/dlg"} 0
+# HELP tenantry_database_memory_bytes Memory of a cluster's processes (PSS of the postmaster \
+and its children).
+# TYPE tenantry_database_memory_bytes gauge
+tenantry_database_memory_bytes{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} 41943040
+# HELP tenantry_database_memory_budget_bytes What a cluster's size is set up to use: \
+shared_buffers, work_mem per connection, maintenance_work_mem and a base.
+# TYPE tenantry_database_memory_budget_bytes gauge
+tenantry_database_memory_budget_bytes{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} \
+109051904
+tenantry_database_memory_budget_bytes{server="/srv/tnt-1/p2:21001",isv="bms",platform="bms/dlg"} \
+109051904
+# HELP tenantry_database_wal_free_bytes Bytes free for the cluster's owner on the filesystem \
+of its pg_wal.
+# TYPE tenantry_database_wal_free_bytes gauge
+tenantry_database_wal_free_bytes{server="/srv/tnt-1/p1:21000",isv="bms",platform="bms/lbh"} \
+5368709120
 # HELP tenantry_backup_last_timestamp_seconds Unix time the platform's newest database \
 backup finished.
 # TYPE tenantry_backup_last_timestamp_seconds gauge
@@ -134,7 +153,13 @@ def test_the_whole_page() -> None:
     snapshot = HostSnapshot(
         slots=(SlotProcesses("bms", "bms/lbh", "a", running=2, expected=3),
                SlotProcesses("bms", "bms/dlg", "b", running=0, expected=0)),
-        databases=(ExpectedDatabase("/srv/tnt-1/p1:21000", "bms", "bms/lbh"),),
+        # p1's cluster runs; p2's is down: no memory or WAL space, its budget still said
+        databases=(ExpectedDatabase("/srv/tnt-1/p1:21000", "bms", "bms/lbh",
+                                    memory_bytes=40 * 2**20,
+                                    memory_budget_bytes=memory_budget("s"),
+                                    wal_free_bytes=5 * 2**30),
+                   ExpectedDatabase("/srv/tnt-1/p2:21001", "bms", "bms/dlg", running=False,
+                                    memory_budget_bytes=memory_budget("s"))),
         backups=(BackupMetrics("bms", "bms/lbh", last_backup_at=1714000000.25,
                                archive_pending=2, archive_lag=12.5,
                                checks=(("verify", True), ("restore-test", False))),

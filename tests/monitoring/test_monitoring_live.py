@@ -132,6 +132,29 @@ def test_a_hung_app_is_told_once_by_email_and_sms(live: Any) -> None:
     assert [c["state"] for c in shown["changes"]][:2] == ["firing", "resolved"]
 
 
+def test_the_database_checks_read_the_real_cluster(live: Any) -> None:
+    """Status, WAL space, memory and checkpoint duration of the platform's own cluster,
+    through the real exporters, the agent and Prometheus's recording rules."""
+    cp, _, _, platform = live
+    name = f"{platform['isv']}/{platform['name']}"
+    wait_until(lambda: None not in [check_value(cp, c, name)
+                                    for c in ("db_recovery", "wal_space", "db_memory")],
+               90, "the database checks' values")
+    assert check_value(cp, "db_recovery", name) == 0, "a primary"
+    wal = check_value(cp, "wal_space", name)
+    assert wal is not None and wal > 5, "this machine has gigabytes free: many max_wal_size"
+    memory = check_value(cp, "db_memory", name)
+    assert memory is not None and 1 < memory < 85, "an idle size-s cluster, within budget"
+    # a backup starts with an immediate checkpoint: the check then has one to average
+    cp.cli_json("backup", "run", name, "--type", "incr", "--wait")
+    wait_until(lambda: check_value(cp, "checkpoint", name) is not None, 60,
+               "the checkpoint's duration")
+    took = check_value(cp, "checkpoint", name)
+    assert took is not None and 0 <= took < 95, took
+    assert not [a for a in cp.cli_json("alert", "list", "--platform", name, "--open")
+                if a["check"] in ("db_recovery", "wal_space", "db_memory", "checkpoint")]
+
+
 def test_a_maintenance_window_silences_the_next_hang(live: Any) -> None:
     cp, smtp, sms, platform = live
     name = f"{platform['isv']}/{platform['name']}"

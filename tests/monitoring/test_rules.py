@@ -184,6 +184,68 @@ UNIT_TESTS.append({
 })
 
 
+def _db_alert(job: str, server: str, platform: str, check: str, level: str) -> dict[str, Any]:
+    return {"exp_labels": {"job": job, "host": "h1", "server": server, "isv": "acme",
+                           "platform": platform, "check": check, "kind": "database",
+                           "level": level, "scope": "default"}}
+
+
+_AGENT_A = f'job="agent", {_A}, isv="acme", platform="acme/p1"'
+_AGENT_B = f'job="agent", {_B}, isv="acme", platform="acme/p2"'
+UNIT_TESTS.append({
+    # The database checks beside up and connections, each joined to its platform: cluster a
+    # is a primary whose checkpoints take the whole checkpoint_timeout, whose backends write
+    # a fifth of the buffers and whose pg_wal has 3 x max_wal_size free; cluster b has
+    # replayed WAL for 45 s and uses 90 % of its memory budget, with little write traffic.
+    "interval": "1m",
+    "input_series": [
+        {"series": f"tenantry_database_expected{{{_AGENT_A}}}", "values": "1x10"},
+        {"series": f"tenantry_database_expected{{{_AGENT_B}}}", "values": "1x10"},
+        {"series": f'pg_recovery_seconds{{job="postgres", {_A}}}', "values": "0x10"},
+        {"series": f'pg_recovery_seconds{{job="postgres", {_B}}}', "values": "45x10"},
+        {"series": f'pg_settings_checkpoint_timeout_seconds{{job="postgres", {_A}}}',
+         "values": "900x10"},
+        {"series": f'pg_stat_bgwriter_checkpoints{{job="postgres", {_A}}}', "values": "0+1x10"},
+        {"series": f'pg_stat_bgwriter_checkpoint_seconds{{job="postgres", {_A}}}',
+         "values": "0+900x10"},
+        {"series": f'pg_stat_bgwriter_buffers_background{{job="postgres", {_A}}}',
+         "values": "0+6000x10"},  # 100 a second
+        {"series": f'pg_stat_bgwriter_buffers_backend{{job="postgres", {_A}}}',
+         "values": "0+1500x10"},  # 25 a second
+        {"series": f'pg_stat_bgwriter_buffers_background{{job="postgres", {_B}}}',
+         "values": "0+600x10"},
+        {"series": f'pg_stat_bgwriter_buffers_backend{{job="postgres", {_B}}}',
+         "values": "0+600x10"},  # half, but 20 a second in all: too little to judge
+        {"series": f'pg_settings_max_wal_size_bytes{{job="postgres", {_A}}}',
+         "values": "268435456x10"},
+        {"series": f"tenantry_database_wal_free_bytes{{{_AGENT_A}}}", "values": "805306368x10"},
+        {"series": f"tenantry_database_memory_bytes{{{_AGENT_A}}}", "values": "52428800x10"},
+        {"series": f"tenantry_database_memory_bytes{{{_AGENT_B}}}", "values": "94371840x10"},
+        {"series": f"tenantry_database_memory_budget_bytes{{{_AGENT_A}}}",
+         "values": "104857600x10"},
+        {"series": f"tenantry_database_memory_budget_bytes{{{_AGENT_B}}}",
+         "values": "104857600x10"},
+    ],
+    "alert_rule_test": [
+        {"eval_time": "8m", "alertname": "db_recovery_busy", "exp_alerts": [
+            _db_alert("postgres", "/run/b:5433", "acme/p2", "db_recovery", "busy")]},
+        {"eval_time": "8m", "alertname": "db_recovery_overloaded", "exp_alerts": []},
+        {"eval_time": "8m", "alertname": "checkpoint_busy", "exp_alerts": [
+            _db_alert("postgres", "/run/a:5432", "acme/p1", "checkpoint", "busy")]},
+        {"eval_time": "8m", "alertname": "checkpoint_overloaded", "exp_alerts": []},
+        {"eval_time": "8m", "alertname": "cache_write_busy", "exp_alerts": [
+            _db_alert("postgres", "/run/a:5432", "acme/p1", "cache_write", "busy")]},
+        {"eval_time": "8m", "alertname": "cache_write_overloaded", "exp_alerts": []},
+        {"eval_time": "8m", "alertname": "wal_space_busy", "exp_alerts": [
+            _db_alert("agent", "/run/a:5432", "acme/p1", "wal_space", "busy")]},
+        {"eval_time": "8m", "alertname": "wal_space_overloaded", "exp_alerts": []},
+        {"eval_time": "8m", "alertname": "db_memory_busy", "exp_alerts": [
+            _db_alert("agent", "/run/b:5433", "acme/p2", "db_memory", "busy")]},
+        {"eval_time": "8m", "alertname": "db_memory_overloaded", "exp_alerts": []},
+    ],
+})
+
+
 def test_rules_behave_under_promtool(tmp_path: Path) -> None:
     doc = rules.rule_groups(CHECKS, OVERRIDES)
     for r in doc["groups"][0]["rules"]:

@@ -46,6 +46,9 @@ class ExpectedDatabase:
     isv: str
     platform: str
     running: bool = True  # its program runs (the service manager's word)
+    memory_bytes: int | None = None  # PSS of the postmaster and its children
+    memory_budget_bytes: int | None = None  # what its size is set up to use
+    wal_free_bytes: int | None = None  # free on pg_wal's filesystem
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport,
     def of(b: BackupMetrics) -> dict[str, str]:
         return {"isv": b.isv, "platform": b.platform}
 
+    def db(d: ExpectedDatabase) -> dict[str, str]:
+        return {"server": d.server, "isv": d.isv, "platform": d.platform}
+
     return [
         Family("tenantry_agent_heartbeat_timestamp_seconds",
                "Unix time of the agent's last successful report to the control plane "
@@ -125,13 +131,24 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport,
                "gauge", [(slot(s), s.expected) for s in snapshot.slots]),
         Family("tenantry_database_expected",
                "A platform cluster the agent runs; `server` as postgres_exporter labels it.",
-               "gauge", [({"server": d.server, "isv": d.isv, "platform": d.platform}, 1)
-                         for d in snapshot.databases]),
+               "gauge", [(db(d), 1) for d in snapshot.databases]),
         Family("tenantry_database_running",
                "1 while the cluster's program runs, 0 while it is down or restarting: a "
                "database down is known from here at once, whatever the exporter does.",
-               "gauge", [({"server": d.server, "isv": d.isv, "platform": d.platform},
-                          int(d.running)) for d in snapshot.databases]),
+               "gauge", [(db(d), int(d.running)) for d in snapshot.databases]),
+        Family("tenantry_database_memory_bytes",
+               "Memory of a cluster's processes (PSS of the postmaster and its children).",
+               "gauge", [(db(d), d.memory_bytes) for d in snapshot.databases
+                         if d.memory_bytes is not None]),
+        Family("tenantry_database_memory_budget_bytes",
+               "What a cluster's size is set up to use: shared_buffers, work_mem per "
+               "connection, maintenance_work_mem and a base.", "gauge",
+               [(db(d), d.memory_budget_bytes) for d in snapshot.databases
+                if d.memory_budget_bytes is not None]),
+        Family("tenantry_database_wal_free_bytes",
+               "Bytes free for the cluster's owner on the filesystem of its pg_wal.", "gauge",
+               [(db(d), d.wal_free_bytes) for d in snapshot.databases
+                if d.wal_free_bytes is not None]),
         Family("tenantry_backup_last_timestamp_seconds",
                "Unix time the platform's newest database backup finished.", "gauge",
                [(of(b), b.last_backup_at) for b in snapshot.backups

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Collection
 from pathlib import Path
 
-from tenantry.agent import backups, converge, exporters, pgcluster, unixusers
+from tenantry.agent import backups, converge, dbusage, exporters, pgcluster, unixusers
 from tenantry.agent.metrics import (
     AgentMetrics,
     ExpectedDatabase,
@@ -48,6 +48,7 @@ class HostMonitoring:
         self._server: MetricsServer | None = None
         self._ports: exporters.MonitoringPorts | None = None
         self._db_seen: set[str] = set()  # clusters seen running since their platform started
+        self._db_memory = dbusage.MemoryCache()
         self._kept: tuple[object, ...] | None = None  # what the exporters were planned for
         self._kept_at = 0.0
 
@@ -154,10 +155,18 @@ class HostMonitoring:
         self._db_seen = (self._db_seen | running) & wanted
         failed = {pid for pid in wanted if (s := programs.get(f"{pid}-db")) is not None
                   and s.state in ("FATAL", "BACKOFF", "EXITED", "STOPPED")}
+        postmasters = {pid: s.pid for pid in running
+                       if (s := programs.get(f"{pid}-db")) is not None and s.pid}
+        self._db_memory.keep_only(set(postmasters.values()))
         databases = tuple(
             ExpectedDatabase(
                 server=exporters.server_label(self.paths.socket_dir(p.id), p.database.port),
-                isv=p.isv, platform=f"{p.isv}/{p.name}", running=p.id in running)
+                isv=p.isv, platform=f"{p.isv}/{p.name}", running=p.id in running,
+                memory_bytes=(self._db_memory.of(postmasters[p.id]) if p.id in postmasters
+                              else None),
+                memory_budget_bytes=dbusage.memory_budget(p.size),
+                wal_free_bytes=(dbusage.free_bytes(self.paths.platform(p.id) / "pgdata"
+                                                   / "pg_wal") if p.id in running else None))
             for p in sorted(desired.platforms, key=lambda p: p.id)
             if p.id in self._db_seen | failed)
         found = tuple(backups.metrics(self.paths.platform(p.id), p)

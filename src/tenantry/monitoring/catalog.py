@@ -144,7 +144,42 @@ CHECKS: tuple[Check, ...] = (
               f" and (sum without({_PGDB}) (rate(pg_stat_database_blks_hit[1m]))"
               f" + sum without({_PGDB}) (rate(pg_stat_database_blks_read[1m]))) > 200"),
           False, 95, 90, 97, 120, "%", "buffer cache hit ratio low"),
+    # Status "in recovery": how long a cluster that should be a primary has been replaying WAL
+    # (a restore, or a crash recovery that accepts connections); 0 while it is a primary.
+    Check("db_recovery", TargetKind.DATABASE, _db("pg_recovery_seconds"),
+          True, 1, 900, 0.5, 30, "s", "database in recovery"),
+    # A checkpoint spreads its writes over checkpoint_completion_target (0.9) of
+    # checkpoint_timeout; one that takes the whole interval means the disk cannot keep up.
+    # The average of the last 30 minutes' checkpoints, as % of checkpoint_timeout (no value
+    # while none ran: an idle cluster skips them).
+    Check("checkpoint", TargetKind.DATABASE,
+          _db("100 * increase(pg_stat_bgwriter_checkpoint_seconds[30m])"
+              " / increase(pg_stat_bgwriter_checkpoints[30m])"
+              " / pg_settings_checkpoint_timeout_seconds"),
+          True, 95, 120, 85, 0, "% of checkpoint_timeout", "checkpoints slow"),
+    # Writes: the share of dirty buffers the checkpointer and background writer wrote, rather
+    # than the backends themselves (which then wait on the disk: the cache is too small).
+    # Only while there is real write traffic (over 100 buffers a second).
+    Check("cache_write", TargetKind.DATABASE,
+          _db("(100 * rate(pg_stat_bgwriter_buffers_background[5m])"
+              " / (rate(pg_stat_bgwriter_buffers_background[5m])"
+              " + rate(pg_stat_bgwriter_buffers_backend[5m])))"
+              " and (rate(pg_stat_bgwriter_buffers_background[5m])"
+              " + rate(pg_stat_bgwriter_buffers_backend[5m])) > 100"),
+          False, 90, 75, 95, 120, "%", "buffer cache write ratio low"),
     # the agent's own series (tenantry.agent.metrics)
+    # WAL space: free space on the filesystem of the cluster's pg_wal, counted in
+    # max_wal_size (the WAL a checkpoint cycle may write); below 2 a cycle may not fit.
+    Check("wal_space", TargetKind.DATABASE,
+          'tenantry_database_wal_free_bytes{job="agent"} / on(server) group_left()'
+          ' max by(server) (pg_settings_max_wal_size_bytes{job="postgres"})',
+          False, 4, 2, 5, 30, "x max_wal_size", "WAL space low"),
+    # Memory: the cluster's processes (PSS) against what its size is set up to use
+    # (shared_buffers + max_connections x work_mem + maintenance_work_mem + a base).
+    Check("db_memory", TargetKind.DATABASE,
+          '100 * tenantry_database_memory_bytes{job="agent"}'
+          ' / tenantry_database_memory_budget_bytes{job="agent"}',
+          True, 85, 100, 75, 60, "%", "database memory high"),
     Check("processes", TargetKind.PLATFORM,
           '100 * sum without(slot) (tenantry_platform_processes{job="agent"})'
           ' / (sum without(slot) (tenantry_platform_processes_expected{job="agent"}) > 0)',
