@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tenantry.core.notify import BusinessHours
@@ -21,6 +21,7 @@ from tenantry.monitoring import ingest, outbox, sync
 from tenantry.monitoring.channels import DeliveryFailed, RecordingChannel
 from tenantry.monitoring.models import Alert, AlertChange, Contact, Maintenance, Notification
 from tenantry.monitoring.webhook import WebhookPayload
+from tenantry.platforms.models import Platform
 from tests.conftest import rolled_back, store_runtime
 
 pytestmark = pytest.mark.slow
@@ -244,3 +245,33 @@ def test_only_those_who_heard_it_fire_hear_it_end(session: Session) -> None:
     session.commit()
     post(session, alert(status="resolved", ends=MONDAY_NOON), now=MONDAY_NOON)
     assert {r for s, _, r, _ in notes(session) if s == "resolved"} == {"noc@provider.example"}
+
+
+def test_an_isv_sees_the_host_alerts_of_the_hosts_it_runs_on(session: Session) -> None:
+    from tenantry.access.principal import Principal
+    from tenantry.core.errors import NotFound
+    from tenantry.monitoring import service
+
+    post(session, alert("cpu", kind="host", level="busy", fingerprint="h", value="91"))
+    post(session, alert(fingerprint="p"))
+    bms = Principal(user_id="u1", username="ann", role="isv-viewer", isv_id="i1")
+    acme = Principal(user_id="u2", username="bob", role="isv-admin", isv_id="i2")
+    noc = Principal(user_id="u0", username="root", role="provider-operator")
+    host_alert = session.scalars(select(Alert).where(Alert.check == "cpu")).one()
+
+    seen = service.list_alerts(session=session, principal=bms)
+    assert {(a.check, a.kind) for a in seen} == {("cpu", "host"), ("responding", "platform")}
+    assert {a.recipient for a in service.get_alert(
+        session=session, principal=bms, alert_id=host_alert.id).notifications} <= {
+        service.NOC}, "the provider's own contacts are not named to an ISV"
+    assert [a.check for a in service.list_alerts(session=session, principal=bms,
+                                                 host="node1")] == ["responding", "cpu"]
+    # acme runs nothing on node1: neither alert exists for it
+    assert service.list_alerts(session=session, principal=acme) == []
+    with pytest.raises(NotFound):
+        service.get_alert(session=session, principal=acme, alert_id=host_alert.id)
+    assert len(service.list_alerts(session=session, principal=noc)) == 2
+    # bms's platforms leave node1: its host alerts are no longer bms's business
+    session.execute(update(Platform).values(state="destroyed"))
+    assert [a.check for a in service.list_alerts(session=session, principal=bms)] == [
+        "responding"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from tenantry.access.audit.service import record_for
@@ -55,8 +55,9 @@ LEVEL_RANK: dict[str, int] = {"ok": 0, "unknown": 1, "busy": 2, "overloaded": 3}
 MATRIX: dict[str, frozenset[str]] = {
     "Network": frozenset({"interface_errors", "proxy", "responding", "response_time",
                           "tls_expiry", "heartbeat"}),
-    "Compute": frozenset({"cpu", "memory", "swap", "processes", "rogue"}),
-    "Storage": frozenset({"df", "db_up", "connections", "longest_transaction", "cache_hit"}),
+    "Compute": frozenset({"cpu", "memory", "swap", "processes", "rogue", "db_memory"}),
+    "Storage": frozenset({"df", "db_up", "db_recovery", "connections", "longest_transaction",
+                          "cache_hit", "cache_write", "checkpoint", "wal_space"}),
 }
 NOC = "NOC"
 
@@ -282,10 +283,28 @@ def _parse_since(since: str | None) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def _own_hosts(session: Session, principal: Principal) -> set[str]:
+    """The hosts an ISV's platforms run on now."""
+    return set(session.scalars(
+        select(Host.name).join(Platform, Platform.host_id == Host.id)
+        .where(Platform.isv_id == principal.isv_id, Platform.state != "destroyed")))
+
+
+def _visible_alerts(session: Session, principal: Principal) -> Select[Alert]:
+    """Alerts the principal may see: a provider's, all; an ISV user's, its platforms' and
+    the host checks of the hosts they run on (a platform-scoped token: its platform's)."""
+    query = scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
+    if principal.is_provider or principal.platform_id is not None:
+        return query
+    hosts = _own_hosts(session, principal)
+    return select(Alert).where((Alert.isv_id == principal.isv_id) | (
+        (Alert.kind == "host") & Alert.host.in_(hosts or {""})))
+
+
 def list_alerts(*, session: Session, principal: Principal, platform: str | None = None,
                 host: str | None = None, check: str | None = None, open_only: bool = False,
                 since: str | None = None, limit: int = 200) -> list[AlertPublic]:
-    query = scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
+    query = _visible_alerts(session, principal)
     if platform is not None:
         query = query.where(Alert.platform_id == get_platform(session, principal, platform).id)
     if host is not None:
@@ -309,8 +328,7 @@ def list_alerts(*, session: Session, principal: Principal, platform: str | None 
 
 
 def get_alert(*, session: Session, principal: Principal, alert_id: int) -> AlertPublic:
-    alert = session.scalar(scoped(select(Alert), principal, "view", Alert.isv_id,
-                                  Alert.platform_id).where(Alert.id == alert_id))
+    alert = session.scalar(_visible_alerts(session, principal).where(Alert.id == alert_id))
     if alert is None:
         raise NotFound(f"no alert {alert_id}", field="alert")
     changes = list(session.scalars(select(AlertChange).where(AlertChange.alert_id == alert.id)
@@ -436,16 +454,11 @@ def status(*, session: Session, principal: Principal) -> StatusPublic:
         host_query = host_query.where(Host.id.in_({p.host_id for p, _, _ in platforms
                                                    if p.host_id} or {""}))
     hosts = session.execute(host_query.order_by(Region.name, Host.name)).all()
-    open_alerts = list(session.scalars(
-        scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
-        .where(Alert.ended_at.is_(None), Alert.suppressed.is_(None))))
-    if not principal.is_provider:  # host checks of the hosts they run on
-        names = {h.name for h, _ in hosts}
-        open_alerts += list(session.scalars(select(Alert).where(
-            Alert.ended_at.is_(None), Alert.kind == "host", Alert.host.in_(names or {""}))))
+    open_alerts = list(session.scalars(_visible_alerts(session, principal).where(
+        Alert.ended_at.is_(None), Alert.suppressed.is_(None))))
     # When each check last changed to OK (its latest resolution in the last 30 days).
     ended = session.execute(
-        scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
+        _visible_alerts(session, principal)
         .with_only_columns(Alert.kind, Alert.host, Alert.platform_id, Alert.check,
                            func.max(Alert.ended_at))
         .where(Alert.ended_at.is_not(None),
