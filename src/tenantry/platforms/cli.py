@@ -302,7 +302,12 @@ def host_revoke(host: Annotated[str, typer.Argument(help="Host name or id.")],
 @host_app.command("list")
 @handle_errors
 def host_list(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
-    """List hosts."""
-    show(connect(data_dir).get("/hosts"), json_,
-         ["id", "name", "region", "state", "ingress_port", "platforms", "firewall", "disk",
-          "last_seen_at"])
+    """List hosts; under the table, each host that refuses its desired state, and why."""
+    hosts = connect(data_dir).get("/hosts")
+    show(hosts, json_, ["id", "name", "region", "state", "ingress_port", "platforms",
+                        "firewall", "disk", "last_seen_at"])
+    if not json_:
+        for h in hosts:
+            if h.get("desired_error"):
+                err.print(f"host {h['name']} refuses its desired state: {h['desired_error']}",
+                          soft_wrap=True, markup=False)
