@@ -29,6 +29,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("tenantry.access.support"),  # support grants on hands-on platforms
     Domain("tenantry.monitoring"),  # checks, alerts, notifications, maintenance, status
     Domain("tenantry.backups"),  # backups, point-in-time recovery, disaster recovery
+    Domain("tenantry.billing"),  # metered end users, plans, subscriptions, invoices
 )
 
 # Commands that run processes rather than use cases: `up` and its servers, the agent.

@@ -46,6 +46,17 @@ class Client:
         return cls(*locate(data_dir, local=True))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._send(method, path, **kwargs)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    def download(self, path: str, **params: Any) -> bytes:
+        """A GET whose answer is not JSON (a PDF, a CSV), as bytes."""
+        return self._send("GET", path, params={k: v for k, v in params.items()
+                                                if v is not None}).content
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -57,9 +68,7 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 message, field = f"HTTP {resp.status_code}: {resp.text[:200]}", None
             raise error_for_status(resp.status_code)(message, field=field)
-        if resp.status_code == 204 or not resp.content:
-            return None
-        return resp.json()
+        return resp
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items()

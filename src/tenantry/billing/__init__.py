@@ -1,0 +1,1 @@
+"""Billing: metered end users, plans with volume tiers and commitment terms, invoices."""

@@ -1,0 +1,149 @@
+"""The billing API: usage (`/usage`), plans, subscriptions, invoices and quotes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from tenantry.access.principal import Principal
+from tenantry.access.service import authenticate_token
+from tenantry.api.deps import (
+    AdminDep,
+    ProviderAdminDep,
+    RuntimeDep,
+    SessionDep,
+    ViewerDep,
+    bearer_token,
+    declares,
+    release_connection,
+)
+from tenantry.billing import pdf, service
+from tenantry.billing.schemas import (
+    InvoicePublic,
+    InvoiceRun,
+    PlanDocument,
+    PlanPublic,
+    Quote,
+    SubscriptionCreate,
+    SubscriptionPublic,
+    UsageBatch,
+    UsageResult,
+    UsageToken,
+)
+from tenantry.core.errors import Unauthenticated
+
+router = APIRouter()
+USER_KEY = "billing-user-hash"
+
+
+@dataclass(frozen=True)
+class UsageCaller:
+    principal: Principal | None = None  # a person's token: operate on the named platform
+    platform_id: str | None = None  # a usage token: its platform, nothing else
+
+
+@declares("usage")
+def usage_caller(request: Request, session: SessionDep) -> UsageCaller:
+    """A usage token (`tnu_...`, good for `/usage` and nothing else), or a person's API
+    token with the right to operate the platform the batch names."""
+    token = bearer_token(request)
+    if not token:
+        raise Unauthenticated("a usage token or an API token is required (Authorization: "
+                              "Bearer ...)")
+    if token.startswith(service.USAGE_PREFIX):
+        return UsageCaller(platform_id=service.usage_platform(session, token))
+    principal = authenticate_token(session=session, token=token)
+    principal.require("operate")
+    release_connection(session)
+    return UsageCaller(principal=principal)
+
+
+UsageCallerDep = Annotated[UsageCaller, Depends(usage_caller)]
+
+
+@router.post("/usage", tags=["billing"])
+def send_usage(batch: UsageBatch, session: SessionDep, runtime: RuntimeDep,
+               caller: UsageCallerDep) -> UsageResult:
+    """Up to 10,000 events; each id counts once per platform, however often it is sent."""
+    return service.ingest(session=session, batch=batch, key=runtime.secrets.derive(USER_KEY),
+                          principal=caller.principal, token_platform=caller.platform_id)
+
+
+@router.post("/platforms/{isv}/{name}/usage-tokens", tags=["billing"], status_code=201)
+def issue_usage_token(isv: str, name: str, session: SessionDep,
+                      principal: AdminDep) -> UsageToken:
+    return service.issue_usage_token(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.get("/plans", tags=["billing"])
+def list_plans(session: SessionDep, principal: ViewerDep) -> list[PlanPublic]:
+    return service.list_plans(session=session, principal=principal)
+
+
+@router.post("/plans", tags=["billing"])
+def apply_plan(document: PlanDocument, session: SessionDep,
+               principal: ProviderAdminDep) -> PlanPublic:
+    return service.apply_plan(session=session, principal=principal, document=document)
+
+
+@router.post("/isvs/{isv}/subscriptions", tags=["billing"], status_code=201)
+def create_subscription(isv: str, spec: SubscriptionCreate, session: SessionDep,
+                        principal: ProviderAdminDep) -> SubscriptionPublic:
+    return service.create_subscription(session=session, principal=principal, isv=isv, spec=spec)
+
+
+@router.get("/subscriptions", tags=["billing"])
+def list_subscriptions(session: SessionDep, principal: ViewerDep,
+                       isv: str | None = None) -> list[SubscriptionPublic]:
+    return service.list_subscriptions(session=session, principal=principal, isv=isv)
+
+
+@router.post("/invoices/run", tags=["billing"])
+def run_invoices(spec: InvoiceRun, session: SessionDep,
+                 principal: ProviderAdminDep) -> list[InvoicePublic]:
+    return service.run_invoices(session=session, principal=principal, period=spec.period)
+
+
+@router.get("/invoices", tags=["billing"])
+def list_invoices(session: SessionDep, principal: ViewerDep,
+                  isv: str | None = None) -> list[InvoicePublic]:
+    return service.list_invoices(session=session, principal=principal, isv=isv)
+
+
+@router.get("/invoices/{invoice_id}", tags=["billing"])
+def get_invoice(invoice_id: str, session: SessionDep, principal: ViewerDep) -> InvoicePublic:
+    return service.get_invoice(session=session, principal=principal, invoice_id=invoice_id)
+
+
+@router.get("/invoices/{invoice_id}/pdf", tags=["billing"],
+            responses={200: {"content": {"application/pdf": {}}}})
+def invoice_pdf(invoice_id: str, session: SessionDep, principal: ViewerDep) -> Response:
+    invoice = service.get_invoice(session=session, principal=principal, invoice_id=invoice_id)
+    return Response(pdf.render(invoice), media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="{invoice.id}.pdf"'})
+
+
+@router.get("/isvs/{isv}/projection", tags=["billing"])
+def projection(isv: str, session: SessionDep, principal: ViewerDep,
+               period: str | None = None) -> InvoicePublic:
+    return service.projection(session=session, principal=principal, isv=isv, period=period)
+
+
+@router.get("/isvs/{isv}/active-users", tags=["billing"],
+            responses={200: {"content": {"text/csv": {}}}})
+def active_users(isv: str, session: SessionDep, principal: ViewerDep,
+                 period: Annotated[str, Query(description="YYYY-MM")]) -> Response:
+    body = service.active_users_csv(session=session, principal=principal, isv=isv,
+                                    period=period)
+    return Response(body, media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{isv}-{period}-active-users.csv"'})
+
+
+@router.get("/quote", tags=["billing"])
+def quote(session: SessionDep, principal: ViewerDep, plan: str,
+          users: Annotated[int, Query(ge=0, le=100_000_000)],
+          term: str, platforms: Annotated[int, Query(ge=0, le=100_000)] = 1) -> Quote:
+    return service.quote(session=session, principal=principal, plan=plan, users=users,
+                         term=term, platforms=platforms)

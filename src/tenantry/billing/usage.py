@@ -1,0 +1,99 @@
+"""Usage ingestion: validate a batch event by event, then one idempotent INSERT for the lot.
+
+The hot path of billing (the target is 50,000 events a second through the API), so it does
+per event only what it must: one pydantic validation, a bounds check, a keyed hash. The
+insert sends the batch as arrays and lets the primary key (platform, event id) drop what is
+already there: a replay inserts nothing, in this request or any later one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
+
+from tenantry.billing.schemas import UsageEventIn, UsageRefusal
+
+_EVENT = TypeAdapter(UsageEventIn)
+FUTURE = dt.timedelta(minutes=5)
+PAST = dt.timedelta(days=30)
+
+
+def user_hash(key: bytes, isv_id: str, user: str) -> bytes:
+    """What is stored of an end user: 16 bytes of an HMAC keyed per ISV, so the same user
+    string of two ISVs is two unrelated values and none can be read back."""
+    return hmac.new(key, f"{isv_id}\0{user}".encode(), hashlib.sha256).digest()[:16]
+
+
+@dataclass(frozen=True)
+class Checked:
+    rows: list[tuple[str, str, bytes, dt.datetime]]  # (event id, tenant, user hash, time)
+    duplicates: int  # repeated ids within the batch
+    refusals: list[UsageRefusal]
+
+
+def check(events: Sequence[object], *, isv_id: str, tenants: Collection[str], key: bytes,
+          earliest: dt.datetime, now: dt.datetime) -> Checked:
+    """Each event valid, of a tenant the platform serves, within [earliest, now + 5 min]."""
+    rows: list[tuple[str, str, bytes, dt.datetime]] = []
+    refusals: list[UsageRefusal] = []
+    seen: set[str] = set()
+    duplicates = 0
+    latest = now + FUTURE
+    for i, raw in enumerate(events):
+        try:
+            e = _EVENT.validate_python(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            refusals.append(UsageRefusal(
+                index=i, id=raw.get("id") if isinstance(raw, dict) and isinstance(
+                    raw.get("id"), str) else None,
+                field=f"events[{i}]" + (f".{loc}" if loc else ""), reason=first["msg"]))
+            continue
+        reason, field = None, "time"
+        if e.tenant not in tenants:
+            reason, field = f"tenant {e.tenant!r} is not served by this platform", "tenant"
+        elif e.time > latest:
+            reason = "is more than 5 minutes in the future"
+        elif e.time < earliest:
+            reason = (f"is before {earliest.isoformat()} (30 days before the subscription's "
+                      "start)")
+        if reason is not None:
+            refusals.append(UsageRefusal(index=i, id=e.id, field=f"events[{i}].{field}",
+                                         reason=reason))
+            continue
+        if e.id in seen:
+            duplicates += 1
+            continue
+        seen.add(e.id)
+        rows.append((e.id, e.tenant, user_hash(key, isv_id, e.user), e.time))
+    return Checked(rows, duplicates, refusals)
+
+
+_INSERT = """
+INSERT INTO billing_usage_events (platform_id, event_id, isv_id, tenant, user_hash, time,
+                                  received_at)
+SELECT %(platform)s, e.id, %(isv)s, e.tenant, e.user_hash, e.time, %(now)s
+FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(hashes)s::bytea[], %(times)s::timestamptz[])
+     AS e(id, tenant, user_hash, time)
+ON CONFLICT (platform_id, event_id) DO NOTHING
+"""
+
+
+def insert(session: Session, *, platform_id: str, isv_id: str,
+           rows: Sequence[tuple[str, str, bytes, dt.datetime]], now: dt.datetime) -> int:
+    """Insert the rows whose id the platform has not sent before; how many were new."""
+    if not rows:
+        return 0
+    ids, tenants, hashes, times = (list(col) for col in zip(*rows, strict=True))
+    conn = session.connection()
+    result = conn.exec_driver_sql(_INSERT, {
+        "platform": platform_id, "isv": isv_id, "now": now, "ids": ids, "tenants": tenants,
+        "hashes": hashes, "times": times})
+    return int(result.rowcount)
