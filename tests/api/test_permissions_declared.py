@@ -133,6 +133,7 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/plans"): "provider+admin",
     ("POST", "/api/v1/isvs/{isv}/subscriptions"): "provider+admin",
     ("POST", "/api/v1/invoices/run"): "provider+admin",
+    ("POST", "/billing/run"): "admin",  # the service wants a provider admin
 }
 
 
