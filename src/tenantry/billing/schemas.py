@@ -11,7 +11,14 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 # ISO 4217 minor units of the currencies a plan may use.
 CURRENCIES: dict[str, int] = {
@@ -23,6 +30,7 @@ CURRENCIES: dict[str, int] = {
 TERM_RE = re.compile(r"^([1-9][0-9]?)(m|y)$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control characters
 MAX_PRICE = Decimal("1000000000")
 
 
@@ -163,28 +171,15 @@ class PlanPublic(BaseModel):
 
 class UsageEventIn(BaseModel):
     """"This end user of this tenant was active at this time." `id` is the idempotency key
-    within the platform."""
+    within the platform. Every check is a constraint pydantic-core runs itself (no Python
+    validator): a batch of 10,000 validates in one pass of Rust."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, max_length=100)
-    tenant: str = Field(min_length=1, max_length=40)
-    user: str = Field(min_length=1, max_length=200)
-    time: dt.datetime
-
-    @field_validator("time")
-    @classmethod
-    def _aware(cls, v: dt.datetime) -> dt.datetime:
-        if v.tzinfo is None:
-            raise ValueError("must say its time zone (2026-11-30T12:00:00Z)")
-        return v.astimezone(dt.UTC)
-
-    @field_validator("id", "tenant", "user")
-    @classmethod
-    def _printable(cls, v: str) -> str:
-        if not v.isprintable():
-            raise ValueError("must be printable text")
-        return v
+    id: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)  # stored
+    tenant: str = Field(min_length=1, max_length=40)  # must name one of the platform's
+    user: str = Field(min_length=1, max_length=200)  # only its keyed hash is stored
+    time: AwareDatetime = Field(description="with its time zone: 2026-11-30T12:00:00Z")
 
 
 MAX_EVENTS = 10_000

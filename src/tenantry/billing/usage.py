@@ -1,4 +1,4 @@
-"""Usage ingestion: validate a batch event by event, then one idempotent INSERT for the lot.
+"""Usage ingestion: validate a batch, then one idempotent INSERT for the lot.
 
 The hot path of billing (the target is 50,000 events a second through the API), so it does
 per event only what it must: one pydantic validation, a bounds check, a keyed hash. The
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -20,14 +19,17 @@ from sqlalchemy.orm import Session
 from tenantry.billing.schemas import UsageEventIn, UsageRefusal
 
 _EVENT = TypeAdapter(UsageEventIn)
+_EVENTS = TypeAdapter(list[UsageEventIn])
 FUTURE = dt.timedelta(minutes=5)
 PAST = dt.timedelta(days=30)
 
 
 def user_hash(key: bytes, isv_id: str, user: str) -> bytes:
-    """What is stored of an end user: 16 bytes of an HMAC keyed per ISV, so the same user
-    string of two ISVs is two unrelated values and none can be read back."""
-    return hmac.new(key, f"{isv_id}\0{user}".encode(), hashlib.sha256).digest()[:16]
+    """What is stored of an end user: a 16-byte keyed BLAKE2b (a MAC by design), keyed per
+    ISV, so the same user string of two ISVs is two unrelated values and none can be read
+    back."""
+    return hashlib.blake2b(user.encode(), key=key, person=isv_id.encode()[:16],
+                           digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -37,25 +39,40 @@ class Checked:
     refusals: list[UsageRefusal]
 
 
-def check(events: Sequence[object], *, isv_id: str, tenants: Collection[str], key: bytes,
-          earliest: dt.datetime, now: dt.datetime) -> Checked:
-    """Each event valid, of a tenant the platform serves, within [earliest, now + 5 min]."""
-    rows: list[tuple[str, str, bytes, dt.datetime]] = []
+def _parse(events: Sequence[object]) -> tuple[list[tuple[int, UsageEventIn]],
+                                               list[UsageRefusal]]:
+    """Every event validated: the whole batch in one pass when all are well formed (the
+    common case), else one by one to name each bad event's field."""
+    try:
+        return list(enumerate(_EVENTS.validate_python(events))), []
+    except ValidationError:
+        pass
+    parsed: list[tuple[int, UsageEventIn]] = []
     refusals: list[UsageRefusal] = []
-    seen: set[str] = set()
-    duplicates = 0
-    latest = now + FUTURE
     for i, raw in enumerate(events):
         try:
-            e = _EVENT.validate_python(raw)
+            parsed.append((i, _EVENT.validate_python(raw)))
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
+            given = raw.get("id") if isinstance(raw, dict) else None
             refusals.append(UsageRefusal(
-                index=i, id=raw.get("id") if isinstance(raw, dict) and isinstance(
-                    raw.get("id"), str) else None,
+                index=i, id=given if isinstance(given, str) else None,
                 field=f"events[{i}]" + (f".{loc}" if loc else ""), reason=first["msg"]))
-            continue
+    return parsed, refusals
+
+
+def check(events: Sequence[object], *, isv_id: str, tenants: Collection[str], key: bytes,
+          earliest: dt.datetime, now: dt.datetime) -> Checked:
+    """Each event valid, of a tenant the platform serves, within [earliest, now + 5 min]."""
+    parsed, refusals = _parse(events)
+    rows: list[tuple[str, str, bytes, dt.datetime]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    latest = now + FUTURE
+    person = isv_id.encode()[:16]
+    blake2b = hashlib.blake2b
+    for i, e in parsed:
         reason, field = None, "time"
         if e.tenant not in tenants:
             reason, field = f"tenant {e.tenant!r} is not served by this platform", "tenant"
@@ -72,7 +89,9 @@ def check(events: Sequence[object], *, isv_id: str, tenants: Collection[str], ke
             duplicates += 1
             continue
         seen.add(e.id)
-        rows.append((e.id, e.tenant, user_hash(key, isv_id, e.user), e.time))
+        rows.append((e.id, e.tenant, blake2b(e.user.encode(), key=key, person=person,
+                                             digest_size=16).digest(), e.time))
+    refusals.sort(key=lambda r: r.index)
     return Checked(rows, duplicates, refusals)
 
 
