@@ -46,6 +46,13 @@ def store() -> Iterator[Any]:
 
 @pytest.fixture
 def session(store: Any) -> Iterator[Session]:
+    with rolled_back(store) as session:
+        _seed(session)
+        session.commit()
+        yield session
+
+
+def _seed(session: Session) -> None:
     from tenantry.platforms.models import (
         App,
         Host,
@@ -57,33 +64,30 @@ def session(store: Any) -> Iterator[Session]:
         platform_tenants,
     )
 
-    with rolled_back(store) as session:
-        region = Region(id="g1", name="eu")
-        host = Host(id="h1", name="node1", region=region, ingress_port=8443,
-                    agent_token_hash="x" * 64)
-        bms, acme = Isv(id="i1", name="bms"), Isv(id="i2", name="acme")
-        app = App(id="a1", isv=bms, name="bodyshop")
-        release = Release(id="r1", app=app, version="1.0.0", digest="sha256:" + "ab" * 32,
-                          manifest={})
-        lbh = Platform(id="p1", isv=bms, name="lbh", region=region, release=release, host=host,
-                       state="ready", created_at=dt.datetime(2026, 9, 1, tzinfo=UTC))
-        dlg = Platform(id="p2", isv=bms, name="dlg", region=region, release=release, host=host,
-                       state="ready", created_at=dt.datetime(2026, 11, 16, 9, tzinfo=UTC))
-        app2 = App(id="a2", isv=acme, name="crm")
-        release2 = Release(id="r2", app=app2, version="1.0.0", digest="sha256:" + "cd" * 32,
-                           manifest={})
-        crm = Platform(id="p3", isv=acme, name="crm", region=region, release=release2,
-                       host=host, state="ready", created_at=dt.datetime(2026, 9, 1, tzinfo=UTC))
-        session.add_all([region, host, bms, acme, app, release, lbh, dlg, app2, release2, crm])
-        session.add_all([Tenant(id="t1", isv_id="i1", name="leeds"),
-                         Tenant(id="t2", isv_id="i1", name="york"),
-                         Tenant(id="t3", isv_id="i2", name="north")])
-        session.flush()
-        session.execute(platform_tenants.insert(), [
-            {"platform_id": "p1", "tenant_id": "t1"}, {"platform_id": "p1", "tenant_id": "t2"},
-            {"platform_id": "p2", "tenant_id": "t1"}, {"platform_id": "p3", "tenant_id": "t3"}])
-        session.commit()
-        yield session
+    region = Region(id="g1", name="eu")
+    host = Host(id="h1", name="node1", region=region, ingress_port=8443,
+                agent_token_hash="x" * 64)
+    bms, acme = Isv(id="i1", name="bms"), Isv(id="i2", name="acme")
+    app = App(id="a1", isv=bms, name="bodyshop")
+    release = Release(id="r1", app=app, version="1.0.0", digest="sha256:" + "ab" * 32,
+                      manifest={})
+    lbh = Platform(id="p1", isv=bms, name="lbh", region=region, release=release, host=host,
+                   state="ready", created_at=dt.datetime(2026, 9, 1, tzinfo=UTC))
+    dlg = Platform(id="p2", isv=bms, name="dlg", region=region, release=release, host=host,
+                   state="ready", created_at=dt.datetime(2026, 11, 16, 9, tzinfo=UTC))
+    app2 = App(id="a2", isv=acme, name="crm")
+    release2 = Release(id="r2", app=app2, version="1.0.0", digest="sha256:" + "cd" * 32,
+                       manifest={})
+    crm = Platform(id="p3", isv=acme, name="crm", region=region, release=release2,
+                   host=host, state="ready", created_at=dt.datetime(2026, 9, 1, tzinfo=UTC))
+    session.add_all([region, host, bms, acme, app, release, lbh, dlg, app2, release2, crm])
+    session.add_all([Tenant(id="t1", isv_id="i1", name="leeds"),
+                     Tenant(id="t2", isv_id="i1", name="york"),
+                     Tenant(id="t3", isv_id="i2", name="north")])
+    session.flush()
+    session.execute(platform_tenants.insert(), [
+        {"platform_id": "p1", "tenant_id": "t1"}, {"platform_id": "p1", "tenant_id": "t2"},
+        {"platform_id": "p2", "tenant_id": "t1"}, {"platform_id": "p3", "tenant_id": "t3"}])
 
 
 def ev(i: int | str, user: str, when: str, tenant: str = "leeds") -> dict[str, str]:
@@ -346,6 +350,7 @@ def test_a_month_not_ended_is_refused_but_projected(session: Session) -> None:
     assert refused.value.field == "period"
     with pytest.raises(InvalidInput):
         service.run_invoices(session=session, principal=ADMIN, period="2026-13")
+    service.sync_ledger(session)  # the periodic task's work
     seen = service.projection(session=session, principal=BMS, isv="bms", period="2026-11",
                               now=dt.datetime(2026, 11, 30, tzinfo=UTC))
     assert seen.projection and seen.issued_at is None and seen.active_users == 6
@@ -426,3 +431,43 @@ def test_the_migration_makes_exactly_the_billing_tables(store: Any) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata())
     ours = [d for d in diff if "billing" in repr(d)]
     assert ours == []
+
+
+def test_an_invoice_waits_for_usage_in_flight_and_counts_it() -> None:
+    """The race between a usage batch and the invoice of its month, made slow on purpose:
+    a batch inserted but not yet committed when the run begins is billed in that invoice,
+    not lost between it and the next."""
+    import threading
+
+    from tenantry.billing import usage
+
+    with store_runtime("tn-billing-race-") as runtime:
+        with runtime.sessions() as setup:
+            _seed(setup)
+            setup.commit()
+            subscribe(setup)
+            november_usage(setup)
+        slow = runtime.sessions()
+        slow_session = slow.__enter__()
+        # a batch of two new November users, inserted and held open
+        rows = [(f"slow{i}", "leeds", usage.user_hash(KEY, "i1", f"late{i}"),
+                 dt.datetime(2026, 11, 20, tzinfo=UTC)) for i in range(2)]
+        assert usage.insert(slow_session, platform_id="p1", isv_id="i1", rows=rows) == 2
+        done: list[Any] = []
+
+        def run() -> None:
+            with runtime.sessions() as s:
+                done.extend(service.run_invoices(session=s, principal=ADMIN,
+                                                 period="2026-11"))
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        runner.join(2.0)
+        assert runner.is_alive(), "the invoice waits for the batch in flight"
+        slow_session.commit()
+        slow.__exit__(None, None, None)
+        runner.join(30)
+        assert not runner.is_alive()
+        [inv] = done
+        assert inv.active_users == 8, "the batch's two users are in November's invoice"
+        runtime.engine.dispose()

@@ -38,7 +38,9 @@ class UsageEvent(Base):
         # a month's distinct users per ISV, read from the index alone
         Index("ix_billing_usage_isv_time", "isv_id", "time",
               postgresql_include=["tenant", "user_hash", "platform_id"]),
-        Index("ix_billing_usage_isv_received", "isv_id", "received_at"),
+        # late usage: what arrived since an invoice, and for which month
+        Index("ix_billing_usage_isv_received", "isv_id", "received_at",
+              postgresql_include=["time"]),
     )
 
     platform_id: Mapped[str] = mapped_column(String(20), primary_key=True)

@@ -50,10 +50,6 @@ from tenantry.platforms.models import Isv, Platform, Tenant, platform_tenants
 from tenantry.platforms.service import get_isv, get_platform
 
 USAGE_PREFIX = "tnu_"
-# Late usage of an issued month is looked for among events received since shortly before
-# that month's invoice: an event whose transaction began before the invoice counted but
-# committed after it has a receipt time just before the invoice's.
-LATE_MARGIN = dt.timedelta(hours=1)
 
 
 def _validation(err: ValidationError, prefix: str = "") -> InvalidInput:
@@ -153,7 +149,7 @@ def ingest(*, session: Session, batch: UsageBatch, key: bytes, principal: Princi
     checked = usage.check(batch.events, isv_id=platform.isv_id, tenants=tenants, key=key,
                           earliest=_earliest(session, platform.isv_id, now), now=now)
     new = usage.insert(session, platform_id=platform.id, isv_id=platform.isv_id,
-                       rows=checked.rows, now=now)
+                       rows=checked.rows)
     session.commit()
     return UsageResult(platform=name, accepted=new,
                        duplicates=checked.duplicates + len(checked.rows) - new,
@@ -354,10 +350,13 @@ def _late_lines(session: Session, isv_id: str, period: str) -> tuple[list[Invoic
     for inv in issued:
         for month, n in inv.billed_users.items():
             billed[month] = max(billed.get(month, 0), n)
-    since = min(inv.issued_at for inv in issued) - LATE_MARGIN
+    # Each invoice adjusted what had arrived late before it was issued (an invoice counts
+    # under the ISV's usage lock, so every event is either in its count or received after
+    # it: usage.insert): look only at what arrived since the newest.
+    since = max(inv.issued_at for inv in issued)
     months = session.scalars(text(
         "SELECT DISTINCT to_char(time AT TIME ZONE 'UTC', 'YYYY-MM') FROM billing_usage_events "
-        "WHERE isv_id = :isv AND received_at >= :since AND time < :start ORDER BY 1"),
+        "WHERE isv_id = :isv AND received_at > :since AND time < :start ORDER BY 1"),
         {"isv": isv_id, "since": since, "start": start})
     by_period = {inv.period: inv for inv in issued}
     lines: list[InvoiceLine] = []
@@ -413,6 +412,7 @@ def run_invoices(*, session: Session, principal: Principal, period: str,
     change: a second run returns them and creates nothing."""
     principal.require("provider")
     principal.require("admin")
+    fixed = now  # tests fix the issue time; otherwise the store's clock, under the lock
     now = now or utcnow()
     _, end = _bounds(_period(period))
     if end > now:
@@ -431,13 +431,15 @@ def run_invoices(*, session: Session, principal: Principal, period: str,
         sub = _covering(session, isv_id, first, after)
         if sub is None:
             continue
+        usage.lock_for_invoice(session, isv_id)  # in-flight usage commits first, later waits
         doc, lines, users, billed = _compute(session, isv_id, period, sub, late=True)
         tax_rate = Decimal(sub.tax_rate)
         t = rating.totals(lines, tax_rate, doc.currency)
         values = dict(id=new_id("in"), isv_id=isv_id, period=period, subscription_id=sub.id,
                       currency=doc.currency, lines=[x.model_dump() for x in lines],
                       subtotal=t.subtotal, tax=t.tax, total=t.total, tax_rate=sub.tax_rate,
-                      active_users=users, billed_users=billed, issued_at=now)
+                      active_users=users, billed_users=billed,
+                      issued_at=fixed or session.scalar(select(func.clock_timestamp())))
         # a concurrent run may have issued it meanwhile: theirs stands
         session.execute(pg_insert(Invoice).values(**values).on_conflict_do_nothing(
             index_elements=["isv_id", "period"]))
@@ -473,7 +475,8 @@ def get_invoice(*, session: Session, principal: Principal, invoice_id: str) -> I
 
 def projection(*, session: Session, principal: Principal, isv: str,
                period: str | None = None, now: dt.datetime | None = None) -> InvoicePublic:
-    """The invoice a month would get if it ended now (this month by default)."""
+    """The invoice a month would get if it ended now (this month by default). Its platform
+    fees follow the ledger as the periodic task last wrote it (within a minute)."""
     now = now or utcnow()
     owner = get_isv(session, principal, isv)
     period = _period(period or now.strftime("%Y-%m"))
@@ -481,7 +484,6 @@ def projection(*, session: Session, principal: Principal, isv: str,
     sub = _covering(session, owner.id, first, after)
     if sub is None:
         raise NotFound(f"{owner.name} has no subscription for {period}", field="subscription")
-    sync_ledger(session, now)
     doc, lines, users, _ = _compute(session, owner.id, period, sub, late=True)
     t = rating.totals(lines, Decimal(sub.tax_rate), doc.currency)
     return InvoicePublic(id=f"projection-{period}", isv=owner.name, period=period,

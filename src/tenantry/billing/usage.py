@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tenantry.billing.schemas import UsageEventIn, UsageRefusal
@@ -95,24 +96,36 @@ def check(events: Sequence[object], *, isv_id: str, tenants: Collection[str], ke
     return Checked(rows, duplicates, refusals)
 
 
+# The ISV's usage lock: shared by every ingestion, taken alone by an invoice while it
+# counts. So an event is either committed before the count (and billed in it) or inserted
+# after the invoice committed, with a receipt time (the statement's clock) after the
+# invoice's: late usage is exactly what arrived after the newest invoice.
+_LOCK = 7261010
 _INSERT = """
 INSERT INTO billing_usage_events (platform_id, event_id, isv_id, tenant, user_hash, time,
                                   received_at)
-SELECT %(platform)s, e.id, %(isv)s, e.tenant, e.user_hash, e.time, %(now)s
+SELECT %(platform)s, e.id, %(isv)s, e.tenant, e.user_hash, e.time, clock_timestamp()
 FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(hashes)s::bytea[], %(times)s::timestamptz[])
      AS e(id, tenant, user_hash, time)
 ON CONFLICT (platform_id, event_id) DO NOTHING
 """
 
 
+def lock_for_invoice(session: Session, isv_id: str) -> None:
+    session.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:isv))"),
+                    {"k": _LOCK, "isv": isv_id})
+
+
 def insert(session: Session, *, platform_id: str, isv_id: str,
-           rows: Sequence[tuple[str, str, bytes, dt.datetime]], now: dt.datetime) -> int:
+           rows: Sequence[tuple[str, str, bytes, dt.datetime]]) -> int:
     """Insert the rows whose id the platform has not sent before; how many were new."""
     if not rows:
         return 0
     ids, tenants, hashes, times = (list(col) for col in zip(*rows, strict=True))
     conn = session.connection()
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%(k)s, hashtext(%(isv)s))",
+                         {"k": _LOCK, "isv": isv_id})
     result = conn.exec_driver_sql(_INSERT, {
-        "platform": platform_id, "isv": isv_id, "now": now, "ids": ids, "tenants": tenants,
+        "platform": platform_id, "isv": isv_id, "ids": ids, "tenants": tenants,
         "hashes": hashes, "times": times})
     return int(result.rowcount)

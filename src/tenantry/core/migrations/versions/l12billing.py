@@ -40,7 +40,7 @@ def upgrade() -> None:
     op.create_index("ix_billing_usage_isv_time", "billing_usage_events", ["isv_id", "time"],
                     unique=False, postgresql_include=["tenant", "user_hash", "platform_id"])
     op.create_index("ix_billing_usage_isv_received", "billing_usage_events",
-                    ["isv_id", "received_at"], unique=False)
+                    ["isv_id", "received_at"], unique=False, postgresql_include=["time"])
     op.create_table(
         "billing_platforms",
         sa.Column("platform_id", sa.String(length=20), nullable=False),
