@@ -11,6 +11,7 @@ import datetime as dt
 import io
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -305,6 +306,14 @@ def test_the_worked_example_to_the_penny(session: Session) -> None:
     ]
     assert (inv.subtotal, inv.tax, inv.total) == ("300.25", "60.05", "360.30")
     assert Decimal(inv.subtotal) == sum(Decimal(x.amount) for x in inv.lines)
+    # docs/billing.md shows this invoice: the same, to the penny
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "billing.md").read_text()
+    block = doc.split("```invoice\n", 1)[1].split("```", 1)[0].splitlines()
+    shown = [tuple(cell.strip() or None for cell in row.split("|")) for row in block
+             if "|" in row]
+    assert shown == [(x.description, x.quantity, x.unit_price, x.amount) for x in inv.lines]
+    assert [row for row in block if "|" not in row] == [
+        f"subtotal {inv.subtotal}", f"tax {inv.tax}", f"total {inv.total}"]
 
 
 def test_an_issued_invoice_never_changes_and_a_rerun_makes_nothing(session: Session) -> None:
