@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -480,3 +482,45 @@ def test_an_invoice_waits_for_usage_in_flight_and_counts_it() -> None:
         [inv] = done
         assert inv.active_users == 8, "the batch's two users are in November's invoice"
         runtime.engine.dispose()
+
+
+event_strategy = st.lists(
+    st.tuples(st.integers(0, 40), st.sampled_from(["leeds", "york"]),
+              st.sampled_from(["ann", "bob", "cat", "dan", "eve", "fay", "gus"]),
+              st.integers(1, 30)),
+    min_size=1, max_size=60)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=event_strategy, replays=st.lists(st.integers(0, 59), max_size=30),
+       min_users=st.integers(0, 12))
+def test_replays_and_reruns_never_change_a_bill(store: Any, events: list[Any],
+                                               replays: list[int], min_users: int) -> None:
+    """Whatever is sent, and however often parts of it are sent again, before or after the
+    run: the bill counts each distinct (tenant, user) of the month once, and a second run
+    returns the same invoice."""
+    with rolled_back(store) as session:
+        _seed(session)
+        session.commit()
+        subscribe(session, min_users=min_users)
+        batch = [ev(i, user, NOV.format(day), tenant) for i, tenant, user, day in events]
+        send(session, "bms/lbh", *batch)
+        if replays:
+            send(session, "bms/lbh", *[batch[r % len(batch)] for r in replays])
+        # the same id with other content is the same event: ignored
+        send(session, "bms/lbh", *[{**e, "user": "zed"} for e in batch[:3]])
+        [inv] = service.run_invoices(session=session, principal=ADMIN, period="2026-11",
+                                     now=DEC1)
+        firsts: dict[int, tuple[str, str]] = {}
+        for i, tenant, user, _ in events:
+            firsts.setdefault(i, (tenant, user))
+        assert inv.active_users == len(set(firsts.values()))
+        send(session, "bms/lbh", *batch)
+        [again] = service.run_invoices(session=session, principal=ADMIN, period="2026-11",
+                                       now=DEC1 + dt.timedelta(days=1))
+        assert again == inv
+        [dec] = service.run_invoices(session=session, principal=ADMIN, period="2026-12",
+                                     now=dt.datetime(2027, 1, 1, tzinfo=UTC))
+        assert not [x for x in dec.lines if x.description.startswith("Adjustment")]
+        assert Decimal(inv.subtotal) + Decimal(inv.tax) == Decimal(inv.total)
