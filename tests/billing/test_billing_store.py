@@ -524,3 +524,21 @@ def test_replays_and_reruns_never_change_a_bill(store: Any, events: list[Any],
                                      now=dt.datetime(2027, 1, 1, tzinfo=UTC))
         assert not [x for x in dec.lines if x.description.startswith("Adjustment")]
         assert Decimal(inv.subtotal) + Decimal(inv.tax) == Decimal(inv.total)
+
+
+def test_a_destroyed_platform_is_billed_for_the_days_it_lived(session: Session) -> None:
+    from tenantry.core.models import Event
+    from tenantry.platforms.models import Platform
+
+    subscribe(session)
+    service.sync_ledger(session)  # the periodic task saw bms/dlg while it lived
+    dlg = session.get(Platform, "p2")
+    assert dlg is not None
+    session.add(Event(kind="DESTROYED", message="platform bms/dlg destroyed", isv_id="i1",
+                      platform_id="p2", time=dt.datetime(2026, 11, 20, 15, tzinfo=UTC)))
+    session.delete(dlg)  # as the destroy job's last step does
+    session.commit()
+    [inv] = service.run_invoices(session=session, principal=ADMIN, period="2026-11", now=DEC1)
+    fees = {x.description: x.amount for x in inv.lines if x.description.startswith("Platform")}
+    assert fees == {"Platform bms/dlg: 5 of 30 days at 50.00 a month": "8.33",  # 16-20 Nov
+                    "Platform bms/lbh: 30 of 30 days at 50.00 a month": "50.00"}

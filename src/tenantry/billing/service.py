@@ -70,12 +70,15 @@ def sync_ledger(session: Session, now: dt.datetime | None = None) -> int:
     now = now or utcnow()
     changed = 0
     known = set(session.scalars(select(BilledPlatform.platform_id)))
-    for p, isv in session.execute(select(Platform, Isv.name).join(Isv)):
-        if p.id not in known:
-            session.add(BilledPlatform(platform_id=p.id, isv_id=p.isv_id,
-                                       name=f"{isv}/{p.name}", created_at=p.created_at))
+    alive = set()
+    for pid, isv_id, name, created_at, isv in session.execute(  # columns: no desired state
+            select(Platform.id, Platform.isv_id, Platform.name, Platform.created_at, Isv.name)
+            .join(Isv, Isv.id == Platform.isv_id)):
+        alive.add(pid)
+        if pid not in known:
+            session.add(BilledPlatform(platform_id=pid, isv_id=isv_id, name=f"{isv}/{name}",
+                                       created_at=created_at))
             changed += 1
-    alive = set(session.scalars(select(Platform.id)))
     for row in session.scalars(select(BilledPlatform).where(
             BilledPlatform.destroyed_at.is_(None))):
         if row.platform_id not in alive:
