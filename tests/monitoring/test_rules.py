@@ -245,6 +245,29 @@ UNIT_TESTS.append({
     ],
 })
 
+UNIT_TESTS.append({
+    # a 1 Gbit/s link (125,000,000 bytes/s) sending 100 MB/s: 80 %; a virtual NIC with no
+    # stated speed has no value at all
+    "interval": "15s",
+    "input_series": [
+        {"series": 'node_network_transmit_bytes_total{job="node", host="h1", device="eth0"}',
+         "values": "0+1500000000x20"},
+        {"series": 'node_network_receive_bytes_total{job="node", host="h1", device="eth0"}',
+         "values": "0+15000000x20"},
+        {"series": 'node_network_speed_bytes{job="node", host="h1", device="eth0"}',
+         "values": "125000000x20"},
+        {"series": 'node_network_transmit_bytes_total{job="node", host="h1", device="veth1"}',
+         "values": "0+1500000000x20"},
+    ],
+    "alert_rule_test": [
+        {"eval_time": "3m", "alertname": "interface_saturation_busy", "exp_alerts": [
+            {"exp_labels": {"job": "node", "host": "h1", "device": "eth0",
+                            "check": "interface_saturation", "kind": "host", "level": "busy",
+                            "scope": "default"}}]},
+        {"eval_time": "3m", "alertname": "interface_saturation_overloaded", "exp_alerts": []},
+    ],
+})
+
 
 def test_rules_behave_under_promtool(tmp_path: Path) -> None:
     doc = rules.rule_groups(CHECKS, OVERRIDES)

@@ -104,6 +104,14 @@ CHECKS: tuple[Check, ...] = (
           'rate(node_network_receive_errs_total{device!="lo"}[30s])'
           ' + rate(node_network_transmit_errs_total{device!="lo"}[30s])',
           True, 1, 10, 0.5, 30, "errors/s", "network interface errors"),
+    # Saturation: the busier direction's throughput as % of the link's speed, for links that
+    # state one (node_exporter has no speed for most virtual NICs: no value, no alert).
+    Check("interface_saturation", TargetKind.HOST,
+          '100 * max without(direction) (label_replace(rate(node_network_receive_bytes_total'
+          '{device!="lo"}[30s]), "direction", "rx", "", "") or label_replace(rate('
+          'node_network_transmit_bytes_total{device!="lo"}[30s]), "direction", "tx", "", ""))'
+          ' / (node_network_speed_bytes > 0)',
+          True, 70, 90, 60, 60, "%", "network interface saturated"),
     Check("heartbeat", TargetKind.HOST, 'up{job=~"agent|node"}',
           False, None, 1, 1, 5, "", "host silent"),
     Check("proxy", TargetKind.HOST, 'probe_success{job="probe_proxy"}',

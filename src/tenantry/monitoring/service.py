@@ -53,7 +53,8 @@ from tenantry.platforms.service import get_isv, get_platform
 LEVEL_RANK: dict[str, int] = {"ok": 0, "unknown": 1, "busy": 2, "overloaded": 3}
 # The status matrix: which checks speak for which column.
 MATRIX: dict[str, frozenset[str]] = {
-    "Network": frozenset({"interface_errors", "proxy", "responding", "response_time",
+    "Network": frozenset({"interface_errors", "interface_saturation", "proxy", "responding",
+                          "response_time",
                           "tls_expiry", "heartbeat"}),
     "Compute": frozenset({"cpu", "memory", "swap", "processes", "rogue", "db_memory"}),
     "Storage": frozenset({"df", "db_up", "db_recovery", "connections", "longest_transaction",
