@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -53,7 +54,16 @@ def _decimal(value: Any) -> Decimal:
     return d
 
 
+def _price(v: Decimal) -> Decimal:
+    if v < 0:
+        raise ValueError("must not be negative")
+    if v > MAX_PRICE:
+        raise ValueError(f"must be at most {MAX_PRICE}")
+    return v
+
+
 Money = Annotated[Decimal, BeforeValidator(_decimal)]
+Price = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_price)]
 
 
 def term_months(term: str) -> int:
@@ -68,16 +78,7 @@ class Tier(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     up_to: int | None = Field(default=None, ge=1, le=100_000_000)
-    price: Money
-
-    @field_validator("price")
-    @classmethod
-    def _price(cls, v: Decimal) -> Decimal:
-        if v < 0:
-            raise ValueError("must not be negative")
-        if v > MAX_PRICE:
-            raise ValueError(f"must be at most {MAX_PRICE}")
-        return v
+    price: Price
 
 
 class UserPricing(BaseModel):
@@ -107,7 +108,7 @@ class PlanDocument(BaseModel):
 
     name: str
     currency: str
-    platform_fee: Money
+    platform_fee: Price
     users: UserPricing
     terms: dict[str, Money] = Field(min_length=1, max_length=40)
 
@@ -123,15 +124,6 @@ class PlanDocument(BaseModel):
     def _currency(cls, v: str) -> str:
         if v not in CURRENCIES:
             raise ValueError(f"unknown currency {v!r}: one of {', '.join(sorted(CURRENCIES))}")
-        return v
-
-    @field_validator("platform_fee")
-    @classmethod
-    def _fee(cls, v: Decimal) -> Decimal:
-        if v < 0:
-            raise ValueError("must not be negative")
-        if v > MAX_PRICE:
-            raise ValueError(f"must be at most {MAX_PRICE}")
         return v
 
     @field_validator("terms")
