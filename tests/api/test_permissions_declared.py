@@ -126,9 +126,10 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/ssh/certs"): "operate",  # viewers never log in to hosts
     # the certificate's owner may revoke it, and admins: the service decides which
     ("POST", "/api/v1/ssh/certs/{serial}/revoke"): "view",
-    # billing: the ISV's app sends usage with a usage token (good for nothing else) or a
-    # person's operate token; the price list, subscriptions and invoice runs are the provider's
-    ("POST", "/api/v1/usage"): "usage",
+    # billing: the ISV's app sends usage with a usage token (good for nothing else; not a
+    # person, so not in this table) or a person with operate on the platform; the price
+    # list, subscriptions and invoice runs are the provider's
+    ("POST", "/api/v1/usage"): "operate",
     ("POST", "/api/v1/platforms/{isv}/{name}/usage-tokens"): "admin",
     ("POST", "/api/v1/plans"): "provider+admin",
     ("POST", "/api/v1/isvs/{isv}/subscriptions"): "provider+admin",

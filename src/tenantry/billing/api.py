@@ -44,10 +44,11 @@ class UsageCaller:
     platform_id: str | None = None  # a usage token: its platform, nothing else
 
 
-@declares("usage")
+@declares("operate")
 def usage_caller(request: Request, session: SessionDep) -> UsageCaller:
     """A usage token (`tnu_...`, good for `/usage` and nothing else), or a person's API
-    token with the right to operate the platform the batch names."""
+    token with the right to operate the platform the batch names (what is declared: the
+    permission a person needs)."""
     token = bearer_token(request)
     if not token:
         raise Unauthenticated("a usage token or an API token is required (Authorization: "
