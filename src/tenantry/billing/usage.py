@@ -96,6 +96,8 @@ def check(events: Sequence[object], *, isv_id: str, tenants: Collection[str], ke
     return Checked(rows, duplicates, refusals)
 
 
+# The arrays go in psycopg's binary format (%b): in text format, quoting 10,000 values a
+# column cost more than the insert itself (measured: 200 ms against 30 ms a batch).
 # The ISV's usage lock: shared by every ingestion, taken alone by an invoice while it
 # counts. So an event is either committed before the count (and billed in it) or inserted
 # after the invoice committed, with a receipt time (the statement's clock) after the
@@ -105,7 +107,7 @@ _INSERT = """
 INSERT INTO billing_usage_events (platform_id, event_id, isv_id, tenant, user_hash, time,
                                   received_at)
 SELECT %(platform)s, e.id, %(isv)s, e.tenant, e.user_hash, e.time, clock_timestamp()
-FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(hashes)s::bytea[], %(times)s::timestamptz[])
+FROM unnest(%(ids)b::text[], %(tenants)b::text[], %(hashes)b::bytea[], %(times)b::timestamptz[])
      AS e(id, tenant, user_hash, time)
 ON CONFLICT (platform_id, event_id) DO NOTHING
 """
