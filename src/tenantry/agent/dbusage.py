@@ -9,6 +9,7 @@ seconds: a host of 300 idle clusters reads about ten files a second for it, not 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -33,6 +34,7 @@ def setting_bytes(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+@functools.cache  # read on every scrape, for every cluster; the sizes are constants
 def memory_budget(size: str) -> int:
     """What a cluster of `size` is set up to use: shared_buffers, a work_mem for each
     allowed connection, one maintenance_work_mem, and the base."""

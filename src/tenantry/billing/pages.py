@@ -38,13 +38,11 @@ FormStr = Annotated[str, Form()]
 
 def _projections(session: Session, principal: Principal) -> list[InvoicePublic]:
     """This month's projected invoice of each ISV the principal may see that subscribes."""
-    isvs = ([principal.isv_id] if not principal.is_provider else
-            list(session.scalars(select(Isv.id).order_by(Isv.name))))
+    query = select(Isv.name).order_by(Isv.name)
+    if not principal.is_provider:
+        query = query.where(Isv.id == principal.isv_id)
     out = []
-    for isv_id in isvs:
-        name = session.scalar(select(Isv.name).where(Isv.id == isv_id))
-        if name is None:
-            continue
+    for name in session.scalars(query):
         try:
             out.append(service.projection(session=session, principal=principal, isv=name))
         except NotFound:

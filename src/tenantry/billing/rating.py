@@ -121,6 +121,14 @@ def discount_line(plan: PlanDocument, term: str, lines: Sequence[InvoiceLine],
                  -(base * pct / HUNDRED), plan.currency)
 
 
+def committed_lines(plan: PlanDocument, term: str, active: int, min_users: int,
+                    label: str = "Active") -> list[InvoiceLine]:
+    """The user charge and shortfall lines, then the term's discount of them."""
+    lines = user_lines(plan, active, min_users, label)
+    discount = discount_line(plan, term, lines)
+    return lines if discount is None else [*lines, discount]
+
+
 def days_in(period: str) -> tuple[dt.date, dt.date, int]:
     """(first day, first day of the next month, days) of "YYYY-MM"."""
     year, month = int(period[:4]), int(period[5:7])

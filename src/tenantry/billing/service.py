@@ -44,19 +44,19 @@ from tenantry.billing.schemas import (
 )
 from tenantry.billing.schemas import UsageToken as UsageTokenPublic
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unauthenticated
+from tenantry.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    Unauthenticated,
+    invalid_input,
+)
 from tenantry.core.names import new_id
 from tenantry.platforms.models import Isv, Platform, Tenant, platform_tenants
 from tenantry.platforms.service import get_isv, get_platform
 
 USAGE_PREFIX = "tnu_"
-
-
-def _validation(err: ValidationError, prefix: str = "") -> InvalidInput:
-    first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"])
-    field = f"{prefix}{field}" if field else prefix.rstrip(".") or None  # type: ignore[assignment]
-    return InvalidInput(f"{field}: {first['msg']}" if field else first["msg"], field=field)
 
 
 # ------------------------------------------------------------------ the platform ledger
@@ -166,7 +166,7 @@ def parse_plan(data: object) -> PlanDocument:
     try:
         return PlanDocument.model_validate(data)
     except ValidationError as e:
-        raise _validation(e) from None
+        raise invalid_input(e) from None
 
 
 def _plan_public(plan: Plan, changed: bool = False) -> PlanPublic:
@@ -381,24 +381,16 @@ def _late_lines(session: Session, isv_id: str, period: str) -> tuple[list[Invoic
     return lines, counted
 
 
-def _compute(session: Session, isv_id: str, period: str, sub: Subscription,
-             *, late: bool) -> tuple[PlanDocument, list[InvoiceLine], int, dict[str, int]]:
+def _compute(session: Session, isv_id: str, period: str,
+             sub: Subscription) -> tuple[PlanDocument, list[InvoiceLine], int, dict[str, int]]:
     plan = session.get(Plan, sub.plan_id)
     assert plan is not None
     doc = _doc(plan)
     users = active_users(session, isv_id, period)
-    charged = rating.user_lines(doc, users, sub.min_users)
-    lines = list(charged)
-    discount = rating.discount_line(doc, sub.term, charged)
-    if discount is not None:
-        lines.append(discount)
+    lines = rating.committed_lines(doc, sub.term, users, sub.min_users)
     lines += _platform_lines(session, doc, isv_id, period)
-    billed = {period: users}
-    if late:
-        adjustments, counted = _late_lines(session, isv_id, period)
-        lines += adjustments
-        billed |= counted
-    return doc, lines, users, billed
+    adjustments, counted = _late_lines(session, isv_id, period)
+    return doc, lines + adjustments, users, {period: users} | counted
 
 
 def _invoice_public(inv: Invoice, isv: str) -> InvoicePublic:
@@ -435,7 +427,7 @@ def run_invoices(*, session: Session, principal: Principal, period: str,
         if sub is None:
             continue
         usage.lock_for_invoice(session, isv_id)  # in-flight usage commits first, later waits
-        doc, lines, users, billed = _compute(session, isv_id, period, sub, late=True)
+        doc, lines, users, billed = _compute(session, isv_id, period, sub)
         tax_rate = Decimal(sub.tax_rate)
         t = rating.totals(lines, tax_rate, doc.currency)
         values = dict(id=new_id("in"), isv_id=isv_id, period=period, subscription_id=sub.id,
@@ -487,7 +479,7 @@ def projection(*, session: Session, principal: Principal, isv: str,
     sub = _covering(session, owner.id, first, after)
     if sub is None:
         raise NotFound(f"{owner.name} has no subscription for {period}", field="subscription")
-    doc, lines, users, _ = _compute(session, owner.id, period, sub, late=True)
+    doc, lines, users, _ = _compute(session, owner.id, period, sub)
     t = rating.totals(lines, Decimal(sub.tax_rate), doc.currency)
     return InvoicePublic(id=f"projection-{period}", isv=owner.name, period=period,
                          currency=doc.currency, lines=lines, subtotal=t.subtotal, tax=t.tax,
@@ -530,11 +522,7 @@ def quote(*, session: Session, principal: Principal, plan: str, users: int, term
     if term not in doc.terms:
         raise InvalidInput(f"term: plan {plan!r} offers the terms {', '.join(doc.terms)}",
                            field="term")
-    charged = rating.user_lines(doc, users, 0, label="Committed")
-    lines: list[InvoiceLine] = list(charged)
-    discount = rating.discount_line(doc, term, charged)
-    if discount is not None:
-        lines.append(discount)
+    lines = rating.committed_lines(doc, term, users, 0, label="Committed")
     if platforms:
         lines.append(rating.quote_platform_line(doc, platforms))
     t = rating.totals(lines, Decimal(0), doc.currency)

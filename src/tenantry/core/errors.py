@@ -74,6 +74,15 @@ def error_for_status(status: int) -> type[TenantryError]:
 _WHERE = frozenset({"body", "query", "path", "header", "cookie", "form"})
 
 
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    """The first field a ValidationError names, as InvalidInput: for what is validated
+    outside FastAPI's request parsing (a plan file, an override from the CLI)."""
+    field, message = next(iter(field_errors(exc).items()), ("_form", "invalid"))
+    if field == "_form":
+        return InvalidInput(message)
+    return InvalidInput(f"{field}: {message}", field=field)
+
+
 def field_errors(errors: ValidationError | Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """{field: message} of a pydantic ValidationError (or FastAPI's list of its errors), the
     first message of each field; "_form" for what names no field."""

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from tenantry.core.errors import InvalidInput
+from tenantry.core.errors import InvalidInput, invalid_input
 
 
 class TargetKind(StrEnum):
@@ -282,9 +282,7 @@ def parse_override(data: object, checks: dict[str, Check]) -> ThresholdOverride:
                     raise InvalidInput(f"{key} must be a number", field=key)
         ov = ThresholdOverride.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise InvalidInput(f"{field}: {err['msg']}", field=field) from None
+        raise invalid_input(e) from None
     resolve(ov, checks)
     return ov
 

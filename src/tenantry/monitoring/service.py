@@ -9,7 +9,7 @@ What the monitoring programs call (service discovery, the webhook) is in `ingest
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
@@ -54,8 +54,7 @@ LEVEL_RANK: dict[str, int] = {"ok": 0, "unknown": 1, "busy": 2, "overloaded": 3}
 # The status matrix: which checks speak for which column.
 MATRIX: dict[str, frozenset[str]] = {
     "Network": frozenset({"interface_errors", "interface_saturation", "proxy", "responding",
-                          "response_time",
-                          "tls_expiry", "heartbeat"}),
+                          "response_time", "tls_expiry", "heartbeat"}),
     "Compute": frozenset({"cpu", "memory", "swap", "processes", "rogue", "db_memory"}),
     "Storage": frozenset({"df", "db_up", "db_recovery", "connections", "longest_transaction",
                           "cache_hit", "cache_write", "checkpoint", "wal_space"}),
@@ -291,13 +290,16 @@ def _own_hosts(session: Session, principal: Principal) -> set[str]:
         .where(Platform.isv_id == principal.isv_id, Platform.state != "destroyed")))
 
 
-def _visible_alerts(session: Session, principal: Principal) -> Select[Alert]:
+def _visible_alerts(session: Session, principal: Principal,
+                    hosts: Collection[str] | None = None) -> Select[Alert]:
     """Alerts the principal may see: a provider's, all; an ISV user's, its platforms' and
-    the host checks of the hosts they run on (a platform-scoped token: its platform's)."""
+    the host checks of the hosts they run on (a platform-scoped token: its platform's).
+    `hosts`: those hosts' names when the caller has them already."""
     query = scoped(select(Alert), principal, "view", Alert.isv_id, Alert.platform_id)
     if principal.is_provider or principal.platform_id is not None:
         return query
-    hosts = _own_hosts(session, principal)
+    if hosts is None:
+        hosts = _own_hosts(session, principal)
     return select(Alert).where((Alert.isv_id == principal.isv_id) | (
         (Alert.kind == "host") & Alert.host.in_(hosts or {""})))
 
@@ -455,11 +457,12 @@ def status(*, session: Session, principal: Principal) -> StatusPublic:
         host_query = host_query.where(Host.id.in_({p.host_id for p, _, _ in platforms
                                                    if p.host_id} or {""}))
     hosts = session.execute(host_query.order_by(Region.name, Host.name)).all()
-    open_alerts = list(session.scalars(_visible_alerts(session, principal).where(
+    own = {h.name for h, _ in hosts}  # for an ISV, the hosts its platforms run on
+    open_alerts = list(session.scalars(_visible_alerts(session, principal, own).where(
         Alert.ended_at.is_(None), Alert.suppressed.is_(None))))
     # When each check last changed to OK (its latest resolution in the last 30 days).
     ended = session.execute(
-        _visible_alerts(session, principal)
+        _visible_alerts(session, principal, own)
         .with_only_columns(Alert.kind, Alert.host, Alert.platform_id, Alert.check,
                            func.max(Alert.ended_at))
         .where(Alert.ended_at.is_not(None),
