@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -97,10 +98,13 @@ def ev(i: int | str, user: str, when: str, tenant: str = "leeds") -> dict[str, s
     return {"id": f"e{i}", "tenant": tenant, "user": user, "time": when}
 
 
-def send(session: Session, platform: str, *events: Any, by: Principal = BMS) -> Any:
-    return service.ingest(session=session, batch=UsageBatch(platform=platform,
-                                                            events=list(events)),
-                          key=KEY, principal=by)
+def send(session: Session, platform: str, *events: Any, by: Principal = BMS,
+         as_body: bool = False) -> Any:
+    """A batch as a test shapes it, or (`as_body`) as the API passes it: the request's
+    bytes, which billing validates in one pass when every event is well formed."""
+    batch = {"platform": platform, "events": list(events)}
+    return service.ingest(session=session, key=KEY, principal=by,
+                          batch=json.dumps(batch).encode() if as_body else UsageBatch(**batch))
 
 
 def subscribe(session: Session, isv: str = "bms", **over: Any) -> Any:
@@ -141,8 +145,9 @@ def test_usage_is_counted_once_however_often_it_is_sent(session: Session) -> Non
     assert send(session, "bms/dlg", ev(1, "ann", NOV.format(2))).accepted == 1
 
 
+@pytest.mark.parametrize("as_body", [False, True], ids=["shaped", "body"])
 def test_each_refused_event_is_named_with_its_field_and_nothing_of_it_is_stored(
-        session: Session) -> None:
+        session: Session, as_body: bool) -> None:
     subscribe(session)
     now = dt.datetime.now(UTC)
     got = send(session, "bms/lbh",
@@ -155,14 +160,16 @@ def test_each_refused_event_is_named_with_its_field_and_nothing_of_it_is_stored(
                {"id": "e7", "tenant": "leeds", "time": NOV.format(2)},  # no user
                {"id": "e8", "tenant": "leeds", "user": "x", "time": NOV.format(2), "n": 1},
                "not an object",
-               ev(9, "bob", (now + dt.timedelta(minutes=4)).isoformat()))
-    assert (got.accepted, got.duplicates, got.refused) == (2, 0, 8)
+               ev(9, "bob", (now + dt.timedelta(minutes=4)).isoformat()),
+               ev("10\x01", "cat", NOV.format(2)), as_body=as_body)  # a control character
+    assert (got.accepted, got.duplicates, got.refused) == (2, 0, 9)
     fields = {r.index: r.field for r in got.refusals}
     assert fields == {1: "events[1].tenant", 2: "events[2].time", 3: "events[3].time",
                       4: "events[4].time", 5: "events[5].time", 6: "events[6].user",
-                      7: "events[7].n", 8: "events[8]"}
+                      7: "events[7].n", 8: "events[8]", 10: "events[10].id"}
     assert "not served" in got.refusals[0].reason
-    assert {r.id for r in got.refusals} == {"e2", "e3", "e4", "e5", "e6", "e7", "e8", None}
+    assert {r.id for r in got.refusals} == {"e2", "e3", "e4", "e5", "e6", "e7", "e8", None,
+                                            "e10\x01"}
     stored = set(session.scalars(select(UsageEvent.event_id)))
     assert stored == {"e1", "e9"}
 
@@ -196,6 +203,39 @@ def test_a_usage_token_sends_for_its_platform_only(session: Session) -> None:
     with pytest.raises(NotFound):
         send(session, "bms/lbh", ev(4, "ann", NOV.format(2)), by=ACME)
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 1
+
+
+def test_a_well_formed_body_is_stored_as_its_shaped_twin(session: Session) -> None:
+    """The API's fast path (the body's bytes, validated in one pass) stores what the shaped
+    path stores: the same events, times in UTC whatever zone they came in, and a control
+    character anywhere in an id still refuses that event alone."""
+    subscribe(session)
+    got = send(session, "bms/lbh", ev(1, "ann", "2026-11-02T13:30:00+01:30"),
+               ev(2, "bob", NOV.format(2)), ev(1, "ann", NOV.format(3)), as_body=True)
+    assert (got.accepted, got.duplicates, got.refused) == (2, 1, 0)
+    row = session.get(UsageEvent, ("p1", "e1"))
+    assert row is not None and row.time == dt.datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    assert row.user_hash == service.usage.user_hash(KEY, "i1", "ann")
+    again = send(session, "bms/lbh", ev(1, "ann", NOV.format(2)), ev(3, "cat", NOV.format(2)),
+                 as_body=True)
+    assert (again.accepted, again.duplicates, again.refused) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b"{not json", "body"),
+    (b"\xff\xfe", "body"),
+    (b"[]", None),
+    (b'{"events": []}', "events"),
+    (json.dumps({"events": [{}] * 10_001}).encode(), "events"),
+    (b'{"events": [{"id": "e1"}], "extra": 1}', "extra"),
+])
+def test_a_body_of_the_wrong_shape_is_refused_whole(session: Session, body: bytes,
+                                                    field: str | None) -> None:
+    subscribe(session)
+    with pytest.raises(InvalidInput) as refused:
+        service.ingest(session=session, key=KEY, principal=BMS, batch=body)
+    assert refused.value.field == field
+    assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0
 
 
 def test_a_batch_holds_one_to_ten_thousand_events() -> None:
@@ -461,8 +501,9 @@ def test_an_invoice_waits_for_usage_in_flight_and_counts_it() -> None:
         slow = runtime.sessions()
         slow_session = slow.__enter__()
         # a batch of two new November users, inserted and held open
-        rows = [(f"slow{i}", "leeds", usage.user_hash(KEY, "i1", f"late{i}"),
-                 dt.datetime(2026, 11, 20, tzinfo=UTC)) for i in range(2)]
+        rows = usage.Rows([f"slow{i}" for i in range(2)], ["leeds"] * 2,
+                          [usage.user_hash(KEY, "i1", f"late{i}") for i in range(2)],
+                          [dt.datetime(2026, 11, 20, tzinfo=UTC)] * 2)
         assert usage.insert(slow_session, platform_id="p1", isv_id="i1", rows=rows) == 2
         done: list[Any] = []
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
@@ -18,8 +18,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
 )
+from typing_extensions import TypedDict
 
 # ISO 4217 minor units of the currencies a plan may use.
 CURRENCIES: dict[str, int] = {
@@ -32,6 +34,7 @@ TERM_RE = re.compile(r"^([1-9][0-9]?)(m|y)$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control characters
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what PRINTABLE refuses
 MAX_PRICE = Decimal("1000000000")
 
 
@@ -161,29 +164,55 @@ class PlanPublic(BaseModel):
 # ------------------------------------------------------------------ usage
 
 
-class UsageEventIn(BaseModel):
+# Every check of an event is a constraint pydantic-core runs itself (no Python validator),
+# into a plain dict (no model instance per event): a batch of 10,000 validates in one pass,
+# straight from the request's bytes.
+class UsageEventIn(TypedDict):
     """"This end user of this tenant was active at this time." `id` is the idempotency key
-    within the platform. Every check is a constraint pydantic-core runs itself (no Python
-    validator): a batch of 10,000 validates in one pass of Rust."""
+    within the platform; `user` is stored only as a keyed hash."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
-    id: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)  # stored
-    tenant: str = Field(min_length=1, max_length=40)  # must name one of the platform's
-    user: str = Field(min_length=1, max_length=200)  # only its keyed hash is stored
-    time: AwareDatetime = Field(description="with its time zone: 2026-11-30T12:00:00Z")
+    id: Annotated[str, StringConstraints(min_length=1, max_length=100,
+                                         pattern=PRINTABLE)]  # stored
+    tenant: Annotated[str, StringConstraints(min_length=1, max_length=40)]  # the platform's
+    user: Annotated[str, StringConstraints(min_length=1, max_length=200)]  # hashed, never kept
+    time: Annotated[AwareDatetime, Field(description="with its time zone: 2026-11-30T12:00:00Z")]
 
 
 MAX_EVENTS = 10_000
 
 
 class UsageBatch(BaseModel):
-    """`POST /usage`: a usage token's platform is implied; a person's token names it."""
+    """`POST /usage`: a usage token's platform is implied; a person's token names it.
+    (`events` is checked one by one, so that one bad event refuses only itself.)"""
 
     model_config = ConfigDict(extra="forbid")
 
     platform: str | None = Field(default=None, description="ISV/NAME; implied by a usage token")
     events: list[Any] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class UsageEventFast(TypedDict):
+    """`UsageEventIn` less the pattern on `id`, which billing checks itself on all of a
+    batch's ids at once (the pattern, run per id, was 40 % of a batch's validation)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    tenant: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    user: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    time: AwareDatetime
+
+
+class UsageBatchValid(TypedDict):
+    """A batch whose every event is well formed: what most requests are, validated from
+    the raw body in one pass (a batch that fails it is read again as `UsageBatch`)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    platform: NotRequired[str | None]
+    events: Annotated[list[UsageEventFast], Field(min_length=1, max_length=MAX_EVENTS)]
 
 
 class UsageRefusal(BaseModel):

@@ -128,34 +128,36 @@ def _earliest(session: Session, isv_id: str, now: dt.datetime) -> dt.datetime:
     return first - usage.PAST
 
 
-def ingest(*, session: Session, batch: UsageBatch, key: bytes, principal: Principal | None = None,
-           token_platform: str | None = None) -> UsageResult:
-    """Store a batch of usage events, once each. The caller is a usage token (its platform
-    implied; naming another is refused) or a person allowed to operate the named platform."""
+def ingest(*, session: Session, batch: UsageBatch | bytes, key: bytes,
+           principal: Principal | None = None, token_platform: str | None = None) -> UsageResult:
+    """Store a batch of usage events (a request's body, or a batch already shaped), once
+    each. The caller is a usage token (its platform implied; naming another is refused) or
+    a person allowed to operate the named platform."""
+    read = usage.read(batch) if isinstance(batch, bytes) else usage.of(batch)
     if token_platform is not None:
         platform = session.get(Platform, token_platform)
         if platform is None:
             raise NotFound("the usage token's platform no longer exists", field="platform")
         name = f"{platform.isv.name}/{platform.name}"
-        if batch.platform is not None and batch.platform not in (name, platform.id):
+        if read.platform is not None and read.platform not in (name, platform.id):
             raise NotAllowed(f"this usage token sends usage for {name} only", field="platform")
     else:
         assert principal is not None
-        if batch.platform is None:
+        if read.platform is None:
             raise InvalidInput("platform: name the platform (ISV/NAME)", field="platform")
-        platform = get_platform(session, principal, batch.platform, "operate")
+        platform = get_platform(session, principal, read.platform, "operate")
         name = f"{platform.isv.name}/{platform.name}"
     tenants = set(session.scalars(select(Tenant.name).join(
         platform_tenants, platform_tenants.c.tenant_id == Tenant.id)
         .where(platform_tenants.c.platform_id == platform.id)))
     now = utcnow()
-    checked = usage.check(batch.events, isv_id=platform.isv_id, tenants=tenants, key=key,
+    checked = usage.check(read, isv_id=platform.isv_id, tenants=tenants, key=key,
                           earliest=_earliest(session, platform.isv_id, now), now=now)
     new = usage.insert(session, platform_id=platform.id, isv_id=platform.isv_id,
                        rows=checked.rows)
     session.commit()
     return UsageResult(platform=name, accepted=new,
-                       duplicates=checked.duplicates + len(checked.rows) - new,
+                       duplicates=checked.duplicates + len(checked.rows.ids) - new,
                        refused=len(checked.refusals), refusals=checked.refusals)
 
 
