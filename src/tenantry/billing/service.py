@@ -494,10 +494,14 @@ def active_users_csv(*, session: Session, principal: Principal, isv: str, period
     A user active on two platforms of one tenant counts once per platform here."""
     owner = get_isv(session, principal, isv)
     start, end = _bounds(_period(period))
+    # The ledger names a platform once it has synced it (every minute); a platform not yet
+    # in it is named from the platform itself.
     rows = session.execute(text(
-        "SELECT coalesce(b.name, e.platform_id), e.tenant, count(DISTINCT e.user_hash) "
-        "FROM billing_usage_events e LEFT JOIN billing_platforms b "
-        "ON b.platform_id = e.platform_id WHERE e.isv_id = :isv AND e.time >= :start "
+        "SELECT coalesce(b.name, i.name || '/' || p.name, e.platform_id), e.tenant, "
+        "count(DISTINCT e.user_hash) FROM billing_usage_events e "
+        "LEFT JOIN billing_platforms b ON b.platform_id = e.platform_id "
+        "LEFT JOIN platforms p ON p.id = e.platform_id LEFT JOIN isvs i ON i.id = p.isv_id "
+        "WHERE e.isv_id = :isv AND e.time >= :start "
         "AND e.time < :end GROUP BY 1, 2 ORDER BY 1, 2"),
         {"isv": owner.id, "start": start, "end": end}).all()
     out = io.StringIO()
