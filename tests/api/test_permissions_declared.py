@@ -131,6 +131,8 @@ REVIEWED: dict[tuple[str, str], str] = {
     # list, subscriptions and invoice runs are the provider's
     ("POST", "/api/v1/usage"): "operate",
     ("POST", "/api/v1/platforms/{isv}/{name}/usage-tokens"): "admin",
+    ("GET", "/api/v1/platforms/{isv}/{name}/usage-tokens"): "admin",
+    ("POST", "/api/v1/platforms/{isv}/{name}/usage-tokens/{token_id}/revoke"): "admin",
     ("POST", "/api/v1/plans"): "provider+admin",
     ("POST", "/api/v1/isvs/{isv}/subscriptions"): "provider+admin",
     ("POST", "/api/v1/invoices/run"): "provider+admin",

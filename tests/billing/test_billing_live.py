@@ -42,7 +42,8 @@ def test_from_plan_file_to_invoice_pdf(plane: ControlPlaneProcess, isv: str,
                                                                              "20")
 
     # the application, with its usage token
-    token = plane.cli_json("usage", "token", ref)["token"]
+    made = plane.cli_json("usage", "token", ref)
+    token = made["token"]
     assert token.startswith("tnu_")
     app = api_as(plane, token)
     batch = {"events": _events(20, month)}
@@ -56,6 +57,16 @@ def test_from_plan_file_to_invoice_pdf(plane: ControlPlaneProcess, isv: str,
     assert app.post("/usage", json={"platform": f"{isv}/other", **batch}).status_code == 403
     too_many = app.post("/usage", json={"events": _events(10_001, month)})
     assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "events"
+    # rotation: a second token, then the first revoked from the CLI
+    spare = plane.cli_json("usage", "token", ref)
+    assert {t["id"] for t in plane.cli_json("usage", "tokens", ref)} == {made["id"], spare["id"]}
+    revoked = plane.cli_json("usage", "revoke", ref, made["id"])
+    assert revoked["id"] == made["id"] and revoked["revoked_at"]
+    assert app.post("/usage", json=batch).status_code == 401
+    app = api_as(plane, spare["token"])
+    assert app.post("/usage", json=batch).json()["duplicates"] == 20
+    unknown = plane.cli("usage", "revoke", ref, "0" * 12, check=False)
+    assert unknown.returncode == 3 and "no usage token" in unknown.stderr
 
     # a backfill with the operator's own credentials: one bad line refuses the whole file
     lines = [json.dumps(e) for e in _events(25_000, month, tenant="t2", prefix="b")]

@@ -238,6 +238,50 @@ def test_a_body_of_the_wrong_shape_is_refused_whole(session: Session, body: byte
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0
 
 
+def test_a_revoked_usage_token_sends_nothing_more(session: Session) -> None:
+    """Rotation: a second token, then the first revoked; listed by id, never by token; the
+    revocation is audited; another ISV's tokens cannot be listed or revoked."""
+    from tenantry.access.audit.models import AuditEntry
+
+    subscribe(session)
+    old = service.issue_usage_token(session=session, principal=BMS, ref="bms/lbh")
+    new = service.issue_usage_token(session=session, principal=BMS, ref="bms/lbh")
+    listed = service.list_usage_tokens(session=session, principal=BMS, ref="bms/lbh")
+    assert sorted(t.id for t in listed) == sorted([old.id, new.id])
+    assert all(t.revoked_at is None and t.platform == "bms/lbh" for t in listed)
+    assert old.token not in repr(listed) and new.token not in repr(listed)
+    gone = service.revoke_usage_token(session=session, principal=BMS, ref="bms/lbh",
+                                      token_id=old.id)
+    assert gone.id == old.id and gone.revoked_at is not None
+    with pytest.raises(Unauthenticated):
+        service.usage_platform(session, old.token)
+    assert service.usage_platform(session, new.token) == "p1"
+    again = service.revoke_usage_token(session=session, principal=BMS, ref="bms/lbh",
+                                       token_id=old.id)
+    assert again.revoked_at == gone.revoked_at, "revoking twice changes nothing"
+    revocations = session.scalars(select(AuditEntry).where(
+        AuditEntry.action == "usage.token.revoke")).all()
+    assert [(e.actor, e.target) for e in revocations] == [("ann", "bms/lbh")]
+    for token_id in ("nosuch", new.id[:6], "%" * 12, old.id.upper()):
+        with pytest.raises(NotFound):
+            service.revoke_usage_token(session=session, principal=BMS, ref="bms/lbh",
+                                       token_id=token_id)
+    with pytest.raises(NotFound):  # the token of another platform of the same ISV
+        service.revoke_usage_token(session=session, principal=BMS, ref="bms/dlg",
+                                   token_id=new.id)
+    with pytest.raises(NotFound):  # acme's admin: bms's platform does not exist
+        service.list_usage_tokens(session=session, principal=ACME, ref="bms/lbh")
+    with pytest.raises(NotFound):
+        service.revoke_usage_token(session=session, principal=ACME, ref="bms/lbh",
+                                   token_id=new.id)
+    with pytest.raises(NotAllowed):  # bms's viewer may not
+        service.list_usage_tokens(session=session, principal=BMS_VIEWER, ref="bms/lbh")
+    with pytest.raises(NotAllowed):
+        service.revoke_usage_token(session=session, principal=BMS_VIEWER, ref="bms/lbh",
+                                   token_id=new.id)
+    assert service.usage_platform(session, new.token) == "p1"
+
+
 def test_a_batch_holds_one_to_ten_thousand_events() -> None:
     for events in ([], [{}] * 10_001):
         with pytest.raises(ValidationError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import TypeAdapter
 
 from tenantry.access.principal import Principal
@@ -33,6 +33,7 @@ from tenantry.billing.schemas import (
     UsageEventIn,
     UsageResult,
     UsageToken,
+    UsageTokenInfo,
 )
 from tenantry.core.errors import Unauthenticated
 
@@ -92,6 +93,19 @@ def send_usage(body: Annotated[bytes, Depends(raw_body)], session: SessionDep,
 def issue_usage_token(isv: str, name: str, session: SessionDep,
                       principal: AdminDep) -> UsageToken:
     return service.issue_usage_token(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.get("/platforms/{isv}/{name}/usage-tokens", tags=["billing"])
+def list_usage_tokens(isv: str, name: str, session: SessionDep,
+                      principal: AdminDep) -> list[UsageTokenInfo]:
+    return service.list_usage_tokens(session=session, principal=principal, ref=f"{isv}/{name}")
+
+
+@router.post("/platforms/{isv}/{name}/usage-tokens/{token_id}/revoke", tags=["billing"])
+def revoke_usage_token(isv: str, name: str, token_id: Annotated[str, Path(max_length=64)],
+                       session: SessionDep, principal: AdminDep) -> UsageTokenInfo:
+    return service.revoke_usage_token(session=session, principal=principal,
+                                      ref=f"{isv}/{name}", token_id=token_id)
 
 
 @router.get("/plans", tags=["billing"])

@@ -32,6 +32,7 @@ BATCH = 10_000  # the API's most events a request
 INVOICE_COLUMNS = ["id", "isv", "period", "currency", "active_users", "subtotal", "tax", "total",
                    "issued_at"]
 LINE_COLUMNS = ["description", "quantity", "unit_price", "amount"]
+TOKEN_COLUMNS = ["id", "platform", "created_at", "created_by", "revoked_at"]
 
 
 def register(root: typer.Typer) -> None:
@@ -61,8 +62,29 @@ def usage_token(platform: PlatformArg, json_: JsonOpt = False,
     if json_:
         emit_json(made)
     else:
-        err.print(f"usage token for {made['platform']} (shown once; it may only send usage):")
+        err.print(f"usage token {made['id']} for {made['platform']} (shown once; it may only "
+                  "send usage):")
         out.print(made["token"], markup=False, soft_wrap=True)
+
+
+@usage.command("tokens")
+@handle_errors
+def usage_tokens(platform: PlatformArg, json_: JsonOpt = False,
+                 data_dir: DataDirOpt = None) -> None:
+    """The platform's usage tokens (never the tokens themselves), revoked ones too."""
+    show(Client.from_env(data_dir).get(_platform_path(platform, "usage-tokens")), json_,
+         TOKEN_COLUMNS)
+
+
+@usage.command("revoke")
+@handle_errors
+def usage_revoke(platform: PlatformArg,
+                 token_id: Annotated[str, typer.Argument(help="The token's id (`usage tokens`).")],
+                 json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Revoke a usage token: its next request is refused."""
+    show(Client.from_env(data_dir).post(_platform_path(platform,
+                                                       f"usage-tokens/{seg(token_id)}/revoke")),
+         json_, TOKEN_COLUMNS)
 
 
 def _read_events(path: Path) -> list[Any]:

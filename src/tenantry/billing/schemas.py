@@ -231,8 +231,19 @@ class UsageResult(BaseModel):
 
 
 class UsageToken(BaseModel):
+    id: str = Field(description="names the token (to list or revoke it); not the token")
     platform: str
     token: str = Field(description="shown once; it may only send usage for this platform")
+
+
+class UsageTokenInfo(BaseModel):
+    """A usage token as listed: never the token itself."""
+
+    id: str
+    platform: str
+    created_at: dt.datetime
+    created_by: str
+    revoked_at: dt.datetime | None
 
 
 # ------------------------------------------------------------------ subscriptions

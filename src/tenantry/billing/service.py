@@ -11,6 +11,7 @@ import calendar
 import csv
 import datetime as dt
 import io
+import re
 from decimal import Decimal
 
 from pydantic import ValidationError
@@ -40,6 +41,7 @@ from tenantry.billing.schemas import (
     SubscriptionPublic,
     UsageBatch,
     UsageResult,
+    UsageTokenInfo,
     term_months,
 )
 from tenantry.billing.schemas import UsageToken as UsageTokenPublic
@@ -96,18 +98,66 @@ def sync_ledger(session: Session, now: dt.datetime | None = None) -> int:
 
 def issue_usage_token(*, session: Session, principal: Principal,
                       ref: str) -> UsageTokenPublic:
-    """A new token for `ref`'s usage (earlier ones stay valid: rotate without a gap)."""
+    """A new token for `ref`'s usage (earlier ones stay valid: rotate without a gap, then
+    revoke the old one)."""
     from tenantry.core.crypto import new_token, token_hash
 
     platform = get_platform(session, principal, ref, "admin")
     secret = new_token(USAGE_PREFIX.rstrip("_")).get_secret_value()
     name = f"{platform.isv.name}/{platform.name}"
-    session.add(UsageToken(token_hash=token_hash(secret), platform_id=platform.id,
+    digest = token_hash(secret)
+    session.add(UsageToken(token_hash=digest, platform_id=platform.id,
                            isv_id=platform.isv_id, created_by=principal.username))
     record_for(session, principal, action="usage.token", target=name, source="api",
-               org=platform.isv_id)
+               org=platform.isv_id, detail={"token_id": _token_id(digest)})
     session.commit()
-    return UsageTokenPublic(platform=name, token=secret)
+    return UsageTokenPublic(id=_token_id(digest), platform=name, token=secret)
+
+
+# A usage token is named by the start of its SHA-256, which the store keeps anyway: 48 bits
+# tell a platform's tokens apart and say nothing of the token.
+TOKEN_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _token_id(digest: str) -> str:
+    return digest[:12]
+
+
+def _token_info(row: UsageToken, name: str) -> UsageTokenInfo:
+    return UsageTokenInfo(id=_token_id(row.token_hash), platform=name,
+                          created_at=row.created_at, created_by=row.created_by,
+                          revoked_at=row.revoked_at)
+
+
+def list_usage_tokens(*, session: Session, principal: Principal,
+                      ref: str) -> list[UsageTokenInfo]:
+    """The platform's usage tokens, revoked ones too, oldest first."""
+    platform = get_platform(session, principal, ref, "admin")
+    name = f"{platform.isv.name}/{platform.name}"
+    rows = session.scalars(select(UsageToken).where(UsageToken.platform_id == platform.id)
+                           .order_by(UsageToken.created_at, UsageToken.token_hash))
+    return [_token_info(row, name) for row in rows]
+
+
+def revoke_usage_token(*, session: Session, principal: Principal, ref: str,
+                       token_id: str) -> UsageTokenInfo:
+    """Revoke one of the platform's usage tokens: its next request is refused (401). Again
+    on a revoked token changes nothing."""
+    platform = get_platform(session, principal, ref, "admin")
+    name = f"{platform.isv.name}/{platform.name}"
+    rows = [] if not TOKEN_ID_RE.match(token_id) else list(session.scalars(
+        select(UsageToken).where(UsageToken.platform_id == platform.id,
+                                 UsageToken.token_hash.startswith(token_id, autoescape=True))))
+    if len(rows) != 1:  # (two tokens of one platform sharing 48 bits: never, in practice)
+        raise NotFound(f"{name} has no usage token {token_id!r} (see `tenantry usage tokens "
+                       f"{name}`)", field="token_id")
+    [row] = rows
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        record_for(session, principal, action="usage.token.revoke", target=name,
+                   source="api", org=platform.isv_id, detail={"token_id": token_id})
+    session.commit()
+    return _token_info(row, name)
 
 
 def usage_platform(session: Session, token: str) -> str:
