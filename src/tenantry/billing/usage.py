@@ -126,10 +126,10 @@ def check(batch: Batch, *, isv_id: str, tenants: Collection[str], key: bytes,
           earliest: dt.datetime, now: dt.datetime) -> Checked:
     """Each event of a tenant the platform serves, within [earliest, now + 5 min].
 
-    The per-event loop of the hot path. Times are turned to UTC first: pydantic's own
-    time zones make every comparison and every value sent cost a Python call (measured:
-    11 ms and 31 ms a batch of 10,000, against 0.4 ms and 20 ms). A user's keyed hash is
-    computed once per batch (users come back many times in one)."""
+    The per-event loop of the hot path. Times are turned to UTC first: every comparison of
+    pydantic's own time zones is a Python call (measured: 11 ms a batch of 10,000, against
+    0.4 ms in UTC). A user's keyed hash is computed once per batch (users come back many
+    times in one)."""
     rows = Rows([], [], [], [])
     add_id, add_tenant, add_hash, add_time = (rows.ids.append, rows.tenants.append,
                                               rows.hashes.append, rows.times.append)
