@@ -189,8 +189,11 @@ def test_a_killed_store_comes_back_and_the_api_says_503_meanwhile(
         assert made.status_code in (200, 201), made.text
         wait_until(lambda: all(h["state"] == "online" for h in api.get("/hosts").json()),
                    60, "the local host online")
+    # `up` says so once pg_ctl and createdb have returned, which can be a moment after the
+    # API already reaches the store again.
+    wait_until(lambda: "the control plane's PostgreSQL runs again" in cp.log.read_text(), 30,
+               "`up` saying the store runs again")
     log = cp.log.read_text()
     assert "the control plane's PostgreSQL is not running; starting it again" in log
-    assert "the control plane's PostgreSQL runs again" in log
     assert int(pidfile.read_text().splitlines()[0]) != store
     print("worker restarts while the store was away:", log.count("worker exited"))
