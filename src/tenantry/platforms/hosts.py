@@ -7,7 +7,7 @@ import time
 
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from tenantry.access.principal import Principal
 from tenantry.core.crypto import SecretBox, new_token, token_hash
@@ -167,10 +167,18 @@ def move_taken_ports(session: Session, platform: Platform, taken: list[int], *,
 
 
 def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> DesiredHost:
-    """Everything the agent must make true on its host, secrets included (sent over TLS only)."""
-    platforms = []
-    for p in session.scalars(select(Platform).where(Platform.host_id == host.id)
-                             .order_by(Platform.id)):
+    """Everything the agent must make true on its host, secrets included (sent over TLS only).
+
+    A fixed number of queries however many platforms the host holds (the platforms with
+    their ISVs and tenants, then their releases with their apps): a fleet's hosts each
+    fetch their whole document every few minutes, and a changed one at once."""
+    rows = list(session.scalars(
+        select(Platform).where(Platform.host_id == host.id)
+        .options(defer(Platform.observed), joinedload(Platform.isv),
+                 selectinload(Platform.tenants))
+        .order_by(Platform.id)))
+    placed = []
+    for p in rows:
         want = p.desired
         if want.db is None:
             continue  # not placed yet
@@ -180,9 +188,17 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
             # cluster made empty before it would block it. (Seen in CI: a scheduled backup
             # bumped the host in between.)
             continue
-        release_ids = set(want.releases) | {s.release_id for s in want.slots.values()}
-        releases = session.scalars(select(Release).where(Release.id.in_(release_ids))
-                                   .order_by(Release.id))
+        placed.append((p, want, sorted(set(want.releases)
+                                       | {s.release_id for s in want.slots.values()})))
+    wanted = {r for _, _, ids in placed for r in ids}
+    releases = {r.id: DesiredRelease(id=r.id, digest=r.digest, app=r.app.name,
+                                     version=r.version,
+                                     manifest=Manifest.model_validate(r.manifest))
+                for r in session.scalars(select(Release).where(Release.id.in_(wanted))
+                                         .options(joinedload(Release.app)))} if wanted else {}
+    platforms = []
+    for p, want, release_ids in placed:
+        assert want.db is not None
         route = None
         if want.cert and want.route_slot and want.hostname:
             route = DesiredRoute(hostname=want.hostname, slot=want.route_slot,
@@ -203,10 +219,7 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
             running=want.running, absent=want.absent, tenants=[t.name for t in p.tenants],
             database=DesiredDatabase(port=want.db.port, role=want.db.role,
                                      dbname=want.db.dbname, password=password),
-            releases=[DesiredRelease(id=r.id, digest=r.digest, app=r.app.name,
-                                     version=r.version,
-                                     manifest=Manifest.model_validate(r.manifest))
-                      for r in releases],
+            releases=[releases[r] for r in release_ids if r in releases],
             migrations=want.migrations, slots=want.slots, route=route, backup=backup))
     return DesiredHost(host=HostInfo(id=host.id, name=host.name, ingress_port=host.ingress_port,
                                      address=host.address),
@@ -232,7 +245,11 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     host.last_seen_at = utcnow()
     host.state = "online"
     _tell_disk(session, host, host.observed.disk, report.disk)
-    host.observed = report.host_part()
+    part = report.host_part()
+    # An idle host's heartbeat repeats what is stored but for its clock: the row's update
+    # then writes its time seen alone, not its whole document again.
+    if part.model_copy(update={"agent_time": host.observed.agent_time}) != host.observed:
+        host.observed = part
     if was != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
     for exit_ in report.process_exits:

@@ -1,0 +1,107 @@
+"""What one host costs the control plane must not grow with what the host holds.
+
+A fleet of hosts each fetches its whole desired state now and then, and at once after a
+change: its queries are a fixed number however many platforms the host carries (one query
+per platform per fetch is what made one API process saturate at 300 hosts; bench/fleet.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tenantry.platforms.contract import DatabaseSpec, DesiredSlot, DesiredState, StoredCert
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Any]:
+    from tests.conftest import store_runtime
+
+    with store_runtime("tnfc-") as runtime:
+        yield runtime
+
+
+def _statements(runtime: Any) -> tuple[list[str], Any]:
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", count)
+    return seen, lambda: event.remove(runtime.engine, "before_cursor_execute", count)
+
+
+def _add_platforms(runtime: Any, first: int, count: int) -> None:
+    """Platforms p<first>.. on host h1, placed and serving, alternately on release r1 and r2,
+    each of ISV i1 or i2 (by parity) with two tenants of its ISV."""
+    from tenantry.platforms.models import Platform, Tenant
+
+    with runtime.sessions() as session:
+        for n in range(first, first + count):
+            isv = f"i{n % 2 + 1}"
+            release = f"r{n % 2 + 1}"
+            tenants = [session.get(Tenant, f"t{isv}{k}") for k in (2, 1)]
+            want = DesiredState(
+                gen=3, db=DatabaseSpec(port=21000 + n), releases=[release],
+                slots={"a": DesiredSlot(release_id=release, ports=[22000 + n])},
+                route_slot="a", running=True, placed_by=n, hostname=f"p{n}.example",
+                cert=StoredCert(cert_pem=f"CERT {n}", key=runtime.secrets.encrypt(
+                    f"KEY {n}", org=isv), not_after=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)))
+            session.add(Platform(id=f"p{n}", isv_id=isv, name=f"plat{n}", region_id="g1",
+                                 release_id=release, host_id="h1", state="ready",
+                                 db_password=runtime.secrets.encrypt(f"pw {n}", org=isv),
+                                 desired=want, tenants=tenants))
+        session.commit()
+
+
+def test_a_hosts_document_costs_the_same_queries_for_2_and_for_12_platforms(
+        store: Any) -> None:
+    from tenantry.platforms.hosts import desired_state
+    from tenantry.platforms.models import App, Host, Isv, Region, Release, Tenant
+
+    with store.sessions() as session:
+        region = Region(id="g1", name="local")
+        session.add_all([region, Host(id="h1", name="local", region=region, ingress_port=8443,
+                                      agent_token_hash="f" * 64)])
+        for i in (1, 2):
+            isv = Isv(id=f"i{i}", name=f"isv{i}")
+            app = App(id=f"a{i}", isv=isv, name=f"app{i}")
+            session.add_all([isv, app, Release(
+                id=f"r{i}", app=app, version="1.0.0", digest="sha256:" + str(i) * 64,
+                manifest={"name": f"app{i}", "version": "1.0.0", "processes": {"web": ["x"]},
+                          "health_path": "/health", "release_command": None,
+                          "requirements": None, "wheels": None}),
+                *[Tenant(id=f"ti{i}{k}", isv=isv, name=f"tenant{k}") for k in (1, 2)]])
+        session.commit()
+
+    def fetch() -> tuple[int, Any]:
+        seen, stop = _statements(store)
+        try:
+            with store.sessions() as session:
+                host = session.get(Host, "h1")
+                seen.clear()  # the host's own row is the route's, not the document's
+                doc = desired_state(session=session, host=host, secrets=store.secrets)
+        finally:
+            stop()
+        return len(seen), doc
+
+    _add_platforms(store, 0, 2)
+    few, doc = fetch()
+    assert [p.id for p in doc.platforms] == ["p0", "p1"]
+    _add_platforms(store, 2, 10)
+    many, doc = fetch()
+    assert many == few, f"{few} queries for 2 platforms, {many} for 12"
+
+    assert [p.id for p in doc.platforms] == [f"p{n}" for n in sorted(range(12), key=str)]
+    for p in doc.platforms:  # each with its own release, tenants and secrets
+        n = int(p.id[1:])
+        assert p.isv == f"isv{n % 2 + 1}" and p.tenants == ["tenant1", "tenant2"]
+        assert [(r.id, r.app, r.manifest.name) for r in p.releases] == \
+            [(f"r{n % 2 + 1}", f"app{n % 2 + 1}", f"app{n % 2 + 1}")]
+        assert p.database.password.get_secret_value() == f"pw {n}"
+        assert p.route is not None and p.route.cert_pem == f"CERT {n}"
+        assert p.route.key_pem.get_secret_value() == f"KEY {n}"
