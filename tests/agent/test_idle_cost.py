@@ -5,6 +5,7 @@ spread schedule, so the cost does not grow with the platforms it holds."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,13 @@ from tenantry.agent import main as agent_main
 from tenantry.agent.client import ControlPlaneClient, Credentials
 from tenantry.agent.main import Agent, AgentOptions
 from tenantry.agent.testing import FakeServiceManager
-from tenantry.platforms.contract import WIRE, DesiredHost, DesiredPlatform, PlatformReport
+from tenantry.platforms.contract import (
+    WIRE,
+    DesiredHost,
+    DesiredPlatform,
+    PlatformReport,
+    ProcessExit,
+)
 from tests.platforms.test_contract import REPORT, WIRE_DOC
 
 
@@ -98,10 +105,57 @@ def test_an_idle_agent_asks_with_the_generation_it_holds_and_now_and_then_for_al
     client = ControlPlaneClient(creds, transport=httpx.MockTransport(control_plane))
     first = agent.fetch_desired(client, generation=0, wait=0)
     assert first is not None
-    agent._desired = first  # what tick() keeps
     for _ in range(5):
         assert agent.fetch_desired(client, generation=7, wait=0) is first
     assert asked == [None] + ['"7"'] * 5
     monkeypatch.setattr(agent_main, "DESIRED_REFRESH", 0.0)  # a minute later
     again = agent.fetch_desired(client, generation=7, wait=0)
     assert asked[-1] is None and again is not None and again.generation == 7
+
+
+class Plane:
+    """The control plane's report endpoint, recording what each heartbeat carried."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, object]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.reports.append(json.loads(request.content))
+        return httpx.Response(204)
+
+
+def test_an_idle_host_heartbeats_seldom_and_news_goes_at_the_next_pass(agent: Agent) -> None:
+    """A heartbeat every pass (2 s) was half of what 300 idle hosts asked of the control
+    plane. With nothing new one goes every QUIET_HEARTBEAT s (well within the 20 s after
+    which a host is called offline); an unsent report, a process exit or a change of the
+    host part goes with the next pass."""
+    plane = Plane()
+    creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
+    agent._client = ControlPlaneClient(creds, transport=httpx.MockTransport(plane))
+    clock = [1000.0]
+
+    def passes(seconds: float) -> int:
+        """Passes every IDLE_WAIT s for `seconds`; the heartbeats they sent."""
+        before = len(plane.reports)
+        end = clock[0] + seconds
+        while clock[0] < end:
+            clock[0] += agent_main.IDLE_WAIT
+            agent._heartbeat({}, clock[0])  # as each pass (tick) does
+        return len(plane.reports) - before
+
+    agent._heartbeat({}, clock[0])
+    assert len(plane.reports) == 1, "the first pass tells the control plane at once"
+    quiet = passes(60)
+    assert 60 / agent_main.QUIET_HEARTBEAT - 1 <= quiet <= 60 / agent_main.QUIET_HEARTBEAT + 1
+    assert agent_main.QUIET_HEARTBEAT * 3 <= 20, "three may be lost before 'offline'"
+
+    agent._ingress_error = "Caddy's admin API did not come up"  # news of the host
+    assert passes(agent_main.IDLE_WAIT) == 1
+    assert plane.reports[-1]["ingress_error"] == "Caddy's admin API did not come up"
+    assert passes(agent_main.IDLE_WAIT) == 0, "told once, it is not news any more"
+
+    agent.exits._pending.append(ProcessExit(program="p1-web-0", how="terminated by SIGKILL",
+                                            at=clock[0]))
+    assert passes(agent_main.IDLE_WAIT) == 1
+    assert [e["program"] for e in plane.reports[-1]["process_exits"]] == ["p1-web-0"]
+    assert passes(agent_main.IDLE_WAIT) == 0

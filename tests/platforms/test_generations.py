@@ -83,3 +83,31 @@ def test_a_store_that_fails_a_look_does_not_end_the_watch() -> None:
         return await waiting
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_a_stopping_server_answers_every_waiting_agent_at_once() -> None:
+    """A long poll holds up to 30 s; a stopping API process must not wait for its waiters
+    (uvicorn waits for requests in flight before it exits): they get what they hold, and
+    a new one does not wait."""
+    store = Store(3)
+    closing = False
+    watch = GenerationWatch(store.read, poll=0.05, closing=lambda: closing)
+
+    async def scenario() -> tuple[list[int], float, float]:
+        nonlocal closing
+        waits = [asyncio.create_task(watch.wait(h, 1, 30)) for h in store.generations]
+        deadline = time.monotonic() + 20
+        while watch.waiting() < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert watch.waiting() == 3
+        closing = True
+        started = time.monotonic()
+        answers = await asyncio.gather(*waits)
+        took = time.monotonic() - started
+        started = time.monotonic()
+        await watch.wait("h0", 1, 30)
+        return answers, took, time.monotonic() - started
+
+    answers, took, late = asyncio.run(scenario())
+    assert answers == [1, 1, 1]  # what they hold: each gets 304 Not Modified
+    assert took < 2.0 and late < 2.0

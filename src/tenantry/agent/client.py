@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, NotAllowed, Unavailable
-from tenantry.platforms.contract import DesiredHost, HostReport
+from tenantry.platforms.contract import KEEP_ALIVE, DesiredHost, HostReport
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,11 @@ class ControlPlaneClient:
                  transport: httpx.BaseTransport | None = None) -> None:
         """`transport` replaces the network (tests pass an httpx.MockTransport)."""
         self._creds = credentials
+        # Connections are kept between heartbeats (a new TLS handshake each time would cost a
+        # fleet's control plane more than the heartbeats), and let go before the API's
+        # keep-alive ends.
         self._http = httpx.Client(base_url=credentials.server, timeout=60, transport=transport,
+                                  limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE - 10),
                                   **credentials.http_options(),
                                   headers={"Authorization": f"Bearer {credentials.token}",
                                            "User-Agent": f"tenantry-agent/{os.getpid()}"})

@@ -90,6 +90,10 @@ class ExitLog:
             taken, self._pending = self._pending, []
             return taken
 
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
     def put_back(self, exits: list[ProcessExit]) -> None:
         with self._lock:
             self._pending = (exits + self._pending)[-MAX_PENDING:]

@@ -34,6 +34,7 @@ from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.disk import DiskGuard
 from tenantry.agent.drill import Drills
 from tenantry.agent.exits import ExitLog
+from tenantry.agent.feed import DesiredFeed
 from tenantry.agent.firewall import HostFirewall
 from tenantry.agent.hostaccess import HostAccess
 from tenantry.agent.monitor import HostMonitoring
@@ -54,7 +55,10 @@ from tenantry.platforms.contract import (
 
 log = logging.getLogger("tenantry.agent")
 
-IDLE_WAIT = 2.0  # long-poll when everything is converged; also the heartbeat period
+IDLE_WAIT = 2.0  # s between two passes while everything is converged
+POLL_WAIT = 25.0  # s a long poll for the desired state is held (a change answers it at once)
+QUIET_HEARTBEAT = 6.0  # s between heartbeats with nothing new; news goes with the next pass
+# (the control plane calls a host offline after 20 s without one: hosts.OFFLINE_AFTER)
 INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
 DESIRED_REFRESH = 60.0  # s: the whole desired state is fetched at least this often, changed
 # or not (a change that did not bump the host's generation is not missed for longer)
@@ -184,6 +188,8 @@ class Agent:
         self._heartbeat_at = 0.0
         self._full_report_at = 0.0
         self._fetched_at = -1e9  # when the whole desired state was last fetched
+        self._held: DesiredHost | None = None  # the last desired state fetched and accepted
+        self._sent_host: dict[str, Any] | None = None  # the host part the plane has
         self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
         self._sent_ingress: str | None = None
         self._ingress_error: str | None = None
@@ -464,11 +470,19 @@ class Agent:
             action.run()
         self._desired = desired
         self.monitoring.keep(desired)
-        if now - self._heartbeat_at >= IDLE_WAIT:
-            self._heartbeat_at = now
-            self._report(self._heartbeat_reports(platforms, now))
+        self._heartbeat(platforms, now)
         return not busy and self._ingress_error is None and all(
             _settled(p, self._last_reports.get(pid)) for pid, p in platforms.items())
+
+    def _heartbeat(self, platforms: dict[str, DesiredPlatform], now: float) -> None:
+        """A pass's heartbeat: at most one every IDLE_WAIT s, and only with something to say
+        (a report, news of the host) or once QUIET_HEARTBEAT s went by without one."""
+        if now - self._heartbeat_at < IDLE_WAIT:
+            return
+        reports = self._heartbeat_reports(platforms, now)
+        if reports or now - self._heartbeat_at >= QUIET_HEARTBEAT or self._host_news():
+            self._heartbeat_at = now
+            self._report(reports)
 
     def _heartbeat_reports(self, platforms: dict[str, DesiredPlatform],
                            now: float) -> dict[str, PlatformReport]:
@@ -506,24 +520,35 @@ class Agent:
             self.monitoring.metrics.count_exits(e.program for e in new)
         return new
 
+    def _host_part(self) -> dict[str, Any]:
+        """What a report says of the host itself (HostObserved's fields but the clock)."""
+        return {"ingress_error": self._ingress_error,
+                "busy_ports": busy_ports(self.options.port_min, self.options.port_max,
+                                         self._ours),
+                "firewall": self._firewall.status() if self._firewall else None,
+                "monitoring": dict(self.monitoring.targets), "disk": self._disk,
+                "desired_error": self._desired_error}
+
+    def _host_news(self) -> bool:
+        """Whether a heartbeat has something to say of the host: process exits, or a host
+        part that differs from the one the control plane has."""
+        self._read_exits()
+        return self.exits.pending() or self._host_part() != self._sent_host
+
     def _report(self, reports: dict[str, PlatformReport]) -> None:
         assert self._client is not None
         self._read_exits()
         exits = self.exits.take()
+        part = self._host_part()
         try:
-            self._client.report(HostReport(
-                platforms=reports, ingress_error=self._ingress_error,
-                busy_ports=busy_ports(self.options.port_min, self.options.port_max,
-                                      self._ours),
-                agent_time=time.time(),
-                firewall=self._firewall.status() if self._firewall else None,
-                monitoring=self.monitoring.targets, process_exits=exits, disk=self._disk,
-                desired_error=self._desired_error))
+            self._client.report(HostReport(platforms=reports, agent_time=time.time(),
+                                           process_exits=exits, **part))
         except BaseException:
             self.exits.put_back(exits)
             raise
         self._sent.update(reports)
         self._sent_ingress = self._ingress_error
+        self._sent_host = part
         self.monitoring.metrics.heartbeat = time.time()
 
     def fetch_desired(self, client: ControlPlaneClient, *, generation: int,
@@ -532,12 +557,16 @@ class Agent:
         it is refused whole (nothing is changed on the host; running services keep running)
         and the agent asks again. The error names the fields, never their values (secrets)."""
         try:
-            if self._desired is not None and self._desired.generation == generation and \
+            held = self._held
+            if held is not None and held.generation == generation and \
                     time.monotonic() - self._fetched_at < DESIRED_REFRESH:
                 got = client.desired_if_changed(held=generation, wait=wait)
-                return self._desired if got is None else got  # None: ours is current
-            got = client.desired(generation=generation, wait=wait)
-            self._fetched_at = time.monotonic()
+                if got is None:
+                    return held  # ours is current
+            else:
+                got = client.desired(generation=generation, wait=wait)
+                self._fetched_at = time.monotonic()
+            self._held = got
             self._desired_error = None
             return got
         except ValidationError as exc:
@@ -759,28 +788,35 @@ class Agent:
         if self.services.daemon_pid() is not None:
             threading.Thread(target=self._keep_services, name="keep-services",
                              daemon=True).start()
-        generation, settled, backoff = 0, False, 0.5
         started = time.monotonic()
-        while not self.stopping.is_set():
+
+        def ceiling() -> float:
             # Soon after the start (the control plane may be starting beside us) the agent
             # asks every second at most; later, while it is away, every 10 s at most.
-            ceiling = 1.0 if time.monotonic() - started < 60 else 10.0
+            return 1.0 if time.monotonic() - started < 60 else 10.0
+
+        feed = DesiredFeed(lambda g, w: self.fetch_desired(client, generation=g, wait=w),
+                           self.stopping, wait=POLL_WAIT, backoff=ceiling).start()
+        settled, reachable, backoff = False, False, 0.5
+        while not self.stopping.is_set():
+            got = feed.next(IDLE_WAIT if settled else 0.25)
             try:
-                desired = self.fetch_desired(client, generation=generation,
-                                             wait=IDLE_WAIT if settled else 0.25)
-                if desired is None:  # refused: say why, with the next heartbeat's host part
+                if got is not None and got.error is not None:
+                    raise got.error
+                if got is not None and got.refused:  # say why, with the host part
                     self._report({})
                     settled = False
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, ceiling)
                     continue
-                generation = desired.generation
+                reachable = reachable or got is not None
+                desired = feed.latest
+                if desired is None or not reachable:
+                    continue  # nothing to converge to yet, or the control plane away
                 if self._firewall is not None:  # the port the ingress really listens on
                     self._firewall.ingress_port = desired.host.ingress_port
                 settled = self.tick(desired)
                 if self._access is not None:
                     try:
-                        self._access.converge(generation)
+                        self._access.converge(desired.generation)
                     except (TenantryError, OSError) as exc:
                         log.warning("host access: %s", exc)
                 backoff = 0.5
@@ -789,8 +825,12 @@ class Agent:
                 if self._desired is not None and not self.stopping.is_set():
                     self.monitoring.keep(self._desired)  # (at a stop the API goes first)
                 settled = False
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, ceiling)
+                if got is not None and got.error is not None:
+                    reachable = False  # the feed paces its next question
+                else:  # a report failed: the next pass waits a little
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, ceiling())
+        feed.wake()
         client.close()
         self._pool.shutdown(wait=True)
         self.backups.close()

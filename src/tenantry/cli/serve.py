@@ -7,6 +7,7 @@ import asyncio
 import signal
 import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -112,20 +113,31 @@ def serve_api(data_dir: Annotated[Path, typer.Option()],
     from tenantry.api.agent_tls import ssl_options
     from tenantry.api.app import create_app
     from tenantry.core.runtime import make_runtime
+    from tenantry.platforms.contract import KEEP_ALIVE
 
     host, port = parse_listen(listen)
     settings = load_settings(data_dir=data_dir, listen=listen, agent_tls_listen=agent_tls_listen)
     delays.delay("api.start")
     runtime = make_runtime(settings)
     app = create_app(runtime)
-    configs = [uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)]
+    configs = [uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                              timeout_keep_alive=KEEP_ALIVE)]
     if settings.agent_tls_listen:
         tls_host, tls_port = parse_listen(settings.agent_tls_listen, field="agent_tls_listen")
         configs.append(uvicorn.Config(app, host=tls_host, port=tls_port, log_level="warning",
-                                      access_log=False, **ssl_options(runtime, tls_host)))
+                                      access_log=False, timeout_keep_alive=KEEP_ALIVE,
+                                      **ssl_options(runtime, tls_host)))
+
+    draining = threading.Event()
+    app.state.draining = draining  # agents' long polls end at once (GenerationWatch)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            draining.set()
+            super().handle_exit(sig, frame)
 
     async def serve() -> None:
-        await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
+        await asyncio.gather(*(Server(config).serve() for config in configs))
 
     # What start-up made lives as long as the process: out of the collector's sight, a full
     # collection (which a request of 10,000 usage events triggers) walks only what requests

@@ -85,7 +85,9 @@ def _watch(request: Request, runtime: Runtime) -> GenerationWatch:
     """The API process's one watch over the generations agents wait on."""
     watch: GenerationWatch | None = getattr(request.app.state, "generation_watch", None)
     if watch is None:
-        watch = GenerationWatch(partial(_generations, runtime))
+        draining = getattr(request.app.state, "draining", None)  # set by serve-api
+        watch = GenerationWatch(partial(_generations, runtime),
+                                closing=draining.is_set if draining else lambda: False)
         request.app.state.generation_watch = watch
     return watch
 

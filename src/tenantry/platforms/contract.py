@@ -29,6 +29,9 @@ from tenantry.platforms.bundles import Manifest
 SlotName = Literal["a", "b"]  # a new release starts in the idle slot beside the serving one
 
 WIRE = {"reveal_secrets": True}  # serialization context of the document sent to the agent
+# s the API keeps an agent's idle connection open; an agent lets its own go 10 s sooner, so
+# it never sends on one the server is closing, and reuses it between heartbeats
+KEEP_ALIVE = 30
 
 
 def _secret_for(value: SecretStr, info: SerializationInfo) -> str:

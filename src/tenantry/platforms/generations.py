@@ -19,12 +19,15 @@ POLL = 0.1  # s between two looks at the store while an agent waits: a change's 
 
 
 class GenerationWatch:
-    """`read(host_ids)` returns {host_id: generation} (run in a thread: it queries)."""
+    """`read(host_ids)` returns {host_id: generation} (run in a thread: it queries).
+    `closing()` says the server is stopping: waiters are answered at once with what they
+    hold (a long poll must not hold the server's stop), and new ones do not wait."""
 
     def __init__(self, read: Callable[[Collection[str]], dict[str, int]],
-                 poll: float = POLL) -> None:
+                 poll: float = POLL, closing: Callable[[], bool] = lambda: False) -> None:
         self._read = read
         self._poll = poll
+        self._closing = closing
         self._waiters: dict[str, list[tuple[int, asyncio.Future[int]]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.looks = 0  # queries made, for tests and benchmarks
@@ -36,7 +39,7 @@ class GenerationWatch:
         """The host's generation once it differs from `generation`, or after `timeout`
         seconds whatever it is then."""
         now = (await self._look([host_id])).get(host_id, generation)
-        if now != generation or timeout <= 0:
+        if now != generation or timeout <= 0 or self._closing():
             return now
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         entry = (generation, future)
@@ -63,6 +66,12 @@ class GenerationWatch:
             await asyncio.sleep(self._poll)
             if not self._waiters:
                 break
+            if self._closing():
+                for waiters in self._waiters.values():
+                    for want, future in waiters:
+                        if not future.done():
+                            future.set_result(want)
+                continue
             try:
                 generations = await self._look(list(self._waiters))
             except Exception as exc:  # the store away: waiters time out, agents ask again
