@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import procrastinate
 
@@ -112,10 +113,16 @@ async def _prune_queue(app: procrastinate.App, runtime: Runtime) -> None:
 async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
     app = make_app(runtime)
     logging.getLogger("procrastinate.worker").addFilter(_quiet_pauses)
+    periodic = (jobs.PRUNE, *composition.periodic())
+    # procrastinate runs each job, and `_repeat` each periodic task, on the loop's default
+    # executor, whose size is the machine's cores + 4: on 2 cores a job's slot beyond the
+    # 6th (fewer while periodic work runs) only waited for a thread. A job mostly waits on
+    # a host's report, so a thread for every slot and every periodic task costs little.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+        max_workers=concurrency + len(periodic) + 2, thread_name_prefix="tenantry-worker"))
     async with app.open_async():
         keepers = [asyncio.create_task(_requeue_stalled(app))]
-        keepers += [asyncio.create_task(_repeat(task, runtime))
-                    for task in (jobs.PRUNE, *composition.periodic())]
+        keepers += [asyncio.create_task(_repeat(task, runtime)) for task in periodic]
         keepers.append(asyncio.create_task(_prune_queue(app, runtime)))
         work = asyncio.create_task(app.run_worker_async(
             queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
