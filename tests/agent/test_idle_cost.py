@@ -56,6 +56,22 @@ def test_a_healthy_idle_host_heartbeats_without_platforms(agent: Agent) -> None:
     assert len(agent._heartbeat_reports(wanted, now + agent_main.FULL_REPORT)) == 300
 
 
+def test_agents_started_together_spread_their_full_reports(tmp_path: Path) -> None:
+    """After the control plane's restart every agent sends its full report at once; by their
+    next ones they no longer come in the same second (each waits 60-100 % of FULL_REPORT)."""
+    wanted = platforms(3)
+    when = []
+    for i in range(40):
+        agent = Agent(AgentOptions(data_dir=tmp_path / str(i)), services=FakeServiceManager())
+        agent._last_reports = dict.fromkeys(wanted, HEALTHY)
+        agent._sent.update(agent._heartbeat_reports(wanted, 1000.0))  # all at once
+        when.append(next(t for t in range(1, int(agent_main.FULL_REPORT) + 1)
+                         if agent._heartbeat_reports(wanted, 1000.0 + t)))
+    assert min(when) >= agent_main.FULL_REPORT * agent_main.SPREAD[0]
+    assert max(when) <= agent_main.FULL_REPORT
+    assert len(set(when)) >= 10, when  # 40 agents over 24 s: not in step
+
+
 def test_a_heartbeat_carries_what_is_unsent_or_unwell(agent: Agent) -> None:
     wanted = platforms(5)
     agent._last_reports = dict.fromkeys(wanted, HEALTHY)
@@ -90,7 +106,7 @@ def test_a_well_platform_is_looked_at_on_a_slow_spread_schedule() -> None:
 
 
 def test_an_idle_agent_asks_with_the_generation_it_holds_and_now_and_then_for_all(
-        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+        agent: Agent) -> None:
     body = DesiredHost.model_validate(WIRE_DOC).model_dump_json(context=WIRE)
     asked: list[str | None] = []
 
@@ -108,7 +124,7 @@ def test_an_idle_agent_asks_with_the_generation_it_holds_and_now_and_then_for_al
     for _ in range(5):
         assert agent.fetch_desired(client, generation=7, wait=0) is first
     assert asked == [None] + ['"7"'] * 5
-    monkeypatch.setattr(agent_main, "DESIRED_REFRESH", 0.0)  # a minute later
+    agent._fetched_at -= agent_main.DESIRED_REFRESH  # a minute later
     again = agent.fetch_desired(client, generation=7, wait=0)
     assert asked[-1] is None and again is not None and again.generation == 7
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import shutil
 import signal
 import threading
@@ -62,7 +63,11 @@ QUIET_HEARTBEAT = 6.0  # s between heartbeats with nothing new; news goes with t
 INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
 DESIRED_REFRESH = 60.0  # s: the whole desired state is fetched at least this often, changed
 # or not (a change that did not bump the host's generation is not missed for longer)
-FULL_REPORT = 60.0  # s between heartbeats that carry every platform's report, changed or not
+FULL_REPORT = 60.0  # s: every platform's report is sent at least this often, changed or not
+# Each of the two waits a random 60-100 % of its period, drawn again each time: agents that
+# start together (all of them, after the control plane's restart) soon no longer fetch their
+# whole documents and send their full reports in the same second.
+SPREAD = (0.6, 1.0)
 RECHECK = 5.0  # a platform not well, or whose app asks for restarts, is observed this often
 RECHECK_IDLE = 30.0  # ... and a well one about this often (24-36 s, spread by its id); an
 # exit of one of its programs has it observed at once
@@ -187,7 +192,9 @@ class Agent:
         self._ingress_at = 0.0
         self._heartbeat_at = 0.0
         self._full_report_at = 0.0
+        self._full_report_every = FULL_REPORT
         self._fetched_at = -1e9  # when the whole desired state was last fetched
+        self._refresh_every = DESIRED_REFRESH
         self._held: DesiredHost | None = None  # the last desired state fetched and accepted
         self._sent_host: dict[str, Any] | None = None  # the host part the plane has
         self._sent: dict[str, PlatformReport] = {}  # what the control plane has, by platform
@@ -491,9 +498,10 @@ class Agent:
         judges over time (`ready` turns `degraded` after a hold); every FULL_REPORT s, all.
         An idle, healthy host's heartbeat carries none: its cost does not grow with its
         platforms."""
-        full = now - self._full_report_at >= FULL_REPORT
+        full = now - self._full_report_at >= self._full_report_every
         if full:
             self._full_report_at = now
+            self._full_report_every = FULL_REPORT * random.uniform(*SPREAD)
         # an ingress error is every platform's problem, and so is its end
         full = full or self._ingress_error is not None or self._sent_ingress is not None
         return {pid: r for pid, r in self._last_reports.items() if pid in platforms and (
@@ -559,13 +567,14 @@ class Agent:
         try:
             held = self._held
             if held is not None and held.generation == generation and \
-                    time.monotonic() - self._fetched_at < DESIRED_REFRESH:
+                    time.monotonic() - self._fetched_at < self._refresh_every:
                 got = client.desired_if_changed(held=generation, wait=wait)
                 if got is None:
                     return held  # ours is current
             else:
                 got = client.desired(generation=generation, wait=wait)
                 self._fetched_at = time.monotonic()
+                self._refresh_every = DESIRED_REFRESH * random.uniform(*SPREAD)
             self._held = got
             self._desired_error = None
             return got
