@@ -105,3 +105,28 @@ def test_a_hosts_document_costs_the_same_queries_for_2_and_for_12_platforms(
         assert p.database.password.get_secret_value() == f"pw {n}"
         assert p.route is not None and p.route.cert_pem == f"CERT {n}"
         assert p.route.key_pem.get_secret_value() == f"KEY {n}"
+
+
+def test_a_look_over_waiting_hosts_brings_back_only_those_that_changed(store: Any) -> None:
+    """The API's generation watch asks ten times a second about every host whose agent
+    long-polls: the store compares and sends back the changed ones, not a row per host."""
+    from tenantry.platforms.agent_api import _generations
+    from tenantry.platforms.models import Host, Region
+
+    with store.sessions() as session:
+        region = session.get(Region, "g1") or Region(id="g1", name="local")
+        session.add_all([Host(id=f"w{i}", name=f"waiting{i}", region=region,
+                              ingress_port=8443, agent_token_hash=f"{i:064x}", generation=5)
+                         for i in range(200)])
+        session.commit()
+    held = {f"w{i}": 5 for i in range(200)}
+    assert _generations(store, held) == {}
+    with store.sessions() as session:
+        for i in (7, 150):
+            host = session.get(Host, f"w{i}")
+            assert host is not None
+            host.generation = 6
+        session.commit()
+    assert _generations(store, held) == {"w7": 6, "w150": 6}
+    assert _generations(store, {**held, "w7": 6, "w9": -1}) == {"w150": 6, "w9": 5}
+    assert _generations(store, {"nosuchhost": 1}) == {}

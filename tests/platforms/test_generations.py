@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Mapping
 
 from tenantry.platforms.generations import GenerationWatch
 
@@ -14,9 +14,9 @@ class Store:
         self.generations = {f"h{i}": 1 for i in range(hosts)}
         self.reads: list[int] = []
 
-    def read(self, ids: Collection[str]) -> dict[str, int]:
-        self.reads.append(len(ids))
-        return {h: self.generations[h] for h in ids}
+    def read(self, held: Mapping[str, int]) -> dict[str, int]:
+        self.reads.append(len(held))
+        return {h: g for h, want in held.items() if (g := self.generations[h]) != want}
 
 
 def test_a_thousand_waiting_agents_cost_one_look_per_poll_and_a_change_wakes_its_own() -> None:
@@ -69,10 +69,10 @@ def test_a_store_that_fails_a_look_does_not_end_the_watch() -> None:
     store = Store(1)
     failures = [RuntimeError("store away")] * 2
 
-    def flaky(ids: Collection[str]) -> dict[str, int]:
+    def flaky(held: Mapping[str, int]) -> dict[str, int]:
         if len(store.reads) >= 1 and failures:
             raise failures.pop()
-        return store.read(ids)
+        return store.read(held)
 
     watch = GenerationWatch(flaky, poll=0.05)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection
+from collections.abc import Mapping
 from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from sqlalchemy import text
 
 from tenantry.api.agent_tls import client_common_name
 from tenantry.api.deps import (
@@ -75,10 +75,19 @@ def enroll(spec: EnrollRequest, request: Request, session: SessionDep,
     return EnrollResponse(host_id=host_id, agent_token=token, client_certificate=certificate)
 
 
-def _generations(runtime: Runtime, host_ids: Collection[str]) -> dict[str, int]:
+_CHANGED = text(
+    "SELECT h.id, h.generation FROM hosts AS h"
+    " JOIN unnest(CAST(:ids AS varchar[]), CAST(:held AS bigint[])) AS w(id, held)"
+    " ON h.id = w.id WHERE h.generation <> w.held")
+
+
+def _generations(runtime: Runtime, held: Mapping[str, int]) -> dict[str, int]:
+    """The hosts whose generation is not the one held: the store compares, and sends back
+    only those (a look over a thousand waiting hosts ten times a second moved a thousand
+    rows each time). One statement text whatever the number of hosts: prepared once."""
     with runtime.sessions() as session:
         return {h: int(g) for h, g in session.execute(
-            select(Host.id, Host.generation).where(Host.id.in_(list(host_ids))))}
+            _CHANGED, {"ids": list(held), "held": list(held.values())})}
 
 
 def _watch(request: Request, runtime: Runtime) -> GenerationWatch:

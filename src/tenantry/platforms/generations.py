@@ -3,15 +3,15 @@
 Each agent long-polls `GET /agent/desired` with the generation it holds. Asking the store
 for each waiter every 100 ms costs a query per agent ten times a second (10,000 a second
 for 1,000 hosts) and holds a connection per waiter. Here an API process asks once per
-POLL for the generations of all hosts whose agents wait, and wakes those whose changed; a
-waiter holds no connection.
+POLL which of the hosts whose agents wait have a generation other than the one held (the
+store sends back only those), and wakes their waiters; a waiter holds no connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +19,12 @@ POLL = 0.1  # s between two looks at the store while an agent waits: a change's 
 
 
 class GenerationWatch:
-    """`read(host_ids)` returns {host_id: generation} (run in a thread: it queries).
+    """`read({host_id: generation held})` returns {host_id: generation} of those hosts whose
+    generation is another now (run in a thread: it queries).
     `closing()` says the server is stopping: waiters are answered at once with what they
     hold (a long poll must not hold the server's stop), and new ones do not wait."""
 
-    def __init__(self, read: Callable[[Collection[str]], dict[str, int]],
+    def __init__(self, read: Callable[[Mapping[str, int]], dict[str, int]],
                  poll: float = POLL, closing: Callable[[], bool] = lambda: False) -> None:
         self._read = read
         self._poll = poll
@@ -38,7 +39,7 @@ class GenerationWatch:
     async def wait(self, host_id: str, generation: int, timeout: float) -> int:
         """The host's generation once it differs from `generation`, or after `timeout`
         seconds whatever it is then."""
-        now = (await self._look([host_id])).get(host_id, generation)
+        now = (await self._look({host_id: generation})).get(host_id, generation)
         if now != generation or timeout <= 0 or self._closing():
             return now
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -57,9 +58,9 @@ class GenerationWatch:
             if not entries:
                 self._waiters.pop(host_id, None)
 
-    async def _look(self, host_ids: Collection[str]) -> dict[str, int]:
+    async def _look(self, held: Mapping[str, int]) -> dict[str, int]:
         self.looks += 1
-        return await asyncio.to_thread(self._read, list(host_ids))
+        return await asyncio.to_thread(self._read, held)
 
     async def _watch(self) -> None:
         while self._waiters:
@@ -73,7 +74,11 @@ class GenerationWatch:
                             future.set_result(want)
                 continue
             try:
-                generations = await self._look(list(self._waiters))
+                # a host whose waiters hold different generations (an agent's earlier
+                # poll still open) is asked with none it can have: its generation comes back
+                held = {host_id: waiters[0][0] if all(w == waiters[0][0] for w, _ in waiters)
+                        else -1 for host_id, waiters in self._waiters.items()}
+                generations = await self._look(held)
             except Exception as exc:  # the store away: waiters time out, agents ask again
                 log.warning("cannot read the hosts' generations: %s", exc)
                 continue
