@@ -3,18 +3,20 @@
 A real `tenantry up` (its API, worker and store; monitoring off) on this machine, and N
 simulated hosts (default 1,000) in this process. Each host enrolls through the API with a
 one-time token, like an agent, then behaves as an idle agent does (tenantry.agent.main):
-it long-polls `GET /agent/desired` with the generation it holds (`If-None-Match`, 2 s
-wait), fetches the whole document once a minute, and posts a heartbeat every 2 s carrying
-only the reports that changed (all of them once a minute). It converges instantly: every
-platform of a new document is reported at once as its desired state asks (database ready,
-releases built, release commands run, slots healthy, route switched, backups taken), and
-an HTTPS listener on the host's own loopback address answers the control plane's probes
-with the certificate of each platform's route (SNI), as Caddy would.
+it long-polls `GET /agent/desired` with the generation it holds (`If-None-Match`, held
+25 s), fetches the whole document every 36-60 s, and posts a heartbeat carrying only the
+reports that changed (all of them every 36-60 s): at its next 2-second pass when it has
+one to send, else every 6 s. It converges instantly: every platform of a new document is
+reported at once as its desired state asks (database ready, releases built, release
+commands run, slots healthy, route switched, backups taken), and an HTTPS listener on the
+host's own loopback address answers the control plane's probes with the certificate of
+each platform's route (SNI), as Caddy would.
 
 The hosts' platforms (default 20 each) are written straight into the store, copies of one
 platform created for real on the local host, each with its own name, hostname, certificate
-and ports, and backups as a real platform has them (finished at spread-out times, so the
-backup schedule sees them due at the fleet's real rate). Creating 20,000 platforms through
+and ports, and backups and checks as a platform that has run for a while has them
+(finished at spread-out times, so the backup schedule sees them due at the fleet's steady
+rate). Creating 20,000 platforms through
 jobs would take hours.
 
 Then changes arrive at `--rate` per second, through the API, somewhere in the fleet: a
@@ -69,9 +71,18 @@ from _common import (  # noqa: E402
 from density import _cpu_ticks, _part  # noqa: E402
 from tests.conftest import ControlPlaneProcess, free_port  # noqa: E402
 
+from tenantry.agent import main as agent_main  # noqa: E402
+
 REGION = "sim"
-IDLE_WAIT = 2.0  # the agent's long poll and heartbeat period (tenantry.agent.main)
-FULL_EVERY = 60.0  # the agent's whole-document fetch and full report (DESIRED_REFRESH)
+# as tenantry.agent.main: a pass every IDLE_WAIT s, a long poll held POLL_WAIT s, a heartbeat
+# at the next pass when it carries a report, else every QUIET_HEARTBEAT s; the whole
+# document and every report at least once a minute (DESIRED_REFRESH, FULL_REPORT), each
+# after a random 60-100 % of that (SPREAD)
+IDLE_WAIT, POLL_WAIT, QUIET_HEARTBEAT = agent_main.IDLE_WAIT, agent_main.POLL_WAIT, \
+    agent_main.QUIET_HEARTBEAT
+FULL_EVERY, SPREAD = agent_main.DESIRED_REFRESH, agent_main.SPREAD
+WHOLE = (f"whole desired state (every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY * SPREAD[1]:g} "
+         "s)")
 UNWELL_FOR = 10.0
 UPGRADE_TO = "bodyshop@1.1.0"
 PLANE_PARTS = ("API", "worker", "store PostgreSQL", "up, and the rest of the data dir")
@@ -108,7 +119,10 @@ class Conn:
         self.writer.write(
             (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.auth}"
              f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body)
-        status = int((await self.reader.readline()).split()[1])
+        first = await self.reader.readline()
+        if not first:  # the server closed the kept-alive connection: a new one
+            raise ConnectionResetError("closed by the server")
+        status = int(first.split()[1])
         length, close = 0, False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
@@ -130,14 +144,36 @@ class Conn:
 
 # ---------------------------------------------------------------- what a platform reports
 
+def _spread(pid: str, what: str, period: float) -> float:
+    """How long ago, within `period`, the platform's last `what` ended: spread by its id."""
+    return zlib.crc32(f"{pid}:{what}".encode()) % int(period) + 60
+
+
 def backups_of(pid: str, t0: float) -> list[dict[str, Any]]:
-    """A platform's backups as the fleet starts: a full within the last week and an
+    """A platform's backups as the fleet starts, as a platform that has run for a while has
+    them: a full within the last week, a differential within the last day and an
     incremental within the last 4 hours, at times spread by its id (the seed's observed
-    state and the simulated host's reports agree)."""
-    spread = zlib.crc32(pid.encode())
-    full = t0 - spread % (7 * 86400) - 60
-    incr = max(full + 60, t0 - spread % (4 * 3600) - 60)
-    return [_backup(f"{pid}-full", "full", full), _backup(f"{pid}-incr", "incr", incr)]
+    state and the simulated host's reports agree). The backup schedule then sees them due at
+    the fleet's steady rate, not all at once."""
+    full = t0 - _spread(pid, "full", 7 * 86400)
+    diff = max(full + 60, t0 - _spread(pid, "diff", 86400))
+    incr = max(diff + 60, t0 - _spread(pid, "incr", 4 * 3600))
+    return [_backup(f"{pid}-full", "full", full), _backup(f"{pid}-full-diff", "diff", diff),
+            _backup(f"{pid}-full-incr", "incr", incr)]
+
+
+def checks_of(pid: str, isv_id: str, t0: float) -> list[Any]:
+    """The platform's last verify (daily) and restore test (weekly), ended well, as job rows
+    (the schedule reads when each last succeeded from the jobs)."""
+    from tenantry.core.models import Job
+
+    out = []
+    for check, period in (("verify", 86400), ("restore-test", 7 * 86400)):
+        at = dt.datetime.fromtimestamp(t0 - _spread(pid, check, period), dt.UTC)
+        out.append(Job(kind="backup", state="succeeded", isv_id=isv_id, platform_id=pid,
+                       params={"type": check, "scheduled": True}, created_at=at,
+                       started_at=at, ended_at=at))
+    return out
 
 
 def _backup(label: str, kind: str, finished: float) -> dict[str, Any]:
@@ -218,7 +254,10 @@ class SimHost:
         self.gens: dict[str, int] = {}
         self.unsent: set[str] = set()
         self.full_at = 0.0
+        self.full_every = FULL_EVERY
         self.report_at = 0.0
+        self.report_every = FULL_EVERY
+        self.beat_at = 0.0
 
     async def run(self) -> None:
         host, port = self.fleet.api
@@ -234,14 +273,14 @@ class SimHost:
             beat.close()
 
     async def _fetch(self, conn: Conn) -> None:
-        full = time.monotonic() - self.full_at >= FULL_EVERY
+        full = time.monotonic() - self.full_at >= self.full_every
         t0 = time.monotonic()
         try:
             if full:
                 status, body = await conn.request("GET", "/api/v1/agent/desired?generation=0")
             else:
                 status, body = await conn.request(
-                    "GET", f"/api/v1/agent/desired?generation={self.gen}&wait={IDLE_WAIT:g}",
+                    "GET", f"/api/v1/agent/desired?generation={self.gen}&wait={POLL_WAIT:g}",
                     headers=f'If-None-Match: "{self.gen}"\r\n')
         except (OSError, asyncio.IncompleteReadError, ValueError):
             self.fleet.errors["desired: connection"] += 1
@@ -249,7 +288,7 @@ class SimHost:
             return
         took = time.monotonic() - t0
         if status == 304:
-            self.fleet.record("long poll, nothing changed: time past its wait", took - IDLE_WAIT)
+            self.fleet.record("long poll, nothing changed: time past its wait", took - POLL_WAIT)
             return
         if status != 200:
             self.fleet.errors[f"desired: HTTP {status}"] += 1
@@ -257,7 +296,8 @@ class SimHost:
             return
         if full:
             self.full_at = time.monotonic()
-            self.fleet.record("whole desired state (every 60 s)", took)
+            self.full_every = FULL_EVERY * random.uniform(*SPREAD)
+            self.fleet.record(WHOLE, took)
         self._apply(json.loads(body))
 
     def _apply(self, doc: dict[str, Any]) -> None:
@@ -291,10 +331,13 @@ class SimHost:
                 if until <= now and pid in self.reports:  # well again: say so
                     del self.fleet.unwell_until[pid]
                     self.refresh(pid)
-            full = now - self.report_at >= FULL_EVERY
+            full = now - self.report_at >= self.report_every
             ids = set(self.reports) if full else set(self.unsent)
             ids |= {pid for pid in self.reports
                     if self.fleet.unwell_until.get(pid, 0) > now}
+            if not ids and now - self.beat_at < QUIET_HEARTBEAT:
+                continue  # nothing to say yet
+            self.beat_at = now
             sent = set(self.unsent)
             body = json.dumps({"agent_time": time.time(),
                                "platforms": {pid: self.reports[pid] for pid in ids}}).encode()
@@ -310,6 +353,7 @@ class SimHost:
                 self.unsent -= sent
                 if full:
                     self.report_at = now
+                    self.report_every = FULL_EVERY * random.uniform(*SPREAD)
             else:
                 self.fleet.errors[f"report: HTTP {status}"] += 1
 
@@ -431,6 +475,7 @@ def seed(cp: ControlPlaneProcess, template_id: str, hosts: list[tuple[str, str]]
                                     observed=observed)
                 platform.tenants.extend(tenants)
                 session.add(platform)
+                session.add_all(checks_of(pid, template.isv_id, t0))
                 ports += [PortAllocation(address=host.address, port=db_port, platform_id=pid,
                                          purpose="database"),
                           PortAllocation(address=host.address, port=web_port, platform_id=pid,
@@ -666,8 +711,10 @@ def main() -> int:
     body = f"""
 One `tenantry up` (API, worker, store; monitoring off) and {args.hosts} simulated hosts of
 {args.platforms} platforms each ({args.hosts * args.platforms} platforms, seeded in the
-store), every host an idle agent's traffic (a 2 s long poll with `If-None-Match`, the whole
-document every 60 s, a heartbeat every 2 s with what changed, all reports every 60 s);
+store), every host an idle agent's traffic (a long poll with `If-None-Match` held
+{POLL_WAIT:g} s, the whole document every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s, a
+heartbeat at the next {IDLE_WAIT:g} s pass when a report changed and else every
+{QUIET_HEARTBEAT:g} s, all reports every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s);
 changes through the API at {args.rate:g}/s, a create, an upgrade or a platform failing, at
 random. Measured over {result['window']:.0f} s.
 
