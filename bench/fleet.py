@@ -262,7 +262,8 @@ class SimHost:
     async def run(self) -> None:
         host, port = self.fleet.api
         poll, beat = Conn(host, port, self.token), Conn(host, port, self.token)
-        await asyncio.sleep(random.random() * IDLE_WAIT)  # agents do not start in step
+        # agents do not start in step: a fleet's hosts started at unrelated times
+        await asyncio.sleep(random.random() * QUIET_HEARTBEAT)
         beating = asyncio.create_task(self._beat(beat))
         try:
             while not self.fleet.stopping:

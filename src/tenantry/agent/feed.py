@@ -9,6 +9,7 @@ answers the poll at once, and the loop waiting in `next` wakes with it.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class DesiredFeed:
                     continue
             # Refused or unreachable: ask again after a growing pause, and without waiting
             # on the control plane's side, so that its answer comes as soon as it can give it.
+            # The pause is cut by a random part of it: a fleet's agents, all cut off by the
+            # control plane's restart, then come back spread out and stay so, not in step.
             wait = 0.0
-            self._stopping.wait(delay)
+            self._stopping.wait(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._backoff())
