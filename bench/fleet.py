@@ -615,8 +615,8 @@ async def drain(cp: ControlPlaneProcess, since: dt.datetime,
                 break
             await asyncio.sleep(2)
         recent = (await api.get("/jobs", params={"limit": 500})).json()
-        stuck = [(await api.get(f"/jobs/{j['id']}")).json() for j in recent
-                 if j["state"] in ("queued", "running")][:3]
+        stuck = [(await api.get(f"/jobs/{j['id']}")).json() for j in [
+            j for j in recent if j["state"] in ("queued", "running")][:3]]
     counts: dict[str, int] = defaultdict(int)
     failures: list[str] = []
     for j in recent:
