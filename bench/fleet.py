@@ -16,8 +16,7 @@ The hosts' platforms (default 20 each) are written straight into the store, copi
 platform created for real on the local host, each with its own name, hostname, certificate
 and ports, and backups and checks as a platform that has run for a while has them
 (finished at spread-out times, so the backup schedule sees them due at the fleet's steady
-rate). Creating 20,000 platforms through
-jobs would take hours.
+rate). Creating 20,000 platforms through jobs would take hours.
 
 Then changes arrive at `--rate` per second, through the API, somewhere in the fleet: a
 platform created, upgraded (to the other release), or failing (its host reports its app

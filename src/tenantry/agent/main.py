@@ -487,9 +487,10 @@ class Agent:
         if now - self._heartbeat_at < IDLE_WAIT:
             return
         reports = self._heartbeat_reports(platforms, now)
-        if reports or now - self._heartbeat_at >= QUIET_HEARTBEAT or self._host_news():
+        part = self._host_part()  # read once: for the news, and for the report it sends
+        if reports or now - self._heartbeat_at >= QUIET_HEARTBEAT or self._host_news(part):
             self._heartbeat_at = now
-            self._report(reports)
+            self._report(reports, part)
 
     def _heartbeat_reports(self, platforms: dict[str, DesiredPlatform],
                            now: float) -> dict[str, PlatformReport]:
@@ -537,17 +538,20 @@ class Agent:
                 "monitoring": dict(self.monitoring.targets), "disk": self._disk,
                 "desired_error": self._desired_error}
 
-    def _host_news(self) -> bool:
+    def _host_news(self, part: dict[str, Any]) -> bool:
         """Whether a heartbeat has something to say of the host: process exits, or a host
-        part that differs from the one the control plane has."""
+        part (`part`, read now) that differs from the one the control plane has."""
         self._read_exits()
-        return self.exits.pending() or self._host_part() != self._sent_host
+        return self.exits.pending() or part != self._sent_host
 
-    def _report(self, reports: dict[str, PlatformReport]) -> None:
+    def _report(self, reports: dict[str, PlatformReport],
+                part: dict[str, Any] | None = None) -> None:
+        """Send a heartbeat with `reports` and the host part (`part` when the caller has
+        just read it)."""
         assert self._client is not None
         self._read_exits()
         exits = self.exits.take()
-        part = self._host_part()
+        part = self._host_part() if part is None else part
         try:
             self._client.report(HostReport(platforms=reports, agent_time=time.time(),
                                            process_exits=exits, **part))
