@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
+from sqlalchemy.orm import defer
 
 from tenantry.platforms.contract import DatabaseSpec, DesiredSlot, DesiredState, StoredCert
 
@@ -130,3 +131,72 @@ def test_a_look_over_waiting_hosts_brings_back_only_those_that_changed(store: An
     assert _generations(store, held) == {"w7": 6, "w150": 6}
     assert _generations(store, {**held, "w7": 6, "w9": -1}) == {"w150": 6, "w9": 5}
     assert _generations(store, {"nosuchhost": 1}) == {}
+
+
+def test_a_heartbeat_writes_the_hosts_document_only_when_it_changed(store: Any) -> None:
+    """A quiet host heartbeats every few seconds: its row's update is one statement that
+    neither reads the host's document back nor writes it again when only the agent's clock
+    moved; what changed (the disk's reserve, the host back online) is still told once."""
+    from sqlalchemy import select
+
+    from tenantry.core.models import Event
+    from tenantry.platforms.contract import HostReport
+    from tenantry.platforms.hosts import record_report
+    from tenantry.platforms.models import Host, Region
+
+    with store.sessions() as session:
+        region = session.get(Region, "g1") or Region(id="g1", name="local")
+        session.add(Host(id="hb", name="beating", region=region, ingress_port=8443,
+                         agent_token_hash="e" * 64, state="offline"))
+        session.commit()
+
+    def beat(at: float, *, low: bool = False, error: str | None = None) -> list[str]:
+        disk = {"path": "/srv", "total_bytes": 10 << 30, "free_bytes": 4 << 30,
+                "reserve_bytes": 1 << 20, "low": low}
+        seen, stop = _statements(store)
+        try:
+            with store.sessions() as session:
+                host = session.get(Host, "hb", options=[defer(Host.observed)])
+                seen.clear()  # the route's authentication
+                record_report(session=session, host=host, report=HostReport.model_validate(
+                    {"agent_time": at, "busy_ports": [5432], "disk": disk,
+                     "ingress_error": error}))
+        finally:
+            stop()
+        return seen
+
+    def stored() -> tuple[str, Any, list[str]]:
+        with store.sessions() as session:
+            host = session.get(Host, "hb")
+            kinds = list(session.scalars(select(Event.kind).where(Event.host_id == "hb")
+                                         .order_by(Event.id)))
+            return host.state, host.observed, kinds
+
+    beat(1.0)
+    state, observed, kinds = stored()
+    assert state == "online" and kinds == ["HOST_ONLINE"]
+    assert observed.agent_time == 1.0 and observed.busy_ports == [5432]
+
+    statements = beat(2.0)  # nothing new but the clock
+    assert [s.split()[0] for s in statements] == ["UPDATE"], statements
+    state, observed, kinds = stored()
+    assert observed.agent_time == 1.0 and kinds == ["HOST_ONLINE"]  # not written again
+
+    beat(3.0, low=True)
+    beat(4.0, low=True)
+    state, observed, kinds = stored()
+    assert observed.agent_time == 3.0 and observed.disk.low
+    assert kinds == ["HOST_ONLINE", "DISK_LOW"]
+    beat(5.0)
+    assert stored()[2] == ["HOST_ONLINE", "DISK_LOW", "DISK_OK"]
+
+    beat(6.0, error="caddy said \x00 here")  # jsonb holds no NUL: the slow way, same result
+    state, observed, kinds = stored()
+    assert observed.ingress_error == "caddy said \x00 here" and observed.agent_time == 6.0
+    with store.sessions() as session:
+        session.execute(update(Host).where(Host.id == "hb").values(state="offline"))
+        session.commit()
+    beat(7.0, error="caddy said \x00 here")
+    state, observed, kinds = stored()
+    assert state == "online" and observed.agent_time == 6.0
+    assert kinds == ["HOST_ONLINE", "DISK_LOW", "DISK_OK", "HOST_ONLINE"]

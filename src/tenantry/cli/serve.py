@@ -118,7 +118,10 @@ def serve_api(data_dir: Annotated[Path, typer.Option()],
     host, port = parse_listen(listen)
     settings = load_settings(data_dir=data_dir, listen=listen, agent_tls_listen=agent_tls_listen)
     delays.delay("api.start")
-    runtime = make_runtime(settings)
+    # A connection kept for each of the calls that meet at a fleet's busy moments: beyond
+    # the ones it keeps, the pool opens a connection for a call and closes it after (a new
+    # PostgreSQL backend each time; 2 % of the API's CPU at 300 hosts with 10 kept).
+    runtime = make_runtime(settings, pool_size=20)
     app = create_app(runtime)
     configs = [uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                               timeout_keep_alive=KEEP_ALIVE)]

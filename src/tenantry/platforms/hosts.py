@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 from pydantic import SecretStr
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from tenantry.access.principal import Principal
@@ -230,6 +230,19 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
                        generation=host.generation, platforms=platforms)
 
 
+# The host's row in one statement. The store compares the host's part of the report with
+# the document it holds, but for the agent's clock, and writes it only when it changed; it
+# sends back what the row held before (its state, whether the disk was low). Reading the
+# document back into the API and parsing it there was a tenth of the API's CPU at 300 hosts.
+_HEARTBEAT = text(
+    "UPDATE hosts AS h SET last_seen_at = :now, state = 'online',"
+    " observed = CASE WHEN CAST(h.observed AS jsonb) - 'agent_time'"
+    " = CAST(:doc AS jsonb) - 'agent_time' THEN h.observed ELSE CAST(:doc AS json) END"
+    " FROM (SELECT id, state, CAST(observed -> 'disk' ->> 'low' AS boolean) IS TRUE AS low"
+    " FROM hosts WHERE id = :id FOR UPDATE) AS was"
+    " WHERE h.id = was.id RETURNING was.state, was.low")
+
+
 def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     """Store what the agent observed; a host that reports is online.
 
@@ -239,26 +252,39 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     503 to the agent, or a failed job step)."""
     # An idle host's heartbeat carries no platform (only what changed or is unwell): it
     # costs one row's update, however many platforms the host holds.
+    # (Each platform's report replaces the one stored, which is therefore not read.)
     for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
                                                     Platform.id.in_(list(report.platforms)))
+                             .options(defer(Platform.observed))
                              .order_by(Platform.id)) if report.platforms else ():
         p.observed = report.platforms[p.id]
         _judge_health(session, p, report.platforms[p.id], report.ingress_error)
     session.flush()
-    was = host.state
-    host.last_seen_at = utcnow()
-    host.state = "online"
-    _tell_disk(session, host, host.observed.disk, report.disk)
-    part = report.host_part()
-    # An idle host's heartbeat repeats what is stored but for its clock: the row's update
-    # then writes its time seen alone, not its whole document again.
-    if part.model_copy(update={"agent_time": host.observed.agent_time}) != host.observed:
-        host.observed = part
-    if was != "online":
+    doc = report.model_dump_json(exclude={"platforms", "process_exits"})  # the host's part
+    if "\\u0000" in doc:  # jsonb holds no NUL; such a document is written whole
+        was_state, was_low = _write_host_part(session, host, report)
+    else:
+        was_state, was_low = session.execute(_HEARTBEAT, {"id": host.id, "now": utcnow(),
+                                                          "doc": doc}).one()
+        session.expire(host, ["state", "last_seen_at", "observed"])  # the row's are newer
+    _tell_disk(session, host, was_low, report.disk)
+    if was_state != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
     for exit_ in report.process_exits:
         _tell_restart(session, host, exit_)
     session.commit()
+
+
+def _write_host_part(session: Session, host: Host, report: HostReport) -> tuple[str, bool]:
+    """The host's row through the ORM, as the statement above writes it."""
+    was_state, was = host.state, host.observed.disk
+    host.last_seen_at = utcnow()
+    host.state = "online"
+    part = report.host_part()
+    if part.model_copy(update={"agent_time": host.observed.agent_time}) != host.observed:
+        host.observed = part
+    session.flush()
+    return was_state, was is not None and was.low
 
 
 # A platform that is `ready` turns `degraded` once what its agent reports has been wrong for
@@ -320,11 +346,10 @@ def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
 
-def _tell_disk(session: Session, host: Host, was: DiskReport | None,
-               now: DiskReport | None) -> None:
+def _tell_disk(session: Session, host: Host, was_low: bool, now: DiskReport | None) -> None:
     """DISK_LOW when the agent released its reserve (free space fell below it), DISK_OK
     when it holds it again."""
-    if now is None or now.low == (was is not None and was.low):
+    if now is None or now.low == was_low:
         return
     if now.low:
         emit(session, "DISK_LOW", f"host {host.name}: {_gib(now.free_bytes)} free of "
