@@ -75,7 +75,7 @@ from tenantry.agent import main as agent_main  # noqa: E402
 REGION = "sim"
 # as tenantry.agent.main: a pass every IDLE_WAIT s, a long poll held POLL_WAIT s, a heartbeat
 # at the next pass when it carries a report, else every QUIET_HEARTBEAT s; the whole
-# document and every report at least once a minute (DESIRED_REFRESH, FULL_REPORT), each
+# document and every report at least every few minutes (DESIRED_REFRESH, FULL_REPORT), each
 # after a random 60-100 % of that (SPREAD)
 IDLE_WAIT, POLL_WAIT, QUIET_HEARTBEAT = agent_main.IDLE_WAIT, agent_main.POLL_WAIT, \
     agent_main.QUIET_HEARTBEAT
@@ -83,6 +83,7 @@ FULL_EVERY, SPREAD = agent_main.DESIRED_REFRESH, agent_main.SPREAD
 WHOLE = (f"whole desired state (every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY * SPREAD[1]:g} "
          "s)")
 UNWELL_FOR = 10.0
+WARM_UP = 30.0  # s between the last host's first document and the measured window
 UPGRADE_TO = "bodyshop@1.1.0"
 PLANE_PARTS = ("API", "worker", "store PostgreSQL", "up, and the rest of the data dir")
 
@@ -258,6 +259,13 @@ class SimHost:
         self.report_every = FULL_EVERY
         self.beat_at = 0.0
 
+    @staticmethod
+    def _spread(last: float) -> tuple[float, float]:
+        """The share of the period to the next whole fetch or full report. The first puts the
+        host anywhere in its period: a fleet's hosts started at unrelated times, not all in
+        the bench's first seconds."""
+        return SPREAD if last else (0.0, SPREAD[1])
+
     async def run(self) -> None:
         host, port = self.fleet.api
         poll, beat = Conn(host, port, self.token), Conn(host, port, self.token)
@@ -295,8 +303,8 @@ class SimHost:
             await asyncio.sleep(1)
             return
         if full:
+            self.full_every = FULL_EVERY * random.uniform(*self._spread(self.full_at))
             self.full_at = time.monotonic()
-            self.full_every = FULL_EVERY * random.uniform(*SPREAD)
             self.fleet.record(WHOLE, took)
         self._apply(json.loads(body))
 
@@ -352,8 +360,8 @@ class SimHost:
             if status == 204:
                 self.unsent -= sent
                 if full:
+                    self.report_every = FULL_EVERY * random.uniform(*self._spread(self.report_at))
                     self.report_at = now
-                    self.report_every = FULL_EVERY * random.uniform(*SPREAD)
             else:
                 self.fleet.errors[f"report: HTTP {status}"] += 1
 
@@ -568,7 +576,7 @@ async def run_fleet(fleet: Fleet, cp: ControlPlaneProcess, enrolled: list[tuple[
         await asyncio.sleep(1)
     host_of = {pid: h for h in fleet.hosts for pid in h.reports}
     print(f"{len(fleet.hosts)} hosts hold their desired state; warming up", flush=True)
-    await asyncio.sleep(FULL_EVERY / 2)
+    await asyncio.sleep(WARM_UP)
     log: dict[str, int] = defaultdict(int)
     changer = asyncio.create_task(changes(fleet, cp, names, host_of, log))
     fleet.counting = True

@@ -61,9 +61,14 @@ POLL_WAIT = 25.0  # s a long poll for the desired state is held (a change answer
 QUIET_HEARTBEAT = 6.0  # s between heartbeats with nothing new; news goes with the next pass
 # (the control plane calls a host offline after 20 s without one: hosts.OFFLINE_AFTER)
 INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
-DESIRED_REFRESH = 60.0  # s: the whole desired state is fetched at least this often, changed
+# Two nets under the generations: every change the control plane makes to a host's desired
+# state bumps its generation, and every report that differs from the last one sent goes at
+# the next pass. What the nets catch is a fault of those (a write that bumped nothing, a
+# store restored from a backup). At once a minute they were most of what a fleet of idle
+# hosts cost the control plane (a document built and decrypted, 20 platforms' rows written).
+DESIRED_REFRESH = 300.0  # s: the whole desired state is fetched at least this often, changed
 # or not (a change that did not bump the host's generation is not missed for longer)
-FULL_REPORT = 60.0  # s: every platform's report is sent at least this often, changed or not
+FULL_REPORT = 300.0  # s: every platform's report is sent at least this often, changed or not
 # Each of the two waits a random 60-100 % of its period, drawn again each time: agents that
 # start together (all of them, after the control plane's restart) soon no longer fetch their
 # whole documents and send their full reports in the same second.
