@@ -200,3 +200,74 @@ def test_a_heartbeat_writes_the_hosts_document_only_when_it_changed(store: Any) 
     state, observed, kinds = stored()
     assert state == "online" and observed.agent_time == 6.0
     assert kinds == ["HOST_ONLINE", "DISK_LOW", "DISK_OK", "HOST_ONLINE"]
+
+
+def test_a_waiting_step_reads_its_platforms_documents_only_when_its_row_changed(
+        store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job step waits on its host's report by looking at the store every 0.15 s: a look
+    when nothing changed is one small query, and the platform's documents are read and
+    parsed only after a report (or any other write) changed its row."""
+    from tenantry.core import jobs as core_jobs
+    from tenantry.core.jobs import StepContext
+    from tenantry.platforms import jobs
+    from tenantry.platforms.contract import HostReport
+    from tenantry.platforms.hosts import record_report
+    from tenantry.platforms.models import App, Host, Isv, Platform, Region, Release
+
+    with store.sessions() as session:
+        region = session.get(Region, "g1") or Region(id="g1", name="local")
+        isv = Isv(id="iw", name="waiting")
+        app = App(id="aw", isv=isv, name="appw")
+        release = Release(id="rw", app=app, version="1.0.0", digest="sha256:" + "7" * 64,
+                          manifest={"name": "appw", "version": "1.0.0",
+                                    "processes": {"web": ["x"]}, "health_path": "/health",
+                                    "release_command": None, "requirements": None,
+                                    "wheels": None})
+        host = Host(id="hw", name="host-w", region=region, ingress_port=8443,
+                    agent_token_hash="d" * 64)
+        session.add_all([isv, app, release, host, Platform(
+            id="pw", isv=isv, name="platw", region=region, release=release, host=host,
+            desired=DesiredState(gen=2, db=DatabaseSpec(port=21500)))])
+        session.commit()
+
+    polls, report_at = 0, 6
+    seen: list[str] = []
+    paused = False
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not paused:
+            seen.append(statement)
+
+    def sleep(seconds: float) -> None:
+        nonlocal polls, paused
+        polls += 1
+        if polls == report_at:  # the agent reports the database ready
+            paused = True  # the report's own statements are not the wait's
+            with store.sessions() as session:
+                record_report(session=session, host=session.get(Host, "hw"),
+                              report=HostReport.model_validate(
+                                  {"platforms": {"pw": {"gen": 2, "database": "ready"}}}))
+            paused = False
+
+    def wait(check: Any, timeout: float) -> None:
+        event.listen(store.engine, "before_cursor_execute", count)
+        try:
+            jobs.wait_observed(StepContext(runtime=store, job_id=1, platform_id="pw",
+                                           params={}), "it", check, timeout=timeout)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", count)
+
+    def loads() -> int:
+        return sum(1 for s in seen if s.startswith("SELECT platforms."))
+
+    monkeypatch.setattr(core_jobs, "sleep", sleep)
+    wait(jobs.db_ready, 30)
+    assert polls == report_at
+    looks = sum(1 for s in seen if "p.updated_at" in s)
+    assert looks == report_at + 1 and loads() == 2, seen  # at first, and after the report
+
+    seen.clear()
+    polls, report_at = 0, -1  # nothing changes: the wait times out, having read the row once
+    with pytest.raises(jobs.StepFailed, match="timed out"):
+        wait(lambda observed, desired: False, 0.5)
+    assert polls > 10 and loads() == 1

@@ -13,7 +13,7 @@ import pytest
 from tenantry.core.db import utcnow
 from tenantry.core.jobs import StepContext, StepFailed
 from tenantry.platforms import jobs
-from tenantry.platforms.contract import DesiredState, HostObserved, PlatformReport
+from tenantry.platforms.contract import DesiredState, PlatformReport
 
 DONE, WAIT = True, False
 
@@ -123,11 +123,14 @@ class _Plane:
         observed = self.reports[min(self.polls, len(self.reports) - 1)]
         state = self.host_states[min(self.polls, len(self.host_states) - 1)]
         self.polls += 1
-        host = SimpleNamespace(name="h1", state=state,
-                               observed=HostObserved(desired_error=self.refused),
-                               last_seen_at=utcnow() if self.refused else None)
-        platform = SimpleNamespace(observed=observed, desired=self.desired, host=host)
-        yield SimpleNamespace(get=lambda model, key: platform)
+        seen_at = utcnow() if self.refused else None
+        # each poll finds the row changed (its report is the next one)
+        look = (self.polls, "h1", state, seen_at, self.refused)
+        platform = SimpleNamespace(observed=observed, desired=self.desired,
+                                   updated_at=self.polls)
+        yield SimpleNamespace(get=lambda model, key: platform,
+                              execute=lambda statement, params: SimpleNamespace(
+                                  one_or_none=lambda: look))
 
 
 def _ctx(plane: _Plane) -> StepContext:
