@@ -200,6 +200,10 @@ def test_a_heartbeat_writes_the_hosts_document_only_when_it_changed(store: Any) 
     state, observed, kinds = stored()
     assert state == "online" and observed.agent_time == 6.0
     assert kinds == ["HOST_ONLINE", "DISK_LOW", "DISK_OK", "HOST_ONLINE"]
+    beat(8.0)  # the stored document holds a NUL: it is replaced, not compared (jsonb)
+    assert stored()[1].ingress_error is None and stored()[1].agent_time == 8.0
+    beat(9.0)
+    assert stored()[1].agent_time == 8.0
 
 
 def test_a_waiting_step_reads_its_platforms_documents_only_when_its_row_changed(
