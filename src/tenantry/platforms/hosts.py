@@ -239,13 +239,15 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
 # worst a DISK_LOW told twice).
 _HEARTBEAT = text(
     "UPDATE hosts AS h SET last_seen_at = :now, state = 'online',"
-    " observed = CASE WHEN strpos(CAST(h.observed AS text), '\\u0000') > 0"
-    " THEN CAST(:doc AS json) WHEN CAST(h.observed AS jsonb) - 'agent_time'"
-    " = CAST(:doc AS jsonb) - 'agent_time' THEN h.observed ELSE CAST(:doc AS json) END"
-    " FROM (SELECT id, state, CASE WHEN strpos(CAST(observed AS text), '\\u0000') > 0"
-    " THEN false ELSE CAST(observed -> 'disk' ->> 'low' AS boolean) IS TRUE END AS low"
+    " observed = CASE WHEN was.nul THEN CAST(:doc AS json)"
+    " WHEN CAST(h.observed AS jsonb) - 'agent_time' = CAST(:doc AS jsonb) - 'agent_time'"
+    " THEN h.observed ELSE CAST(:doc AS json) END"
+    " FROM (SELECT id, state, observed AS held,"
+    " strpos(CAST(observed AS text), '\\u0000') > 0 AS nul"
     " FROM hosts WHERE id = :id FOR UPDATE) AS was"
-    " WHERE h.id = was.id RETURNING was.state, was.low")
+    " WHERE h.id = was.id RETURNING was.state,"
+    " CASE WHEN was.nul THEN false"
+    " ELSE CAST(was.held -> 'disk' ->> 'low' AS boolean) IS TRUE END")
 
 
 def record_report(*, session: Session, host: Host, report: HostReport) -> None:
