@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from tenantry.core.db import utcnow
-from tenantry.core.jobs import StepContext, StepFailed
+from tenantry.core.jobs import StepContext, StepFailed, Waiting
 from tenantry.platforms import jobs
 from tenantry.platforms.contract import DesiredState, PlatformReport
 
@@ -221,6 +222,53 @@ def test_a_wait_on_a_host_that_stays_offline_fails(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(jobs, "HOST_LOST_AFTER", 5.0)
     jobs.wait_observed(_ctx(plane), "the database", jobs.db_ready, timeout=30)
     assert plane.polls == 6
+
+
+def test_a_steps_first_wait_gives_its_worker_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After HOLD_FOR seconds of looking, the first wait of a step raises `Waiting` (the job
+    goes back to the queue and the step runs again); later waits of the same run of the
+    step keep the slot, as does a wait in a job's failure handler (no step)."""
+    monkeypatch.setattr(jobs, "HOLD_FOR", 0.05)
+    since = utcnow() - dt.timedelta(seconds=30)
+    plane = _Plane([report(database="starting")])
+    ctx = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
+                      step_id=3, waiting_since=since)
+    with pytest.raises(Waiting) as gave_back:
+        jobs.wait_observed(ctx, "the database", jobs.db_ready, timeout=60)
+    # a tenth of how long it has waited: 30 s, and one slow look (SLOW_POLL, past FAST_FOR)
+    assert gave_back.value.again_in == pytest.approx(3.1, abs=0.05)
+    assert ctx.waiting_since == since  # kept as it was: no new start
+    # the same run's next wait keeps the slot: it times out instead
+    with pytest.raises(StepFailed, match="timed out after 0 s"):
+        jobs.wait_observed(ctx, "the database", jobs.db_ready, timeout=0.2)
+    outside = _ctx(_Plane([report(database="starting")]))
+    with pytest.raises(StepFailed, match="timed out after 0 s"):
+        jobs.wait_observed(outside, "the database", jobs.db_ready, timeout=0.2)
+
+
+def test_a_wait_taken_up_again_counts_its_timeout_from_its_first_start() -> None:
+    """A step that gave its slot back for 3 minutes does not wait 3 more: its timeout began
+    when its wait first began."""
+    plane = _Plane([report(database="starting", error="pg: boom")])
+    ctx = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
+                      step_id=3, waiting_since=utcnow() - dt.timedelta(seconds=200))
+    with pytest.raises(StepFailed) as failed:
+        jobs.wait_observed(ctx, "the database", jobs.db_ready, timeout=180)
+    assert str(failed.value) == ("timed out after 180 s waiting for the database "
+                                 "(agent says: pg: boom)")
+    assert plane.polls == 1
+
+
+def test_a_wait_on_an_offline_host_keeps_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """To tell, within HOST_LOST_AFTER, that the host is lost: a run of the step that gave
+    its slot back would start counting again."""
+    monkeypatch.setattr(jobs, "HOLD_FOR", 0.0)
+    monkeypatch.setattr(jobs, "HOST_LOST_AFTER", 0.2)
+    plane = _Plane([report(database="starting")], host_states=["offline"])
+    ctx = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
+                      step_id=3, waiting_since=utcnow())
+    with pytest.raises(StepFailed, match="host h1 went offline while this job waited"):
+        jobs.wait_observed(ctx, "the database", jobs.db_ready, timeout=30)
 
 
 def test_wait_moves_ports_another_program_holds(monkeypatch: pytest.MonkeyPatch) -> None:

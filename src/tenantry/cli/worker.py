@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 2.0
 STALLED_AFTER = 6.0
+# s between a free slot's looks for a job that became due: a new job wakes the worker at
+# once (procrastinate's NOTIFY), but a step taken up again after a wait does not
+FETCH_EVERY = 0.25
 
 
 def make_app(runtime: Runtime) -> procrastinate.App:
@@ -43,18 +46,26 @@ def make_app(runtime: Runtime) -> procrastinate.App:
 
 class _ResumePaused(procrastinate.BaseRetryStrategy):
     """A job that paused because the worker stopped goes back to the queue at once (a
-    worker that is stopping takes nothing new: the next one, or another, resumes it)."""
+    worker that is stopping takes nothing new: the next one, or another, resumes it). One
+    that gave its slot back to wait goes back for the time it asked."""
 
     def get_retry_decision(self, *, exception: BaseException,
                            job: procrastinate.jobs.Job) -> procrastinate.RetryDecision | None:
+        now = dt.datetime.now(dt.UTC)
         if isinstance(exception, jobs.Paused):
-            return procrastinate.RetryDecision(retry_at=dt.datetime.now(dt.UTC))
+            return procrastinate.RetryDecision(retry_at=now)
+        if isinstance(exception, jobs.Waiting):
+            return procrastinate.RetryDecision(
+                retry_at=now + dt.timedelta(seconds=exception.again_in))
         return None
 
 
 def _quiet_pauses(record: logging.LogRecord) -> bool:
     """procrastinate logs the traceback of every exception a job ends with; a pause is
-    told by `jobs.run_job` in one line, and is no error."""
+    told by `jobs.run_job` in one line, and is no error. A wait that gave its slot back is
+    not told at all: it happens every few seconds while a step waits on a host."""
+    if record.exc_info and isinstance(record.exc_info[1], jobs.Waiting):
+        return False
     if record.exc_info and isinstance(record.exc_info[1], jobs.Paused):
         record.exc_info, record.exc_text = None, None
     return True
@@ -127,7 +138,7 @@ async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
         work = asyncio.create_task(app.run_worker_async(
             queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
             update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
-            fetch_job_polling_interval=1.0, install_signal_handlers=False))
+            fetch_job_polling_interval=FETCH_EVERY, install_signal_handlers=False))
 
         def stop() -> None:
             if jobs.stopping.is_set():  # a terminal's Ctrl-C, then `up`'s SIGTERM: once

@@ -9,6 +9,11 @@ A worker that is asked to stop (`stopping`) lets its running jobs pause rather t
 each stops before its next step, or in a wait (`pause`, `sleep`), by raising `Paused`, and
 is taken up again from that step by the next worker. A stop therefore takes a moment, not
 as long as the longest running job.
+
+A step that waits on another process (a host's report) gives its worker slot back when the
+wait lasts (`Waiting`): the job goes back to the queue, keeps its place before its
+platform's later jobs (procrastinate's lock), and its step runs again from its start a
+moment later, as after a pause. So a worker's slots run jobs that work, not jobs that wait.
 """
 
 from __future__ import annotations
@@ -42,6 +47,16 @@ class Paused(Exception):  # noqa: N818 (not an error: the job goes on at the nex
     start, when a worker takes the job up again."""
 
 
+class Waiting(Exception):  # noqa: N818 (not an error: the job goes on a moment later)
+    """The step waits on another process and gives its worker slot back meanwhile: the job
+    goes back to the queue and its current step runs again, from its start, after
+    `again_in` seconds. Raised by `give_back`."""
+
+    def __init__(self, again_in: float) -> None:
+        super().__init__(f"waiting; the step runs again in {again_in:.1f} s")
+        self.again_in = again_in
+
+
 def pause() -> None:
     """Raise `Paused` if the worker is stopping: for steps that wait or loop."""
     if stopping.is_set():
@@ -60,6 +75,35 @@ class StepContext:
     job_id: int
     platform_id: str | None
     params: dict[str, object]
+    # the running step's row: None in a job's success or failure handler, which may wait
+    # but never give their slot back (they are not run again)
+    step_id: int | None = None
+    # when the step's wait began, if an earlier run of the step gave its slot back
+    waiting_since: dt.datetime | None = None
+    # a wait of this run of the step has begun: only the first wait of a step may give its
+    # slot back, since a run again redoes the step's writes up to that wait and no further
+    # (a later write could be undone by an earlier one: apps started, then stopped again)
+    waited: bool = False
+
+    def may_give_back(self) -> bool:
+        """Whether the wait beginning now may give the slot back (and mark that one began)."""
+        first = self.step_id is not None and not self.waited
+        self.waited = True
+        return first
+
+
+def give_back(ctx: StepContext, since: dt.datetime, again_in: float) -> None:
+    """Give the worker slot back for `again_in` seconds: keep when the wait began (`since`)
+    with the step, and raise `Waiting`. Only for a wait `ctx.may_give_back` allowed."""
+    assert ctx.step_id is not None
+    if ctx.waiting_since is None:
+        with ctx.runtime.sessions() as session:
+            step = session.get(JobStep, ctx.step_id)
+            assert step is not None
+            step.waiting_since = since
+            session.commit()
+        ctx.waiting_since = since
+    raise Waiting(again_in)
 
 
 Step = Callable[[StepContext], None]
@@ -133,27 +177,34 @@ def run_job(runtime: Runtime, job_id: int, kinds: Mapping[str, JobKind]) -> None
         kind = kinds[job.kind]
         ctx = StepContext(runtime=runtime, job_id=job.id, platform_id=job.platform_id,
                           params=dict(job.params))
-        steps = [(s.id, s.name, s.state, s.error) for s in job.steps]
+        steps = [(s.id, s.name, s.state, s.error, s.waiting_since) for s in job.steps]
     functions = dict(kind.steps)
     error: str | None = None
-    for step_id, name, state, stored_error in steps:
+    for step_id, name, state, stored_error, waiting_since in steps:
         if state in ("done", "skipped"):
             continue
         if state == "failed":  # died while recovering from this failure: recover again
             error = stored_error or f"{name}: failed"
             break
         pause()
-        _set_step(runtime, step_id, "running")
+        if state != "running" or waiting_since is None:  # not when taken up after a wait
+            _set_step(runtime, step_id, "running")
+        ctx.step_id, ctx.waiting_since, ctx.waited = step_id, waiting_since, False
         try:
             functions[name](ctx)
         except Paused:
             log.info("job %s paused in step %s: the worker is stopping", job_id, name)
+            raise
+        except Waiting:
+            log.debug("job %s waits in step %s with its slot given back", job_id, name)
             raise
         except (StepFailed, TenantryError) as exc:
             error = f"{name}: {exc}"
         except Exception as exc:  # a bug or an outage: record it, never lose the job silently
             log.error("job %s step %s crashed:\n%s", job_id, name, traceback.format_exc())
             error = f"{name}: {type(exc).__name__}: {exc}"
+        finally:
+            ctx.step_id = None
         if error is not None:
             _set_step(runtime, step_id, "failed", error)
             _skip_rest(runtime, job_id)

@@ -45,6 +45,9 @@ class JobStep(Base):
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # when the step's wait began, kept once the step gave its worker slot back to wait
+    # (`jobs.Waiting`): the wait's timeout counts from here across the step's runs
+    waiting_since: Mapped[dt.datetime | None]
     job: Mapped[Job] = relationship(back_populates="steps")
 
 

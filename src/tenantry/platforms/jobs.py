@@ -51,6 +51,9 @@ BACKUP_WAIT = 6 * 3600.0  # a first full backup of a large database takes a whil
 POLL = 0.15  # s between two looks at a platform's report while a step waits on it
 SLOW_POLL = 1.0  # s between looks once a wait has lasted FAST_FOR (a backup waits hours)
 FAST_FOR = 10.0
+# s a step's first wait holds its worker slot, in each run of the step, before giving it
+# back (`jobs.Waiting`): most reports come within it, and a worker's slots are for work
+HOLD_FOR = 1.0
 
 Check = Callable[[PlatformReport, DesiredState], bool]
 
@@ -72,12 +75,19 @@ _LOOK = text(
 
 
 def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
-    """Poll the observed state until `check(observed, desired)` holds for the current gen."""
-    started = time.monotonic()
+    """Poll the observed state until `check(observed, desired)` holds for the current gen.
+
+    The first wait of a step gives its worker slot back after HOLD_FOR seconds (a step's
+    later waits keep it: see `StepContext.waited`), and looks again when the step is taken
+    up again, every `_again_in` seconds; its timeout counts from when it first began. A
+    wait on a host that is offline keeps its slot, to tell when the host is lost."""
+    may_give_back = ctx.may_give_back()
+    since = (ctx.waiting_since if may_give_back and ctx.waiting_since else None) or utcnow()
+    started = time.monotonic() - max(0.0, (utcnow() - since).total_seconds())
+    held_from = time.monotonic()  # this run's own start: it holds the slot HOLD_FOR at most
     deadline = started + timeout
     last_error = ""
     offline_since: float | None = None
-    since = utcnow()
     read_at: dt.datetime | None = None  # the row's change that observed and desired are of
     observed, desired = PlatformReport(), DesiredState()
     while True:
@@ -114,7 +124,17 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
         if time.monotonic() > deadline:
             hint = f" (agent says: {last_error})" if last_error else ""
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
+        if may_give_back and offline_since is None and \
+                time.monotonic() - held_from >= HOLD_FOR:
+            jobs.give_back(ctx, since, _again_in(time.monotonic() - started))
         jobs.sleep(POLL if time.monotonic() - started < FAST_FOR else SLOW_POLL)
+
+
+def _again_in(waited: float) -> float:
+    """How long a wait that gave its slot back stays out of the worker: a tenth of how long
+    it has waited, between 0.5 and 5 s (a backup that takes an hour is seen done 5 s late
+    at most, and costs a step's run every 5 s)."""
+    return min(max(0.5, waited / 10), 5.0)
 
 
 def _move_ports(ctx: StepContext, taken: list[int]) -> None:
