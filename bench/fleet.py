@@ -191,6 +191,10 @@ class Fleet:
         self.waiting: dict[tuple[str, int], float] = {}  # (platform, gen) → when asked
         self.waiting_new: dict[str, float] = {}  # platform id → when its create was asked
         self.arrivals: dict[str, list[float]] = defaultdict(list)  # kind → seconds
+        # platform → (its change's job, when asked), and each arrived change as (kind, job,
+        # asked, arrived), wall clock: split at the job's write (`split_changes`)
+        self.job_of: dict[str, tuple[int, float]] = {}
+        self.arrived_changes: list[tuple[str, int, float, float]] = []
         self.kind_of: dict[str, str] = {}
         self.hosts: list[SimHost] = []
         self.routes: dict[str, tuple[str, str, str, bool]] = {}  # hostname → (pid, cert, key, ok)
@@ -206,10 +210,17 @@ class Fleet:
         asked = self.waiting_new.pop(pid, None)
         if asked is not None:
             self.arrivals["create"].append(now - asked)
+            self._arrived_job("create", pid)
         for (wpid, wgen), at in list(self.waiting.items()):
             if wpid == pid and gen >= wgen:
                 del self.waiting[(wpid, wgen)]
                 self.arrivals[self.kind_of.get(pid, "upgrade")].append(now - at)
+                self._arrived_job(self.kind_of.get(pid, "upgrade"), pid)
+
+    def _arrived_job(self, kind: str, pid: str) -> None:
+        job = self.job_of.pop(pid, None)
+        if job is not None:
+            self.arrived_changes.append((kind, job[0], job[1], time.time()))
 
 
 def report_of(p: dict[str, Any], fleet: Fleet) -> dict[str, Any]:
@@ -532,6 +543,7 @@ async def changes(fleet: Fleet, cp: ControlPlaneProcess, names: dict[str, str],
             await asyncio.sleep(1 / fleet.args.rate)
             kind = rng.choice(("create", "upgrade", "fail"))
             pid = rng.choice(list(names))
+            asked = time.time()
             try:
                 if kind == "create":
                     created += 1
@@ -539,12 +551,15 @@ async def changes(fleet: Fleet, cp: ControlPlaneProcess, names: dict[str, str],
                         "tenants": [TENANT], "app": APP, "name": f"new{created:04d}",
                         "region": REGION})
                     if r.status_code == 202:
-                        fleet.waiting_new[r.json()["platform"]["id"]] = time.monotonic()
+                        new = r.json()
+                        fleet.waiting_new[new["platform"]["id"]] = time.monotonic()
+                        fleet.job_of[new["platform"]["id"]] = (new["job_id"], asked)
                 elif kind == "upgrade":
                     to = APP if upgraded.get(pid) == UPGRADE_TO else UPGRADE_TO
                     r = await api.post(f"/platforms/{ISV}/{names[pid]}/upgrade",
                                        json={"app": to})
                     if r.status_code == 202:
+                        fleet.job_of[pid] = (r.json()["job_id"], asked)
                         upgraded[pid] = to
                         gen = host_of[pid].gens.get(pid, 0) if pid in host_of else 0
                         fleet.waiting[(pid, gen + 1)] = time.monotonic()
@@ -590,6 +605,7 @@ async def run_fleet(fleet: Fleet, cp: ControlPlaneProcess, enrolled: list[tuple[
     fleet.counting = False
     changer.cancel()
     jobs = await drain(cp, started)  # the hosts answer until the changes' jobs ended
+    jobs["split"] = await split_changes(cp, fleet.arrived_changes)
     fleet.stopping = True
     for t in tasks:
         t.cancel()
@@ -637,6 +653,28 @@ async def drain(cp: ControlPlaneProcess, since: dt.datetime,
         failures.append(f"still {j['state']}: {j['kind']} of {j['platform']}: "
                         f"{json.dumps({k: v for k, v in j.items() if 'step' in k})}")
     return {"counts": dict(counts), "failures": failures}
+
+
+async def split_changes(cp: ControlPlaneProcess, arrived: list[tuple[str, int, float, float]]
+                        ) -> dict[str, dict[str, list[float]]]:
+    """Each arrived change's time, split where its job started (as the store recorded it):
+    before, the wait for a worker's slot; after, the job's first write (a create's `place`,
+    an upgrade's restore point or `prepare`), the long poll's wake and the document.
+    Seconds, by kind."""
+    import httpx
+
+    split: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    async with httpx.AsyncClient(base_url=f"{cp.url}/api/v1", timeout=60,
+                                 headers={"Authorization": f"Bearer {cp.token}"}) as api:
+        for kind, job_id, asked, at_host in arrived:
+            started = (await api.get(f"/jobs/{job_id}")).json().get("started_at")
+            if started is None:
+                continue
+            at = dt.datetime.fromisoformat(started)
+            started_at = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp()
+            split[kind]["slot"].append(started_at - asked)
+            split[kind]["after"].append(at_host - started_at)
+    return {kind: dict(parts) for kind, parts in split.items()}
 
 
 def rss_mib(data_dir: Path) -> dict[str, float]:
@@ -716,6 +754,15 @@ def main() -> int:
         arrival_rows.append([kind, str(len(values)), f"{statistics.median(values):.2f}",
                              f"{pct(values, 99):.2f}", f"{max(values):.2f}"])
     pending = len(fleet.waiting) + len(fleet.waiting_new)
+    split_rows = []
+    for kind, split in sorted(result["jobs"]["split"].items()):
+        for part, label in (("slot", "to the job's start (a worker's free slot)"),
+                            ("after", "from its start to the host (write, long poll)")):
+            values = split.get(part, [])
+            if values:
+                split_rows.append([kind, label, str(len(values)),
+                                   f"{statistics.median(values):.2f}",
+                                   f"{pct(values, 99):.2f}", f"{max(values):.2f}"])
     body = f"""
 One `tenantry up` (API, worker, store; monitoring off) and {args.hosts} simulated hosts of
 {args.platforms} platforms each ({args.hosts * args.platforms} platforms, seeded in the
@@ -741,6 +788,11 @@ From a change's API call to the first desired state its host received that holds
 a create's and an upgrade's go through the worker, whose job writes the desired state):
 
 {md_table(["change", "n", "p50", "p99", "max"], arrival_rows)}
+
+The same, split where the change's job started (as the store recorded it); an upgrade's
+first write asks for its restore point's backup (s):
+
+{md_table(["change", "part", "n", "p50", "p99", "max"], split_rows)}
 
 Changes asked: {', '.join(f'{k} {v}' for k, v in sorted(result['changes'].items()))};
 {pending} not at their host by the end. Errors: {dict(fleet.errors) or 'none'}.

@@ -225,25 +225,42 @@ def test_a_wait_on_a_host_that_stays_offline_fails(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_steps_first_wait_gives_its_worker_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After HOLD_FOR seconds of looking, the first wait of a step raises `Waiting` (the job
-    goes back to the queue and the step runs again); later waits of the same run of the
-    step keep the slot, as does a wait in a job's failure handler (no step)."""
+    """After HOLD_FOR seconds of looking, the first wait of a step gives the slot back (the
+    job goes back to the queue and the step runs again); taken up again, it looks once and
+    gives it back again. A step's later waits keep the slot, as does a wait in a job's
+    failure handler (no step)."""
     monkeypatch.setattr(jobs, "HOLD_FOR", 0.05)
+    gave: list[tuple[dt.datetime, float]] = []
+
+    def give_back(ctx: StepContext, since: dt.datetime, again_in: float) -> None:
+        gave.append((since, again_in))
+        raise Waiting(again_in)
+
+    monkeypatch.setattr(jobs.jobs, "give_back", give_back)
+    began = utcnow()
+    plane = _Plane([report(database="starting")])
+    first = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
+                        step_id=3)
+    with pytest.raises(Waiting):
+        jobs.wait_observed(first, "the database", jobs.db_ready, timeout=60)
+    assert plane.polls > 1 and gave[0][0] >= began and gave[0][1] == 0.5
+    # taken up again 30 s after its wait began: one look, then the slot goes back for a
+    # tenth of how long it has waited
     since = utcnow() - dt.timedelta(seconds=30)
     plane = _Plane([report(database="starting")])
-    ctx = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
-                      step_id=3, waiting_since=since)
-    with pytest.raises(Waiting) as gave_back:
-        jobs.wait_observed(ctx, "the database", jobs.db_ready, timeout=60)
-    # a tenth of how long it has waited: 30 s, and one slow look (SLOW_POLL, past FAST_FOR)
-    assert gave_back.value.again_in == pytest.approx(3.1, abs=0.05)
-    assert ctx.waiting_since == since  # kept as it was: no new start
+    again = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
+                        step_id=3, waiting_since=since)
+    with pytest.raises(Waiting):
+        jobs.wait_observed(again, "the database", jobs.db_ready, timeout=60)
+    assert plane.polls == 1 and gave[1][0] == since
+    assert gave[1][1] == pytest.approx(3.0, abs=0.05)
     # the same run's next wait keeps the slot: it times out instead
     with pytest.raises(StepFailed, match="timed out after 0 s"):
-        jobs.wait_observed(ctx, "the database", jobs.db_ready, timeout=0.2)
+        jobs.wait_observed(again, "the database", jobs.db_ready, timeout=0.2)
     outside = _ctx(_Plane([report(database="starting")]))
     with pytest.raises(StepFailed, match="timed out after 0 s"):
         jobs.wait_observed(outside, "the database", jobs.db_ready, timeout=0.2)
+    assert len(gave) == 2
 
 
 def test_a_wait_taken_up_again_counts_its_timeout_from_its_first_start() -> None:

@@ -51,8 +51,8 @@ BACKUP_WAIT = 6 * 3600.0  # a first full backup of a large database takes a whil
 POLL = 0.15  # s between two looks at a platform's report while a step waits on it
 SLOW_POLL = 1.0  # s between looks once a wait has lasted FAST_FOR (a backup waits hours)
 FAST_FOR = 10.0
-# s a step's first wait holds its worker slot, in each run of the step, before giving it
-# back (`jobs.Waiting`): most reports come within it, and a worker's slots are for work
+# s a step's first wait holds its worker slot before giving it back (`jobs.Waiting`) the
+# first time: most reports come within it. Taken up again, it looks once.
 HOLD_FOR = 1.0
 
 Check = Callable[[PlatformReport, DesiredState], bool]
@@ -78,13 +78,16 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
     """Poll the observed state until `check(observed, desired)` holds for the current gen.
 
     The first wait of a step gives its worker slot back after HOLD_FOR seconds (a step's
-    later waits keep it: see `StepContext.waited`), and looks again when the step is taken
-    up again, every `_again_in` seconds; its timeout counts from when it first began. A
-    wait on a host that is offline keeps its slot, to tell when the host is lost."""
+    later waits keep it: see `StepContext.waited`). Taken up again, every `_again_in`
+    seconds, it looks once and gives the slot back again if it is not over: a wait of
+    seconds holds its slot for a look each time, not for most of the wait. Its timeout
+    counts from when it first began. A wait on a host that is offline keeps its slot, to
+    tell when the host is lost."""
     may_give_back = ctx.may_give_back()
     since = (ctx.waiting_since if may_give_back and ctx.waiting_since else None) or utcnow()
     started = time.monotonic() - max(0.0, (utcnow() - since).total_seconds())
-    held_from = time.monotonic()  # this run's own start: it holds the slot HOLD_FOR at most
+    held_from = time.monotonic()  # this run's own start: it holds the slot `hold` at most
+    hold = HOLD_FOR if ctx.waiting_since is None else 0.0
     deadline = started + timeout
     last_error = ""
     offline_since: float | None = None
@@ -125,7 +128,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
             hint = f" (agent says: {last_error})" if last_error else ""
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
         if may_give_back and offline_since is None and \
-                time.monotonic() - held_from >= HOLD_FOR:
+                time.monotonic() - held_from >= hold:
             jobs.give_back(ctx, since, _again_in(time.monotonic() - started))
         jobs.sleep(POLL if time.monotonic() - started < FAST_FOR else SLOW_POLL)
 
