@@ -570,6 +570,9 @@ async def changes(fleet: Fleet, cp: ControlPlaneProcess, names: dict[str, str],
                     if host is not None:
                         host.refresh(pid)
                     r = None
+                if r is not None:  # the API's answer to a person's call, beside the agents'
+                    fleet.record(f"{kind} (a person's call, through the API)",
+                                 time.time() - asked)
                 outcome = "ok" if r is None or r.status_code == 202 else f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
@@ -780,7 +783,7 @@ CPU, share of one core (the machine has {os.cpu_count()}):
 Memory (PSS) of the control plane at the end: {', '.join(f'{k} {v:.0f} MiB'
                                                        for k, v in memory.items())}.
 
-Latency of the agents' calls (ms):
+Latency of the agents' calls, and of the changes asked through the API (ms):
 
 {md_table(["call", "n", "p50", "p99", "max"], lat_rows)}
 
@@ -789,8 +792,9 @@ a create's and an upgrade's go through the worker, whose job writes the desired 
 
 {md_table(["change", "n", "p50", "p99", "max"], arrival_rows)}
 
-The same, split where the change's job started (as the store recorded it); an upgrade's
-first write asks for its restore point's backup (s):
+The same, split where the change's job started (as the store recorded it; the part before
+holds the API's answer to the call, above); an upgrade's first write asks for its restore
+point's backup (s):
 
 {md_table(["change", "part", "n", "p50", "p99", "max"], split_rows)}
 
