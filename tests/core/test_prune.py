@@ -112,3 +112,66 @@ def test_a_retention_out_of_range_is_refused_naming_the_setting(
         Settings()
     assert name.removeprefix("TENANTRY_").lower() in str(refused.value)
     assert "between 0 and 36500" in str(refused.value)
+
+
+def test_the_queues_rows_of_ended_jobs_go_after_a_day_with_their_events(
+        runtime: Runtime) -> None:
+    """procrastinate's rows are not the record (`jobs` is): a job that gave its worker slot
+    back while it waited left two queue events per time it was taken up again, and a
+    backup waiting hours leaves thousands. They go a day after the job ended; the job's
+    own row stays for the retention."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from tenantry.cli.worker import make_app, prune_queue
+
+    kind = jobs.JobKind(name="test.prune", steps=(("one", lambda ctx: None),))
+    with runtime.sessions() as session:
+        old, recent, running = (jobs.create_job(session, kind=kind, isv_id=None,
+                                                platform_id=f"pq{i}").id for i in range(3))
+        session.commit()
+    queue_id = {}
+    with runtime.sessions() as session:
+        for job in (old, recent, running):
+            queue_id[job] = session.execute(text(
+                "SELECT id FROM procrastinate_jobs WHERE (args->>'job_id')::int = :j"),
+                {"j": job}).scalar_one()
+        for job, status in ((old, "succeeded"), (recent, "succeeded"), (running, "doing")):
+            for _ in range(3):  # taken up three times, as a job that waited
+                session.execute(text("UPDATE procrastinate_jobs SET status = 'doing' "
+                                     "WHERE id = :q"), {"q": queue_id[job]})
+                session.execute(text("UPDATE procrastinate_jobs SET status = 'todo' "
+                                     "WHERE id = :q"), {"q": queue_id[job]})
+            session.execute(text("UPDATE procrastinate_jobs SET status = 'doing' "
+                                 "WHERE id = :q"), {"q": queue_id[job]})
+            if status == "succeeded":
+                session.execute(text("UPDATE procrastinate_jobs SET status = 'succeeded' "
+                                     "WHERE id = :q"), {"q": queue_id[job]})
+        # the old job's events (its last one included) are from two days ago; and the
+        # running job's from two days ago too: it is not ended, so it stays
+        session.execute(text("UPDATE procrastinate_events SET at = now() - interval '2 days'"
+                             " WHERE job_id IN (:a, :b)"),
+                        {"a": queue_id[old], "b": queue_id[running]})
+        session.commit()
+
+    def left() -> dict[int, int]:
+        with runtime.sessions() as session:
+            return {job: session.execute(text(
+                "SELECT count(*) FROM procrastinate_jobs j JOIN procrastinate_events e "
+                "ON e.job_id = j.id WHERE j.id = :q"), {"q": queue_id[job]}).scalar_one()
+                for job in (old, recent, running)}
+
+    before = left()
+    assert before[old] == before[recent] >= 8, before  # deferred, then started/retried...
+
+    async def prune() -> None:
+        app = make_app(runtime)
+        async with app.open_async():
+            await prune_queue(app)
+
+    asyncio.run(prune())
+    after = left()
+    assert after == {old: 0, recent: before[recent], running: before[running]}, after
+    with runtime.sessions() as session:
+        assert session.get(Job, old) is not None  # tenantry's record stays

@@ -29,6 +29,7 @@ STALLED_AFTER = 6.0
 # s between a free slot's looks for a job that became due: a new job wakes the worker at
 # once (procrastinate's NOTIFY), but a step taken up again after a wait does not
 FETCH_EVERY = 0.25
+WORKER_NAME = "tenantry-worker"  # procrastinate's, and its logger's: procrastinate.worker.<name>
 
 
 def make_app(runtime: Runtime) -> procrastinate.App:
@@ -71,6 +72,15 @@ def _quiet_pauses(record: logging.LogRecord) -> bool:
     return True
 
 
+def _quiet_retakes(record: logging.LogRecord) -> bool:
+    """procrastinate tells each start of a job; a job taken up again (after a wait gave its
+    slot back, every few seconds while it waits, or after a pause) is told only once, at
+    its first start: `jobs.run_job` tells a pause itself."""
+    job = getattr(record, "job", None)
+    return not (getattr(record, "action", None) == "start_job" and isinstance(job, dict)
+                and job.get("attempts", 0) > 0)
+
+
 async def _repeat(task: Periodic, runtime: Runtime) -> None:
     """Run `task` every `task.every` seconds; a failure is told once, not at every turn (a
     slow or failing object store must not fill the log, nor hold up other work)."""
@@ -108,14 +118,24 @@ async def _requeue_stalled(app: procrastinate.App) -> None:
         await asyncio.sleep(2.0)
 
 
-async def _prune_queue(app: procrastinate.App, runtime: Runtime) -> None:
-    """procrastinate's own rows of ended jobs, past the jobs' retention, hourly."""
-    days = runtime.settings.job_retention_days
-    while days:
+# hours procrastinate's rows of an ended job are kept: tenantry's `jobs` and `job_steps`
+# are the record (kept for TENANTRY_JOB_RETENTION_DAYS); the queue's rows serve only while
+# a job runs. A job that gives its slot back while it waits adds two of procrastinate's
+# events each time it is taken up again (thousands for a backup that waits hours).
+QUEUE_KEPT_HOURS = 24
+
+
+async def prune_queue(app: procrastinate.App) -> None:
+    """Delete procrastinate's rows (and their events) of jobs ended QUEUE_KEPT_HOURS ago."""
+    await app.job_manager.delete_old_jobs(nb_hours=QUEUE_KEPT_HOURS, include_failed=True,
+                                          include_cancelled=True, include_aborted=True)
+
+
+async def _prune_queue(app: procrastinate.App) -> None:
+    """`prune_queue`, hourly."""
+    while True:
         try:
-            await app.job_manager.delete_old_jobs(nb_hours=24 * days, include_failed=True,
-                                                  include_cancelled=True,
-                                                  include_aborted=True)
+            await prune_queue(app)
         except Exception:
             log.exception("deleting old queue rows failed; trying again in an hour")
         await asyncio.sleep(3600.0)
@@ -124,6 +144,7 @@ async def _prune_queue(app: procrastinate.App, runtime: Runtime) -> None:
 async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
     app = make_app(runtime)
     logging.getLogger("procrastinate.worker").addFilter(_quiet_pauses)
+    logging.getLogger(f"procrastinate.worker.{WORKER_NAME}").addFilter(_quiet_retakes)
     periodic = (jobs.PRUNE, *composition.periodic())
     # procrastinate runs each job, and `_repeat` each periodic task, on the loop's default
     # executor, whose size is the machine's cores + 4: on 2 cores a job's slot beyond the
@@ -134,9 +155,9 @@ async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
     async with app.open_async():
         keepers = [asyncio.create_task(_requeue_stalled(app))]
         keepers += [asyncio.create_task(_repeat(task, runtime)) for task in periodic]
-        keepers.append(asyncio.create_task(_prune_queue(app, runtime)))
+        keepers.append(asyncio.create_task(_prune_queue(app)))
         work = asyncio.create_task(app.run_worker_async(
-            queues=[jobs.QUEUE], concurrency=concurrency, name="tenantry-worker",
+            queues=[jobs.QUEUE], concurrency=concurrency, name=WORKER_NAME,
             update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
             fetch_job_polling_interval=FETCH_EVERY, install_signal_handlers=False))
 
