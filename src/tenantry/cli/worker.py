@@ -38,14 +38,14 @@ def make_app(runtime: Runtime) -> procrastinate.App:
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=database_url(runtime.settings)))
 
-    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False, retry=_ResumePaused())
+    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False, retry=_TakeUpAgain())
     def run_job(job_id: int) -> None:
         jobs.run_job(runtime, job_id, kinds)
 
     return app
 
 
-class _ResumePaused(procrastinate.BaseRetryStrategy):
+class _TakeUpAgain(procrastinate.BaseRetryStrategy):
     """A job that paused because the worker stopped goes back to the queue at once (a
     worker that is stopping takes nothing new: the next one, or another, resumes it). One
     that gave its slot back to wait goes back for the time it asked."""

@@ -84,10 +84,11 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
     counts from when it first began. A wait on a host that is offline keeps its slot, to
     tell when the host is lost."""
     may_give_back = ctx.may_give_back()
-    since = (ctx.waiting_since if may_give_back and ctx.waiting_since else None) or utcnow()
+    resumed = ctx.waiting_since if may_give_back else None  # began in an earlier run
+    since = resumed or utcnow()
     started = time.monotonic() - max(0.0, (utcnow() - since).total_seconds())
     held_from = time.monotonic()  # this run's own start: it holds the slot `hold` at most
-    hold = HOLD_FOR if ctx.waiting_since is None else 0.0
+    hold = 0.0 if resumed else HOLD_FOR
     deadline = started + timeout
     last_error = ""
     offline_since: float | None = None
