@@ -167,3 +167,64 @@ def test_caddy_routes_by_host_with_our_certificate(
     with pytest.raises(Exception, match="Caddy rejected"):
         caddy.load(bad)
     caddy.close()
+
+
+def _serve(port: int) -> subprocess.Popen[bytes]:
+    """A plain HTTP server on `port`, answering once it listens."""
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1", "--directory", "/"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
+def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_is_skipped(
+    supervisor: SupervisordManager,
+    short_tmp: Path,
+    free_port: Callable[[], int],
+    upstream: int,
+    wait_for: Callable[..., None],
+) -> None:
+    """A request that failed while a slot's only process was down (the prober's, say) must
+    not make the next ones fail once it is back: Caddy's passive health check left it out
+    for 2 s, and a rolled-back upgrade answered 503 right after its job said it served.
+    With two processes, a request to the dead one goes to the other."""
+    ca_pem, cert, key = make_ca_and_leaf(HOST)
+    root = short_tmp / "caddy"
+    admin = f"unix/{root}/admin.sock"
+    supervisor.put(ingress.program_spec(name="caddy", root=root, admin=admin, log_file=None))
+    caddy = ingress.CaddyAdmin(admin)
+    wait_for(caddy.is_up, timeout=20, what="caddy admin API")
+    port, restarting, dead = free_port(), free_port(), free_port()
+    two = "two.isv.localhost"
+    caddy.load(ingress.render_config(listen=f"127.0.0.1:{port}", admin=admin, routes=[
+        ingress.Route(hostname=HOST, upstreams=(f"127.0.0.1:{restarting}",), cert_pem=cert,
+                      key_pem=key),
+        ingress.Route(hostname=two, upstreams=(f"127.0.0.1:{dead}", f"127.0.0.1:{upstream}"),
+                      cert_pem=cert, key_pem=key)]))
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    with httpx.Client(verify=ctx, timeout=10) as client:
+
+        def get(host: str) -> int:
+            return client.get(f"https://127.0.0.1:{port}/", headers={"Host": host},
+                              extensions={"sni_hostname": host}).status_code
+
+        assert get(HOST) == 502  # down: said at once
+        server = _serve(restarting)
+        try:
+            assert get(HOST) == 200  # back: served at once, not 503 for the next 2 s
+        finally:
+            server.kill()
+            server.wait()
+        assert [get(two) for _ in range(6)] == [200] * 6
+    caddy.close()

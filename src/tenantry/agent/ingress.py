@@ -26,6 +26,7 @@ _HOST_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _UPSTREAM_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+FAIL_FOR = "2s"  # how long one of a slot's several processes that failed a request is left out
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,24 @@ def _admin_socket(admin: str) -> str | None:
     return admin[len("unix/") :] if admin.startswith("unix/") else None
 
 
+def _proxy(upstreams: Sequence[str]) -> dict[str, Any]:
+    """The reverse proxy to a slot's processes. With several, one that fails is left out for
+    FAIL_FOR (Caddy's passive health check) and a request it failed goes to another; a
+    request that finds them all left out waits for one, up to FAIL_FOR. A single process is
+    never left out: there is nothing to send its requests to instead, and one request that
+    failed while it restarted would answer 503 for FAIL_FOR after it was back (a rolled-back
+    upgrade's first request did, in CI, after the prober had hit the stopped app)."""
+    handler: dict[str, Any] = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": u} for u in sorted(upstreams)],
+        "load_balancing": {"selection_policy": {"policy": "round_robin"}},
+    }
+    if len(upstreams) > 1:
+        handler["load_balancing"].update(try_duration=FAIL_FOR, try_interval="250ms")
+        handler["health_checks"] = {"passive": {"fail_duration": FAIL_FOR}}
+    return handler
+
+
 def render_config(
     *,
     listen: str,
@@ -72,14 +91,7 @@ def render_config(
     http_routes: list[dict[str, Any]] = [
         {
             "match": [{"host": [r.hostname]}],
-            "handle": [
-                {
-                    "handler": "reverse_proxy",
-                    "upstreams": [{"dial": u} for u in sorted(r.upstreams)],
-                    "load_balancing": {"selection_policy": {"policy": "round_robin"}},
-                    "health_checks": {"passive": {"fail_duration": "2s"}},
-                }
-            ],
+            "handle": [_proxy(r.upstreams)],
             "terminal": True,
         }
         for r in ordered
