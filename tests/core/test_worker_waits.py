@@ -107,3 +107,73 @@ def test_a_waiting_job_gives_its_slot_back_and_keeps_its_place(
     assert not [r for r in caplog.records if "to retry" in r.getMessage()], caplog.text
     starts = [r for r in caplog.records if r.getMessage().startswith("Starting job")]
     assert len(starts) == 3, [r.getMessage() for r in starts]  # a, b and c, once each
+
+
+def test_a_waiting_job_goes_on_when_woken_not_at_its_timer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that gave its slot back for a minute is taken up again at once when what it
+    waits on changes: when `jobs.wake` (a report) makes it due, and when it changed between
+    the step's look and the job's return to the queue (the report found the job running,
+    and woke nothing: the worker looks again once the job is queued). The worker polls
+    only every 30 s here: the wakes come by NOTIFY."""
+    from tenantry.cli import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "FETCH_EVERY", 30.0)
+    over = threading.Event()
+    runs: list[float] = []
+
+    def wait(ctx: StepContext) -> None:
+        runs.append(time.monotonic())
+        assert ctx.may_give_back()
+        if not over.is_set():  # only the first run missed a change
+            jobs.give_back(ctx, ctx.waiting_since or utcnow(), again_in=60.0,
+                           changed=lambda: len(runs) == 1)
+
+    waits = JobKind(name="test.wait", steps=(("wait", wait),))
+    monkeypatch.setattr(composition, "job_kinds", lambda: {waits.name: waits})
+    monkeypatch.setattr(composition, "periodic", lambda: [])
+    with store_runtime("tn-wake-") as runtime:
+        with runtime.sessions() as session:
+            a = create_job(session, kind=waits, isv_id=None, platform_id="p1").id
+            session.commit()
+
+        def state() -> str:
+            with runtime.sessions() as session:
+                job = session.get(Job, a)
+                assert job is not None
+                return job.state
+
+        async def until(done: Callable[[], bool], within: float) -> bool:
+            deadline = time.monotonic() + within
+            while not done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return done()
+
+        async def run() -> tuple[bool, int, bool, float]:
+            worker = asyncio.create_task(run_worker(runtime, concurrency=2))
+            await asyncio.sleep(0.5)  # the worker's signal handlers are in place
+            try:
+                again = await until(lambda: len(runs) >= 2, 20)  # the look after requeue
+                await asyncio.sleep(1.0)
+                asleep = len(runs)  # the second run saw no change: it sleeps its minute
+                over.set()
+                woken_at = time.monotonic()
+
+                def wake() -> None:
+                    with runtime.sessions() as session:
+                        jobs.wake(session, ["p1", "p2"])
+                        session.commit()
+
+                await asyncio.to_thread(wake)
+                done = await until(lambda: state() == "succeeded", 20)
+                return again, asleep, done, runs[-1] - woken_at
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
+                await worker
+
+        try:
+            again, asleep, done, took = asyncio.run(run())
+        finally:
+            jobs.stopping.clear()
+    assert again and asleep == 2 and done, (again, asleep, done, runs)
+    assert runs[1] - runs[0] < 10 and took < 10, runs  # not at the 60 s timer, nor the poll

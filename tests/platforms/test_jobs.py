@@ -232,7 +232,9 @@ def test_a_steps_first_wait_gives_its_worker_slot_back(monkeypatch: pytest.Monke
     monkeypatch.setattr(jobs, "HOLD_FOR", 0.05)
     gave: list[tuple[dt.datetime, float]] = []
 
-    def give_back(ctx: StepContext, since: dt.datetime, again_in: float) -> None:
+    def give_back(ctx: StepContext, since: dt.datetime, again_in: float,
+                  changed: object = None) -> None:
+        assert callable(changed)  # the worker asks it once the job is back in the queue
         gave.append((since, again_in))
         raise Waiting(again_in)
 
@@ -243,9 +245,9 @@ def test_a_steps_first_wait_gives_its_worker_slot_back(monkeypatch: pytest.Monke
                         step_id=3)
     with pytest.raises(Waiting):
         jobs.wait_observed(first, "the database", jobs.db_ready, timeout=60)
-    assert plane.polls > 1 and gave[0][0] >= began and gave[0][1] == 0.5
-    # taken up again 30 s after its wait began: one look, then the slot goes back for a
-    # tenth of how long it has waited
+    assert plane.polls > 1 and gave[0][0] >= began and gave[0][1] == 1.0
+    # taken up again 30 s after its wait began: one look, then the slot goes back until a
+    # report wakes it, or for a quarter of how long it has waited
     since = utcnow() - dt.timedelta(seconds=30)
     plane = _Plane([report(database="starting")])
     again = StepContext(runtime=plane, job_id=12, platform_id="p1", params={},  # type: ignore[arg-type]
@@ -253,7 +255,7 @@ def test_a_steps_first_wait_gives_its_worker_slot_back(monkeypatch: pytest.Monke
     with pytest.raises(Waiting):
         jobs.wait_observed(again, "the database", jobs.db_ready, timeout=60)
     assert plane.polls == 1 and gave[1][0] == since
-    assert gave[1][1] == pytest.approx(3.0, abs=0.05)
+    assert gave[1][1] == pytest.approx(7.5, abs=0.05)
     # the same run's next wait keeps the slot: it times out instead
     with pytest.raises(StepFailed, match="timed out after 0 s"):
         jobs.wait_observed(again, "the database", jobs.db_ready, timeout=0.2)
@@ -484,3 +486,57 @@ def test_a_job_making_the_isvs_keys_and_a_support_grant_do_not_deadlock(store: A
         # made once: a second look gives the same keys
         assert [backing.isv_key(session, store.secrets, "i8"),
                 backing.isv_files_key(session, store.secrets, "i8")] == keys
+
+
+def test_a_report_wakes_the_job_that_waits_on_its_platform(store: Any) -> None:
+    """A job that gave its slot back is made due by its platform's report, by its host's
+    refusal of the desired state, and by its host going offline; another platform's job
+    stays asleep, and a job not waiting for a time is left as it is."""
+    from sqlalchemy import text
+
+    from tenantry.core.jobs import JobKind, create_job
+    from tenantry.platforms.hosts import mark_offline_hosts
+    from tenantry.platforms.models import Host
+
+    for n in ("5", "6"):
+        _lone_platform(store, n, with_host=True)
+    kind = JobKind(name="test.wait", steps=(("wait", lambda ctx: None),))
+    with store.sessions() as session:
+        five, six = (create_job(session, kind=kind, isv_id=None, platform_id=p).id
+                     for p in ("p5", "p6"))
+        session.commit()
+
+    def asleep() -> dict[int, bool]:
+        """Each job's queue row waits for a time, as after a give-back."""
+        with store.sessions() as session:
+            return {int(job): bool(later) for job, later in session.execute(text(
+                "SELECT (args ->> 'job_id'), scheduled_at > now() FROM procrastinate_jobs"
+                " WHERE args ->> 'job_id' IN (:a, :b)"), {"a": str(five), "b": str(six)})}
+
+    def sleep_both() -> None:
+        with store.sessions() as session:
+            session.execute(text("UPDATE procrastinate_jobs SET scheduled_at = now()"
+                                 " + interval '1 hour' WHERE lock IN ('platform:p5',"
+                                 " 'platform:p6')"))
+            session.commit()
+
+    sleep_both()
+    assert asleep() == {five: True, six: True}
+    _report(store, "h5", "p5", gen=0, database="starting")
+    assert asleep() == {five: False, six: True}
+
+    sleep_both()
+    with store.sessions() as session:  # a refusal is the host's: all its platforms' waits
+        host = session.get(Host, "h6")
+        from tenantry.platforms.contract import HostReport
+        from tenantry.platforms.hosts import record_report
+        record_report(session=session, host=host, report=HostReport(desired_error="bad"))
+    assert asleep() == {five: True, six: False}
+
+    sleep_both()
+    with store.sessions() as session:
+        session.execute(text("UPDATE hosts SET state = 'online', last_seen_at = now()"
+                             " - interval '1 hour' WHERE id = 'h5'"))
+        session.commit()
+        mark_offline_hosts(session=session)
+    assert asleep() == {five: False, six: True}

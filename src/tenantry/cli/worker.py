@@ -12,9 +12,11 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import procrastinate
+import procrastinate.manager
 
 from tenantry import app as composition
 from tenantry.core import jobs
@@ -26,9 +28,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 2.0
 STALLED_AFTER = 6.0
-# s between a free slot's looks for a job that became due: a new job wakes the worker at
-# once (procrastinate's NOTIFY), but a step taken up again after a wait does not
-FETCH_EVERY = 0.25
+# s between a free slot's looks for a job that became due: a new job, and a waiting one a
+# report woke (`jobs.wake`), wake the worker at once (NOTIFY); a wait's timer, the net,
+# and a paused job are taken up by this look
+FETCH_EVERY = 1.0
 WORKER_NAME = "tenantry-worker"  # procrastinate's, and its logger's: procrastinate.worker.<name>
 
 
@@ -37,8 +40,11 @@ def make_app(runtime: Runtime) -> procrastinate.App:
     kinds = composition.job_kinds()
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=database_url(runtime.settings)))
+    rechecks: dict[int, Callable[[], bool]] = {}
+    app.job_manager = _Requeuer(app.connector, runtime, rechecks)  # before the task is made
 
-    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False, retry=_TakeUpAgain())
+    @app.task(name=jobs.TASK, queue=jobs.QUEUE, pass_context=False,
+              retry=_TakeUpAgain(rechecks))
     def run_job(job_id: int) -> None:
         jobs.run_job(runtime, job_id, kinds)
 
@@ -48,7 +54,11 @@ def make_app(runtime: Runtime) -> procrastinate.App:
 class _TakeUpAgain(procrastinate.BaseRetryStrategy):
     """A job that paused because the worker stopped goes back to the queue at once (a
     worker that is stopping takes nothing new: the next one, or another, resumes it). One
-    that gave its slot back to wait goes back for the time it asked."""
+    that gave its slot back to wait goes back until woken, or for the time it asked; its
+    `changed` is kept for `_Requeuer`."""
+
+    def __init__(self, rechecks: dict[int, Callable[[], bool]]) -> None:
+        self.rechecks = rechecks
 
     def get_retry_decision(self, *, exception: BaseException,
                            job: procrastinate.jobs.Job) -> procrastinate.RetryDecision | None:
@@ -56,9 +66,41 @@ class _TakeUpAgain(procrastinate.BaseRetryStrategy):
         if isinstance(exception, jobs.Paused):
             return procrastinate.RetryDecision(retry_at=now)
         if isinstance(exception, jobs.Waiting):
+            if exception.changed is not None and job.id is not None:
+                self.rechecks[job.id] = exception.changed
             return procrastinate.RetryDecision(
                 retry_at=now + dt.timedelta(seconds=exception.again_in))
         return None
+
+
+class _Requeuer(procrastinate.manager.JobManager):
+    """procrastinate's, and once a waiting job is back in the queue, a last look whether
+    what it waits on changed since its step looked: a report that came in between found
+    the job still running, so its `jobs.wake` missed it. (The look waits for a report being
+    written, so a report is either seen here or finds the job back in the queue.)"""
+
+    def __init__(self, connector: procrastinate.BaseConnector, runtime: Runtime,
+                 rechecks: dict[int, Callable[[], bool]]) -> None:
+        super().__init__(connector)
+        self.runtime, self.rechecks = runtime, rechecks
+
+    async def retry_job(self, job: procrastinate.jobs.Job,
+                        retry_at: dt.datetime | None = None, priority: int | None = None,
+                        queue: str | None = None, lock: str | None = None) -> None:
+        await super().retry_job(job, retry_at=retry_at, priority=priority, queue=queue,
+                                lock=lock)
+        changed = self.rechecks.pop(job.id, None) if job.id is not None else None
+        if changed is not None:
+            await asyncio.to_thread(self._wake_if, job.id, changed)
+
+    def _wake_if(self, job_id: int | None, changed: Callable[[], bool]) -> None:
+        try:
+            if job_id is not None and changed():
+                with self.runtime.sessions() as session:
+                    jobs.wake_job(session, job_id)
+                    session.commit()
+        except Exception:  # the job's timer still takes it up again
+            log.exception("looking whether waiting job %s should be woken failed", job_id)
 
 
 def _quiet_pauses(record: logging.LogRecord) -> bool:

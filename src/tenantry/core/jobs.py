@@ -12,8 +12,9 @@ as long as the longest running job.
 
 A step that waits on another process (a host's report) gives its worker slot back when the
 wait lasts (`Waiting`): the job goes back to the queue, keeps its place before its
-platform's later jobs (procrastinate's lock), and its step runs again from its start a
-moment later, as after a pause. So a worker's slots run jobs that work, not jobs that wait.
+platform's later jobs (procrastinate's lock), and its step runs again from its start when
+what it waits on changes (`wake`, from the host's report), as after a pause, or after a
+timer as a net. So a worker's slots run jobs that work, not jobs that wait.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Delete, delete, func, select, text
@@ -49,12 +50,18 @@ class Paused(Exception):  # noqa: N818 (not an error: the job goes on at the nex
 
 class Waiting(Exception):  # noqa: N818 (not an error: the job goes on a moment later)
     """The step waits on another process and gives its worker slot back meanwhile: the job
-    goes back to the queue and its current step runs again, from its start, after
-    `again_in` seconds. Raised by `give_back`."""
+    goes back to the queue and its current step runs again, from its start, when `wake`
+    makes it due or after `again_in` seconds. Raised by `give_back`.
 
-    def __init__(self, again_in: float) -> None:
+    `changed`, when given, tells whether what the step waits on changed since it last
+    looked: the worker asks it once the job is back in the queue, and wakes the job if so
+    (a change that came between the look and then found the job still running, and woke
+    nothing)."""
+
+    def __init__(self, again_in: float, changed: Callable[[], bool] | None = None) -> None:
         super().__init__(f"waiting; the step runs again in {again_in:.1f} s")
         self.again_in = again_in
+        self.changed = changed
 
 
 def pause() -> None:
@@ -92,9 +99,11 @@ class StepContext:
         return first
 
 
-def give_back(ctx: StepContext, since: dt.datetime, again_in: float) -> None:
-    """Give the worker slot back for `again_in` seconds: keep when the wait began (`since`)
-    with the step, and raise `Waiting`. Only for a wait `ctx.may_give_back` allowed."""
+def give_back(ctx: StepContext, since: dt.datetime, again_in: float,
+              changed: Callable[[], bool] | None = None) -> None:
+    """Give the worker slot back until a `wake`, or `again_in` seconds: keep when the wait
+    began (`since`) with the step, and raise `Waiting`. Only for a wait
+    `ctx.may_give_back` allowed."""
     assert ctx.step_id is not None
     if ctx.waiting_since is None:
         with ctx.runtime.sessions() as session:
@@ -103,7 +112,36 @@ def give_back(ctx: StepContext, since: dt.datetime, again_in: float) -> None:
             step.waiting_since = since
             session.commit()
         ctx.waiting_since = since
-    raise Waiting(again_in)
+    raise Waiting(again_in, changed)
+
+
+# Make a job that gave its slot back due now, and tell the workers as procrastinate does
+# for a new job (its NOTIFY goes at the caller's commit). Only a job that waits for a time
+# is made due: one that is running, or already due, is left as it is.
+_NOTIFY_WOKEN = (" SELECT count(pg_notify('procrastinate_queue_v1#' || queue_name, payload))"
+                 " + count(pg_notify('procrastinate_any_queue_v1', payload))"
+                 " FROM (SELECT queue_name, json_build_object('type', 'job_inserted',"
+                 " 'job_id', id)::text AS payload FROM woken) AS w")
+_WAKE = text("WITH woken AS (UPDATE procrastinate_jobs SET scheduled_at = now()"
+             " WHERE status = 'todo' AND lock = ANY(:locks) AND scheduled_at > now()"
+             " RETURNING id, queue_name)" + _NOTIFY_WOKEN)
+_WAKE_JOB = text("WITH woken AS (UPDATE procrastinate_jobs SET scheduled_at = now()"
+                 " WHERE status = 'todo' AND id = :id AND scheduled_at > now()"
+                 " RETURNING id, queue_name)" + _NOTIFY_WOKEN)
+
+
+def wake(session: Session, platform_ids: Iterable[str]) -> None:
+    """What the jobs of these platforms may wait on changed (a host's report): a job that
+    gave its slot back is taken up again at once rather than after its `again_in`.
+    Inside the caller's transaction."""
+    locks = [f"platform:{p}" for p in platform_ids]
+    if locks:
+        session.execute(_WAKE, {"locks": locks})
+
+
+def wake_job(session: Session, job_id: int) -> None:
+    """`wake` for one procrastinate job, by its id."""
+    session.execute(_WAKE_JOB, {"id": job_id})
 
 
 Step = Callable[[StepContext], None]

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from tenantry.access.principal import Principal
+from tenantry.core import jobs
 from tenantry.core.crypto import SecretBox, new_token, token_hash
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
@@ -260,13 +261,18 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     # An idle host's heartbeat carries no platform (only what changed or is unwell): it
     # costs one row's update, however many platforms the host holds.
     # (Each platform's report replaces the one stored, which is therefore not read.)
+    reported: list[str] = []
     for p in session.scalars(select(Platform).where(Platform.host_id == host.id,
                                                     Platform.id.in_(list(report.platforms)))
                              .options(defer(Platform.observed))
                              .order_by(Platform.id)) if report.platforms else ():
         p.observed = report.platforms[p.id]
         _judge_health(session, p, report.platforms[p.id], report.ingress_error)
+        reported.append(p.id)
     session.flush()
+    # a job waiting on what changed goes on now, not at its timer; a refusal ends the
+    # waits of all the host's platforms
+    jobs.wake(session, _platform_ids(session, host.id) if report.desired_error else reported)
     doc = report.model_dump_json(exclude={"platforms", "process_exits"})  # the host's part
     if "\\u0000" in doc:  # jsonb holds no NUL; such a document is written whole
         was_state, was_low = _write_host_part(session, host, report)
@@ -399,7 +405,12 @@ def mark_offline_hosts(*, session: Session) -> None:
         host.state = "offline"
         emit(session, "HOST_OFFLINE", f"host {host.name} has not reported for "
              f"{int(OFFLINE_AFTER.total_seconds())} s", host_id=host.id)
+        jobs.wake(session, _platform_ids(session, host.id))  # to count how long it is lost
     session.commit()
+
+
+def _platform_ids(session: Session, host_id: str) -> list[str]:
+    return list(session.scalars(select(Platform.id).where(Platform.host_id == host_id)))
 
 
 def count_platforms_on(session: Session, host_id: str) -> int:

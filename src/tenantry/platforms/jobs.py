@@ -72,15 +72,19 @@ def load_platform(session: Session, ctx: StepContext) -> Platform:
 _LOOK = text(
     "SELECT p.updated_at, h.name, h.state, h.last_seen_at, h.observed ->> 'desired_error'"
     " FROM platforms AS p LEFT JOIN hosts AS h ON h.id = p.host_id WHERE p.id = :id")
+# The same, once the job is back in the queue (`jobs.Waiting.changed`): it waits for a
+# report that is writing the platform's row to commit, so that a report is either seen
+# here or finds the job in the queue and wakes it.
+_LOOK_AFTER = text(_LOOK.text + " FOR SHARE OF p")
 
 
 def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
     """Poll the observed state until `check(observed, desired)` holds for the current gen.
 
     The first wait of a step gives its worker slot back after HOLD_FOR seconds (a step's
-    later waits keep it: see `StepContext.waited`). Taken up again, every `_again_in`
-    seconds, it looks once and gives the slot back again if it is not over: a wait of
-    seconds holds its slot for a look each time, not for most of the wait. Its timeout
+    later waits keep it: see `StepContext.waited`). Taken up again, when a report wakes it
+    or after `_again_in` seconds, it looks once and gives the slot back again if it is not
+    over: a wait holds its slot for a look each time, not for most of the wait. Its timeout
     counts from when it first began. A wait on a host that is offline keeps its slot, to
     tell when the host is lost."""
     may_give_back = ctx.may_give_back()
@@ -100,6 +104,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
             if look is None:
                 raise StepFailed("the platform no longer exists")
             changed_at, host_name, host_state, host_seen_at, refused = look
+            seen = (changed_at, host_state, refused)
             if changed_at != read_at:
                 platform = session.get(Platform, ctx.platform_id)
                 if platform is None:
@@ -130,15 +135,27 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
             raise StepFailed(f"timed out after {int(timeout)} s waiting for {what}{hint}")
         if may_give_back and offline_since is None and \
                 time.monotonic() - held_from >= hold:
-            jobs.give_back(ctx, since, _again_in(time.monotonic() - started))
+            jobs.give_back(ctx, since, _again_in(time.monotonic() - started),
+                           changed=_changed_since(ctx, seen))
         jobs.sleep(POLL if time.monotonic() - started < FAST_FOR else SLOW_POLL)
 
 
 def _again_in(waited: float) -> float:
-    """How long a wait that gave its slot back stays out of the worker: a tenth of how long
-    it has waited, between 0.5 and 5 s (a backup that takes an hour is seen done 5 s late
-    at most, and costs a step's run every 5 s)."""
-    return min(max(0.5, waited / 10), 5.0)
+    """How long a wait that gave its slot back stays out of the worker unless a report
+    wakes it (`jobs.wake`, for anything a report changes, a host's refusal, or its going
+    offline): a quarter of how long it has waited, between 1 and 30 s. A net, for what no
+    report tells: the wait's timeout is seen up to 30 s late."""
+    return min(max(1.0, waited / 4), 30.0)
+
+
+def _changed_since(ctx: StepContext, seen: tuple[object, ...]) -> Callable[[], bool]:
+    """Whether the platform's row or its host changed since the wait saw `seen`."""
+    def changed() -> bool:
+        with ctx.runtime.sessions() as session:
+            look = session.execute(_LOOK_AFTER, {"id": ctx.platform_id}).one_or_none()
+            session.commit()
+        return look is None or (look[0], look[2], look[4]) != seen
+    return changed
 
 
 def _move_ports(ctx: StepContext, taken: list[int]) -> None:
