@@ -95,26 +95,31 @@ def test_render_config_is_deterministic_and_route_hides_key() -> None:
     assert key not in repr(a) and "PRIVATE" not in repr(a)
 
 
+def _serve(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A plain HTTP server of `directory` on `port`, once it listens (it may take a while
+    to start on a busy machine)."""
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1", "--directory", str(directory)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def upstream(short_tmp: Path, free_port: Callable[[], int]) -> Iterator[int]:
     site = short_tmp / "site"
     site.mkdir()
     (site / "index.html").write_text("hello from upstream\n")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(site)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30  # the server may take a while to start on a busy machine
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    proc = _serve(port, site)
     try:
         yield port
     finally:
@@ -169,23 +174,6 @@ def test_caddy_routes_by_host_with_our_certificate(
     caddy.close()
 
 
-def _serve(port: int) -> subprocess.Popen[bytes]:
-    """A plain HTTP server on `port`, answering once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1", "--directory", "/"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
 def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_is_skipped(
@@ -220,7 +208,7 @@ def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_i
                               extensions={"sni_hostname": host}).status_code
 
         assert get(HOST) == 502  # down: said at once
-        server = _serve(restarting)
+        server = _serve(restarting, short_tmp)
         try:
             assert get(HOST) == 200  # back: served at once, not 503 for the next 2 s
         finally:
