@@ -127,32 +127,41 @@ def upstream(short_tmp: Path, free_port: Callable[[], int]) -> Iterator[int]:
         proc.wait()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
-def test_caddy_routes_by_host_with_our_certificate(
-    supervisor: SupervisordManager,
-    short_tmp: Path,
-    free_port: Callable[[], int],
-    upstream: int,
-    wait_for: Callable[..., None],
-) -> None:
-    ca_pem, cert, key = make_ca_and_leaf(HOST)
+@pytest.fixture
+def caddy(supervisor: SupervisordManager, short_tmp: Path,
+          wait_for: Callable[..., None]) -> Iterator[tuple[str, ingress.CaddyAdmin]]:
+    """Caddy run by supervisord under `short_tmp/caddy`, its admin API up: (the admin
+    address, a client of it)."""
     root = short_tmp / "caddy"
     admin = f"unix/{root}/admin.sock"
     spec = ingress.program_spec(name="caddy", root=root, admin=admin, log_file=None)
     assert spec.environment["HOME"].startswith(str(root))
     supervisor.put(spec)
-    caddy = ingress.CaddyAdmin(admin)
-    wait_for(caddy.is_up, timeout=20, what="caddy admin API")
+    client = ingress.CaddyAdmin(admin)
+    wait_for(client.is_up, timeout=20, what="caddy admin API")
+    try:
+        yield admin, client
+    finally:
+        client.close()
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
+def test_caddy_routes_by_host_with_our_certificate(
+    caddy: tuple[str, ingress.CaddyAdmin], short_tmp: Path, free_port: Callable[[], int],
+    upstream: int,
+) -> None:
+    ca_pem, cert, key = make_ca_and_leaf(HOST)
+    admin, admin_api = caddy
     port = free_port()
     route = ingress.Route(hostname=HOST, upstreams=(f"127.0.0.1:{upstream}",),
                           cert_pem=cert, key_pem=key)  # fmt: skip
     config = ingress.render_config(
-        listen=f"127.0.0.1:{port}", admin=admin, routes=[route], log_file=str(root / "caddy.log")
+        listen=f"127.0.0.1:{port}", admin=admin, routes=[route],
+        log_file=str(short_tmp / "caddy" / "caddy.log"),
     )
-    caddy.load(config)
-    assert caddy.current() == config
+    admin_api.load(config)
+    assert admin_api.current() == config
 
     ctx = ssl.create_default_context(cadata=ca_pem)
     with httpx.Client(verify=ctx, timeout=10) as client:
@@ -170,32 +179,24 @@ def test_caddy_routes_by_host_with_our_certificate(
 
     bad = dict(config, apps={"http": {"servers": {"x": {"listen": ["not an address"]}}}})
     with pytest.raises(Exception, match="Caddy rejected"):
-        caddy.load(bad)
-    caddy.close()
+        admin_api.load(bad)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
 def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_is_skipped(
-    supervisor: SupervisordManager,
-    short_tmp: Path,
-    free_port: Callable[[], int],
+    caddy: tuple[str, ingress.CaddyAdmin], short_tmp: Path, free_port: Callable[[], int],
     upstream: int,
-    wait_for: Callable[..., None],
 ) -> None:
     """A request that failed while a slot's only process was down (the prober's, say) must
     not make the next ones fail once it is back: Caddy's passive health check left it out
     for 2 s, and a rolled-back upgrade answered 503 right after its job said it served.
     With two processes, a request to the dead one goes to the other."""
     ca_pem, cert, key = make_ca_and_leaf(HOST)
-    root = short_tmp / "caddy"
-    admin = f"unix/{root}/admin.sock"
-    supervisor.put(ingress.program_spec(name="caddy", root=root, admin=admin, log_file=None))
-    caddy = ingress.CaddyAdmin(admin)
-    wait_for(caddy.is_up, timeout=20, what="caddy admin API")
+    admin, admin_api = caddy
     port, restarting, dead = free_port(), free_port(), free_port()
     two = "two.isv.localhost"
-    caddy.load(ingress.render_config(listen=f"127.0.0.1:{port}", admin=admin, routes=[
+    admin_api.load(ingress.render_config(listen=f"127.0.0.1:{port}", admin=admin, routes=[
         ingress.Route(hostname=HOST, upstreams=(f"127.0.0.1:{restarting}",), cert_pem=cert,
                       key_pem=key),
         ingress.Route(hostname=two, upstreams=(f"127.0.0.1:{dead}", f"127.0.0.1:{upstream}"),
@@ -215,4 +216,3 @@ def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_i
             server.kill()
             server.wait()
         assert [get(two) for _ in range(6)] == [200] * 6
-    caddy.close()
