@@ -90,12 +90,12 @@ class _Requeuer(procrastinate.manager.JobManager):
         await super().retry_job(job, retry_at=retry_at, priority=priority, queue=queue,
                                 lock=lock)
         changed = self.rechecks.pop(job.id, None) if job.id is not None else None
-        if changed is not None:
+        if job.id is not None and changed is not None:
             await asyncio.to_thread(self._wake_if, job.id, changed)
 
-    def _wake_if(self, job_id: int | None, changed: Callable[[], bool]) -> None:
+    def _wake_if(self, job_id: int, changed: Callable[[], bool]) -> None:
         try:
-            if job_id is not None and changed():
+            if changed():
                 with self.runtime.sessions() as session:
                     jobs.wake_job(session, job_id)
                     session.commit()

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Delete, delete, func, select, text
+from sqlalchemy import Delete, TextClause, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from tenantry.core.db import utcnow
@@ -118,23 +118,30 @@ def give_back(ctx: StepContext, since: dt.datetime, again_in: float,
 # Make a job that gave its slot back due now, and tell the workers as procrastinate does
 # for a new job (its NOTIFY goes at the caller's commit). Only a job that waits for a time
 # is made due: one that is running, or already due, is left as it is.
-_NOTIFY_WOKEN = (" SELECT count(pg_notify('procrastinate_queue_v1#' || queue_name, payload))"
-                 " + count(pg_notify('procrastinate_any_queue_v1', payload))"
-                 " FROM (SELECT queue_name, json_build_object('type', 'job_inserted',"
-                 " 'job_id', id)::text AS payload FROM woken) AS w")
-_WAKE = text("WITH woken AS (UPDATE procrastinate_jobs SET scheduled_at = now()"
-             " WHERE status = 'todo' AND lock = ANY(:locks) AND scheduled_at > now()"
-             " RETURNING id, queue_name)" + _NOTIFY_WOKEN)
-_WAKE_JOB = text("WITH woken AS (UPDATE procrastinate_jobs SET scheduled_at = now()"
-                 " WHERE status = 'todo' AND id = :id AND scheduled_at > now()"
-                 " RETURNING id, queue_name)" + _NOTIFY_WOKEN)
+def _waking(which: str) -> TextClause:
+    return text("WITH woken AS (UPDATE procrastinate_jobs SET scheduled_at = now()"
+                f" WHERE status = 'todo' AND {which} AND scheduled_at > now()"
+                " RETURNING id, queue_name)"
+                " SELECT count(pg_notify('procrastinate_queue_v1#' || queue_name, payload))"
+                " + count(pg_notify('procrastinate_any_queue_v1', payload))"
+                " FROM (SELECT queue_name, json_build_object('type', 'job_inserted',"
+                " 'job_id', id)::text AS payload FROM woken) AS w")
+
+
+_WAKE = _waking("lock = ANY(:locks)")
+_WAKE_JOB = _waking("id = :id")
+
+
+def _lock(platform_id: str) -> str:
+    """procrastinate's lock of a platform's jobs: one runs at a time, in order."""
+    return f"platform:{platform_id}"
 
 
 def wake(session: Session, platform_ids: Iterable[str]) -> None:
     """What the jobs of these platforms may wait on changed (a host's report): a job that
     gave its slot back is taken up again at once rather than after its `again_in`.
     Inside the caller's transaction."""
-    locks = [f"platform:{p}" for p in platform_ids]
+    locks = [_lock(p) for p in platform_ids]
     if locks:
         session.execute(_WAKE, {"locks": locks})
 
@@ -182,7 +189,7 @@ def create_job(session: Session, *, kind: JobKind, isv_id: str | None, platform_
     job.steps = [JobStep(position=i, name=name) for i, (name, _) in enumerate(kind.steps)]
     session.add(job)
     session.flush()
-    lock = f"platform:{platform_id}" if platform_id else None
+    lock = _lock(platform_id) if platform_id else None
     session.execute(
         text("SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, NULL, "
              "CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1])"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 from sqlalchemy import text
@@ -80,6 +80,13 @@ _LOOK = text(
 _LOOK_AFTER = text(_LOOK.text + " FOR SHARE OF p")
 
 
+def _seen(look: Sequence[object]) -> tuple[object, ...]:
+    """What of a look tells that the wait may be over: the platform's row changed, its
+    host's state, the host's refusal (not its last heartbeat, which changes every time)."""
+    changed_at, _, host_state, _, refused = look
+    return changed_at, host_state, refused
+
+
 def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WAIT_TIMEOUT) -> None:
     """Poll the observed state until `check(observed, desired)` holds for the current gen.
 
@@ -106,7 +113,7 @@ def wait_observed(ctx: StepContext, what: str, check: Check, timeout: float = WA
             if look is None:
                 raise StepFailed("the platform no longer exists")
             changed_at, host_name, host_state, host_seen_at, refused = look
-            seen = (changed_at, host_state, refused)
+            seen = _seen(look)
             if changed_at != read_at:
                 platform = session.get(Platform, ctx.platform_id)
                 if platform is None:
@@ -156,7 +163,7 @@ def _changed_since(ctx: StepContext, seen: tuple[object, ...]) -> Callable[[], b
         with ctx.runtime.sessions() as session:
             look = session.execute(_LOOK_AFTER, {"id": ctx.platform_id}).one_or_none()
             session.commit()
-        return look is None or (look[0], look[2], look[4]) != seen
+        return look is None or _seen(look) != seen
     return changed
 
 
