@@ -94,7 +94,7 @@ class Proc:
     ppid: int
     uid: int
     argv: tuple[str, ...]
-    ticks: int  # utime + stime + cutime + cstime
+    cpu: float  # seconds: its own run time (to the ns) + its reaped children's (in ticks)
     start: int  # clock ticks after boot
 
 
@@ -115,6 +115,18 @@ class Snapshot:
         return out
 
 
+def _own_cpu(pid: str, stat: list[str]) -> float:
+    """Seconds the process's live threads have run. schedstat counts every ns (per thread, so
+    summed over its tasks); utime + stime count the clock ticks it happened to be running at,
+    so a program that runs 3 ms per scrape can show 0 over 20 s. Falls back to the ticks where
+    schedstat is not there."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+                   for t in os.listdir(f"/proc/{pid}/task")) / 1e9
+    except (OSError, IndexError, ValueError):
+        return (int(stat[11]) + int(stat[12])) / CLK
+
+
 def scan() -> Snapshot:
     uptime = int(float(Path("/proc/uptime").read_text().split()[0]) * CLK)
     procs: dict[int, Proc] = {}
@@ -130,7 +142,7 @@ def scan() -> Snapshot:
             continue
         f = stat.rsplit(")", 1)[1].split()  # f[0] is field 3 (state)
         p = Proc(int(name), int(f[1]), uid, tuple(a.decode(errors="replace") for a in argv if a),
-                 sum(int(x) for x in f[11:15]), int(f[19]))
+                 _own_cpu(name, f) + (int(f[13]) + int(f[14])) / CLK, int(f[19]))
         procs[p.pid] = p
         kids[p.ppid].append(p.pid)
     return Snapshot(time.monotonic(), uptime, procs, kids)
@@ -222,7 +234,7 @@ class Window:
     label: str
     platforms: int
     seconds: float = 0.0
-    ticks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # seconds
     pids: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     mem: dict[str, list[Mem]] = field(default_factory=lambda: defaultdict(list))
     restarts: list[str] = field(default_factory=list)
@@ -232,7 +244,7 @@ class Window:
 
     def core_pct(self, *groups: str) -> float:
         """CPU as % of one core, averaged over the window."""
-        return 100 * sum(self.ticks.get(g, 0) for g in groups) / CLK / self.seconds
+        return 100 * sum(self.cpu.get(g, 0.0) for g in groups) / self.seconds
 
     def last_mem(self, *groups: str) -> Mem:
         total = Mem()
@@ -245,8 +257,8 @@ class Window:
         return max((m.pss for m in self.mem.get(group, [])), default=0)
 
 
-def _sums(snap: Snapshot, classes: Classified) -> dict[str, dict[int, int]]:
-    return {g: {r: sum(snap.procs[p].ticks for p in snap.tree(r)) for r in rs}
+def _sums(snap: Snapshot, classes: Classified) -> dict[str, dict[int, float]]:
+    return {g: {r: sum(snap.procs[p].cpu for p in snap.tree(r)) for r in rs}
             for g, rs in classes.roots.items()}
 
 
@@ -270,9 +282,9 @@ def measure(where: Where, window: Window, seconds: float, every: float = 5.0) ->
             before = prev_sums.get(group, {})
             for root, total in now.items():
                 if root in before:
-                    window.ticks[group] += max(0, total - before[root])
+                    window.cpu[group] += max(0.0, total - before[root])
                 elif snap.procs[root].start >= prev.uptime:  # started in this interval
-                    window.ticks[group] += total
+                    window.cpu[group] += total
                     if group in STACK + SHARED:
                         window.restarts.append(f"{group} started anew as pid {root}")
             window.pids[group].update(now)
@@ -510,7 +522,7 @@ def results(main: Phase, quiet: Window | None, base: Phase | None) -> dict[str, 
     out: dict[str, Any] = {
         "platforms": w.platforms, "seconds": round(w.seconds, 1), "cores": CORES,
         "programs": {g: {"pids": sorted(w.pids.get(g, ())),
-                         "cpu_seconds": w.ticks.get(g, 0) / CLK,
+                         "cpu_seconds": w.cpu.get(g, 0.0),
                          "cpu_pct_core": w.core_pct(g),
                          "pss_mib": w.last_mem(g).pss / 1024}
                      for g in STACK + SHARED + INDUCED},
@@ -549,7 +561,7 @@ def report(args: argparse.Namespace, main: Phase, quiet: Window | None, base: Ph
     def cpu_row(label: str, *groups: str) -> list[str]:
         pids = sorted(p for g in groups for p in w.pids.get(g, ()))
         row = [label, (", ".join(map(str, pids)) if len(pids) <= 5 else f"{len(pids)} processes")
-               or "—", f"{sum(w.ticks.get(g, 0) for g in groups) / CLK:.2f}",
+               or "—", f"{sum(w.cpu.get(g, 0.0) for g in groups):.2f}",
                f"{w.core_pct(*groups):.2f}", f"{w.core_pct(*groups) / CORES_TARGET:.2f}"]
         if b is not None:
             row += [f"{b.core_pct(*groups):.2f}",
