@@ -151,11 +151,12 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 # ---------------------------------------------------------------- control plane
 
-def start_plane(root: Path, timeout: float = 120) -> ControlPlaneProcess:
+def start_plane(root: Path, timeout: float = 120,
+                env: dict[str, str] | None = None) -> ControlPlaneProcess:
     # The platform ports come from a block no other control plane on the machine uses
     # (tests.conftest.port_block), so parallel runs never collide.
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
-                             ingress_port=free_port())
+                             ingress_port=free_port(), extra_env=dict(env or {}))
     cp.start(timeout=timeout)
     return cp
 

@@ -13,17 +13,23 @@ plane's postmaster, the API process, the worker; an app's port stolen (the app k
 its port bound at once by another program, so that its restart cannot bind it); the data
 disk filled by another program to half the agent's reserve (healed: the reserve released,
 the host shown LOW, both platforms serving; the control plane then runs on a 4 GiB ext4 of
-the bench's own, loop-mounted); `up` alone
-(its children die with it; supervisord, the platforms and the store go on) and the whole
-`up` tree (`up`, its children, supervisord and everything under it, the store): for those
-two the bench starts `up` again, as systemd or an operator would, and the time includes
-that.
+the bench's own, loop-mounted); `up` alone (its children die with it; supervisord, the
+platforms and the store go on) and the whole `up` tree (`up`, its children, supervisord and
+everything under it, the store): for those two `up` is started again by the bench's
+systemd (below), and the time includes that.
 
 With `--signal stop` the part is frozen (SIGSTOP: it runs, and answers nothing) instead,
 and healed means the same: tenantry noticed, killed it and started a new one, and both
-platforms serve. `up` and the whole tree are not frozen (nothing of tenantry could notice a
-frozen `up`; systemd's watchdog is the part for that). The platforms run a bodyshop release
-with `[health] restart_after = 3`, so that a hung app is tenantry's to restart.
+platforms serve. The platforms run a bodyshop release with `[health] restart_after = 3`, so
+that a hung app is tenantry's to restart.
+
+Throughout, the bench plays systemd for `up` with the shipped unit
+(deploy/systemd/tenantry.service, through tests.service_manager): `up` gets a notify socket
+and a watchdog of the unit's WatchdogSec; whenever `up` exits it is started again at once
+(Restart=always), and when its watchdog pings stop (a frozen `up`, or the whole frozen tree)
+it is ended as systemd ends it (SIGABRT and SIGCONT, SIGKILL after TimeoutAbortSec) and
+started again. A watchdog kill outside the `up` faults is counted and reported: a false one
+takes a healthy host's control plane down for seconds.
 
 Targets: every fault healed within 10 s at p95 (the control plane's database within 20 s),
 no acknowledged write lost, no 500 from the API.
@@ -68,6 +74,7 @@ from _common import (  # noqa: E402
     wait_job,
 )
 from tests.conftest import ControlPlaneProcess, alive, children_of  # noqa: E402
+from tests.service_manager import NotifyManager, unit_seconds  # noqa: E402
 
 from tenantry.core import leftovers  # noqa: E402
 
@@ -152,12 +159,16 @@ class Plane:
     def store(self) -> int | None:
         return _pidfile(self.cp.data_dir / "controlplane" / "pgdata" / "postmaster.pid")
 
-    def api_ok(self) -> bool:
+    def api_ok(self, host_online: bool = False) -> bool:
+        """The API answers (and, if asked, shows a host online, as a new `up` does once its
+        agent reported)."""
         try:
             with self.cp.api() as api:
-                return api.get("/hosts", timeout=2).status_code == 200
-        except httpx.HTTPError:
+                r = api.get("/hosts", timeout=2)
+        except (httpx.HTTPError, FileNotFoundError):
             return False
+        return r.status_code == 200 and (not host_online or any(
+            h["state"] == "online" for h in r.json()))
 
     def serving(self) -> bool:
         for host in self.hosts.values():
@@ -240,6 +251,34 @@ class Poller:
             self.stop.wait(0.2)
 
 
+@dataclass
+class Systemd:
+    """The service manager of `up` (see the module's docstring): restarts it whenever it
+    exited, and ends it when its watchdog expired; counts the watchdog kills."""
+
+    cp: ControlPlaneProcess
+    manager: NotifyManager
+    watchdog_kills: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        restart_after = unit_seconds("RestartSec")
+        while not self.stop.wait(0.05):
+            process = self.cp.process
+            if process is None:
+                continue
+            if process.poll() is None and self.manager.expired():
+                self.watchdog_kills += 1
+                print(f"systemd: the watchdog of up (pid {process.pid}) expired; ending it",
+                      flush=True)
+                self.manager.expire(process)
+            if process.poll() is not None and not self.stop.is_set():
+                time.sleep(restart_after)
+                self.manager.restarted()
+                with contextlib.suppress(RuntimeError):  # not up in time: the trial says so
+                    self.cp.start(timeout=120)
+
+
 # ---------------------------------------------------------------- faults
 
 
@@ -247,7 +286,6 @@ class Poller:
 class Fault:
     name: str
     find: Callable[[Plane], int | None]  # the process to kill, found anew after the fault
-    restart_up: bool = False
     limit: float = 10.0
     freezable: bool = True
     how: str | None = None  # what is done, when it is not just the signal
@@ -345,14 +383,17 @@ def _disk_trial(plane: Plane, timeout: float = 120) -> float:
     return took
 
 
-def _kill_tree(plane: Plane) -> None:
-    """`up`, its children, supervisord and everything of the data dir, at once."""
+def _tree(plane: Plane) -> list[int]:
+    """`up`, its children, supervisord and everything of the data dir."""
     up = plane.up_pid()
-    if up is not None:
-        os.kill(up, signal.SIGKILL)
-    for x in leftovers.find(plane.cp.data_dir):
+    return ([up, *children_of(up)] if up is not None else []) + \
+        [x.pid for x in leftovers.find(plane.cp.data_dir)]
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(x.pid, signal.SIGKILL)
+            os.kill(pid, sig)
 
 
 FAULTS = (
@@ -366,8 +407,8 @@ FAULTS = (
     Fault("worker", lambda p: p.child(b"serve-worker")),
     Fault("port", Plane.app, freezable=False, how="SIGKILL, port bound"),
     Fault("disk", lambda p: 0, freezable=False, how="filled"),
-    Fault("up", Plane.up_pid, restart_up=True, freezable=False),
-    Fault("up-tree", Plane.up_pid, restart_up=True, freezable=False),
+    Fault("up", Plane.up_pid),
+    Fault("up-tree", Plane.up_pid),
 )
 
 
@@ -381,33 +422,32 @@ def trial(plane: Plane, fault: Fault, freeze: bool = False, timeout: float = 120
         raise RuntimeError(f"{fault.name}: no process to kill")
     t0 = time.monotonic()
     thief: socket.socket | None = None
+    frozen: list[int] = []
     try:
         if freeze:
-            os.kill(old, signal.SIGSTOP)
+            frozen = _tree(plane) if fault.name == "up-tree" else [old]
+            _signal_all(frozen, signal.SIGSTOP)
         elif fault.name == "port":
             thief = _steal_port(old)
         elif fault.name == "up-tree":
-            _kill_tree(plane)
+            _signal_all(_tree(plane), signal.SIGKILL)
         else:
             os.kill(old, signal.SIGKILL)
-        if fault.restart_up:
-            assert plane.cp.process is not None
-            plane.cp.process.wait(30)
-            plane.cp.start(timeout=timeout)
+        # `up` itself is started again by the bench's systemd (Systemd.run)
         deadline = t0 + timeout
         while time.monotonic() < deadline:
             new = fault.find(plane)
             if new is not None and new != old and plane.serving() and \
-                    (fault.name not in ("store", "api") or plane.api_ok()):
+                    (fault.name not in ("store", "api", "up", "up-tree") or
+                     plane.api_ok(host_online=fault.name.startswith("up"))):
                 return time.monotonic() - t0
             time.sleep(0.1)
         raise RuntimeError(f"{fault.name}: not healed within {timeout:.0f} s")
     finally:
         if thief is not None:  # healed around it; the port may go back to the pool
             thief.close()
-        if freeze:  # not healed: let it go on, so that the plane stops cleanly
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(old, signal.SIGCONT)
+        # not healed: let it go on, so that the plane stops cleanly (a killed one is gone)
+        _signal_all(frozen, signal.SIGCONT)
 
 
 def main() -> int:
@@ -431,7 +471,7 @@ def main() -> int:
     plan = [(sig, f) for sig in signals for f in FAULTS
             if f.name in names and (sig == "kill" or f.freezable)]
     if not plan:
-        ap.error("nothing to do: `up` and `up-tree` are not frozen (--signal stop)")
+        ap.error("nothing to do: `port` and `disk` are not frozen (--signal stop)")
     # SIGTERM ends the run like Ctrl-C: the plane is stopped and its directory removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     others = other_tenantry_ups()
@@ -442,7 +482,11 @@ def main() -> int:
     mounts = contextlib.ExitStack()  # the disk fault's own filesystem, unmounted at the end
     home = mounts.enter_context(own_disk(root)) if any(f.name == "disk" for _, f in plan) \
         else root
-    cp = start_plane(home)
+    manager = NotifyManager(root / "notify.sock")
+    cp = start_plane(home, env=manager.env)
+    systemd = Systemd(cp, manager)
+    threading.Thread(target=systemd.run, name="systemd", daemon=True).start()
+    kills: dict[tuple[str, str], int] = {}
     writers: list[Writer] = []
     poller: Poller | None = None
     results: dict[tuple[str, str], list[float]] = {}
@@ -465,6 +509,7 @@ def main() -> int:
             key = (sig, fault.name)
             poller = Poller(plane)
             threading.Thread(target=poller.run, daemon=True).start()
+            kills_before = systemd.watchdog_kills
             for i in range(args.runs):
                 took = trial(plane, fault, sig == "stop")
                 time.sleep(2)  # the writers go on a moment on the healed system
@@ -476,8 +521,10 @@ def main() -> int:
                 time.sleep(3)  # settle before the next fault
             poller.stop.set()
             codes[key] = dict(poller.codes)
+            kills[key] = systemd.watchdog_kills - kills_before
         for w in writers:
             w.stop.set()
+        systemd.stop.set()
         cp.stop()  # a clean stop: nothing of the data dir may run after it
         found = leftovers.find(cp.data_dir)
         if found:  # some may be on their way out still
@@ -489,8 +536,10 @@ def main() -> int:
             w.stop.set()
         if poller is not None:
             poller.stop.set()
+        systemd.stop.set()
         cp.stop()
         cp.cleanup()
+        manager.close()
         mounts.close()
         if args.keep:
             print(f"kept: {root}")
@@ -507,17 +556,22 @@ def main() -> int:
                      f"{s['max']:.2f}", f"{fault.limit:g}",
                      "yes" if s["p95"] <= fault.limit else "NO", lost.get(key, 0),
                      answers.get(500, 0),
-                     ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(answers.items()))])
+                     ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(answers.items())),
+                     kills.get(key, 0)])
     acked = sum(len(w.acked) for w in writers)
     body = ("Each part killed (SIGKILL) or frozen (SIGSTOP), one at a time. Two bodyshop "
             f"platforms of ISV {ISV} on one host; {acked} repair jobs acknowledged in all by "
             "the writers (one per platform, every 100 ms). Healed = the part back as a new "
-            "process and both platforms answering HTTPS 200 through the ingress (for `up` and "
-            "`up-tree`, `up` is started again by the bench at once, as systemd would). API "
+            "process and both platforms answering HTTPS 200 through the ingress (for the "
+            "store, the API and `up`, the API answering too). `up` runs under "
+            "the bench's stand-in for systemd with the shipped unit (deploy/systemd/"
+            f"tenantry.service: WatchdogSec={manager.watchdog_sec:g}, Restart=always, "
+            "KillMode=process), which starts it again when it exits and ends it when its "
+            "watchdog expires; `watchdog kills` counts those ends during the fault's runs. API "
             "answers: GET /api/v1/hosts every 0.2 s during the fault's runs. After the clean "
             f"stop, {len(left)} process(es) of the data dir still ran.\n\n" + md_table(
                 ["fault", "done", "runs", "p50 s", "p95 s", "max s", "target s", "met",
-                 "acked writes lost", "API 500s", "API answers"], rows))
+                 "acked writes lost", "API 500s", "API answers", "watchdog kills"], rows))
     print()
     print(body)
     for line in left:
@@ -528,7 +582,8 @@ def main() -> int:
             "faults": [{"fault": f.name, "signal": sig, "seconds": results[(sig, f.name)],
                         "limit": f.limit, "lost": lost.get((sig, f.name), 0),
                         "api_answers": {str(k): v for k, v in codes.get((sig, f.name),
-                                                                        {}).items()}}
+                                                                        {}).items()},
+                        "watchdog_kills": kills.get((sig, f.name), 0)}
                        for sig, f in plan]}, indent=1))
     if args.report:
         append_report("Fault injection (bench/chaos.py)", machine_facts(), body)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,34 @@ def test_a_sweep_finds_what_a_stopped_process_started_on_its_way_out(tmp_path: P
         for pid in [p for r in rounds for p in r]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
+
+
+def test_a_frozen_leftover_is_killed_at_once_and_a_running_one_stopped_gently(
+        tmp_path: Path) -> None:
+    """What a frozen `up` tree leaves is stopped by SIGSTOP: it would act on SIGTERM only once
+    it runs again, so the sweep kills it at once rather than wait out the grace."""
+    scope = tmp_path / "data"
+    mark = {**os.environ, "RESTIC_PASSWORD_FILE": str(scope / "restic.pass")}
+    program = "import time; print('ready', flush=True); time.sleep(120)"
+    frozen, running = (subprocess.Popen([sys.executable, "-c", program], env=mark,
+                                        stdout=subprocess.PIPE, text=True) for _ in range(2))
+    try:
+        for p in (frozen, running):
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        os.kill(frozen.pid, 19)  # SIGSTOP
+        wait_until(lambda: leftovers.stopped(frozen.pid), 10, "the first one stopped")
+        assert not leftovers.stopped(running.pid)
+        found = leftovers.find(scope)
+        assert {x.pid for x in found} == {frozen.pid, running.pid}
+        t0 = time.monotonic()
+        lines = leftovers.stop(found, grace=60)
+        took = time.monotonic() - t0
+        assert took < 10, took  # not the 60 s grace
+        assert frozen.wait(5) == -9 and running.wait(5) == -15
+        assert sorted(lines) == sorted([f"killed, frozen {frozen.pid} ({sys.executable} -c "
+                                        f"{program})", f"stopped {running.pid} "
+                                        f"({sys.executable} -c {program})"]), lines
+    finally:
+        for p in (frozen, running):
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()

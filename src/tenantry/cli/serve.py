@@ -4,8 +4,10 @@ processes, not use cases (up.py, worker.py and demo.py beside this hold their lo
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -39,11 +41,21 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
            help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
                 "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
     """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
-    from tenantry.cli.up import ControlPlane
+    from tenantry.cli.up import WATCH_STALL, ControlPlane
+    from tenantry.core.sdnotify import Notifier
+
+    manager = Notifier.from_env()  # before any child starts: none of them may speak for us
+    # A service manager's watchdog ends a wedged `up` with SIGABRT: its threads' stacks go to
+    # the log, to show where it hung.
+    faulthandler.enable()
+
+    def say_and_tell(line: str) -> None:
+        say(line)
+        manager.status(line)
 
     settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port,
                              port_range=port_range, agent_tls_listen=agent_tls_listen)
-    plane = ControlPlane(settings=settings, say=say)
+    plane = ControlPlane(settings=settings, say=say_and_tell)
     plane.preflight()
     stop_requested = False
 
@@ -55,15 +67,19 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
     for signum in stop_signals():
         signal.signal(signum, request_stop)
     try:
-        say(f"tenantry: data dir {settings.data_dir}")
+        say_and_tell(f"tenantry: data dir {settings.data_dir}")
         plane.prepare_store()
         plane.spawn()
-        say(f"tenantry: portal and API at {plane.api_url}/")
-        say(f"tenantry: admin password in {settings.data_dir / 'admin-password'}, "
-            f"API token in {settings.data_dir / 'admin-token'} (both mode 0600)")
-        say(f"tenantry: clients trust {settings.data_dir / 'ca.pem'}; "
-            f"platforms at https://NAME.ISV.{settings.domain}:{settings.ingress_port}/")
-        say("tenantry: running; Ctrl-C stops everything")
+        say_and_tell(f"tenantry: portal and API at {plane.api_url}/")
+        say_and_tell(f"tenantry: admin password in {settings.data_dir / 'admin-password'}, "
+                     f"API token in {settings.data_dir / 'admin-token'} (both mode 0600)")
+        say_and_tell(f"tenantry: clients trust {settings.data_dir / 'ca.pem'}; "
+                     f"platforms at https://NAME.ISV.{settings.domain}:{settings.ingress_port}/")
+        say_and_tell("tenantry: running; Ctrl-C stops everything")
+        manager.ready(f"running: portal and API at {plane.api_url}/")
+        plane.turned_at = time.monotonic()
+        manager.start_watchdog(lambda: time.monotonic() if plane.stopping.is_set()
+                               else plane.turned_at, WATCH_STALL)
         tasks = []
         if demo:
             from tenantry.cli.client import Client
@@ -81,6 +97,7 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
             raise
     finally:
         say("tenantry: stopping ...")
+        manager.stopping()
         plane.shutdown()
         say("tenantry: stopped")
 

@@ -38,6 +38,9 @@ WORKER_GRACE = 15.0  # seconds the worker has on Ctrl-C to finish its running jo
 STORE_BACKOFF_MAX = 60.0  # seconds between attempts to start a store that keeps failing
 STORE_GRACE = 3.0  # seconds more than `frozen_after` the store may not answer before it is killed
 FIRST_BEAT = 30.0  # seconds a starting child has to begin its heartbeat
+# Seconds `watch` may go without a turn before `up` stops its service manager's watchdog pings
+# (tenantry.core.sdnotify): longer than its slowest step (starting the store again).
+WATCH_STALL = 120.0
 
 
 def _die_with_parent() -> None:
@@ -189,6 +192,7 @@ class ControlPlane:
     _store_retry_at: float = 0.0
     _store_silence: hang.Silence | None = None
     _store_probed_at: float = 0.0
+    turned_at: float = field(default_factory=time.monotonic)  # `watch`'s last turn
 
     @property
     def data_dir(self) -> Path:
@@ -255,8 +259,10 @@ class ControlPlane:
         """Stop what an earlier run of this data dir left running, and say what it was. At
         the start, the platforms' supervisord and the store's PostgreSQL are adopted, not
         stopped: a killed `up` takes no platform down."""
+        # A frozen one (stopped by a signal, as a frozen `up` tree leaves it) is not adopted:
+        # it would answer nothing, and its watcher would kill it only after its hang limit.
         live = [pid for pid in (self._agent_services_pid(), self._store_pid())
-                if pid is not None] if spare_services else []
+                if pid is not None and not hang.stopped(pid)] if spare_services else []
         def tell(found: list[leftovers.Leftover]) -> None:
             self.say(f"tenantry: found {len(found)} process(es) of {self.data_dir} {why}; "
                      "stopping them (databases with a fast shutdown)")
@@ -444,6 +450,7 @@ class ControlPlane:
         heartbeat for HUNG_AFTER seconds), and the store's PostgreSQL, until we are asked to
         stop."""
         while not self.stopping.wait(0.5):
+            self.turned_at = time.monotonic()
             if self.settings.database_url is None:
                 self.keep_store()
             for child in self.children:

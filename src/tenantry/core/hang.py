@@ -91,10 +91,8 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def stopped(pid: int) -> bool:
-    """Stopped by a signal (SIGSTOP, SIGTSTP, SIGTTOU …): state T. Not a process a
-    debugger holds (state t): that one an operator stopped on purpose."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] == "T"
+    """Stopped by a signal: state T (see leftovers.stopped)."""
+    return leftovers.stopped(pid)
 
 
 def cpu_ticks(pid: int) -> int | None:

@@ -229,12 +229,23 @@ def tree_of(pid: int) -> set[int]:
     return _tree([pid], children)
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """Its state letter in /proc (R, S, D, T, Z …), or None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z")
+
+
+def stopped(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP, SIGTSTP …): state T. Not a process a debugger holds
+    (state t): that one an operator stopped on purpose."""
+    return _state(pid) == "T"
 
 
 def wait_gone(pids: Collection[int], timeout: float) -> set[int]:
@@ -254,19 +265,30 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def stop(found: Collection[Leftover], *, grace: float = 30.0) -> list[str]:
     """Stop them: SIGINT to postmasters (their backends follow), SIGTERM to the rest, SIGKILL
-    to whatever is left after `grace` seconds. Returns one line per process stopped that
-    names how ("stopped", or "killed" when it had to be)."""
+    to whatever is left after `grace` seconds, and at once to those stopped by a signal.
+    Returns one line per process stopped that names how ("stopped", "killed" when it had to
+    be, "killed, frozen")."""
     if not found:
         return []
     masters = {x.pid for x in found if x.postmaster}
+    # A process stopped by a signal acts on none until it runs again; what a crash left
+    # frozen is not trusted to stop cleanly (a frozen `up` tree), so it is killed at once.
+    frozen = {x.pid for x in found if stopped(x.pid)}
+    for pid in frozen:
+        _signal(pid, signal.SIGKILL)
     for x in found:
+        if x.pid in frozen:
+            continue
         if x.pid in masters:
             _signal(x.pid, signal.SIGINT)
         elif x.ppid not in masters:
             _signal(x.pid, signal.SIGTERM)
-    stubborn = wait_gone([x.pid for x in found], grace)
+    stubborn = wait_gone([x.pid for x in found if x.pid not in frozen], grace)
     for pid in stubborn:
         _signal(pid, signal.SIGKILL)
-    wait_gone(stubborn, 5.0)
-    return [f"{'killed' if x.pid in stubborn else 'stopped'} {x.describe()}"
-            for x in found if x.ppid not in masters]
+    wait_gone(stubborn | frozen, 5.0)
+    def how(x: Leftover) -> str:
+        return "killed" if x.pid in stubborn else "killed, frozen" if x.pid in frozen \
+            else "stopped"
+
+    return [f"{how(x)} {x.describe()}" for x in found if x.ppid not in masters or x.pid in frozen]
