@@ -7,9 +7,12 @@ since PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -137,11 +140,21 @@ class ControlPlaneDatabase:
     def responds(self, timeout: int = 2) -> bool:
         """It answers a connection attempt within `timeout` seconds, even if only to say it
         is starting or shutting down: False means nobody is there or it is frozen."""
-        import psycopg.pq
-
-        conninfo = (f"host={self.socket_dir} dbname=postgres user=tenantry "
-                    f"connect_timeout={max(2, timeout)}")
-        return psycopg.pq.PGconn.ping(conninfo.encode()) != psycopg.pq.Ping.NO_RESPONSE
+        # By hand, not libpq's PQping: psycopg's binary build holds the GIL through that
+        # call, so a frozen store stopped every other thread of `up` for the whole timeout
+        # (its service manager's watchdog pings among them). A socket wait releases it.
+        startup = struct.pack("!I", 196608) + b"user\0tenantry\0database\0postgres\0\0"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.socket_dir / ".s.PGSQL.5432"))
+                sock.sendall(struct.pack("!I", len(startup) + 4) + startup)
+                answered = bool(sock.recv(1))  # an authentication request, or an error
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X\0\0\0\4")  # Terminate, as libpq ends a ping
+                return answered
+            except OSError:  # nobody there (refused, no socket) or no answer in time
+                return False
 
     def is_running(self) -> bool:
         if self.postmaster_pid() is None:
