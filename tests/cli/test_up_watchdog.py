@@ -3,7 +3,7 @@ real `up`, given a notify socket and WatchdogSec by tests.service_manager (syste
 with the shipped unit's settings), says READY=1 and its progress, pings while it runs, keeps
 the manager's variables from its children, and once frozen misses its pings; ended as
 systemd ends it, it leaves its stack in its log, and a new `up` comes back and adopts what
-the old one left running."""
+the old one left running; that restart, and those `up` and the agent make, are events."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
-def test_a_frozen_up_misses_its_pings_and_is_ended_and_started_again() -> None:
+def test_a_frozen_up_is_ended_and_started_again_and_each_restart_is_an_event() -> None:
     manager = NotifyManager(short_tmp("tnw-") / "notify.sock")
     try:
         with running_plane(env=manager.env) as cp:
@@ -53,5 +53,34 @@ def test_a_frozen_up_misses_its_pings_and_is_ended_and_started_again() -> None:
             # only `up` was ended (KillMode=process): the new one adopted the running store
             assert (cp.data_dir / "controlplane" / "pgdata" / "postmaster.pid").read_text() \
                 == store
+
+            # Every restart is a PROCESS_RESTARTED event on the local host: `up`'s own
+            # (told by the next `up`), an API process `up` restarted, and the supervisord
+            # the agent started again.
+            assert cp.process is not None
+            api = next(c for c in children_of(cp.process.pid)
+                       if b"serve-api" in Path(f"/proc/{c}/cmdline").read_bytes())
+            os.kill(api, signal.SIGKILL)
+            services = int((cp.data_dir / "agent" / "services" / "supervisord.pid")
+                           .read_text())
+            os.kill(services, signal.SIGKILL)
+
+            def told() -> list[str]:
+                try:
+                    return [e["message"] for e in cp.cli_json("events", "--limit", "200")
+                            if e["kind"] == "PROCESS_RESTARTED"]
+                except AssertionError:  # the API is being restarted
+                    return []
+
+            wanted = ("tenantry-up on host local ended unexpectedly",
+                      "tenantry-api on host local ended unexpectedly",
+                      "supervisord on host local ended unexpectedly")
+            wait_until(lambda: all(any(m.startswith(w) for m in told()) for w in wanted), 60,
+                       "the three restarts told", every=0.5)
+            messages = told()
+            assert any(m.startswith(wanted[1]) and "(terminated by SIGKILL)" in m
+                       for m in messages), messages
+            assert any(m.startswith(wanted[2]) and f"(pid {services} gone)" in m
+                       for m in messages), messages
     finally:
         manager.close()

@@ -179,3 +179,27 @@ def test_another_isvs_platform_does_not_exist_for_you(session: Session) -> None:
         service.get_platform(session, stranger, platform.id)
     assert service.list_platforms(session=session, principal=stranger,
                                   filters=service.PlatformFilter(), domain="localhost") == []
+
+
+def test_exits_of_ups_own_processes_are_events_on_its_host(session: Session) -> None:
+    """`up` tells the restarts of the API, the worker, the agent, the store and itself as the
+    agent tells its programs': PROCESS_RESTARTED on its host, with how and how often."""
+    import time
+
+    from tenantry.platforms import hosts
+    from tenantry.platforms.contract import ProcessExit
+
+    def told() -> list[str]:
+        return list(session.scalars(select(Event.message).where(
+            Event.kind == "PROCESS_RESTARTED").order_by(Event.id)))
+
+    killed = ProcessExit(program="tenantry-api", how="terminated by SIGKILL", at=time.time())
+    assert not hosts.record_exits(session=session, host_name="h1", exits=[killed])
+    assert told() == []  # not enrolled yet: kept by `up`, nothing told
+    _host(session)
+    assert hosts.record_exits(session=session, host_name="h1", exits=[
+        killed, ProcessExit(program="tenantry-api", how="exit status 1", at=time.time())])
+    first, second = told()
+    assert first.startswith("tenantry-api on host h1 ended unexpectedly at ")
+    assert "(terminated by SIGKILL)" in first and first.endswith("1 time(s) in the last hour")
+    assert "(exit status 1)" in second and second.endswith("2 time(s) in the last hour")

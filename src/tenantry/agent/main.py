@@ -654,10 +654,12 @@ class Agent:
         within a second, what it left is stopped (its programs hold their ports), a new one
         is started, and every platform converges again."""
         probed = 0.0
+        ran: int | None = None  # the pid it last ran as: its end is told once
         while not self.stopping.wait(SERVICES_CHECK):
             self._check_disk()
             pid = self.services.daemon_pid()
             if pid is not None:
+                ran = pid
                 if self._kill_stopped(pid):
                     continue
                 if time.monotonic() - probed >= 1.0:  # a question each second at most
@@ -666,6 +668,12 @@ class Agent:
                 continue
             log.error("the service manager (supervisord) is gone; stopping what it left "
                       "and starting it again")
+            if ran is not None:
+                # told as its programs' exits are (it is no child of ours: how it ended is
+                # not known; one the agent killed for being frozen said so in its log)
+                self.exits.put_back([ProcessExit(program="supervisord",
+                                                 how=f"pid {ran} gone", at=time.time())])
+                ran = None
             try:
                 self.stop_leftovers("left by the service manager that died",
                                     services_live=False, spare_own=True)

@@ -41,7 +41,8 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
            help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
                 "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
     """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
-    from tenantry.cli.up import WATCH_STALL, ControlPlane
+    from tenantry.cli.up import LOCAL_HOST, WATCH_STALL, ControlPlane
+    from tenantry.cli.up_exits import ExitTeller
     from tenantry.core.sdnotify import Notifier
 
     manager = Notifier.from_env()  # before any child starts: none of them may speak for us
@@ -57,6 +58,10 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
                              port_range=port_range, agent_tls_listen=agent_tls_listen)
     plane = ControlPlane(settings=settings, say=say_and_tell)
     plane.preflight()
+    plane.exits = ExitTeller(settings, LOCAL_HOST)
+    plane.exits.unclean_end(plane.running_marker)
+    threading.Thread(target=plane.exits.run, args=(plane.stopping,), name="exits",
+                     daemon=True).start()
     stop_requested = False
 
     def request_stop(*_: object) -> None:

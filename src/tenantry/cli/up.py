@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from tenantry.cli.up_exits import ExitTeller, how_it_ended
 from tenantry.core import cgroup, delays, hang, leftovers
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
@@ -193,10 +194,20 @@ class ControlPlane:
     _store_silence: hang.Silence | None = None
     _store_probed_at: float = 0.0
     turned_at: float = field(default_factory=time.monotonic)  # `watch`'s last turn
+    exits: ExitTeller | None = None  # tells the restarts below as events
+    _store_end: str | None = None  # how the store ended, when `up` ended it (frozen)
+
+    def tell_exit(self, name: str, how: str) -> None:
+        if self.exits is not None:
+            self.exits.tell(name, how)
 
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
+
+    @property
+    def running_marker(self) -> Path:
+        return self.data_dir / "run" / "up.running"
 
     @property
     def api_url(self) -> str:
@@ -456,13 +467,17 @@ class ControlPlane:
             for child in self.children:
                 after = self.settings.frozen_after
                 frozen = child.frozen_for(after) if after else None
+                how = None
                 if frozen is not None and not self.stopping.is_set():
                     assert child.process is not None
                     self.say(f"tenantry: {child.name} (pid {child.process.pid}) has not beat "
                              f"for {frozen:.0f} s: frozen; killing it")
                     hang.kill_tree(child.process.pid)
                     child.process.wait()
+                    how = f"frozen: no heartbeat for {frozen:.0f} s; killed"
                 if not child.alive() and not self.stopping.is_set():  # (Ctrl-C reaches all)
+                    assert child.process is not None
+                    self.tell_exit(child.name, how or how_it_ended(child.process.returncode))
                     child.restarts += 1
                     self.say(f"tenantry: {child.name} exited; restarting it (log: "
                              f"{child.log_file})")
@@ -487,6 +502,8 @@ class ControlPlane:
             return
         db = ControlPlaneDatabase(self.data_dir)
         if not self._store_failures:
+            self.tell_exit("store", self._store_end or "its postmaster is gone")
+            self._store_end = None
             self.say("tenantry: the control plane's PostgreSQL is not running; starting it "
                      f"again (log: {db.log_file})")
             delays.delay("up.store_restart", self.stopping)
@@ -523,6 +540,8 @@ class ControlPlane:
             self.say(f"tenantry: the control plane's PostgreSQL (pid {pid}) has not answered "
                      f"for {self._store_silence.silent_for():.0f} s: frozen; killing it to "
                      "start it again")
+            self._store_end = (f"frozen: no answer for "
+                               f"{self._store_silence.silent_for():.0f} s; killed")
             hang.kill_tree(pid)
             self._store_silence.reset()
             leftovers.wait_gone([pid], 10)
@@ -554,6 +573,7 @@ class ControlPlane:
                 self.stop_leftovers("started while the stop swept", spare_services=False)
         for group in cgroup.recorded(self.data_dir):  # the agent's, if it could not remove it
             cgroup.remove(group)
+        self.running_marker.unlink(missing_ok=True)  # a clean stop (see up_exits)
         # The last look, broader than the sweep's: whatever still names the data dir is told
         # with its parent and start, so that a leftover of any kind identifies itself.
         for line in leftovers.naming(self.data_dir):

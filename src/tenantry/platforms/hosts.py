@@ -398,6 +398,19 @@ def _tell_restart(session: Session, host: Host, exit_: ProcessExit) -> None:
          host_id=host.id)
 
 
+def record_exits(*, session: Session, host_name: str, exits: list[ProcessExit]) -> bool:
+    """Exits that `up` saw of its own processes (the API, the worker, the agent, the store,
+    the monitoring programs, `up` itself), told as the agent's are, on the host `up` runs
+    (its local agent's); False, with nothing told, while that host is not enrolled yet."""
+    host = session.scalar(select(Host).where(Host.name == host_name))
+    if host is None:
+        return False
+    for exit_ in exits:
+        _tell_restart(session, host, exit_)
+    session.commit()
+    return True
+
+
 def mark_offline_hosts(*, session: Session) -> None:
     cutoff = utcnow() - OFFLINE_AFTER
     for host in session.scalars(select(Host).where(Host.state == "online",
