@@ -246,6 +246,24 @@ UNIT_TESTS.append({
 })
 
 UNIT_TESTS.append({
+    # An idle cluster ran no checkpoint in the window: its checkpoint check has no value,
+    # not 0/0 (NaN, which CI once read back as the check's value).
+    "interval": "1m",
+    "input_series": [
+        {"series": f"tenantry_database_expected{{{_AGENT_A}}}", "values": "1x10"},
+        {"series": f'pg_settings_checkpoint_timeout_seconds{{job="postgres", {_A}}}',
+         "values": "900x10"},
+        {"series": f'pg_stat_bgwriter_checkpoints{{job="postgres", {_A}}}', "values": "3x10"},
+        {"series": f'pg_stat_bgwriter_checkpoint_seconds{{job="postgres", {_A}}}',
+         "values": "12x10"},
+    ],
+    "promql_expr_test": [
+        {"expr": f'{rules.VALUE}{{check="checkpoint"}}', "eval_time": "8m",
+         "exp_samples": []},
+    ],
+})
+
+UNIT_TESTS.append({
     # a 1 Gbit/s link (125,000,000 bytes/s) sending 100 MB/s: 80 %; a virtual NIC with no
     # stated speed has no value at all
     "interval": "15s",

@@ -159,10 +159,10 @@ CHECKS: tuple[Check, ...] = (
     # A checkpoint spreads its writes over checkpoint_completion_target (0.9) of
     # checkpoint_timeout; one that takes the whole interval means the disk cannot keep up.
     # The average of the last 30 minutes' checkpoints, as % of checkpoint_timeout (no value
-    # while none ran: an idle cluster skips them).
+    # while none ran: an idle cluster skips them; without the `> 0` that was 0/0, NaN).
     Check("checkpoint", TargetKind.DATABASE,
           _db("100 * increase(pg_stat_bgwriter_checkpoint_seconds[30m])"
-              " / increase(pg_stat_bgwriter_checkpoints[30m])"
+              " / (increase(pg_stat_bgwriter_checkpoints[30m]) > 0)"
               " / pg_settings_checkpoint_timeout_seconds"),
           True, 95, 120, 85, 0, "% of checkpoint_timeout", "checkpoints slow"),
     # Writes: the share of dirty buffers the checkpointer and background writer wrote, rather
