@@ -82,14 +82,6 @@ def heartbeat_age(path: Path) -> float | None:
         return None
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the command's name (state first), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
 def stopped(pid: int) -> bool:
     """Stopped by a signal: state T (see leftovers.stopped)."""
     return leftovers.stopped(pid)
@@ -97,7 +89,7 @@ def stopped(pid: int) -> bool:
 
 def cpu_ticks(pid: int) -> int | None:
     """CPU time it has used (user and system, in clock ticks); None when it is gone."""
-    fields = _stat(pid)
+    fields = leftovers.stat_fields(pid)
     return None if fields is None else int(fields[11]) + int(fields[12])
 
 

@@ -229,13 +229,19 @@ def tree_of(pid: int) -> set[int]:
     return _tree([pid], children)
 
 
-def _state(pid: int) -> str | None:
-    """Its state letter in /proc (R, S, D, T, Z …), or None when it is gone."""
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command's name (state first), or None when it is
+    gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[0]
+
+
+def _state(pid: int) -> str | None:
+    """Its state letter (R, S, D, T, Z …), or None when it is gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else fields[0]
 
 
 def _alive(pid: int) -> bool:
