@@ -40,7 +40,9 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
        agent_tls_listen: Annotated[str | None, typer.Option(
            help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
                 "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
-    """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops)."""
+    """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops).
+
+    On a server, run it with systemd's deploy/systemd/tenantry.service (its watchdog too)."""
     from tenantry.cli.up import LOCAL_HOST, WATCH_STALL, ControlPlane
     from tenantry.cli.up_exits import ExitTeller
     from tenantry.core.sdnotify import Notifier
