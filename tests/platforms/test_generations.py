@@ -47,9 +47,12 @@ def test_a_thousand_waiting_agents_cost_one_look_per_poll_and_a_change_wakes_its
     assert woken == [2], "only the changed host's agent wakes, with its new generation"
     assert took < 2.0  # a poll is 0.05 s; 2 s leaves room for a loaded machine
     # the first look of each waiter is its own (it may be behind already); after that one
-    # look a poll covers all thousand
+    # look a poll covers every host still waiting: all thousand, then (if the watch looks
+    # again before the test ends the waits) the 999 left once h7's agent has woken
     assert store.reads[:1000] == [1] * 1000
-    assert all(n == 1000 for n in store.reads[1000:]), store.reads[1000:]
+    polls = store.reads[1000:]
+    assert polls and polls == sorted(polls, reverse=True), polls
+    assert set(polls) <= {1000, 999}, polls
     assert looks <= 3
     assert watch.waiting() == 0
 
