@@ -187,6 +187,7 @@ class Fleet:
         self.args, self.api, self.t0 = args, api, t0
         self.stopping = False
         self.lat: dict[str, list[float]] = defaultdict(list)
+        self.lat_at: dict[str, list[float]] = defaultdict(list)  # when each call began
         self.errors: dict[str, int] = defaultdict(int)
         self.waiting: dict[tuple[str, int], float] = {}  # (platform, gen) → when asked
         self.waiting_new: dict[str, float] = {}  # platform id → when its create was asked
@@ -204,6 +205,7 @@ class Fleet:
     def record(self, what: str, seconds: float) -> None:
         if self.counting:
             self.lat[what].append(seconds)
+            self.lat_at[what].append(time.monotonic() - seconds)
 
     def arrived(self, pid: str, gen: int) -> None:
         now = time.monotonic()
@@ -597,6 +599,7 @@ async def run_fleet(fleet: Fleet, cp: ControlPlaneProcess, enrolled: list[tuple[
     await asyncio.sleep(WARM_UP)
     log: dict[str, int] = defaultdict(int)
     changer = asyncio.create_task(changes(fleet, cp, names, host_of, log))
+    lateness = asyncio.create_task(_lateness(fleet))
     fleet.counting = True
     started = dt.datetime.now(dt.UTC)
     before = _cpu_ticks()
@@ -607,6 +610,7 @@ async def run_fleet(fleet: Fleet, cp: ControlPlaneProcess, enrolled: list[tuple[
     after = _cpu_ticks()
     fleet.counting = False
     changer.cancel()
+    lateness.cancel()
     jobs = await drain(cp, started)  # the hosts answer until the changes' jobs ended
     jobs["split"] = await split_changes(cp, fleet.arrived_changes)
     fleet.stopping = True
@@ -623,6 +627,16 @@ async def run_fleet(fleet: Fleet, cp: ControlPlaneProcess, enrolled: list[tuple[
         used = ticks - before[pid][0] if pid in before else ticks
         parts[part] += used / os.sysconf("SC_CLK_TCK") / window
     return {"parts": dict(parts), "window": window, "changes": dict(log), "jobs": jobs}
+
+
+async def _lateness(fleet: Fleet, every: float = 0.05) -> None:
+    """How late this process's own event loop wakes: the calls' latencies are measured
+    here, so a stall of the simulated hosts would show in them as the API's."""
+    while True:
+        asked = time.monotonic()
+        await asyncio.sleep(every)
+        fleet.record("the bench's own event loop: lateness of a 50 ms sleep",
+                     time.monotonic() - asked - every)
 
 
 async def drain(cp: ControlPlaneProcess, since: dt.datetime,
@@ -811,6 +825,7 @@ Jobs created in the window, by outcome (the hosts kept answering until they ende
         args.json.write_text(json.dumps({
             "parts": parts, "control_plane": plane, "memory_mib": memory,
             "latency_ms": {k: [1000 * v for v in vs] for k, vs in fleet.lat.items()},
+            "latency_began": fleet.lat_at,
             "arrivals": fleet.arrivals, "not_arrived": pending, "errors": fleet.errors,
             "changes": result["changes"], "jobs": result["jobs"]}))
     if not args.no_report:
