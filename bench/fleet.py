@@ -189,6 +189,7 @@ class Fleet:
         self.lat: dict[str, list[float]] = defaultdict(list)
         self.lat_at: dict[str, list[float]] = defaultdict(list)  # when each call began
         self.errors: dict[str, int] = defaultdict(int)
+        self.deltas: dict[str, int] = defaultdict(int)  # documents sent as a change
         self.waiting: dict[tuple[str, int], float] = {}  # (platform, gen) → when asked
         self.waiting_new: dict[str, float] = {}  # platform id → when its create was asked
         self.arrivals: dict[str, list[float]] = defaultdict(list)  # kind → seconds
@@ -300,9 +301,10 @@ class SimHost:
             if full:
                 status, body = await conn.request("GET", "/api/v1/agent/desired?generation=0")
             else:
+                # as the agent: a change to the whole document it holds (`since`)
                 status, body = await conn.request(
-                    "GET", f"/api/v1/agent/desired?generation={self.gen}&wait={POLL_WAIT:g}",
-                    headers=f'If-None-Match: "{self.gen}"\r\n')
+                    "GET", f"/api/v1/agent/desired?generation={self.gen}&wait={POLL_WAIT:g}"
+                    f"&since={self.gen}", headers=f'If-None-Match: "{self.gen}"\r\n')
         except (OSError, asyncio.IncompleteReadError, ValueError):
             self.fleet.errors["desired: connection"] += 1
             await asyncio.sleep(1)
@@ -319,7 +321,18 @@ class SimHost:
             self.full_every = FULL_EVERY * random.uniform(*self._spread(self.full_at))
             self.full_at = time.monotonic()
             self.fleet.record(WHOLE, took)
-        self._apply(json.loads(body))
+        doc = json.loads(body)
+        if doc.get("since") is not None:
+            self.fleet.deltas["changes to a held document"] += 1
+            self.fleet.deltas["platforms in them"] += len(doc["platforms"])
+            if doc["since"] != self.gen:
+                self.fleet.errors["desired: a change to a document not held"] += 1
+                return
+            kept = {p["id"]: p for p in self.doc["platforms"]}
+            new = {p["id"] for p in doc["platforms"]}
+            doc["platforms"] = [kept[i] for i in doc["unchanged"]
+                                if i in kept and i not in new] + doc["platforms"]
+        self._apply(doc)
 
     def _apply(self, doc: dict[str, Any]) -> None:
         seen = set()
@@ -814,6 +827,7 @@ point's backup (s):
 
 Changes asked: {', '.join(f'{k} {v}' for k, v in sorted(result['changes'].items()))};
 {pending} not at their host by the end. Errors: {dict(fleet.errors) or 'none'}.
+Desired states sent as a change to the one held: {dict(fleet.deltas) or 'none'}.
 Jobs created in the window, by outcome (the hosts kept answering until they ended, up to
 2 min): {', '.join(f'{k} {v}' for k, v in sorted(result['jobs']['counts'].items()))}.
 """

@@ -175,3 +175,48 @@ def test_an_idle_host_heartbeats_seldom_and_news_goes_at_the_next_pass(agent: Ag
     assert passes(agent_main.IDLE_WAIT) == 1
     assert [e["program"] for e in plane.reports[-1]["process_exits"]] == ["p1-web-0"]
     assert passes(agent_main.IDLE_WAIT) == 0
+
+
+def test_an_agent_applies_a_change_to_the_document_it_holds_and_else_asks_for_all(
+        agent: Agent) -> None:
+    """Holding generation 7 whole, the agent asks `since` 7: a change naming its unchanged
+    platforms and carrying the changed one is applied to what it holds. A change to another
+    generation than its own is not applied: it asks for the whole document."""
+    one = WIRE_DOC["platforms"][0]
+    docs = [{**copy.deepcopy(one), "id": f"p{n}", "name": f"plat{n}"} for n in range(3)]
+    whole = DesiredHost.model_validate({**WIRE_DOC, "generation": 7, "platforms": docs})
+    changed = {**copy.deepcopy(docs[1]), "running": False}
+    answers: list[bytes] = []
+    asked: list[dict[str, str]] = []
+
+    def control_plane(request: httpx.Request) -> httpx.Response:
+        asked.append(dict(request.url.params))
+        return httpx.Response(200, content=answers.pop(0),
+                              headers={"Content-Type": "application/json"})
+
+    def change(since: int, generation: int) -> bytes:
+        return json.dumps({**json.loads(whole.model_dump_json(context=WIRE)),
+                           "generation": generation, "since": since,
+                           "platforms": [changed], "unchanged": ["p0", "p2"]}).encode()
+
+    creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
+    client = ControlPlaneClient(creds, transport=httpx.MockTransport(control_plane))
+    answers.append(whole.model_dump_json(context=WIRE).encode())
+    assert agent.fetch_desired(client, generation=0, wait=0) is not None
+    assert "since" not in asked[-1]
+
+    answers.append(change(since=7, generation=8))
+    got = agent.fetch_desired(client, generation=7, wait=0)
+    assert asked[-1]["since"] == "7"
+    assert got is not None and got.generation == 8 and got.since is None
+    assert [(p.id, p.running) for p in got.platforms] == \
+        [("p0", whole.platforms[0].running), ("p1", False), ("p2", whole.platforms[2].running)]
+    assert got.platforms[0] == whole.platforms[0]
+
+    answers.append(change(since=5, generation=9))  # not a change to generation 8
+    answers.append(whole.model_copy(update={"generation": 9}).model_dump_json(
+        context=WIRE).encode())
+    got = agent.fetch_desired(client, generation=8, wait=0)
+    assert asked[-2]["since"] == "8" and "since" not in asked[-1]
+    assert got is not None and got.generation == 9 and len(got.platforms) == 3
+    assert got.platforms[1].running == whole.platforms[1].running

@@ -284,7 +284,7 @@ def agent_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, lis
 
     @contextlib.contextmanager
     def sessions() -> Iterator[SimpleNamespace]:
-        yield SimpleNamespace(get=lambda model, key: host)
+        yield SimpleNamespace(get=lambda model, key: host, connection=lambda **kw: None)
 
     monkeypatch.setattr(hosts, "record_report", record)
     monkeypatch.setattr(hosts, "desired_state",

@@ -108,6 +108,74 @@ def test_a_hosts_document_costs_the_same_queries_for_2_and_for_12_platforms(
         assert p.route.key_pem.get_secret_value() == f"KEY {n}"
 
 
+def test_a_change_of_one_platform_sends_that_platform_and_merges_to_the_whole(
+        store: Any) -> None:
+    """An agent that holds the whole document of generation G asks `since` G: it is sent
+    the platforms whose desired state changed after G, built with the same fixed number of
+    queries, and the ids of the others; applied to what it holds, that is the whole
+    document of now. A platform with no stamp is always sent; a `since` the host never
+    had gets the whole document."""
+    from sqlalchemy import select
+
+    from tenantry.platforms.hosts import bump, desired_state
+    from tenantry.platforms.models import Host, Platform
+
+    def document(since: int | None = None) -> tuple[Any, int]:
+        seen, stop = _statements(store)
+        try:
+            with store.sessions() as session:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                host = session.get(Host, "h1")
+                seen.clear()
+                return desired_state(session=session, host=host, secrets=store.secrets,
+                                     since=since), len(seen)
+        finally:
+            stop()
+
+    _add_platforms(store, 20, 6)  # p20..p25: on h1 whatever the test before left there
+    with store.sessions() as session:
+        for p in session.scalars(select(Platform).where(Platform.host_id == "h1")):
+            bump(session, p)  # stamped: their documents are what the agent holds
+        session.commit()
+    held, whole_queries = document()
+    assert held.since is None and held.unchanged == []
+    every = [p.id for p in held.platforms]
+    assert {"p20", "p25"} <= set(every)
+
+    with store.sessions() as session:  # one platform changes
+        p = session.get(Platform, "p23")
+        p.desired = p.desired.model_copy(update={"running": False})
+        bump(session, p)
+        session.commit()
+    change, change_queries = document(since=held.generation)
+    assert change.generation == held.generation + 1 and change.since == held.generation
+    assert [p.id for p in change.platforms] == ["p23"]
+    assert change.platforms[0].running is False
+    assert change.platforms[0].database.password.get_secret_value() == "pw 23"
+    assert sorted(change.unchanged) == sorted(set(every) - {"p23"})
+    assert change_queries <= whole_queries + 1  # and the ids of the unchanged ones
+    now, _ = document()
+    merged = change.merged(held)
+    assert merged is not None and merged.since is None
+    assert merged.model_dump(mode="json") == now.model_dump(mode="json")
+    assert change.merged(now) is None, "a change to another generation is not applied"
+    assert now.merged(held) is now, "a whole document is whole"
+
+    with store.sessions() as session:  # no stamp (as after a move): always sent
+        session.execute(update(Platform).where(Platform.id == "p21").values(desired_at=None))
+        session.execute(update(Platform).where(Platform.id == "p24").values(host_id=None))
+        session.commit()
+    later, _ = document(since=now.generation)
+    assert [p.id for p in later.platforms] == ["p21"]
+    assert "p24" not in later.unchanged, "a platform gone from the host is in neither part"
+    merged = later.merged(now)
+    assert merged is not None and "p24" not in [p.id for p in merged.platforms]
+    assert merged.model_dump(mode="json") == document()[0].model_dump(mode="json")
+
+    ahead, _ = document(since=now.generation + 5)
+    assert ahead.since is None and len(ahead.platforms) == len(merged.platforms)
+
+
 def test_a_look_over_waiting_hosts_brings_back_only_those_that_changed(store: Any) -> None:
     """The API's generation watch asks ten times a second about every host whose agent
     long-polls: the store compares and sends back the changed ones, not a row per host."""

@@ -141,15 +141,17 @@ class ControlPlaneClient:
         return got
 
     def desired_if_changed(self, *, held: int, wait: float) -> DesiredHost | None:
-        """The desired state once it is no longer generation `held`, which the caller holds;
-        None when it still is after `wait` s (304 Not Modified: no document is built, sent
-        or decrypted)."""
+        """The change to the desired state once it is no longer generation `held`, whose
+        whole document the caller holds (DesiredHost.merged applies it); None when it still
+        is after `wait` s (304 Not Modified: no document is built, sent or decrypted)."""
         return self._desired(held, wait, held=True)
 
     def _desired(self, generation: int, wait: float, *, held: bool) -> DesiredHost | None:
         headers = {"If-None-Match": f'"{generation}"'} if held else {}
-        resp = self._http.get("/api/v1/agent/desired", headers=headers,
-                              params={"generation": generation, "wait": wait})
+        params: dict[str, float | int] = {"generation": generation, "wait": wait}
+        if held and generation > 0:
+            params["since"] = generation
+        resp = self._http.get("/api/v1/agent/desired", headers=headers, params=params)
         if held and resp.status_code == 304:
             return None
         _raise_for(resp)

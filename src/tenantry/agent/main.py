@@ -575,12 +575,14 @@ class Agent:
         and the agent asks again. The error names the fields, never their values (secrets)."""
         try:
             held = self._held
+            got = None
             if held is not None and held.generation == generation and \
                     time.monotonic() - self._fetched_at < self._refresh_every:
-                got = client.desired_if_changed(held=generation, wait=wait)
-                if got is None:
+                change = client.desired_if_changed(held=generation, wait=wait)
+                if change is None:
                     return held  # ours is current
-            else:
+                got = change.merged(held)  # None: not a change to ours; the whole one
+            if got is None:
                 got = client.desired(generation=generation, wait=wait)
                 self._fetched_at = time.monotonic()
                 self._refresh_every = DESIRED_REFRESH * random.uniform(*SPREAD)

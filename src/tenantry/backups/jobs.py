@@ -628,6 +628,7 @@ def place_elsewhere(ctx: StepContext, restore: RestoreTask, *,
             session.delete(row)
         session.flush()
         platform.host = host
+        platform.desired_at = None  # a stamp of another host's generations
         db = old.db or DatabaseSpec(port=0)
         db_port = allocate_ports(session, host, platform.id, "db", 1)[0]
         web = allocate_ports(session, host, platform.id, "slot-a",

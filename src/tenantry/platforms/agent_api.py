@@ -110,8 +110,14 @@ def _etag(generation: int) -> str:
                                             "still the host's (after the wait)"}})
 async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, request: Request,
                   generation: Annotated[int, Query(ge=0)] = 0,
-                  wait: Annotated[float, Query(ge=0, le=30)] = 0) -> Response:
+                  wait: Annotated[float, Query(ge=0, le=30)] = 0,
+                  since: Annotated[int | None, Query(ge=1)] = None) -> Response:
     """The host's desired state; with `wait`, held until it differs from `generation`.
+
+    With `since`, the generation of the whole document the agent holds, the answer is a
+    change to it (`since`, `unchanged`; see DesiredHost): only the platforms whose desired
+    state changed after it are built and sent. A `since` this host never had (ahead of its
+    generation) gets the whole document.
 
     An agent that sends `If-None-Match: "<generation>"` (the ETag of the document it holds)
     gets `304 Not Modified`, with no body, when nothing changed within the wait: an idle
@@ -130,9 +136,12 @@ async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, reque
 
     def build() -> DesiredHost:
         with runtime.sessions() as session:
+            # the host's generation and its platforms' stamps from one snapshot
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             fresh = session.get(Host, host_id)
             assert fresh is not None
-            return hosts.desired_state(session=session, host=fresh, secrets=runtime.secrets)
+            return hosts.desired_state(session=session, host=fresh, secrets=runtime.secrets,
+                                       since=since)
 
     document = await asyncio.to_thread(build)
     return Response(document.model_dump_json(context=WIRE), media_type="application/json",

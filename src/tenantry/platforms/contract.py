@@ -20,9 +20,18 @@ either side fails loudly at the edge instead of being ignored on a remote host.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, SerializationInfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from tenantry.platforms.bundles import Manifest
 
@@ -269,9 +278,41 @@ class HostInfo(_Document):
 
 
 class DesiredHost(_Document):
+    """The host's desired state. Whole, or, when `since` is set, a change to the whole
+    document of generation `since` that the agent holds: `platforms` holds those that
+    changed after it, `unchanged` the ids of those that did not (the agent keeps its own),
+    and a platform in neither is no longer the host's (see `merged`)."""
+
     host: HostInfo
     generation: int
     platforms: list[DesiredPlatform]
+    since: int | None = None
+    unchanged: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _whole_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A whole document is written without the change's fields: an agent older than
+        them refuses a field it does not know."""
+        data: dict[str, Any] = handler(self)
+        if self.since is None:
+            data.pop("since", None)
+            data.pop("unchanged", None)
+        return data
+
+    def merged(self, held: DesiredHost | None) -> DesiredHost | None:
+        """The whole document: this one if it is whole, else this change applied to `held`.
+        None when `held` is not the document this change is to (the caller fetches the
+        whole one)."""
+        if self.since is None:
+            return self
+        if held is None or held.since is not None or held.generation != self.since:
+            return None
+        kept = {p.id: p for p in held.platforms}  # an unchanged one it lacks is not placed
+        new = {p.id: p for p in self.platforms}
+        platforms = [kept[i] for i in self.unchanged if i in kept and i not in new]
+        return self.model_copy(update={
+            "platforms": sorted([*platforms, *self.platforms], key=lambda p: p.id),
+            "since": None, "unchanged": []})
 
 
 # ---------------------------------------------------------------- wire: POST /agent/report

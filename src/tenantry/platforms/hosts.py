@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 from pydantic import SecretStr
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, true, update
 from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from tenantry.access.principal import Principal
@@ -145,11 +145,16 @@ def firewall_state(reported: FirewallReport | None) -> str:
 
 
 def bump(session: Session, platform: Platform) -> None:
-    """Tell the platform's agent that its desired state changed."""
+    """Tell the platform's agent that its desired state changed, and stamp the platform with
+    the host's new generation (`desired_at`): an agent holding that generation or a later
+    one already has this change. Bumps of one host queue on its row's lock until their
+    transactions end, so the stamps follow the commits' order."""
     platform.desired = platform.desired.model_copy(update={"gen": platform.desired.gen + 1})
+    platform.desired_at = None
     if platform.host_id:
-        session.execute(update(Host).where(Host.id == platform.host_id)
-                        .values(generation=Host.generation + 1))
+        platform.desired_at = session.scalar(
+            update(Host).where(Host.id == platform.host_id)
+            .values(generation=Host.generation + 1).returning(Host.generation))
 
 
 def move_taken_ports(session: Session, platform: Platform, taken: list[int], *,
@@ -171,17 +176,30 @@ def move_taken_ports(session: Session, platform: Platform, taken: list[int], *,
          job_id=job_id)
 
 
-def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> DesiredHost:
+def desired_state(*, session: Session, host: Host, secrets: SecretBox,
+                  since: int | None = None) -> DesiredHost:
     """Everything the agent must make true on its host, secrets included (sent over TLS only).
 
     A fixed number of queries however many platforms the host holds (the platforms with
     their ISVs and tenants, then their releases with their apps): a fleet's hosts each
-    fetch their whole document every few minutes, and a changed one at once."""
+    fetch their whole document every few minutes.
+
+    With `since`, a generation of this host whose whole document the agent holds, only the
+    platforms whose desired state changed after it are built (`desired_at`), and the others
+    are named in `unchanged`: a change of one platform costs one platform's document, not
+    the host's. The caller reads `host` and this in one snapshot (REPEATABLE READ): read in
+    two, a platform changed in between could be in neither part."""
+    delta = since is not None and 0 < since <= host.generation
+    changed = or_(Platform.desired_at.is_(None), Platform.desired_at > since) if delta \
+        else true()
     rows = list(session.scalars(
-        select(Platform).where(Platform.host_id == host.id)
+        select(Platform).where(Platform.host_id == host.id, changed)
         .options(defer(Platform.observed), joinedload(Platform.isv),
                  selectinload(Platform.tenants))
         .order_by(Platform.id)))
+    unchanged = list(session.scalars(
+        select(Platform.id).where(Platform.host_id == host.id, Platform.desired_at <= since)
+        .order_by(Platform.id))) if delta else []
     placed = []
     for p in rows:
         want = p.desired
@@ -228,7 +246,8 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox) -> Desire
             migrations=want.migrations, slots=want.slots, route=route, backup=backup))
     return DesiredHost(host=HostInfo(id=host.id, name=host.name, ingress_port=host.ingress_port,
                                      address=host.address),
-                       generation=host.generation, platforms=platforms)
+                       generation=host.generation, platforms=platforms,
+                       since=since if delta else None, unchanged=unchanged)
 
 
 # The host's row in one statement. The store compares the host's part of the report with

@@ -135,6 +135,9 @@ class Platform(Base):
     db_password: Mapped[str | None] = mapped_column(Text)  # encrypted with the master key
     desired: Mapped[DesiredState] = mapped_column(PydanticJSON(DesiredState),
                                                   default=lambda: DesiredState())
+    # The generation its host took when `desired` last changed (hosts.bump): an agent that
+    # holds a later one is sent only the platforms changed since. None: always sent.
+    desired_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Nothing reported yet is JSON null: the column is NOT NULL, and a plain default=None
     # would leave it out of the INSERT.
     observed: Mapped[PlatformReport | None] = mapped_column(PydanticJSON(PlatformReport),

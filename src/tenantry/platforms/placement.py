@@ -27,6 +27,7 @@ def place(session: Session, platform: Platform) -> None:
     if host is None:
         raise Unavailable(f"no host is online in region {platform.region.name}", field="region")
     platform.host = host
+    platform.desired_at = None  # a stamp of another host's generations
     db_port = allocate_ports(session, host, platform.id, "db", 1)[0]
     web = allocate_ports(session, host, platform.id, "slot-a", WEB_PROCESSES[platform.size])
     platform.desired = DesiredState(

@@ -1,0 +1,21 @@
+"""platforms: the host generation at which each platform's desired state last changed
+
+Revision ID: n14desired_at
+Revises: m13job_waits
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "n14desired_at"
+down_revision = "m13job_waits"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("platforms", sa.Column("desired_at", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("platforms", "desired_at")
