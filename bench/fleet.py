@@ -506,7 +506,8 @@ def seed(cp: ControlPlaneProcess, template_id: str, hosts: list[tuple[str, str]]
                                     state="ready", region_id=host.region_id, host_id=host.id,
                                     release_id=template.release_id,
                                     db_password=template.db_password, desired=want,
-                                    observed=observed)
+                                    observed=observed,
+                                    desired_at=host.generation + 1)  # as hosts.bump stamps
                 platform.tenants.extend(tenants)
                 session.add(platform)
                 session.add_all(checks_of(pid, template.isv_id, t0))
