@@ -117,18 +117,15 @@ def test_a_change_of_one_platform_sends_that_platform_and_merges_to_the_whole(
     had gets the whole document."""
     from sqlalchemy import select
 
-    from tenantry.platforms.hosts import bump, desired_state
-    from tenantry.platforms.models import Host, Platform
+    from tenantry.platforms.hosts import bump, desired_state_of
+    from tenantry.platforms.models import Platform
 
     def document(since: int | None = None) -> tuple[Any, int]:
         seen, stop = _statements(store)
         try:
             with store.sessions() as session:
-                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-                host = session.get(Host, "h1")
-                seen.clear()
-                return desired_state(session=session, host=host, secrets=store.secrets,
-                                     since=since), len(seen)
+                return desired_state_of(session=session, host_id="h1", secrets=store.secrets,
+                                        since=since), len(seen)
         finally:
             stop()
 

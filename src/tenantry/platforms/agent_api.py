@@ -136,12 +136,8 @@ async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, reque
 
     def build() -> DesiredHost:
         with runtime.sessions() as session:
-            # the host's generation and its platforms' stamps from one snapshot
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            fresh = session.get(Host, host_id)
-            assert fresh is not None
-            return hosts.desired_state(session=session, host=fresh, secrets=runtime.secrets,
-                                       since=since)
+            return hosts.desired_state_of(session=session, host_id=host_id,
+                                          secrets=runtime.secrets, since=since)
 
     document = await asyncio.to_thread(build)
     return Response(document.model_dump_json(context=WIRE), media_type="application/json",

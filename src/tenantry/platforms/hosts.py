@@ -150,11 +150,10 @@ def bump(session: Session, platform: Platform) -> None:
     one already has this change. Bumps of one host queue on its row's lock until their
     transactions end, so the stamps follow the commits' order."""
     platform.desired = platform.desired.model_copy(update={"gen": platform.desired.gen + 1})
-    platform.desired_at = None
-    if platform.host_id:
-        platform.desired_at = session.scalar(
-            update(Host).where(Host.id == platform.host_id)
-            .values(generation=Host.generation + 1).returning(Host.generation))
+    platform.desired_at = session.scalar(
+        update(Host).where(Host.id == platform.host_id)
+        .values(generation=Host.generation + 1).returning(Host.generation)) \
+        if platform.host_id else None
 
 
 def move_taken_ports(session: Session, platform: Platform, taken: list[int], *,
@@ -176,6 +175,16 @@ def move_taken_ports(session: Session, platform: Platform, taken: list[int], *,
          job_id=job_id)
 
 
+def desired_state_of(*, session: Session, host_id: str, secrets: SecretBox,
+                     since: int | None = None) -> DesiredHost:
+    """`desired_state` of the host `host_id`, its row and its platforms' stamps read in one
+    snapshot, as a change (`since`) needs. On a session that has not queried yet."""
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    host = session.get(Host, host_id)
+    assert host is not None  # its agent's token was checked: hosts are revoked, not deleted
+    return desired_state(session=session, host=host, secrets=secrets, since=since)
+
+
 def desired_state(*, session: Session, host: Host, secrets: SecretBox,
                   since: int | None = None) -> DesiredHost:
     """Everything the agent must make true on its host, secrets included (sent over TLS only).
@@ -187,7 +196,7 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox,
     With `since`, a generation of this host whose whole document the agent holds, only the
     platforms whose desired state changed after it are built (`desired_at`), and the others
     are named in `unchanged`: a change of one platform costs one platform's document, not
-    the host's. The caller reads `host` and this in one snapshot (REPEATABLE READ): read in
+    the host's. `host` and this must be read in one snapshot (`desired_state_of`): read in
     two, a platform changed in between could be in neither part."""
     delta = since is not None and 0 < since <= host.generation
     changed = or_(Platform.desired_at.is_(None), Platform.desired_at > since) if delta \
