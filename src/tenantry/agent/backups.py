@@ -26,9 +26,11 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -285,11 +287,12 @@ class BackupRunner:
             repo.mkdir(mode=0o700, exist_ok=True)
             if spec.owner is not None and unixusers.running_as_root():
                 group = isv_group(p.isv)
-                unixusers.ensure_group(group)
-                unixusers.add_to_group(spec.owner, group)
-                os.chown(prefix, 0, grp.getgrnam(group).gr_gid)
-                os.chmod(prefix, 0o710)  # noqa: S103 - the ISV's group may pass, none read
-                unixusers.share_tree(repo, spec.owner, group)
+                with unixusers.GROUPS:
+                    unixusers.ensure_group(group)
+                    unixusers.add_to_group(spec.owner, group)
+                    os.chown(prefix, 0, grp.getgrnam(group).gr_gid)
+                    os.chmod(prefix, 0o710)  # noqa: S103 - the ISV's group may pass, none read
+                    unixusers.share_tree(repo, spec.owner, group)
         write_private(config_path(platform_dir), render_config(platform_dir, p, spec).encode())
         if b.files_pass is not None:
             files.configure(platform_dir, p, spec.owner)
@@ -301,7 +304,7 @@ class BackupRunner:
         pgcluster.wait_ready(spec, timeout=60)
         digest = _stanza_digest(platform_dir, p, spec)
         try:
-            self.run(platform_dir, p, spec, ["stanza-create"], timeout=300)
+            self._stanza_create(platform_dir, p, spec)
             if p.backup is not None and p.backup.files_pass is not None:
                 files.Restic(platform_dir, p, user=spec.owner).ensure_repository()
         except Unavailable as exc:
@@ -313,6 +316,30 @@ class BackupRunner:
             state.pop("stanza_error", None)
 
         self._update(platform_dir, ready)
+
+    def _stanza_create(self, platform_dir: Path, p: DesiredPlatform,
+                       spec: pgcluster.ClusterSpec) -> None:
+        """`pgbackrest stanza-create`. Refused entry to a posix repository (its owner, group
+        or modes are not what configure left: the ISV's group removed and made again, say),
+        it sets them again and tries once more."""
+        try:
+            self.run(platform_dir, p, spec, ["stanza-create"], timeout=300)
+            return
+        except Unavailable as exc:
+            if not _refused_access(exc, p):
+                raise
+            refused = exc
+        assert p.backup is not None
+        repo = Path(p.backup.repo.path)
+        log.warning("%s: pgBackRest was refused access to its repository (%s); as %s sees it: "
+                    "%s. Setting its owner, group and modes again", p.id, refused, spec.owner,
+                    access_path(repo, spec.owner))
+        self.configure(platform_dir, p, spec)
+        try:
+            self.run(platform_dir, p, spec, ["stanza-create"], timeout=300)
+        except Unavailable as again:
+            raise Unavailable(f"{again}; as {spec.owner} sees it: "
+                              f"{access_path(repo, spec.owner)}") from None
 
     def restore(self, platform_dir: Path, p: DesiredPlatform,
                 spec: pgcluster.ClusterSpec) -> None:
@@ -551,6 +578,40 @@ class BackupRunner:
 
 class _Locked(Exception):
     pass
+
+
+def _refused_access(exc: Unavailable, p: DesiredPlatform) -> bool:
+    return (p.backup is not None and p.backup.repo.type == "posix"
+            and "Permission denied" in str(exc))
+
+
+def access_path(path: Path, user: str | None) -> str:
+    """Each directory from the top down to `path` as `user` meets it (mode, owner, group),
+    and the groups `user` is in: what a refused access is read from."""
+    steps = []
+    for d in [*reversed(path.parents), path]:
+        try:
+            st = d.stat()
+        except OSError as exc:
+            steps.append(f"{d}: {exc.strerror}")
+            break
+        steps.append(f"{d} {stat.filemode(st.st_mode)} {_name(pwd.getpwuid, st.st_uid)}:"
+                     f"{_name(grp.getgrgid, st.st_gid)}")
+    if user is not None:
+        try:
+            entry = pwd.getpwnam(user)
+            gids = os.getgrouplist(user, entry.pw_gid)
+            steps.append(f"{user} is in " + ", ".join(_name(grp.getgrgid, g) for g in gids))
+        except KeyError:
+            steps.append(f"{user} does not exist")
+    return "; ".join(steps)
+
+
+def _name(lookup: Callable[[int], Any], number: int) -> str:
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)  # an id no name has (its user or group was removed)
 
 
 def _pgbackrest_restore(conf: Path, stanza: str, datadir: Path, args: list[str], *,

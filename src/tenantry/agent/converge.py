@@ -399,8 +399,9 @@ class Effects:
         shutil.rmtree(self.paths.platform(p.id), ignore_errors=True)
         user = unix_user(p.id)
         if user:
-            unixusers.remove_user(user)
-            unixusers.remove_group_if_empty(backups.isv_group(p.isv))
+            with unixusers.GROUPS:
+                unixusers.remove_user(user)
+                unixusers.remove_group_if_empty(backups.isv_group(p.isv))
 
 
 def plan_platform(p: DesiredPlatform, facts: PlatformFacts, fx: Effects) -> list[Action]:

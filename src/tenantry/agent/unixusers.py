@@ -11,12 +11,19 @@ import os
 import pwd
 import re
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from tenantry.core.errors import InvalidInput, Unavailable
 
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+
+# Held while a group is joined and what it guards is given to it, and while an emptied group
+# is removed: otherwise one platform's removal could delete its ISV's group just after a new
+# platform of that ISV joined it (the group looked empty a moment before), locking the new
+# platform out of its backup repository.
+GROUPS = threading.Lock()
 
 
 def running_as_root() -> bool:
