@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from sqlalchemy import func, select
 
+from tenantry.access.audit.models import AuditEntry
 from tenantry.api.app import create_app
 from tenantry.core.crypto import token_hash
 from tenantry.core.db import make_engine, utcnow
 from tenantry.core.names import new_id
 from tenantry.core.runtime import database_url
+from tenantry.monitoring import local
 from tenantry.platforms.models import Host, Region
 from tests.conftest import store_runtime
 
@@ -56,6 +59,45 @@ def test_a_burst_of_heartbeats_beyond_the_pool_and_the_threads_all_succeed() -> 
             engine.dispose()
         failed = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 204]
         assert failed == []
+
+
+def test_a_burst_of_alertmanager_webhooks_beyond_the_pool_all_get_their_answer() -> None:
+    """Alertmanager's webhook is a mutating request, audited (its entry written with a store
+    connection of its own) before its answer goes out. Its token check kept the connection
+    it read with while the request queued for the route's thread: a burst left every
+    connection with a request queued for a thread, and every thread with an audit entry
+    waiting for a connection, until the pool's timeout failed them all. `up` on 100
+    platforms stalled so when the webhooks of its platforms' alerts arrived together (found
+    by `bench/density.py --count 100 --restart`)."""
+    with store_runtime("tn-burst-hook-") as runtime:
+        engine = make_engine(database_url(runtime.settings), pool_size=4, max_overflow=0,
+                             pool_timeout=5)
+        runtime.sessions.configure(bind=engine)
+        with runtime.sessions() as session:
+            token = local.issue_tokens(session)["alertmanager"]
+        app = create_app(runtime)
+        payload = {"version": "4", "groupKey": "{}:{}", "status": "firing", "receiver": "r",
+                   "groupLabels": {}, "alerts": []}
+
+        async def burst() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api",
+                                         timeout=120) as client:
+                return await asyncio.gather(*(
+                    client.post("/api/v1/monitoring/alertmanager", json=payload,
+                                headers={"Authorization": f"Bearer {token}"})
+                    for _ in range(HOSTS)))
+
+        try:
+            answers = asyncio.run(burst())
+            with runtime.sessions() as session:
+                audited = session.scalar(select(func.count()).select_from(AuditEntry).where(
+                    AuditEntry.action == "POST /api/v1/monitoring/alertmanager"))
+        finally:
+            engine.dispose()
+        wrong = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200]
+        assert wrong == []
+        assert audited == HOSTS
 
 
 def test_a_request_that_gets_no_store_connection_in_time_answers_503() -> None:

@@ -21,6 +21,7 @@ from tenantry.api.deps import (
     ViewerDep,
     bearer_token,
     declares,
+    release_connection,
 )
 from tenantry.core.errors import Unauthenticated
 from tenantry.core.notify import business_hours
@@ -53,6 +54,7 @@ def _stack_program(name: str) -> Callable[[Request, Session], str]:
         if not token or row is None or not hmac.compare_digest(
                 local.hash_token(token), row.token_hash):
             raise Unauthenticated(f"the {name} token of this control plane is required")
+        release_connection(session)
         return name
     authenticated.__name__ = f"stack_{name}"
     return authenticated

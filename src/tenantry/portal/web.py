@@ -26,7 +26,13 @@ from pydantic import ValidationError
 
 from tenantry.access.principal import Principal
 from tenantry.access.service import authenticate_token, setup_required
-from tenantry.api.deps import SESSION_COOKIE, SessionDep, declares, permission_of
+from tenantry.api.deps import (
+    SESSION_COOKIE,
+    SessionDep,
+    declares,
+    permission_of,
+    release_connection,
+)
 from tenantry.core.errors import NotAllowed, TenantryError, field_errors
 
 CSRF_COOKIE = "tenantry_csrf"
@@ -81,6 +87,7 @@ def page_requires(*actions: str, during_setup: bool = False) -> Callable[..., Pr
             raise SetupRequired
         for action in actions:
             principal.require(action)
+        release_connection(session)
         return principal
 
     permission = permission_of(actions)
