@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,23 @@ def test_a_port_another_program_holds_is_reported_not_fought_over(
     f.taken_ports = {21001}
     assert plan(fx, p, f) == []
     assert converge.report_platform(p, f, fx.paths, None, None).conflicts == [21001]
+
+
+def test_a_start_makes_again_the_socket_dirs_a_clean_stop_removed(tmp_path: Path) -> None:
+    """supervisord starts each database before the agent's first pass: its socket dir (under
+    /tmp, removed by a clean stop and by a reboot) must be there already, or PostgreSQL
+    exits at once and the platform stays down until its next pass (found by
+    `bench/density.py --count 100 --restart`)."""
+    paths = converge.HostPaths(tmp_path / "agent")
+    paths.prepare()
+    try:
+        (paths.platform("pa") / "pgdata").mkdir(parents=True)
+        (paths.platform("pa") / "pgdata" / "PG_VERSION").write_text("15\n")
+        paths.platform("pb").mkdir()  # no cluster yet: nothing to start, no socket dir
+        shutil.rmtree(paths.sockets)  # what a clean stop does
+        paths.prepare()
+        assert paths.socket_dir("pa").is_dir()
+        assert stat.S_IMODE(paths.socket_dir("pa").stat().st_mode) == 0o700
+        assert not paths.socket_dir("pb").exists()
+    finally:
+        shutil.rmtree(paths.sockets, ignore_errors=True)

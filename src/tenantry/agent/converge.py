@@ -7,6 +7,7 @@ simply planned and applied again. `--plan` prints the actions instead of applyin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pwd
@@ -26,6 +27,7 @@ from tenantry.agent import backups, drill, files, ingress, pgcluster, ports, rel
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core import localhttp
 from tenantry.core.crypto import write_private
+from tenantry.core.errors import InvalidInput
 from tenantry.platforms.contract import (
     BackupReport,
     BackupTask,
@@ -99,6 +101,16 @@ class HostPaths:
         for d in (self.root, self.platforms, self.releases):
             d.chmod(0o711 if d != self.releases else 0o755)
         self.sockets.mkdir(mode=0o711, exist_ok=True)
+        # A clean stop removes the sockets' dir (it is under /tmp, which a reboot empties as
+        # well), and the new supervisord starts each database before any pass: without its
+        # socket dir, PostgreSQL exits at once ("could not create lock file") and stays down
+        # until the platform's next pass.
+        for home in self.platforms.iterdir():
+            if (home / "pgdata" / "PG_VERSION").exists() and \
+                    not self.socket_dir(home.name).exists():
+                self.socket_dir(home.name).mkdir(mode=0o700)
+                with contextlib.suppress(InvalidInput):  # no user: the next pass makes both
+                    unixusers.chown_tree(self.socket_dir(home.name), unix_user(home.name))
 
 
 @dataclass
