@@ -134,8 +134,9 @@ def test_first_command_from_an_empty_data_dir(fresh: ControlPlaneProcess) -> Non
     # Again, on the same data dir: the demo sees its ISV and leaves it alone, and every
     # platform comes back.
     readme_up(cp)
-    wait_demo_serving(cp)
-    assert "ISV bms exists already" in cp.log.read_text()
+    wait_demo_serving(cp)  # the platforms may serve again before the demo has looked
+    wait_until(lambda: "ISV bms exists already" in cp.log.read_text(), 60,
+               "the demo to find its ISV")
     assert len(cp.cli_json("platform", "list", "--isv", "bms")) == 2
     interrupt(cp, group=False)
 
