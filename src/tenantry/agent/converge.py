@@ -106,11 +106,10 @@ class HostPaths:
         # socket dir, PostgreSQL exits at once ("could not create lock file") and stays down
         # until the platform's next pass.
         for home in self.platforms.iterdir():
-            if (home / "pgdata" / "PG_VERSION").exists() and \
-                    not self.socket_dir(home.name).exists():
-                self.socket_dir(home.name).mkdir(mode=0o700)
+            sock = self.socket_dir(home.name)
+            if (home / "pgdata" / "PG_VERSION").exists() and not sock.exists():
                 with contextlib.suppress(InvalidInput):  # no user: the next pass makes both
-                    unixusers.chown_tree(self.socket_dir(home.name), unix_user(home.name))
+                    pgcluster.make_socket_dir(sock, unix_user(home.name))
 
 
 @dataclass

@@ -228,9 +228,15 @@ def init_cluster(spec: ClusterSpec, *, template_dir: Path | None = None) -> None
         os.replace(tmp, spec.datadir)
     os.chmod(spec.datadir, 0o700)
     _configure(spec)
-    spec.socket_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(spec.socket_dir, 0o700)
-    unixusers.chown_tree(spec.socket_dir, spec.owner)
+    make_socket_dir(spec.socket_dir, spec.owner)
+
+
+def make_socket_dir(path: Path, owner: str | None) -> None:
+    """The cluster's Unix socket dir, its owner's only. It is under /tmp (socket paths are
+    short), which the agent's clean stop and a reboot empty."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    unixusers.chown_tree(path, owner)
 
 
 def _write_owned(path: Path, content: str, owner: str | None) -> None:
