@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from tenantry.access.audit.models import AuditEntry
 from tenantry.api.app import create_app
+from tenantry.api.deps import SESSION_COOKIE
 from tenantry.core.crypto import token_hash
 from tenantry.core.db import make_engine, utcnow
 from tenantry.core.names import new_id
@@ -123,3 +124,41 @@ def test_a_request_that_gets_no_store_connection_in_time_answers_503() -> None:
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "unavailable"
         assert answer.headers["retry-after"] == "5"
+
+
+def test_a_burst_of_refused_callers_beyond_the_pool_all_get_their_refusal() -> None:
+    """A refused check keeps the connection it read with until its request's session is
+    closed. That close needs no thread of the shared pool (FastAPI runs a dependency's exit
+    on a limiter of its own), so refused requests cannot hold every connection while they
+    queue for a thread, as accepted ones did before `release_connection`: a burst of bad
+    tokens (agents with an old token, browsers with an expired cookie, a revoked usage
+    token) all get their refusal."""
+    with store_runtime("tn-burst-refused-") as runtime:
+        engine = make_engine(database_url(runtime.settings), pool_size=4, max_overflow=0,
+                             pool_timeout=5)
+        runtime.sessions.configure(bind=engine)
+        app = create_app(runtime)
+
+        async def burst() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api",
+                                         timeout=120) as client:
+                agents = (client.post("/api/v1/agent/report", json={},
+                                      headers={"Authorization": f"Bearer tna_old_{i}"})
+                          for i in range(HOSTS))
+                browsers = (client.get("/monitoring",
+                                       cookies={SESSION_COOKIE: f"tns_expired_{i}"})
+                            for i in range(HOSTS))
+                usage = (client.post("/api/v1/usage", json={},
+                                     headers={"Authorization": f"Bearer tnu_revoked_{i}"})
+                         for i in range(HOSTS))
+                return await asyncio.gather(*agents, *browsers, *usage)
+
+        try:
+            answers = asyncio.run(burst())
+        finally:
+            engine.dispose()
+        wrong = [(r.request.url.path, r.status_code, r.text[:200]) for r in answers
+                 if r.status_code not in (401, 303)]
+        assert wrong == []
+        assert sum(r.status_code == 303 for r in answers) == HOSTS  # to /login
