@@ -195,6 +195,54 @@ def _machine_busy() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+_PROM_COUNTERS = ("process_cpu_seconds_total", "prometheus_rule_evaluation_duration_seconds_sum",
+                  'prometheus_tsdb_head_samples_appended_total{type="float"}',
+                  "prometheus_tsdb_head_series")
+
+
+def _prometheus(data_dir: Path, path: str) -> Any:
+    import json
+    import urllib.request
+
+    port = json.loads((data_dir / "monitoring" / "ports.json").read_text())["prometheus"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return answer.read().decode()
+
+
+def prometheus_counters(data_dir: Path) -> dict[str, float]:
+    """Prometheus's own counters that say where its CPU goes (it does not scrape itself)."""
+    found = {}
+    for line in _prometheus(data_dir, "/metrics").splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in _PROM_COUNTERS:
+            found[name] = float(value)
+    return found
+
+
+def prometheus_rows(data_dir: Path, before: dict[str, float], after: dict[str, float],
+                    seconds: float) -> list[tuple[str, str]]:
+    """Prometheus over the idle window: its CPU, its rules' evaluation time, what it
+    ingests, and the samples each scrape job brings."""
+    import json
+    from urllib.parse import quote
+
+    def rate(name: str) -> float:
+        return (after.get(name, 0.0) - before.get(name, 0.0)) / seconds
+
+    rows = [("Prometheus CPU, share of one core (its own counter)",
+             f"{100 * rate(_PROM_COUNTERS[0]):.1f} %"),
+            ("its rules' evaluation, wall seconds per second",
+             f"{rate(_PROM_COUNTERS[1]):.3f}"),
+            ("samples appended per second", f"{rate(_PROM_COUNTERS[2]):.0f}"),
+            ("series in the head block", f"{after.get(_PROM_COUNTERS[3], 0):.0f}")]
+    query = quote("sum by (job) (scrape_samples_post_metric_relabeling)")
+    result = json.loads(_prometheus(data_dir, f"/api/v1/query?query={query}"))
+    for r in sorted(result["data"]["result"], key=lambda r: r["metric"].get("job", "")):
+        rows.append((f"samples per round of scrapes, job {r['metric'].get('job')}",
+                     r["value"][1]))
+    return rows
+
+
 def idle_cpu(data_dir: Path, seconds: float) -> tuple[float, dict[str, float]]:
     """The machine's busy share of all cores over `seconds`, and each part's share of one
     core, from the processes' CPU time over the same window."""
@@ -388,16 +436,21 @@ def main() -> int:
         print(f"serving HTTPS 200: {serving}/{args.count}")
 
         cpu_rows: list[tuple[str, str]] = []
+        prom_rows: list[tuple[str, str]] = []
         machine_busy = None
         if args.idle_cpu > 0:
             print(f"measuring idle CPU over {args.idle_cpu:.0f} s ...", flush=True)
+            prom_before = prometheus_counters(cp.data_dir)
             machine_busy, parts = idle_cpu(cp.data_dir, args.idle_cpu)
+            prom_rows = prometheus_rows(cp.data_dir, prom_before,
+                                        prometheus_counters(cp.data_dir), args.idle_cpu)
             for part, share in sorted(parts.items(), key=lambda x: -x[1]):
                 cpu_rows.append((part, f"{100 * share:.1f} %"))
             per_platform = parts.get("platforms (PostgreSQL + app)", 0.0) / max(1, len(created))
             cpu_rows.append(("one platform's own processes, mean", f"{100 * per_platform:.2f} %"))
             # printed now: a later phase that fails must not take these figures with it
             print(md_table(["idle CPU, share of one core", "over the window"], cpu_rows))
+            print(md_table(["Prometheus over the same window", ""], prom_rows))
             print(f"machine busy: {100 * machine_busy:.1f} % of all cores", flush=True)
         used_all = mem_used_mib()
         per = measure(cp.data_dir, {rec["id"] for rec in created.values()})
@@ -453,7 +506,8 @@ def main() -> int:
     print(machine)
     cpu = ""
     if machine_busy is not None:
-        cpu = md_table(["idle CPU, share of one core", "over the window"], cpu_rows)
+        cpu = (md_table(["idle CPU, share of one core", "over the window"], cpu_rows)
+               + "\n\n" + md_table(["Prometheus over the same window", ""], prom_rows))
         print()
         print(cpu)
         print(f"machine busy: {100 * machine_busy:.1f} % of all cores (target with 300: ≤ 10 %)")
