@@ -50,6 +50,10 @@ class Check:
 
     `hold` is Prometheus's `for`, in seconds: the condition must last that long before the
     alert fires, which filters single-scrape blips at the cost of latency.
+
+    `urgent` checks page someone at once (something stopped answering): Prometheus
+    evaluates them every second. The others change slowly or hold for longer, and are
+    evaluated as often as their series are scraped (see rules.rule_groups).
     """
 
     name: str
@@ -62,6 +66,7 @@ class Check:
     hold: int
     unit: str
     summary: str
+    urgent: bool = False
 
     def worse(self, a: float, b: float) -> bool:
         """True when value `a` is strictly worse than `b` for this check."""
@@ -113,12 +118,12 @@ CHECKS: tuple[Check, ...] = (
           ' / (node_network_speed_bytes > 0)',
           True, 70, 90, 60, 60, "%", "network interface saturated"),
     Check("heartbeat", TargetKind.HOST, 'up{job=~"agent|node"}',
-          False, None, 1, 1, 5, "", "host silent"),
+          False, None, 1, 1, 5, "", "host silent", urgent=True),
     Check("proxy", TargetKind.HOST, 'probe_success{job="probe_proxy"}',
-          False, None, 1, 1, 5, "", "proxy (Caddy) not answering"),
+          False, None, 1, 1, 5, "", "proxy (Caddy) not answering", urgent=True),
     # platform (blackbox_exporter 0.23, probing the ingress)
     Check("responding", TargetKind.PLATFORM, 'probe_success{job="probe_platform"}',
-          False, None, 1, 1, 5, "", "instance not responding"),
+          False, None, 1, 1, 5, "", "instance not responding", urgent=True),
     Check("response_time", TargetKind.PLATFORM,
           'probe_duration_seconds{job="probe_platform"} and probe_success{job="probe_platform"}'
           " == 1",
@@ -135,7 +140,7 @@ CHECKS: tuple[Check, ...] = (
           f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
           f" or ({RUNNING} == 0)"
           f" or ({EXPECTED} * 0 and on(host) (up{{job=\"postgres\"}} == 1))",
-          False, None, 1, 1, 5, "", "database down"),
+          False, None, 1, 1, 5, "", "database down", urgent=True),
     Check("connections", TargetKind.DATABASE,
           _db("100 * sum without(datname, state) (pg_stat_activity_count)"
               " / pg_settings_max_connections"),
@@ -191,7 +196,7 @@ CHECKS: tuple[Check, ...] = (
     Check("processes", TargetKind.PLATFORM,
           '100 * sum without(slot) (tenantry_platform_processes{job="agent"})'
           ' / (sum without(slot) (tenantry_platform_processes_expected{job="agent"}) > 0)',
-          False, 99, 50, 100, 10, "%", "application processes missing"),
+          False, 99, 50, 100, 10, "%", "application processes missing", urgent=True),
     Check("rogue", TargetKind.HOST, 'tenantry_rogue_processes{job="agent"}',
           True, 1, 3, 0.5, 60, "processes", "rogue processes"),
     # Crash loops: unexpected exits (supervisord restarts each; PROCESS_RESTARTED events
