@@ -3,6 +3,7 @@ by the real tools (promtool, amtool, blackbox_exporter --config.check); stack ar
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def test_prometheus_config_shape(tmp_path: Path) -> None:
     relabel = {r.get("target_label"): r for r in probe["relabel_configs"]}
     assert relabel["__param_hostname"]["source_labels"] == ["server_name"]
     assert relabel["__address__"]["replacement"] == "127.0.0.1:19115"
+    # only the series the checks read are stored: each probe's other eighteen are dropped
+    kept = probe["metric_relabel_configs"][0]
+    assert (kept["action"], kept["source_labels"]) == ("keep", ["__name__"])
+    read = {m for c in catalog().values() for m in re.findall(r"probe_\w+", c.expr)}
+    assert set(kept["regex"].split("|")) == read - {"probe_platform", "probe_proxy"}
 
 
 def test_alertmanager_config_shape(tmp_path: Path) -> None:
