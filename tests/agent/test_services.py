@@ -7,12 +7,14 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tenantry.agent import supervisord as supervisord_module
 from tenantry.agent.services import ProgramSpec
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.agent.testing import FakeServiceManager
@@ -144,15 +146,21 @@ def test_an_idle_observation_does_not_make_supervisord_parse_every_program(
     monkeypatch.setattr(supervisor, "_call", counting)
     for _ in range(5):
         assert set(supervisor.observe()) == {"app-0", "app-1", "app-2"}
-    assert calls.count("reloadConfig") <= 1 and calls.count("getAllProcessInfo") == 5
+    # nothing changed: at most one look that finds that out, not one per pass
+    assert calls.count("reloadConfig") <= 1 and calls.count("getAllProcessInfo") <= 1
     calls.clear()
     changed = sleeper("app-1", env={"V": "2"})
     supervisor.put(changed)
+    assert calls.count("reloadConfig") == 1  # the put's own, which loads it
     wait_for(lambda: running(supervisor, "app-1"), what="app-1 RUNNING again")
-    assert supervisor.observe()["app-1"].digest == changed.digest()
     calls.clear()
+    assert supervisor.observe()["app-1"].digest == changed.digest()
+    supervisor.put(sleeper("app-3"))
     supervisor.observe()
-    assert "reloadConfig" not in calls
+    supervisor.remove("app-3")
+    assert "app-3" not in supervisor.observe()
+    # one reread for each change, none for the looks after it
+    assert calls.count("reloadConfig") == 2
 
     # written behind its back, as by an agent killed before its reread
     crashed = supervisor.programs / "app-9.conf"
@@ -162,6 +170,45 @@ def test_an_idle_observation_does_not_make_supervisord_parse_every_program(
     fresh = SupervisordManager(supervisor.root)
     seen = fresh.observe()
     assert seen["app-9"].state == "STOPPED" and seen["app-9"].digest == ""
+
+
+@pytest.mark.slow
+def test_a_look_asks_supervisord_only_when_its_log_says_something_changed(
+    supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getAllProcessInfo costs supervisord and the agent a moment per program, and the agent
+    looks every pass: an idle host of 300 platforms asked about 600 programs every 2 s. A
+    look is asked again only when supervisord's log moved (it logs every change of state),
+    so a program killed behind everyone's back is still seen at the next look."""
+    for i in range(2):
+        supervisor.put(sleeper(f"app-{i}"))
+    wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(2)), what="RUNNING")
+    time.sleep(1.5)  # past the log lines that follow a start
+    supervisor.observe()
+    calls: list[str] = []
+    call = supervisor._call
+
+    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return call(method, *args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "_call", counting)
+    before = supervisor.observe()["app-0"]
+    for _ in range(20):
+        supervisor.observe()
+    assert "getAllProcessInfo" not in calls
+
+    os.kill(before.pid or 0, signal.SIGKILL)  # not through supervisord: only its log knows
+    wait_for(lambda: supervisor.observe()["app-0"].pid not in (None, before.pid),
+             timeout=10, what="app-0 seen restarted under a new pid")
+    assert "getAllProcessInfo" in calls
+
+    # the net: a look older than OBSERVE_NET is taken again even with a quiet log
+    calls.clear()
+    monkeypatch.setattr(supervisord_module, "OBSERVE_NET", 0.0)
+    supervisor.observe()
+    supervisor.observe()
+    assert calls.count("getAllProcessInfo") == 2
 
 
 @pytest.mark.slow
