@@ -151,12 +151,13 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 # ---------------------------------------------------------------- control plane
 
-def start_plane(root: Path, timeout: float = 120,
-                env: dict[str, str] | None = None) -> ControlPlaneProcess:
+def start_plane(root: Path, timeout: float = 120, env: dict[str, str] | None = None,
+                platforms: int = 150) -> ControlPlaneProcess:
     # The platform ports come from a block no other control plane on the machine uses
-    # (tests.conftest.port_block), so parallel runs never collide.
+    # (tests.conftest.port_block), so parallel runs never collide: two ports a platform.
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
-                             ingress_port=free_port(), extra_env=dict(env or {}))
+                             ingress_port=free_port(), extra_env=dict(env or {}),
+                             port_range=port_block(blocks=-(-(2 * platforms + 50) // 400)))
     cp.start(timeout=timeout)
     return cp
 

@@ -367,7 +367,7 @@ def main() -> int:
     profiles: dict[str, list[tuple[str, float]]] = {}
     try:
         used_before_up = mem_used_mib()
-        cp = start_plane(root)
+        cp = start_plane(root, platforms=args.count)
         others = other_tenantry_ups([cp.process.pid] if cp.process else [])
         if others:
             notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "

@@ -44,34 +44,41 @@ def short_tmp(prefix: str) -> Path:
 _BLOCKS = Path(tempfile.gettempdir()) / "tenantry-test-port-blocks"
 
 
-def port_block(size: int = 400) -> tuple[int, int]:
-    """A block of platform ports no other test control plane on this machine is using.
+def port_block(size: int = 400, blocks: int = 1) -> tuple[int, int]:
+    """A block of platform ports no other test control plane on this machine is using
+    (`blocks` of them in a row, for a benchmark of many platforms: two ports each).
 
     Held by an flock until `release_port_block` (a plane's cleanup calls it) or the end of
     this process, so concurrent test runs (and the control planes inside one run) never hand
     out the same port twice.
     """
     _BLOCKS.mkdir(exist_ok=True)
-    for i in range(25):
-        fh = (_BLOCKS / f"{i}.lock").open("w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
+    for i in range(25 - blocks + 1):
+        held = []
+        for j in range(i, i + blocks):
+            fh = (_BLOCKS / f"{j}.lock").open("w")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                break
+            held.append(fh)
+        if len(held) < blocks:
+            for fh in held:
+                fh.close()
             continue
         low = 20000 + i * size
-        _HELD[low] = fh
-        return low, low + size - 1
+        _HELD[low] = held
+        return low, low + blocks * size - 1
     raise RuntimeError("no free port block for a test control plane")
 
 
-_HELD: dict[int, Any] = {}
+_HELD: dict[int, list[Any]] = {}
 
 
 def release_port_block(block: tuple[int, int]) -> None:
     """Give a block back once nothing of the plane or agent that used it runs any more."""
-    fh = _HELD.pop(block[0], None)
-    if fh is not None:
+    for fh in _HELD.pop(block[0], []):
         fh.close()
 
 
