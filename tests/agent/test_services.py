@@ -48,6 +48,19 @@ def alive(pid: int) -> bool:
         return False
 
 
+def count_calls(m: SupervisordManager, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The XML-RPC methods `m` calls from now on, in order."""
+    calls: list[str] = []
+    call = m._call
+
+    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return call(method, *args, **kwargs)
+
+    monkeypatch.setattr(m, "_call", counting)
+    return calls
+
+
 def running(m: SupervisordManager, name: str) -> bool:
     st = m.observe().get(name)
     return st is not None and st.state == "RUNNING" and st.pid is not None
@@ -136,14 +149,7 @@ def test_an_idle_observation_does_not_make_supervisord_parse_every_program(
     for i in range(3):
         supervisor.put(sleeper(f"app-{i}"))
     wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(3)), what="RUNNING")
-    calls: list[str] = []
-    call = supervisor._call
-
-    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(method)
-        return call(method, *args, **kwargs)
-
-    monkeypatch.setattr(supervisor, "_call", counting)
+    calls = count_calls(supervisor, monkeypatch)
     for _ in range(5):
         assert set(supervisor.observe()) == {"app-0", "app-1", "app-2"}
     # nothing changed: at most one look that finds that out, not one per pass
@@ -185,14 +191,7 @@ def test_a_look_asks_supervisord_only_when_its_log_says_something_changed(
     wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(2)), what="RUNNING")
     time.sleep(1.5)  # past the log lines that follow a start
     supervisor.observe()
-    calls: list[str] = []
-    call = supervisor._call
-
-    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(method)
-        return call(method, *args, **kwargs)
-
-    monkeypatch.setattr(supervisor, "_call", counting)
+    calls = count_calls(supervisor, monkeypatch)
     before = supervisor.observe()["app-0"]
     for _ in range(20):
         supervisor.observe()
