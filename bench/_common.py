@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
 
 import tests.conftest as _conftest  # noqa: E402
 from tests.conftest import (  # noqa: E402
+    PORT_BLOCK,
     ControlPlaneProcess,
     build_bodyshop,
     curl_health,
@@ -157,7 +158,7 @@ def start_plane(root: Path, timeout: float = 120, env: dict[str, str] | None = N
     # (tests.conftest.port_block), so parallel runs never collide: two ports a platform.
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
                              ingress_port=free_port(), extra_env=dict(env or {}),
-                             port_range=port_block(blocks=-(-(2 * platforms + 50) // 400)))
+                             port_range=port_block(blocks=-(-(2 * platforms + 50) // PORT_BLOCK)))
     cp.start(timeout=timeout)
     return cp
 
@@ -193,18 +194,12 @@ def wait_https(cp: ControlPlaneProcess, host: str, timeout: float = 180,
     One client for the whole wait (its TLS context made once, its connection kept): a new
     one each poll cost the bench about 40 ms of CPU a poll, and four waits at once took a
     quarter of the machine from the platforms being measured."""
-    import ssl
-
-    import httpx
-
     deadline = time.monotonic() + timeout
     last = "no answer"
-    ctx = ssl.create_default_context(cafile=str(cp.data_dir / "ca.pem"))
-    with httpx.Client(verify=ctx, timeout=10) as client:
+    with cp.ingress_client() as client:
         while time.monotonic() < deadline:
             try:
-                r = client.get(f"https://127.0.0.1:{cp.ingress_port}/health",
-                               headers={"Host": host}, extensions={"sni_hostname": host})
+                r = cp.https(host, "/health", client=client)
                 if r.status_code == 200:
                     return time.monotonic()
                 last = f"HTTP {r.status_code}"

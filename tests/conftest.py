@@ -44,7 +44,10 @@ def short_tmp(prefix: str) -> Path:
 _BLOCKS = Path(tempfile.gettempdir()) / "tenantry-test-port-blocks"
 
 
-def port_block(size: int = 400, blocks: int = 1) -> tuple[int, int]:
+PORT_BLOCK = 400  # platform ports in one block
+
+
+def port_block(size: int = PORT_BLOCK, blocks: int = 1) -> tuple[int, int]:
     """A block of platform ports no other test control plane on this machine is using
     (`blocks` of them in a row, for a benchmark of many platforms: two ports each).
 
@@ -169,14 +172,23 @@ class ControlPlaneProcess:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
-    def https(self, hostname: str, path: str = "/", method: str = "GET",
-              headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
-        """A request through the ingress, with the name sent as SNI and Host, CA-verified."""
+    def ingress_client(self) -> httpx.Client:
+        """A client that trusts the plane's CA, for `https(..., client=)`: one for many
+        requests makes its TLS context once and keeps its connection."""
         ctx = ssl.create_default_context(cafile=str(self.data_dir / "ca.pem"))
-        with httpx.Client(verify=ctx, timeout=10) as client:
-            return client.request(method, f"https://127.0.0.1:{self.ingress_port}{path}",
-                                  headers={**(headers or {}), "Host": hostname},
-                                  extensions={"sni_hostname": hostname}, **kwargs)
+        return httpx.Client(verify=ctx, timeout=10)
+
+    def https(self, hostname: str, path: str = "/", method: str = "GET",
+              headers: dict[str, str] | None = None, client: httpx.Client | None = None,
+              **kwargs: Any) -> httpx.Response:
+        """A request through the ingress, with the name sent as SNI and Host, CA-verified
+        (on `client` when given, else on a client of its own)."""
+        if client is None:
+            with self.ingress_client() as own:
+                return self.https(hostname, path, method, headers, own, **kwargs)
+        return client.request(method, f"https://127.0.0.1:{self.ingress_port}{path}",
+                              headers={**(headers or {}), "Host": hostname},
+                              extensions={"sni_hostname": hostname}, **kwargs)
 
     def cleanup(self) -> None:
         """Whatever a failed test left: the platform services' supervisord and the store."""
