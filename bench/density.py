@@ -35,6 +35,7 @@ after the idle window and their busiest functions are listed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import shutil
@@ -44,9 +45,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -201,9 +204,6 @@ _PROM_COUNTERS = ("process_cpu_seconds_total", "prometheus_rule_evaluation_durat
 
 
 def _prometheus(data_dir: Path, path: str) -> Any:
-    import json
-    import urllib.request
-
     port = json.loads((data_dir / "monitoring" / "ports.json").read_text())["prometheus"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
         return answer.read().decode()
@@ -223,9 +223,6 @@ def prometheus_rows(data_dir: Path, before: dict[str, float], after: dict[str, f
                     seconds: float) -> list[tuple[str, str]]:
     """Prometheus over the idle window: its CPU, its rules' evaluation time, what it
     ingests, and the samples each scrape job brings."""
-    import json
-    from urllib.parse import quote
-
     def rate(name: str) -> float:
         return (after.get(name, 0.0) - before.get(name, 0.0)) / seconds
 
@@ -435,8 +432,7 @@ def main() -> int:
                 not_serving.append(f"{name}: {type(exc).__name__}: {exc}")
         print(f"serving HTTPS 200: {serving}/{args.count}")
 
-        cpu_rows: list[tuple[str, str]] = []
-        prom_rows: list[tuple[str, str]] = []
+        cpu = ""
         machine_busy = None
         if args.idle_cpu > 0:
             print(f"measuring idle CPU over {args.idle_cpu:.0f} s ...", flush=True)
@@ -444,14 +440,16 @@ def main() -> int:
             machine_busy, parts = idle_cpu(cp.data_dir, args.idle_cpu)
             prom_rows = prometheus_rows(cp.data_dir, prom_before,
                                         prometheus_counters(cp.data_dir), args.idle_cpu)
-            for part, share in sorted(parts.items(), key=lambda x: -x[1]):
-                cpu_rows.append((part, f"{100 * share:.1f} %"))
+            cpu_rows = [(part, f"{100 * share:.1f} %")
+                        for part, share in sorted(parts.items(), key=lambda x: -x[1])]
             per_platform = parts.get("platforms (PostgreSQL + app)", 0.0) / max(1, len(created))
             cpu_rows.append(("one platform's own processes, mean", f"{100 * per_platform:.2f} %"))
+            cpu = (md_table(["idle CPU, share of one core", "over the window"], cpu_rows)
+                   + "\n\n" + md_table(["Prometheus over the same window", ""], prom_rows))
             # printed now: a later phase that fails must not take these figures with it
-            print(md_table(["idle CPU, share of one core", "over the window"], cpu_rows))
-            print(md_table(["Prometheus over the same window", ""], prom_rows))
-            print(f"machine busy: {100 * machine_busy:.1f} % of all cores", flush=True)
+            print(cpu)
+            print(f"machine busy: {100 * machine_busy:.1f} % of all cores (target with 300: "
+                  "≤ 10 %)", flush=True)
         used_all = mem_used_mib()
         per = measure(cp.data_dir, {rec["id"] for rec in created.values()})
         rows = []
@@ -504,13 +502,6 @@ def main() -> int:
     print(table)
     print()
     print(machine)
-    cpu = ""
-    if machine_busy is not None:
-        cpu = (md_table(["idle CPU, share of one core", "over the window"], cpu_rows)
-               + "\n\n" + md_table(["Prometheus over the same window", ""], prom_rows))
-        print()
-        print(cpu)
-        print(f"machine busy: {100 * machine_busy:.1f} % of all cores (target with 300: ≤ 10 %)")
     print(f"\nprocesses per platform: {min(nproc)}–{max(nproc)} ({procs})")
     print(f"serving: {serving}/{args.count}; density vs target: {'PASS' if verdict else 'FAIL'}")
     for line in not_serving + failures:
