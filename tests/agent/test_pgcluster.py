@@ -63,7 +63,10 @@ def test_cluster_from_template_under_supervisord(
         assert stat.S_IMODE(spec.socket_dir.stat().st_mode) == 0o700
 
         started = time.monotonic()
-        program = pgcluster.program_spec(spec, name="pg-p1", log_file=str(short_tmp / "pg.log"))
+        logs = short_tmp / "p1" / "logs"  # the cluster writes its log itself, as its owner
+        logs.mkdir(mode=0o700)
+        unixusers.chown_tree(logs, owner)
+        program = pgcluster.program_spec(spec, name="pg-p1", log_file=str(logs / "pg.log"))
         supervisor.put(program)
         pgcluster.wait_ready(spec, timeout=30)
         pgcluster.ensure_database(spec, role="app", password=PASSWORD, dbname="appdb")
@@ -105,7 +108,7 @@ def test_cluster_from_template_under_supervisord(
         su = pgcluster.database_url(role="postgres", password="x", dbname="postgres", port=port)
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(su)
-        assert PASSWORD not in (short_tmp / "pg.log").read_text()
+        assert PASSWORD not in (short_tmp / "p1" / "logs" / "pg.log").read_text()
 
         if as_root:
             assert spec.datadir.stat().st_uid == pwd.getpwnam(OWNER).pw_uid

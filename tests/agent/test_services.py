@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tenantry.agent import supervisord as supervisord_module
+from tenantry.agent import unixusers
 from tenantry.agent.services import ProgramSpec
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.agent.testing import FakeServiceManager
@@ -208,6 +210,97 @@ def test_a_look_asks_supervisord_only_when_its_log_says_something_changed(
     supervisor.observe()
     supervisor.observe()
     assert calls.count("getAllProcessInfo") == 2
+
+
+def _wakeups(pid: int) -> int:
+    """How often `pid` has gone to sleep and been woken (voluntary context switches)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for pid {pid}")
+
+
+CHATTY = ("import sys, time; print(*sys.argv[1:], sep='|', flush=True); "
+          "[(print('line', i, flush=True), time.sleep(0.01)) for i in range(300)]; "
+          "time.sleep(3600)")
+
+
+@pytest.mark.slow
+def test_a_program_writes_its_own_log_and_its_lines_do_not_wake_supervisord(
+    supervisor: SupervisordManager, short_tmp: Path, wait_for: Wait
+) -> None:
+    """Every line that went through supervisord's pipe woke its loop, and each wake-up
+    walks every program: 100 idle platforms made it wake 41 times a second for the apps'
+    request lines. A program writes its log itself; its arguments reach it unchanged
+    through the shell that opens the log."""
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    log_file = logs / "chatty.log"
+    args = tuple(TRICKY.values()) + ("-c", "$1", '"$@"', "a b", "x;y #z")
+    spec = ProgramSpec(name="chatty", command=(sys.executable, "-c", CHATTY, *args),
+                       log_file=str(log_file))
+    daemon = supervisor.daemon_pid()
+    assert daemon is not None
+    before = _wakeups(daemon)
+    supervisor.put(spec)
+    wait_for(lambda: log_file.exists() and "line 299" in log_file.read_text(), timeout=20,
+             what="300 lines in the program's own log")
+    woken = _wakeups(daemon) - before
+    lines = log_file.read_text().splitlines()
+    assert lines[0] == "|".join(args), "argv unchanged"
+    assert lines[1:] == [f"line {i}" for i in range(300)]
+    # 3+ s: a wake-up a second and those of the put itself, not one per line
+    assert woken < 100, f"supervisord woke {woken} times for 300 lines"
+    assert supervisor.log_files() == [log_file]
+    caught = supervisor.logs / "chatty.log"  # what went through supervisord: nothing
+    assert not caught.exists() or caught.read_text() == ""
+    assert supervisor.observe()["chatty"].digest == spec.digest()
+
+
+@pytest.mark.slow
+def test_a_log_the_shell_cannot_open_is_told_in_supervisords_own(
+    supervisor: SupervisordManager, short_tmp: Path, wait_for: Wait
+) -> None:
+    """The program does not start, and why is in the log supervisord keeps for it."""
+    spec = ProgramSpec(name="nolog", command=("sleep", "60"),
+                       log_file=str(short_tmp / "missing" / "nolog.log"))
+    supervisor.put(spec)
+    caught = supervisor.logs / "nolog.log"
+    wait_for(lambda: caught.exists() and "nolog.log" in caught.read_text(), timeout=20,
+             what="the shell's complaint in supervisord's log of the program")
+    wait_for(lambda: supervisor.observe()["nolog"].state == "FATAL", timeout=30,
+             what="nolog FATAL: it never ran")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="programs run as a platform's user only as root")
+def test_a_platform_users_program_takes_over_the_log_supervisord_wrote(
+    supervisor: SupervisordManager, short_tmp: Path, wait_for: Wait
+) -> None:
+    """A host upgraded in place: the log a program had, written by supervisord as root,
+    is handed to the platform's user, whose program appends to it."""
+    user = f"tp-lg{os.getpid() % 100000}"
+    unixusers.ensure_user(user)
+    try:
+        short_tmp.chmod(0o711)  # as a platform's home is reached
+        logs = short_tmp / "plogs"
+        logs.mkdir()
+        unixusers.chown_tree(logs, user)
+        log_file = logs / "web.log"
+        log_file.write_text("from before\n")  # root's, as supervisord left it
+        spec = ProgramSpec(name="asuser", user=user, log_file=str(log_file),
+                           command=("/usr/bin/python3", "-c",  # one the user may run
+                                    "import os; print('uid', os.getuid(), flush=True); "
+                                    "import time; time.sleep(60)"))
+        supervisor.put(spec)
+        uid = pwd.getpwnam(user).pw_uid
+        wait_for(lambda: f"uid {uid}" in log_file.read_text(), what="the user's line")
+        assert log_file.read_text().startswith("from before\n")
+        assert log_file.stat().st_uid == uid
+        supervisor.remove("asuser")
+    finally:
+        unixusers.remove_user(user)
+        unixusers.remove_group_if_empty(user)
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from tenantry.agent import converge, exits, exporters, ingress, pgcluster, unixusers
+from tenantry.agent import converge, exits, exporters, ingress, logfiles, pgcluster, unixusers
 from tenantry.agent.backups import BackupRunner
 from tenantry.agent.client import ControlPlaneClient, Credentials, enroll
 from tenantry.agent.disk import DiskGuard
@@ -226,6 +226,7 @@ class Agent:
         self.disk = DiskGuard(options.data_dir, options.disk_reserve)
         self._disk: DiskReport | None = None
         self._disk_checked = 0.0
+        self._logs_rotated = time.monotonic()  # the first look a minute after the start
         self.exits = ExitLog(exits.supervisord_log(self.paths.services),
                              exits.state_path(self.paths.services))
         self.drills = Drills()
@@ -659,6 +660,7 @@ class Agent:
         ran: int | None = None  # the pid it last ran as: its end is told once
         while not self.stopping.wait(SERVICES_CHECK):
             self._check_disk()
+            self._rotate_logs()
             pid = self.services.daemon_pid()
             if pid is not None:
                 ran = pid
@@ -687,6 +689,15 @@ class Agent:
                 continue
             self._checked.clear()  # every platform is looked at in the next pass
             log.warning("the service manager runs again (pid %s)", self.services.daemon_pid())
+
+    def _rotate_logs(self) -> None:
+        """Each minute: the logs programs write themselves, rotated when grown large."""
+        now = time.monotonic()
+        if now - self._logs_rotated < logfiles.ROTATE_EVERY:
+            return
+        self._logs_rotated = now
+        for path in logfiles.rotate(self.services.log_files()):
+            log.info("logs: rotated %s", path)
 
     def _check_disk(self) -> None:
         """Each second: release the disk reserve the moment free space falls below it

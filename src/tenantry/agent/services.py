@@ -12,6 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from tenantry.core.errors import InvalidInput
@@ -30,6 +31,7 @@ class ProgramSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
     directory: str | None = None
+    # Written by the program itself, as `user`, who must be able to create or append to it.
     log_file: str | None = None
     stop_signal: str = "TERM"
     start_seconds: int = 1
@@ -111,6 +113,11 @@ class ServiceManager(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop every program and the daemon itself, and wait until they are gone."""
+
+    def log_files(self) -> list[Path]:
+        """The logs the programs write themselves, which the agent rotates
+        (tenantry.agent.logfiles); none for a manager that keeps its programs' logs."""
+        return []
 
     def daemon_pid(self) -> int | None:
         """The pid of the manager daemon while it lives (its programs are its descendants);
