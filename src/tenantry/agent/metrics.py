@@ -4,8 +4,11 @@ What only the agent knows: when it last reached the control plane, how many app 
 each platform slot runs against how many it should, which clusters it runs (so a cluster
 missing from postgres_exporter's series is "down", not "gone"), and rogue processes.
 
-The agent refreshes a `HostSnapshot` on every pass; a scrape renders the latest one plus a
-fresh rogue scan, so it never waits on supervisord or the control plane.
+A scrape does no work of its own: while Prometheus scrapes, a background thread of
+`AgentMetrics` makes a `HostSnapshot` every `REFRESH` seconds (supervisord's view, clusters'
+memory and WAL space, backups), runs the rogue scan and renders the result; a scrape serves
+the latest rendering plus the heartbeat, rendered then. So a scrape never waits on
+supervisord, /proc or the control plane, except after a change, for at most `WAIT`.
 """
 
 from __future__ import annotations
@@ -100,8 +103,21 @@ def render(families: Iterable[Family]) -> str:
 
 def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport,
              restarts: Mapping[str, int] | None = None) -> list[Family]:
-    """`restarts`: unexpected exits since the agent started, by program (supervisord's
-    name: `<platform id>-…` for a platform's)."""
+    """All of /metrics, the heartbeat first. `restarts`: unexpected exits since the agent
+    started, by program (supervisord's name: `<platform id>-…` for a platform's)."""
+    return [heartbeat_family(heartbeat), *host_families(snapshot, rogues, restarts)]
+
+
+def heartbeat_family(heartbeat: float) -> Family:
+    return Family("tenantry_agent_heartbeat_timestamp_seconds",
+                  "Unix time of the agent's last successful report to the control plane "
+                  "(0: none since it started).", "gauge", [({}, heartbeat)])
+
+
+def host_families(snapshot: HostSnapshot, rogues: RogueReport,
+                  restarts: Mapping[str, int] | None = None) -> list[Family]:
+    """Every family but the heartbeat (`restarts` as for `families`): what the refresher
+    renders ahead of the scrapes."""
     restarts = restarts or {}
     ours = {pid for pid, _, _ in snapshot.platforms}
 
@@ -121,9 +137,6 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport,
         return {"server": d.server, "isv": d.isv, "platform": d.platform}
 
     return [
-        Family("tenantry_agent_heartbeat_timestamp_seconds",
-               "Unix time of the agent's last successful report to the control plane "
-               "(0: none since it started).", "gauge", [({}, heartbeat)]),
         Family("tenantry_platform_processes", "App processes running in a platform slot.",
                "gauge", [(slot(s), s.running) for s in snapshot.slots]),
         Family("tenantry_platform_processes_expected",
@@ -179,7 +192,7 @@ def families(snapshot: HostSnapshot, heartbeat: float, rogues: RogueReport,
                "Processes of no platform and no known service over the CPU or memory "
                "threshold.", "gauge", [({}, rogues.count)]),
         Family("tenantry_rogue_process_cpu_ratio",
-               "CPU used by a top rogue process since the previous scrape, in cores.",
+               "CPU used by a top rogue process since the agent's previous look, in cores.",
                "gauge", [(rogue(r), r.cpu_ratio) for r in rogues.top]),
         Family("tenantry_rogue_process_rss_bytes", "Resident memory of a top rogue process.",
                "gauge", [(rogue(r), r.rss_bytes) for r in rogues.top]),
@@ -229,41 +242,138 @@ def _expected(paths: converge.HostPaths, p: DesiredPlatform, info: DesiredSlot |
 
 
 class AgentMetrics:
-    """The latest snapshot, the heartbeat and the rogue scanner, rendered on demand."""
+    """The agent's /metrics, rendered ahead of the scrapes by a thread of its own.
 
-    SOURCE_TTL = 2.0  # s a snapshot made for a scrape serves the next ones
+    While someone scrapes, the refresher makes a snapshot (from `source`, or `snapshot` when
+    there is none), runs the rogue scan and renders them, then again `REFRESH` s later. A
+    scrape (`text`) serves that rendering with the heartbeat rendered at that moment, so its
+    cost does not grow with the platforms and it never waits on the source, except right
+    after a change (`use`, or a new `snapshot`): then it waits for the new rendering, at
+    most `WAIT` s, and serves the newest one it has. The refresher starts with the first
+    scrape and stops working once nobody scraped for `idle_after` s: a host nobody scrapes
+    spends nothing on its metrics. `close` ends it.
+    """
 
-    def __init__(self, scanner: RogueScanner | None = None) -> None:
-        self.snapshot = HostSnapshot()
-        # What makes a snapshot, when one is asked for (a scrape): a host nobody scrapes
-        # spends nothing on it.
+    REFRESH = 2.0  # s between two renderings while scraped (Prometheus scrapes every 3 s)
+    WAIT = 1.0  # s a scrape waits for the rendering of a change: half its 2 s timeout
+
+    def __init__(self, scanner: RogueScanner | None = None, *,
+                 idle_after: float = 60.0) -> None:
         self.source: Callable[[], HostSnapshot] | None = None
-        self._made_at = -1e9
-        self._lock = threading.Lock()
-        self.heartbeat = 0.0
+        self.heartbeat = 0.0  # read at every scrape: the "host silent" check's series
         self.scanner = scanner or RogueScanner()
         self.restarts: dict[str, int] = {}  # program -> unexpected exits since the start
+        self.idle_after = idle_after
+        self._snapshot = HostSnapshot()
+        # Guards what follows; the refresher and the scrapes signal each other through it.
+        self._changed = threading.Condition()
+        # Changes are numbered: `_asked` is the latest a scrape should see, `_done` the one
+        # the refresher last rendered (or failed to). A rendering started before a change is
+        # not the change's, even when it ends after it.
+        self._asked = 0
+        self._done = -1
+        self._body: str | None = None  # replaced whole by the refresher
+        self._scraped_at = -math.inf
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def snapshot(self) -> HostSnapshot:
+        """The latest snapshot: set by the refresher from `source`, or by hand when there is
+        none (the next scrape then serves it)."""
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: HostSnapshot) -> None:
+        with self._changed:
+            self._snapshot = snapshot
+            self._ask()
 
     def use(self, source: Callable[[], HostSnapshot]) -> None:
-        """Make snapshots with `source` from now on (the next scrape makes a new one)."""
-        with self._lock:
-            self.source, self._made_at = source, -1e9
+        """Make snapshots with `source` from now on; the next scrape serves one of its."""
+        with self._changed:
+            self.source = source
+            self._ask()
 
     def count_exits(self, programs: Iterable[str]) -> None:
         restarts = dict(self.restarts)
         for program in programs:
             restarts[program] = restarts.get(program, 0) + 1
-        self.restarts = restarts  # replaced whole: a scrape reads one or the other
+        self.restarts = restarts  # replaced whole: the refresher reads one or the other
 
     def text(self) -> str:
-        with self._lock:
-            source = self.source
-            if source is not None and time.monotonic() - self._made_at >= self.SOURCE_TTL:
-                self.snapshot = source()
-                self._made_at = time.monotonic()
-        snapshot = self.snapshot  # one reference: the agent replaces it whole
-        return render(families(snapshot, self.heartbeat, self.scanner.scan(snapshot.known),
-                               self.restarts))
+        """The page for one scrape. It does not look at the host itself, and waits at most
+        `WAIT` s (only after a change, or when the refresher was idle)."""
+        with self._changed:
+            now = time.monotonic()
+            if now - self._scraped_at >= self.idle_after:
+                self._ask()  # first scrape, or the first after an idle spell: body is old
+            self._scraped_at = now
+            if not self._closed:
+                self._start()
+                self._changed.notify_all()  # an idle refresher waits for a scrape
+                asked = self._asked
+                self._changed.wait_for(lambda: self._done >= asked, timeout=self.WAIT)
+            body = self._body
+        return render([heartbeat_family(self.heartbeat)]) + (body or "")
+
+    def make_body(self) -> str:
+        """One refresh: a snapshot, the rogue scan, every family but the heartbeat."""
+        source = self.source
+        snapshot = source() if source is not None else self._snapshot
+        if source is not None:
+            self._snapshot = snapshot
+        return render(host_families(snapshot, self.scanner.scan(snapshot.known),
+                                    self.restarts))
+
+    def close(self) -> None:
+        """Stop the refresher for good, waiting a little for a rendering under way to end;
+        later scrapes get the last page."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _ask(self) -> None:
+        """A change: the rendering we have is stale. (Called holding `_changed`.)"""
+        self._asked += 1
+        self._changed.notify_all()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._refresh, name="metrics-refresh",
+                                            daemon=True)
+            self._thread.start()
+
+    def _refresh(self) -> None:
+        due = 0.0  # monotonic time of the next rendering without a change
+        while True:
+            with self._changed:
+                while not self._closed:
+                    now = time.monotonic()
+                    if now - self._scraped_at >= self.idle_after:
+                        self._changed.wait()  # nobody scrapes: until one does, or close()
+                    elif self._asked > self._done or now >= due:
+                        break
+                    else:
+                        self._changed.wait(due - now)
+                if self._closed:
+                    return
+                asked = self._asked  # before reading the source, so a later use() counts
+            try:
+                body: str | None = self.make_body()
+            except Exception:  # the scrapes go on with the previous rendering
+                log.exception("metrics: looking at the host failed; /metrics serves the "
+                              "previous page")
+                body = None
+            with self._changed:
+                if body is not None:
+                    self._body = body
+                self._done = asked  # failed or not: the scrapes waiting for it go on
+                self._changed.notify_all()
+            due = time.monotonic() + self.REFRESH
 
 
 class MetricsServer:

@@ -1,8 +1,9 @@
 """The agent's monitoring duties on its host: the exporters, /metrics, and where to scrape.
 
 On every pass (and while the control plane is away, since clusters still come and go) the
-agent calls `keep`: it converges the exporters, refreshes the snapshot /metrics serves, and
-the targets it reports (`HostObserved.monitoring`).
+agent calls `keep`: it converges the exporters, tells /metrics how to make its snapshots of
+the host (`AgentMetrics.use`), and refreshes the targets it reports
+(`HostObserved.monitoring`).
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ class HostMonitoring:
                      exporters.address(self.host, self._server.port))
 
     def stop(self) -> None:
+        """Stop serving /metrics, and the thread that renders it."""
         if self._server is not None:
             self._server.close()
             self._server = None
+        self.metrics.close()
 
     def _save(self, ports: exporters.MonitoringPorts) -> None:
         ports.save(self.ports_file)
@@ -126,6 +129,8 @@ class HostMonitoring:
         programs = self.services.observe()
         self._kept = _followed(desired, programs)
         self._kept_at = time.monotonic()
+        # Called on /metrics' refresher thread, every few seconds while Prometheus scrapes
+        # and never otherwise; only there, so `snapshot`'s state needs no lock.
         self.metrics.use(lambda: self.snapshot(desired, self.services.observe()))
         self.targets = exporters.targets(self.ports(), host=self._scrape_host(desired),
                                          agent_up=self._server is not None, programs=programs)
