@@ -237,7 +237,28 @@ def prometheus_rows(data_dir: Path, before: dict[str, float], after: dict[str, f
     for r in sorted(result["data"]["result"], key=lambda r: r["metric"].get("job", "")):
         rows.append((f"samples per round of scrapes, job {r['metric'].get('job')}",
                      r["value"][1]))
-    return rows
+    return rows + scrape_rows(data_dir, seconds)
+
+
+def scrape_rows(data_dir: Path, seconds: float) -> list[tuple[str, str]]:
+    """Each job's scrapes over the window: how long they took (mean, max) and the share
+    that answered within the timeout. A failed scrape of the agent is half a false "host
+    silent"."""
+    window = f"{max(1, int(seconds))}s"
+    asks = {"mean": f"avg by (job) (avg_over_time(scrape_duration_seconds[{window}]))",
+            "max": f"max by (job) (max_over_time(scrape_duration_seconds[{window}]))",
+            "up": f"avg by (job) (avg_over_time(up[{window}]))"}
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    try:
+        for key, ask in asks.items():
+            answer = json.loads(_prometheus(data_dir, f"/api/v1/query?query={quote(ask)}"))
+            for r in answer["data"]["result"]:
+                found[r["metric"].get("job", "?")][key] = float(r["value"][1])
+    except (OSError, ValueError, KeyError) as exc:  # the figures above stand without these
+        return [("scrape durations", f"not read: {type(exc).__name__}: {exc}")]
+    return [(f"job {job}: scrape mean / max, answered",
+             f"{1000 * f.get('mean', 0):.0f} ms / {1000 * f.get('max', 0):.0f} ms, "
+             f"{100 * f.get('up', 0):.1f} %") for job, f in sorted(found.items())]
 
 
 def idle_cpu(data_dir: Path, seconds: float) -> tuple[float, dict[str, float]]:
