@@ -27,6 +27,7 @@ from tenantry.agent import converge, releases
 from tenantry.agent.backups import BackupMetrics
 from tenantry.agent.rogues import Known, Rogue, RogueReport, RogueScanner
 from tenantry.agent.services import ProgramStatus
+from tenantry.core.errors import TenantryError
 from tenantry.platforms.contract import DesiredPlatform, DesiredSlot
 
 log = logging.getLogger("tenantry.agent")
@@ -364,6 +365,10 @@ class AgentMetrics:
                 asked = self._asked  # before reading the source, so a later use() counts
             try:
                 body: str | None = self.make_body()
+            except (TenantryError, OSError) as exc:  # supervisord gone (a stop), say
+                log.warning("metrics: cannot look at the host (%s); /metrics serves the "
+                            "previous page", exc)
+                body = None
             except Exception:  # the scrapes go on with the previous rendering
                 log.exception("metrics: looking at the host failed; /metrics serves the "
                               "previous page")
