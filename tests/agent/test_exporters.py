@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tenantry.agent import converge, exporters, pgcluster, unixusers
+from tenantry.agent import converge, exporters, monitor, pgcluster, unixusers
 from tenantry.agent.dbusage import free_bytes, memory_budget
 from tenantry.agent.main import Agent, AgentOptions
 from tenantry.agent.monitor import HostMonitoring
@@ -216,6 +216,32 @@ def test_the_agent_keeps_its_exporters_and_reports_where_they_are(tmp_path: Path
     again = Agent(AgentOptions(data_dir=tmp_path, metrics_host="0.0.0.0"), services=fake)
     assert again.monitoring.ports() == ports
     assert [a.description for a in again.monitoring.plan(host(), fake.observe())] == []
+
+
+def test_metrics_follow_each_new_desired_state_and_only_a_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape after a change waits for its page (up to a second). The same desired state
+    kept again, as the exporters' check every 30 s does, is no change; a new one is, even
+    when nothing the exporters follow moved (here a platform's name)."""
+    fake = FakeServiceManager()
+    fake.ensure_started()
+    mon = HostMonitoring(converge.HostPaths(tmp_path), fake, host="127.0.0.1")
+    told: list[object] = []
+    use = mon.metrics.use
+    monkeypatch.setattr(mon.metrics, "use", lambda source: (told.append(source), use(source)))
+    monkeypatch.setattr(monitor, "KEEP_VERIFY", 0.0)  # every keep checks the exporters
+    try:
+        same = host(desired(id="p1"))
+        for _ in range(3):
+            mon.keep(same)
+        assert len(told) == 1
+        assert 'platform="bms/lbh"' in mon.metrics.text()
+        mon.keep(host(desired(id="p1", name="renamed")))
+        assert len(told) == 2
+        text = mon.metrics.text()
+        assert 'platform="bms/renamed"' in text and 'platform="bms/lbh"' not in text
+    finally:
+        mon.stop()
 
 
 def test_the_report_carries_the_targets(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ class HostMonitoring:
         self._db_memory = dbusage.MemoryCache()
         self._kept: tuple[object, ...] | None = None  # what the exporters were planned for
         self._kept_at = 0.0
+        self._measured: DesiredHost | None = None  # what /metrics is made from
 
     @property
     def ports_file(self) -> Path:
@@ -118,6 +119,14 @@ class HostMonitoring:
 
     def _keep(self, desired: DesiredHost) -> None:
         self.ports()
+        if desired is not self._measured:
+            # A new desired state: /metrics is made from it from now on. The same one again
+            # (the agent keeps its object while nothing changed) is left alone: the
+            # refresher looks again every few seconds anyway, and telling it of a change
+            # makes the next scrape wait for the new page. The source is called on that
+            # refresher thread only, so `snapshot`'s state needs no lock.
+            self._measured = desired
+            self.metrics.use(lambda: self.snapshot(desired, self.services.observe()))
         programs = self.services.observe()
         seen = _followed(desired, programs)
         if seen == self._kept and time.monotonic() - self._kept_at < KEEP_VERIFY:
@@ -129,9 +138,6 @@ class HostMonitoring:
         programs = self.services.observe()
         self._kept = _followed(desired, programs)
         self._kept_at = time.monotonic()
-        # Called on /metrics' refresher thread, every few seconds while Prometheus scrapes
-        # and never otherwise; only there, so `snapshot`'s state needs no lock.
-        self.metrics.use(lambda: self.snapshot(desired, self.services.observe()))
         self.targets = exporters.targets(self.ports(), host=self._scrape_host(desired),
                                          agent_up=self._server is not None, programs=programs)
 
