@@ -29,9 +29,10 @@ BACKUPS = 3
 ROTATE_EVERY = 60.0  # s
 
 
-def _open_own(path: Path, flags: int) -> int | None:
-    """An fd on `path` when it is a regular file with one link (no link followed), else
-    None (missing, or not a log: a link, a directory, a hard link to another file)."""
+def _open_own(path: Path, flags: int) -> tuple[int, os.stat_result] | None:
+    """An fd on `path`, and its stat, when it is a regular file with one link (no link
+    followed), else None (missing, or not a log: a link, a directory, a hard link to
+    another file)."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -40,7 +41,7 @@ def _open_own(path: Path, flags: int) -> int | None:
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
         return None
-    return fd
+    return fd, st
 
 
 def hand_over(path: Path, user: str) -> None:
@@ -50,11 +51,12 @@ def hand_over(path: Path, user: str) -> None:
         entry = pwd.getpwnam(user)
     except KeyError:
         return  # the program's start will say so
-    fd = _open_own(path, os.O_WRONLY | os.O_APPEND)
-    if fd is None:
+    opened = _open_own(path, os.O_WRONLY | os.O_APPEND)
+    if opened is None:
         return
+    fd, st = opened
     try:
-        if os.fstat(fd).st_uid != entry.pw_uid:
+        if st.st_uid != entry.pw_uid:
             os.fchown(fd, entry.pw_uid, entry.pw_gid)
             os.fchmod(fd, 0o640)
     finally:
@@ -68,11 +70,11 @@ def rotate_if_large(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKU
             return False
     except OSError:
         return False
-    fd = _open_own(path, os.O_RDWR)
-    if fd is None:
+    opened = _open_own(path, os.O_RDWR)
+    if opened is None:
         return False
+    fd, st = opened
     try:
-        st = os.fstat(fd)
         if st.st_size < max_bytes:
             return False
         for i in range(backups - 1, 0, -1):  # .2 → .3, .1 → .2 (rename follows no link)
