@@ -379,8 +379,7 @@ def wait_monitored(cp: ControlPlaneProcess, k: int, timeout: float = 240) -> flo
     """Until every target is up and each of the k platforms responds and has its database
     up in Prometheus's eyes; the seconds it took."""
     url = prometheus_url(cp)
-    want = {"node": 1, "agent": 1, "probe_proxy": 1} | ({"postgres": 1, "probe_platform": k}
-                                                       if k else {})
+    want = {"node": 1, "agent": 1, "probe_proxy": 1} | ({"postgres": 1} if k else {})
     t0 = time.monotonic()
     last = ""
     while time.monotonic() - t0 < timeout:

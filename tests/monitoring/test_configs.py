@@ -46,7 +46,7 @@ def _write_all(root: Path) -> stack.StackLayout:
     stack.write_if_changed(layout.alertmanager_yml, render_alertmanager(AlertmanagerInputs(
         webhook_url="https://127.0.0.1:8443/api/v1/monitoring/alertmanager",
         token_file=str(layout.webhook_token_file))))
-    stack.write_if_changed(layout.blackbox_yml, render_blackbox(ca_file=str(layout.sd_token_file)))
+    stack.write_if_changed(layout.blackbox_yml, render_blackbox())
     return layout
 
 
@@ -64,24 +64,24 @@ def test_prometheus_config_shape(tmp_path: Path) -> None:
     assert doc["global"]["evaluation_interval"] == "1s"
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
     # what pages someone at once is asked more often, and gives up sooner
-    assert (jobs["probe_platform"]["scrape_interval"], jobs["agent"]["scrape_timeout"]) == \
-        ("3s", "2s")
+    assert (jobs["agent"]["scrape_interval"], jobs["agent"]["scrape_timeout"]) == ("3s", "2s")
+    assert jobs["probe_proxy"]["scrape_interval"] == "3s"
     assert "scrape_interval" not in jobs["node"]
-    assert set(jobs) == {"node", "agent", "postgres", "probe_platform", "probe_proxy"}
+    # platforms are probed by their agents (agent/prober.py), not by blackbox
+    assert set(jobs) == {"node", "agent", "postgres", "probe_proxy"}
     sd = jobs["node"]["http_sd_configs"][0]
     assert sd["url"] == "https://127.0.0.1:8443/api/v1/monitoring/sd/node"
-    assert sd["refresh_interval"] == "5s"  # new platforms watched within one interval
+    assert sd["refresh_interval"] == "5s"  # new hosts watched within one interval
     assert sd["authorization"]["credentials_file"].endswith("secrets/sd-token")
-    probe = jobs["probe_platform"]
-    assert probe["params"] == {"module": ["https_platform"]}
+    probe = jobs["probe_proxy"]
+    assert probe["params"] == {"module": ["tcp_proxy"]}
     relabel = {r.get("target_label"): r for r in probe["relabel_configs"]}
-    assert relabel["__param_hostname"]["source_labels"] == ["server_name"]
     assert relabel["__address__"]["replacement"] == "127.0.0.1:19115"
-    # only the series the checks read are stored: each probe's other eighteen are dropped
+    # only the series the checks read are stored: each probe's others are dropped
     kept = probe["metric_relabel_configs"][0]
     assert (kept["action"], kept["source_labels"]) == ("keep", ["__name__"])
-    read = {m for c in catalog().values() for m in re.findall(r"probe_\w+", c.expr)}
-    assert set(kept["regex"].split("|")) == read - {"probe_platform", "probe_proxy"}
+    read = {m for c in catalog().values() for m in re.findall(r"(?<!_)probe_\w+", c.expr)}
+    assert set(kept["regex"].split("|")) == read - {"probe_proxy"}
 
 
 def test_alertmanager_config_shape(tmp_path: Path) -> None:

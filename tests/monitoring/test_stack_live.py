@@ -4,9 +4,10 @@ A small HTTP server in the test plays the control plane: it serves the SD docume
 a real node_exporter and its own /metrics, whose value the test sets), and receives the
 webhook. The test checks the bearer tokens both ways, hysteresis (below busy but above clear
 keeps the alert firing), resolution below the clear threshold, a rule change picked up by
-a reload without restart, and an HTTPS probe of a site by address with its name given apart
-(the `hostname` parameter: Host header and TLS name) that alerts when the site stops. It
-prints the fault-to-webhook latencies.
+a reload without restart, and the agent's prober (agent/prober.py) asking an HTTPS site by
+address under its name (SNI and Host, its certificate pinned), its results served on the
+fake agent's /metrics, which alerts when the site stops. It prints the fault-to-webhook
+latencies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from tenantry.agent.metrics import render
+from tenantry.agent.prober import Prober, ProbeTarget
 from tenantry.core.errors import Unavailable
 from tenantry.monitoring import rules, stack
 from tenantry.monitoring.catalog import Check, Scope, TargetKind, ThresholdOverride, catalog
@@ -50,8 +55,9 @@ LOAD = Check("test_load", TargetKind.HOST, 'tenantry_test_load{job="agent"}', Tr
 class FakeControlPlane:
     """SD endpoints, a /metrics with one settable gauge, and the webhook receiver."""
 
-    def __init__(self, node_port: int, site_port: int) -> None:
+    def __init__(self, node_port: int, prober: Prober | None = None) -> None:
         self.value = 10.0
+        self.prober = prober
         self.hooks: list[tuple[float, str, WebhookPayload]] = []
         self.sd_auth: set[str] = set()
         self.lock = threading.Lock()
@@ -63,11 +69,6 @@ class FakeControlPlane:
                                         labels={"kind": "host", "host": "h1"})]),
             "agent": SdDocument([SdGroup(targets=[f"127.0.0.1:{self.port}"],
                                          labels={"kind": "host", "host": "h1"})]),
-            # The ingress by address; the name only as the probe's Host and TLS name.
-            "probe_platform": SdDocument([SdGroup(
-                targets=[f"https://127.0.0.1:{site_port}/health"],
-                labels={"kind": "platform", "host": "h1", "isv": "acme",
-                        "platform": "acme/p1", "server_name": SITE})]),
         }
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -113,7 +114,11 @@ def _handler(cp: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/metrics":
                 with cp.lock:
-                    body = f"tenantry_test_load {cp.value}\n".encode()
+                    text = f"tenantry_test_load {cp.value}\n"
+                if cp.prober is not None:  # as AgentMetrics serves it
+                    cp.prober.scraped()
+                    text += render(cp.prober.families())
+                body = text.encode()
                 self._send(200, body, "text/plain; version=0.0.4")
                 return
             prefix = "/api/v1/monitoring/sd/"
@@ -194,11 +199,18 @@ def test_threshold_to_webhook_with_hysteresis_and_reload(root: Path, launch: Any
     layout = stack.StackLayout(root)
     layout.prepare()
     site = Site(root)
-    cp = FakeControlPlane(ports.node_exporter, site.port)
+    cert = x509.load_pem_x509_certificate(site.cert.read_bytes())
+    prober = Prober()
+    prober.use(("127.0.0.1", site.port), [ProbeTarget(
+        platform_id="p1", isv="acme", platform="acme/p1", hostname=SITE, path="/health",
+        cert_der=cert.public_bytes(Encoding.DER),
+        not_after=cert.not_valid_after_utc.timestamp())])
+    cp = FakeControlPlane(ports.node_exporter, prober)
     try:
         _run(cp, site, layout, ports, launch)
     finally:
         cp.close()
+        prober.close()
         site.stop()
 
 
@@ -218,7 +230,7 @@ def _run(cp: FakeControlPlane, site: Site, layout: stack.StackLayout, ports: sta
     stack.write_if_changed(layout.alertmanager_yml, render_alertmanager(AlertmanagerInputs(
         webhook_url=f"http://127.0.0.1:{cp.port}/webhook",
         token_file=str(layout.webhook_token_file))))
-    stack.write_if_changed(layout.blackbox_yml, render_blackbox(ca_file=str(site.cert)))
+    stack.write_if_changed(layout.blackbox_yml, render_blackbox())
 
     procs = {spec.name: launch(spec) for spec in stack.programs(layout, ports)}
     prom = f"http://127.0.0.1:{ports.prometheus}"
@@ -230,7 +242,7 @@ def _run(cp: FakeControlPlane, site: Site, layout: stack.StackLayout, ports: sta
     assert cp.sd_auth == {f"Bearer {SD_TOKEN}"}
     _wait(lambda: [r["value"][1] for r in _query(prom, 'tenantry:check_value{check="responding",'
                                                        ' platform="acme/p1"}')] == ["1"],
-          "the platform probed through its address, by name, against its CA")
+          "the platform probed through its address, by name, its certificate pinned")
 
     # Busy: the value crosses 50.
     t_fault = cp.set(60)
@@ -284,7 +296,7 @@ def test_a_silent_host_inhibits_its_platforms(root: Path, launch: Any) -> None:
     ports = stack.StackPorts(free_port(), free_port(), free_port(), free_port(), free_port())
     layout = stack.StackLayout(root)
     layout.prepare()
-    cp = FakeControlPlane(0, 0)
+    cp = FakeControlPlane(0)
     try:
         stack.write_if_changed(layout.webhook_token_file, HOOK_TOKEN, mode=0o600)
         stack.write_if_changed(layout.alertmanager_yml, render_alertmanager(AlertmanagerInputs(

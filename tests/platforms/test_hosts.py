@@ -60,8 +60,16 @@ def test_second_agent_in_another_region(plane: ControlPlaneProcess, isv: str) ->
             found = httpx.get(f"{prometheus_url(plane)}/api/v1/targets", timeout=5).json()
             return {t["labels"]["job"] for t in found["data"]["activeTargets"]
                     if t["labels"].get("host") == "eu-host-1" and t["health"] == "up"}
-        wait_until(lambda: {"node", "agent", "postgres", "probe_proxy",
-                            "probe_platform"} <= scraped(), 60, "eu-host-1 scraped")
+        wait_until(lambda: {"node", "agent", "postgres", "probe_proxy"} <= scraped(), 60,
+                   "eu-host-1 scraped")
+
+        # Its agent probes the platform through its ingress, and says so to Prometheus.
+        def probed() -> list[str]:
+            found = httpx.get(f"{prometheus_url(plane)}/api/v1/query", timeout=5, params={
+                "query": 'tenantry_probe_success{host="eu-host-1"}'}).json()
+            return [f'{r["metric"]["platform"]}={r["value"][1]}'
+                    for r in found["data"]["result"]]
+        wait_until(lambda: probed() == [f"{isv}/t1=1"], 60, "the platform probed by its agent")
 
         # --plan on a converged host has nothing to do.
         plan = subprocess.run([*TENANTRY, "agent", "--data-dir", str(root / "agent"), "--plan"],

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from tenantry.agent import converge, releases
 from tenantry.agent.backups import BackupMetrics
@@ -242,6 +242,14 @@ def _expected(paths: converge.HostPaths, p: DesiredPlatform, info: DesiredSlot |
     return sum(len(info.ports) if proc == "web" else 1 for proc in release.manifest.processes)
 
 
+class Live(Protocol):
+    """Families rendered at each scrape, told of it (the prober's)."""
+
+    def scraped(self) -> None: ...
+
+    def families(self) -> list[Family]: ...
+
+
 class AgentMetrics:
     """The agent's /metrics, rendered ahead of the scrapes by a thread of its own.
 
@@ -252,7 +260,8 @@ class AgentMetrics:
     after a change (`use`, or a new `snapshot`): then it waits for the new rendering, at
     most `WAIT` s, and serves the newest one it has. The refresher starts with the first
     scrape and stops working once nobody scraped for `idle_after` s: a host nobody scrapes
-    spends nothing on its metrics. `close` ends it.
+    spends nothing on its metrics. `close` ends it. `live`, when set, is told of each
+    scrape and its families rendered then (the probes' results, see prober.py).
     """
 
     REFRESH = 2.0  # s between two renderings while scraped (Prometheus scrapes every 3 s)
@@ -265,6 +274,7 @@ class AgentMetrics:
         self.scanner = scanner or RogueScanner()
         self.restarts: dict[str, int] = {}  # program -> unexpected exits since the start
         self.idle_after = idle_after
+        self.live: Live | None = None
         self._snapshot = HostSnapshot()
         # Guards what follows; the refresher and the scrapes signal each other through it.
         self._changed = threading.Condition()
@@ -316,7 +326,11 @@ class AgentMetrics:
                 asked = self._asked
                 self._changed.wait_for(lambda: self._done >= asked, timeout=self.WAIT)
             body = self._body
-        return render([heartbeat_family(self.heartbeat)]) + (body or "")
+        fresh = [heartbeat_family(self.heartbeat)]
+        if self.live is not None:
+            self.live.scraped()
+            fresh += self.live.families()
+        return render(fresh) + (body or "")
 
     def make_body(self) -> str:
         """One refresh: a snapshot, the rogue scan, every family but the heartbeat."""

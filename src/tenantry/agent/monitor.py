@@ -2,8 +2,8 @@
 
 On every pass (and while the control plane is away, since clusters still come and go) the
 agent calls `keep`: it converges the exporters, tells /metrics how to make its snapshots of
-the host (`AgentMetrics.use`), and refreshes the targets it reports
-(`HostObserved.monitoring`).
+the host (`AgentMetrics.use`) and the prober which platforms to ask (prober.py), and
+refreshes the targets it reports (`HostObserved.monitoring`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import traceback
 from collections.abc import Collection
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from tenantry.agent import backups, converge, dbusage, exporters, pgcluster, unixusers
 from tenantry.agent.metrics import (
     AgentMetrics,
@@ -26,11 +29,12 @@ from tenantry.agent.metrics import (
     slot_processes,
 )
 from tenantry.agent.ports import listening_ports
+from tenantry.agent.prober import ARM_AFTER, Prober, ProbeTarget
 from tenantry.agent.rogues import Known
 from tenantry.agent.services import ProgramStatus, ServiceManager
 from tenantry.core.errors import TenantryError
 from tenantry.core.pgserver import SERVICE_USER
-from tenantry.platforms.contract import DesiredHost
+from tenantry.platforms.contract import DesiredHost, DesiredPlatform
 
 log = logging.getLogger("tenantry.agent")
 
@@ -45,6 +49,10 @@ class HostMonitoring:
         self.host = host  # where the exporters and /metrics listen
         self.avoid = avoid  # ports never to choose (the platforms' range, the ingress)
         self.metrics = AgentMetrics()
+        self.prober = Prober()
+        self.metrics.live = self.prober
+        self._certs: dict[str, tuple[bytes, float]] = {}  # PEM -> (DER, expiry)
+        self._web_up_since: dict[str, float] = {}  # unarmed platform -> its web runs since
         self.targets: dict[str, str] = {}  # job → host:port, as reported
         self._server: MetricsServer | None = None
         self._ports: exporters.MonitoringPorts | None = None
@@ -95,6 +103,7 @@ class HostMonitoring:
             self._server.close()
             self._server = None
         self.metrics.close()
+        self.prober.close()
 
     def _save(self, ports: exporters.MonitoringPorts) -> None:
         ports.save(self.ports_file)
@@ -127,7 +136,10 @@ class HostMonitoring:
             # refresher thread only, so `snapshot`'s state needs no lock.
             self._measured = desired
             self.metrics.use(lambda: self.snapshot(desired, self.services.observe()))
+            self.prober.use(("127.0.0.1", desired.host.ingress_port),
+                            self.probe_targets(desired))
         programs = self.services.observe()
+        self._arm(desired, programs)
         seen = _followed(desired, programs)
         if seen == self._kept and time.monotonic() - self._kept_at < KEEP_VERIFY:
             return  # nothing changed that the exporters follow
@@ -140,6 +152,46 @@ class HostMonitoring:
         self._kept_at = time.monotonic()
         self.targets = exporters.targets(self.ports(), host=self._scrape_host(desired),
                                          agent_up=self._server is not None, programs=programs)
+
+    def probe_targets(self, desired: DesiredHost) -> list[ProbeTarget]:
+        """The platforms the ingress should serve: those it has a route for (running)."""
+        targets = []
+        certs = {}
+        for p in desired.platforms:
+            route = p.route
+            slot = p.slots.get(route.slot) if route is not None else None
+            if route is None or slot is None or p.absent or not p.running:
+                continue
+            release = next((r for r in p.releases if r.id == slot.release_id), None)
+            pem = route.cert_pem
+            der, expiry = certs[pem] = self._certs.get(pem) or _der_and_expiry(pem)
+            targets.append(ProbeTarget(
+                platform_id=p.id, isv=p.isv, platform=f"{p.isv}/{p.name}",
+                hostname=route.hostname,
+                path=release.manifest.health_path if release is not None else "/",
+                cert_der=der, not_after=expiry))
+        self._certs = certs  # parsed once each, as long as a platform holds it
+        return targets
+
+    def _arm(self, desired: DesiredHost, programs: dict[str, ProgramStatus]) -> None:
+        """Platforms whose routed slot's web processes have all run for ARM_AFTER s are
+        reported by the prober even if they never answered. Looks only at the platforms not
+        armed yet: none, once each answered."""
+        unarmed = self.prober.unarmed()
+        if not unarmed:
+            self._web_up_since.clear()
+            return
+        now = time.monotonic()
+        by_id = {p.id: p for p in desired.platforms if p.id in unarmed}
+        for pid in unarmed:
+            p = by_id.get(pid)
+            if p is None or not _web_running(p, programs):
+                self._web_up_since.pop(pid, None)
+            elif now - self._web_up_since.setdefault(pid, now) >= ARM_AFTER:
+                self.prober.arm(pid)
+                self._web_up_since.pop(pid, None)
+        for pid in set(self._web_up_since) - unarmed:
+            del self._web_up_since[pid]
 
     def _repick_taken_ports(self, programs: dict[str, ProgramStatus]) -> None:
         if not any((s := programs.get(n)) and s.state == "FATAL" for n in exporters.PROGRAMS):
@@ -203,6 +255,19 @@ class HostMonitoring:
             with contextlib.suppress(KeyError):
                 uids.add(pwd.getpwnam(user).pw_uid)
         return Known(roots=frozenset(roots), uids=frozenset(uids))
+
+
+def _der_and_expiry(pem: str) -> tuple[bytes, float]:
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return cert.public_bytes(Encoding.DER), cert.not_valid_after_utc.timestamp()
+
+
+def _web_running(p: DesiredPlatform, programs: dict[str, ProgramStatus]) -> bool:
+    route = p.route
+    if route is None or not (slot := p.slots.get(route.slot)) or not slot.ports:
+        return False
+    return all((s := programs.get(f"{p.id}-{route.slot}-web-{i}")) is not None
+               and s.state == "RUNNING" for i in range(len(slot.ports)))
 
 
 def _followed(desired: DesiredHost, programs: dict[str, ProgramStatus]) -> tuple[object, ...]:

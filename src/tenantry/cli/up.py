@@ -311,12 +311,13 @@ class ControlPlane:
 
     def _prepare_monitoring(self, runtime: Runtime) -> None:
         """Configs, fresh bearer tokens and kept ports of Prometheus, Alertmanager and the
-        blackbox prober; they start once the API answers (their discovery and webhook)."""
+        blackbox prober (the proxy's probe); they start once the API answers (their
+        discovery and webhook)."""
         from tenantry.monitoring import local
         from tenantry.monitoring.service import overrides
 
         ports = local.ports(self.data_dir)
-        runtime.ca  # noqa: B018 - made now: the prober checks platforms' certificates by it
+        runtime.ca  # noqa: B018 - made now: DATA_DIR/ca.pem, which clients of the ingress trust
         with runtime.sessions() as session:
             tokens = local.issue_tokens(session)
             found = overrides(session)

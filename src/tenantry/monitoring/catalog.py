@@ -121,15 +121,15 @@ CHECKS: tuple[Check, ...] = (
           False, None, 1, 1, 5, "", "host silent", urgent=True),
     Check("proxy", TargetKind.HOST, 'probe_success{job="probe_proxy"}',
           False, None, 1, 1, 5, "", "proxy (Caddy) not answering", urgent=True),
-    # platform (blackbox_exporter 0.23, probing the ingress)
-    Check("responding", TargetKind.PLATFORM, 'probe_success{job="probe_platform"}',
+    # platform (the agent's probes through its host's ingress, agent/prober.py)
+    Check("responding", TargetKind.PLATFORM, 'tenantry_probe_success{job="agent"}',
           False, None, 1, 1, 5, "", "instance not responding", urgent=True),
     Check("response_time", TargetKind.PLATFORM,
-          'probe_duration_seconds{job="probe_platform"} and probe_success{job="probe_platform"}'
-          " == 1",
+          'tenantry_probe_duration_seconds{job="agent"}'
+          ' and tenantry_probe_success{job="agent"} == 1',
           True, 1, 2, 0.5, 15, "s", "slow responses"),  # the probe gives up at 2.5 s
     Check("tls_expiry", TargetKind.PLATFORM,
-          '(probe_ssl_earliest_cert_expiry{job="probe_platform"} - time()) / 86400',
+          '(tenantry_probe_cert_expiry_timestamp_seconds{job="agent"} - time()) / 86400',
           False, 14, 3, 21, 0, "days", "TLS certificate expires soon"),
     # database (postgres_exporter 0.11, one per host; see _db)
     # Down: expected, and absent from an exporter that answered (an exporter restarting to

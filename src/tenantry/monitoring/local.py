@@ -116,9 +116,7 @@ def write_configs(data_dir: Path, *, api_url: str, tokens: dict[str, str],
     stack.write_if_changed(lay.alertmanager_yml, prometheus.render_alertmanager(
         prometheus.AlertmanagerInputs(webhook_url=f"{api_url}/api/v1/monitoring/alertmanager",
                                       token_file=str(lay.webhook_token_file))))
-    ca = data_dir / "ca.pem"
-    stack.write_if_changed(lay.blackbox_yml, prometheus.render_blackbox(
-        ca_file=str(ca) if ca.exists() else None))
+    stack.write_if_changed(lay.blackbox_yml, prometheus.render_blackbox())
     urls = StackUrls(prometheus=f"http://127.0.0.1:{ports_.prometheus}",
                      alertmanager=f"http://127.0.0.1:{ports_.alertmanager}")
     stack.write_if_changed(data_dir / "monitoring" / "stack.json",

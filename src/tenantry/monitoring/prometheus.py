@@ -1,17 +1,19 @@
 """Configuration files of the monitoring stack, rendered from typed inputs.
 
-- prometheus.yml: 5 s scrapes, 3 s for the probes and the agents' heartbeat (`FAST_JOBS`: the
-  checks a person waits on), rules evaluated every second; targets from the control plane's
+- prometheus.yml: 5 s scrapes, 3 s for the proxy's probe and the agents (`FAST_JOBS`: the
+  checks a person waits on: a host's heartbeat, and its platforms' probes, which the agent
+  makes, agent/prober.py), rules evaluated every second; targets from the control plane's
   HTTP service discovery (one endpoint per job, bearer token read from a file, refreshed
-  every 5 s so new platforms are watched within seconds); HTTPS probes through blackbox.
+  every 5 s so new hosts are watched within seconds); the proxy's TCP probe through
+  blackbox.
 - The service-discovery document the control plane serves (`SdGroup`, a typed model).
 - alertmanager.yml: short grouping, one webhook receiver into tenantry with its bearer token
   in a file, inhibition of platform and database alerts while their host is silent.
-- blackbox.yml: the probe modules.
+- blackbox.yml: the probe module.
 
-Probes go to the ingress by address, naming the platform separately (`hostname` parameter of
-blackbox_exporter 0.23: the Host header and the TLS server name): `*.localhost` names do not
-resolve through the system resolver that Go programs use.
+Platforms are not probed by blackbox: a new TLS connection per probe every 3 s was most of
+an idle host's CPU (docs/scaling.md); each host's agent probes its own platforms over kept
+connections and its /metrics tells the results.
 """
 
 from __future__ import annotations
@@ -23,20 +25,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, RootModel, field_validator
 
-SD_JOBS = ("node", "agent", "postgres", "probe_platform", "probe_proxy")
-PROBE_MODULES = {"probe_platform": "https_platform", "probe_proxy": "tcp_proxy"}
+SD_JOBS = ("node", "agent", "postgres", "probe_proxy")
+PROBE_MODULES = {"probe_proxy": "tcp_proxy"}
 # (interval, timeout) of the jobs behind the checks that page someone at once: a platform not
-# answering, the proxy down, a host's agent silent. A hung app is told by the probe's
-# timeout, a stopped agent by the scrape's, so both are short (the agent answers in
-# milliseconds; a platform slower than 2.5 s is as good as down to its users).
-FAST_JOBS = {"probe_platform": ("3s", "3s"), "probe_proxy": ("3s", "3s"),
-             "agent": ("3s", "2s")}
-# What a probe's answer brings that the checks read (catalog.py); blackbox's other eighteen
-# series a probe (each phase's time, sizes, TLS details) were a quarter of the samples
-# Prometheus took in on a host of many platforms, and were read by nothing.
-PROBE_KEPT = {"probe_platform": ("probe_success", "probe_duration_seconds",
-                                 "probe_ssl_earliest_cert_expiry"),
-              "probe_proxy": ("probe_success", "probe_duration_seconds")}
+# answering (the agent's probes, agent/prober.py, which start just after each scrape), the
+# proxy down, a host's agent silent. A stopped agent is told by the scrape's timeout, so it
+# is short (the agent answers in milliseconds).
+FAST_JOBS = {"probe_proxy": ("3s", "3s"), "agent": ("3s", "2s")}
+# What a probe's answer brings that the checks read (catalog.py); blackbox's other series
+# (each phase's time, sizes) are read by nothing.
+PROBE_KEPT = {"probe_proxy": ("probe_success",)}
 PROBE_TIMEOUT = "2.5s"  # blackbox's own: half a second inside the 3 s scrape timeout
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -49,7 +47,7 @@ class SdGroup(BaseModel):
     """One entry of Prometheus's HTTP SD format: `{"targets": [...], "labels": {...}}`.
 
     Conventional labels: `kind` (host, platform, database), `host`, `isv`, `platform`
-    (`ISV/NAME`), and for probes `server_name` (the name the ingress serves the platform as).
+    (`ISV/NAME`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -110,11 +108,8 @@ def prometheus_config(inputs: PrometheusInputs) -> dict[str, Any]:
                 "params": {"module": [module]},
                 "relabel_configs": [
                     {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["server_name"], "regex": "(.+)",
-                     "target_label": "__param_hostname"},
                     {"source_labels": ["__param_target"], "target_label": "instance"},
                     {"target_label": "__address__", "replacement": inputs.blackbox},
-                    {"action": "labeldrop", "regex": "server_name"},
                 ],
                 "metric_relabel_configs": [
                     {"source_labels": ["__name__"], "action": "keep",
@@ -191,18 +186,13 @@ def render_alertmanager(inputs: AlertmanagerInputs) -> str:
     return _dump(alertmanager_config(inputs))
 
 
-def blackbox_config(*, ca_file: str | None, timeout: str = PROBE_TIMEOUT) -> dict[str, Any]:
-    """`https_platform` verifies the ingress certificate against tenantry's CA (`ca_file`)
-    under the name given per probe; `tcp_proxy` only asks whether Caddy accepts."""
-    tls: dict[str, Any] = {"ca_file": ca_file} if ca_file else {}
+def blackbox_config(*, timeout: str = PROBE_TIMEOUT) -> dict[str, Any]:
+    """`tcp_proxy` only asks whether Caddy accepts."""
     return {"modules": {
-        "https_platform": {"prober": "http", "timeout": timeout, "http": {
-            "preferred_ip_protocol": "ip4", "fail_if_not_ssl": True,
-            "follow_redirects": False, "tls_config": tls}},
         "tcp_proxy": {"prober": "tcp", "timeout": timeout,
                       "tcp": {"preferred_ip_protocol": "ip4"}},
     }}
 
 
-def render_blackbox(*, ca_file: str | None, timeout: str = PROBE_TIMEOUT) -> str:
-    return _dump(blackbox_config(ca_file=ca_file, timeout=timeout))
+def render_blackbox(*, timeout: str = PROBE_TIMEOUT) -> str:
+    return _dump(blackbox_config(timeout=timeout))
