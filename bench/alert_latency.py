@@ -1,10 +1,10 @@
 """Alert latency (issue 7's target: p95 <= 15 s, p99 <= 30 s from a fault to the message).
 
-A real `tenantry up` with its monitoring as it ships (Prometheus scraping every 5 s, probes and
-the agents' heartbeat every 3 s, rules evaluated every second, Alertmanager's group_wait 0 s,
-tenantry's outbox), a real SMTP server (aiosmtpd) and a
-real HTTP SMS gateway (JSON `{to, body}`) on loopback in this process, one ISV contact with
-email and phone, and a NOC contact. Three faults, each N times:
+A real `tenantry up` with its monitoring as it ships (Prometheus scraping every 5 s, the agents
+every 3 s: their heartbeat, and their probes of the platforms, made just after each scrape;
+rules evaluated every second, Alertmanager's group_wait 1 s, tenantry's outbox), a real SMTP
+server (aiosmtpd) and a real HTTP SMS gateway (JSON `{to, body}`) on loopback in this process,
+one ISV contact with email and phone, and a NOC contact. Three faults, each N times:
 
 - hang: a platform's app processes stopped (SIGSTOP; SIGCONT repairs) -> `responding`;
 - db: the platform's PostgreSQL stopped so that it stays down: an unknown setting appended to
@@ -1102,9 +1102,10 @@ def report(run: Run, args: argparse.Namespace, started: float,
     body = [
         f"{len(trials)} trials ({args.trials} per fault) on {len(platforms)} platforms of one "
         f"host, {minutes:.0f} min. tenantry as shipped: Prometheus scrapes every 5 s, the "
-        f"probes and the agents' heartbeat every 3 s (probe timeout 2.5 s, agent scrape "
+        f"agents every 3 s (their heartbeat, and their probes of the platforms over kept "
+        f"connections, made just after each scrape; probe timeout 2.5 s, agent scrape "
         f"timeout 2 s), rules evaluated every 1 s, hold (`for`) 5 s, Alertmanager group_wait "
-        f"0 s, tenantry's outbox (GROUP_WAIT 1 s, worker tick 1 s). A real SMTP server (aiosmtpd) "
+        f"1 s, tenantry's outbox (GROUP_WAIT 1 s, worker tick 1 s). A real SMTP server (aiosmtpd) "
         f"and a real HTTP SMS gateway on loopback; times are from the fault's signal to the "
         f"server accepting the message, and from the repair to the RESOLVED message. Only "
         f"messages to the relevant recipient count (the ISV's contact for hang and db, the "
