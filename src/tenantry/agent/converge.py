@@ -137,6 +137,11 @@ class PlatformFacts:
     drill_next: str | None = None  # the drill's phase to carry out here (see agent.drill)
 
 
+def program_name(pid: str, slot: str, proc: str, i: int) -> str:
+    """supervisord's name for process `i` of kind `proc` (web, worker...) in a slot."""
+    return f"{pid}-{slot}-{proc}-{i}"
+
+
 def unix_user(pid: str) -> str | None:
     return f"tp-{pid}" if unixusers.running_as_root() else None
 
@@ -176,7 +181,7 @@ def slot_programs(paths: HostPaths, p: DesiredPlatform, slot: str,
     for proc, argv in sorted(release.manifest.processes.items()):
         count = len(info.ports) if proc == "web" else 1
         for i in range(count):
-            name = f"{p.id}-{slot}-{proc}-{i}"
+            name = program_name(p.id, slot, proc, i)
             env = dict(base_env)
             if proc == "web":
                 env["PORT"] = str(info.ports[i])
@@ -220,7 +225,7 @@ def observe_platform(paths: HostPaths, p: DesiredPlatform,
             continue
         path = p.release(info.release_id).manifest.health_path
         for i, port in enumerate(info.ports):
-            status = mine.get(f"{pid}-{slot}-web-{i}")
+            status = mine.get(program_name(pid, slot, "web", i))
             if status and status.state == "RUNNING" and _healthy(port, path):
                 healthy.add(port)
     user = unix_user(pid)
@@ -262,7 +267,7 @@ def _taken_ports(p: DesiredPlatform, mine: dict[str, ProgramStatus]) -> set[int]
     wanted: dict[int, str] = {p.database.port: f"{p.id}-db"}
     for slot, info in p.slots.items():
         for i, port in enumerate(info.ports):
-            wanted[port] = f"{p.id}-{slot}-web-{i}"
+            wanted[port] = program_name(p.id, slot, "web", i)
     listening = ports.listening_now()
     return {port for port, name in wanted.items() if port in listening and (
         mine.get(name) is None or mine[name].state not in ("RUNNING", "STARTING", "STOPPING"))}

@@ -346,7 +346,7 @@ class Agent:
             if not hung_after:
                 continue
             for i, port in enumerate(info.ports):
-                name = f"{p.id}-{slot}-web-{i}"
+                name = converge.program_name(p.id, slot, "web", i)
                 status = facts.programs.get(name)
                 if status is None or status.state != "RUNNING" or status.pid is None:
                     self._answered.pop(name, None)
@@ -729,7 +729,7 @@ class Agent:
                 after = p.release(info.release_id).manifest.restart_after
                 for i in range(len(info.ports)):
                     if after:
-                        web[f"{p.id}-{slot}-web-{i}"] = after
+                        web[converge.program_name(p.id, slot, "web", i)] = after
         for name, status in seen.items():
             if status.pid is None or status.state != "RUNNING":
                 continue

@@ -266,8 +266,8 @@ def _web_running(p: DesiredPlatform, programs: dict[str, ProgramStatus]) -> bool
     route = p.route
     if route is None or not (slot := p.slots.get(route.slot)) or not slot.ports:
         return False
-    return all((s := programs.get(f"{p.id}-{route.slot}-web-{i}")) is not None
-               and s.state == "RUNNING" for i in range(len(slot.ports)))
+    return all((s := programs.get(converge.program_name(p.id, route.slot, "web", i)))
+               is not None and s.state == "RUNNING" for i in range(len(slot.ports)))
 
 
 def _followed(desired: DesiredHost, programs: dict[str, ProgramStatus]) -> tuple[object, ...]:

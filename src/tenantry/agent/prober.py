@@ -299,9 +299,7 @@ class Prober:
                 if conn is not None:
                     try:
                         status = await conn.get(target.path, target.hostname)
-                    except (OSError, EOFError, h11.ProtocolError) as exc:
-                        if not isinstance(exc, _Unanswered):
-                            raise
+                    except _Unanswered:
                         # Closed while kept (Caddy closes its idle connections when it loads
                         # a new config): as any HTTP client, ask again on a new one.
                         conn.close()
