@@ -176,6 +176,7 @@ class BackupRunner:
         self._lock = threading.Lock()
         self._active: set[str] = set()  # "platform:task" running in this process
         self._closing = threading.Event()
+        self._archiver = ArchiverCache()
 
     def close(self) -> None:
         """Take no more work. A task the stop cuts short (its pgBackRest or restic is
@@ -263,7 +264,7 @@ class BackupRunner:
             backups=[BackupInfo.model_validate(b) for b in state.get("backups", [])],
             snapshots=[FilesSnapshot.model_validate(s) for s in state.get("snapshots", [])])
         if database_up:
-            report.archived_at, report.archive_error = archiver(spec)
+            report.archived_at, report.archive_error = self._archiver.of(spec)
         return report
 
     # ------------------------------------------------------------ actions
@@ -637,31 +638,92 @@ def metrics(platform_dir: Path, p: DesiredPlatform) -> BackupMetrics:
     yet in the repository (segments PostgreSQL still has to hand over, `.ready` in
     pg_wal/archive_status, and those in pgBackRest's async queue) and how long the oldest
     has waited, and the outcome of the latest verify and restore test asked for."""
-    state = read_state(platform_dir)
-    ends = [float(b.get("finished_at", 0)) for b in state.get("backups", [])]
-    waiting: list[float] = []
-    queues = [(platform_dir / "pgdata" / "pg_wal" / "archive_status", ".ready"),
-              (backup_dir(platform_dir) / "spool" / "archive" / p.id / "out", "")]
-    for folder, suffix in queues:
+    return MetricsReader().of(platform_dir, p)
+
+
+class MetricsReader:
+    """`metrics` for every platform at every refresh of /metrics, reading only what moved.
+
+    state.json is parsed again only when it was replaced (it is written whole, by a rename);
+    a WAL queue folder is listed again only when its mtime moved (a segment's file keeps
+    its own mtime while it waits, so the lag is still counted to now). A folder changed less
+    than `RACY` s before it was listed is listed again next time: its mtime may not show a
+    change made in the same clock tick.
+    """
+
+    RACY = 1.0
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._states: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        # (platform dir, folder) -> (the folder's mtime, its waiting segments' mtimes)
+        self._queues: dict[tuple[Path, Path], tuple[int, tuple[float, ...]]] = {}
+
+    def of(self, platform_dir: Path, p: DesiredPlatform) -> BackupMetrics:
+        state = self._state(platform_dir)
+        ends = [float(b.get("finished_at", 0)) for b in state.get("backups", [])]
+        waiting = [*self._waiting(platform_dir, platform_dir / "pgdata" / "pg_wal"
+                                  / "archive_status", ".ready"),
+                   *self._waiting(platform_dir, backup_dir(platform_dir) / "spool" / "archive"
+                                  / p.id / "out", "")]
+        outcomes = state.get("tasks", {})
+        checks = []
+        for kind in ("verify", "restore-test"):
+            latest = next((t for t in reversed(p.backup.tasks if p.backup else [])
+                           if t.type == kind and str(outcomes.get(t.id, "")).startswith(
+                               ("ok", "failed"))), None)
+            if latest is not None:
+                checks.append((kind, str(outcomes[latest.id]).startswith("ok")))
+        return BackupMetrics(isv=p.isv, platform=f"{p.isv}/{p.name}",
+                             last_backup_at=max(ends) if ends else None,
+                             archive_pending=len(waiting),
+                             archive_lag=(round(self._clock() - min(waiting), 3) if waiting
+                                          else 0.0),
+                             checks=tuple(checks))
+
+    def keep_only(self, platform_dirs: set[Path]) -> None:
+        """Forget what was read of platforms no longer on the host."""
+        self._states = {d: v for d, v in self._states.items() if d in platform_dirs}
+        self._queues = {k: v for k, v in self._queues.items() if k[0] in platform_dirs}
+
+    def _state(self, platform_dir: Path) -> dict[str, Any]:
+        try:
+            st = (backup_dir(platform_dir) / "state.json").stat()
+        except OSError:
+            self._states.pop(platform_dir, None)
+            return {}
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        known = self._states.get(platform_dir)
+        if known is not None and known[0] == key:
+            return known[1]
+        state = read_state(platform_dir)
+        self._states[platform_dir] = (key, state)
+        return state
+
+    def _waiting(self, platform_dir: Path, folder: Path, suffix: str) -> tuple[float, ...]:
+        """The mtimes of the WAL segments waiting in `folder` (named `<24 hex><suffix>`)."""
+        key = (platform_dir, folder)
+        try:
+            mtime = folder.stat().st_mtime_ns
+        except OSError:
+            self._queues.pop(key, None)
+            return ()
+        known = self._queues.get(key)
+        if known is not None and known[0] == mtime:
+            return known[1]
+        found = []
         with contextlib.suppress(OSError):
             for entry in os.scandir(folder):
                 if entry.name.endswith(suffix) and not entry.name.endswith((".ok", ".error")) \
                         and len(entry.name.removesuffix(suffix)) == 24:
                     with contextlib.suppress(OSError):
-                        waiting.append(entry.stat().st_mtime)
-    outcomes = state.get("tasks", {})
-    checks = []
-    for kind in ("verify", "restore-test"):
-        latest = next((t for t in reversed(p.backup.tasks if p.backup else [])
-                       if t.type == kind and str(outcomes.get(t.id, "")).startswith(
-                           ("ok", "failed"))), None)
-        if latest is not None:
-            checks.append((kind, str(outcomes[latest.id]).startswith("ok")))
-    return BackupMetrics(isv=p.isv, platform=f"{p.isv}/{p.name}",
-                         last_backup_at=max(ends) if ends else None,
-                         archive_pending=len(waiting),
-                         archive_lag=round(time.time() - min(waiting), 3) if waiting else 0.0,
-                         checks=tuple(checks))
+                        found.append(entry.stat().st_mtime)
+        waiting = tuple(found)
+        if self._clock() - mtime / 1e9 >= self.RACY:
+            self._queues[key] = (mtime, waiting)
+        else:
+            self._queues.pop(key, None)
+        return waiting
 
 
 def wake_file(platform_dir: Path) -> Path:
@@ -861,8 +923,12 @@ def parse_info(text: str, stanza: str) -> list[BackupInfo]:
     return sorted(found, key=lambda b: b.started_at)
 
 
-def archiver(spec: pgcluster.ClusterSpec) -> tuple[float | None, str | None]:
-    """pg_stat_archiver: when a segment was last archived, and the last failure after it."""
+Archiver = tuple[float | None, str | None]  # last archived (Unix time), last failure after it
+
+
+def archiver(spec: pgcluster.ClusterSpec) -> Archiver | None:
+    """pg_stat_archiver: when a segment was last archived, and the last failure after it;
+    None when the cluster could not be asked."""
     with contextlib.suppress(psycopg.Error, OSError):
         with psycopg.connect(host=str(spec.socket_dir), port=spec.port,
                              user=pgcluster.SUPERUSER, dbname="postgres",
@@ -878,4 +944,44 @@ def archiver(spec: pgcluster.ClusterSpec) -> tuple[float | None, str | None]:
                 error = f"archiving WAL segment {row[1]} failed at " \
                         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(failed))}"
             return archived, error
-    return None, None
+    return None
+
+
+class ArchiverCache:
+    """pg_stat_archiver, asked only when it may have moved since the last answer.
+
+    Asking costs a connection: a backend forked, authenticated and gone, in the agent and in
+    the cluster, for every platform every observation. The archiver's state moves only with
+    pg_wal/archive_status: a segment ready (`X.ready` appears), archived (renamed `X.done`),
+    or failing (only while some `X.ready` waits). So when no segment waits and the folder is
+    as it was at the last answer, that answer still holds. A folder changed less than
+    `RACY` s before the answer is not trusted: its mtime may not show a change made in the
+    same clock tick.
+    """
+
+    RACY = 1.0
+
+    def __init__(self, ask: Callable[[pgcluster.ClusterSpec], Archiver | None] = archiver,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._ask, self._clock = ask, clock
+        self._known: dict[Path, tuple[int, Archiver]] = {}  # datadir -> (folder mtime, answer)
+
+    def of(self, spec: pgcluster.ClusterSpec) -> Archiver:
+        folder = spec.datadir / "pg_wal" / "archive_status"
+        try:
+            mtime = folder.stat().st_mtime_ns
+            waiting = any(e.name.endswith(".ready") for e in os.scandir(folder))
+        except OSError:
+            mtime, waiting = None, True
+        known = self._known.get(spec.datadir)
+        if known is not None and not waiting and known[0] == mtime:
+            return known[1]
+        answer = self._ask(spec)
+        if answer is None:
+            self._known.pop(spec.datadir, None)
+            return None, None
+        if mtime is not None and not waiting and self._clock() - mtime / 1e9 >= self.RACY:
+            self._known[spec.datadir] = (mtime, answer)
+        else:
+            self._known.pop(spec.datadir, None)
+        return answer
