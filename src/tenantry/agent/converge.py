@@ -12,20 +12,19 @@ import hashlib
 import json
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import httpx
-
 from tenantry.agent import backups, drill, files, ingress, pgcluster, ports, releases, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
-from tenantry.core import localhttp
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput
 from tenantry.platforms.contract import (
@@ -281,12 +280,37 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+HEALTH_TIMEOUT = 1.0  # s for an app process to answer its health path
+
+
 def _healthy(port: int, path: str) -> bool:
+    """Whether the app process on `port` answers `path` with a 200 within HEALTH_TIMEOUT.
+
+    A bare socket reading the status line, not an HTTP client: the agent asks every web
+    process of every platform, and httpx's own work per request cost more than the app's
+    answer (a tenth of the agent's time on a host of 100 idle platforms). The path has no
+    whitespace (bundles.py refuses it), so it goes into the request line as it is.
+    """
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    head = b""
     try:
-        answer = localhttp.client().get(f"http://127.0.0.1:{port}{path}", timeout=1.0)
-        return answer.status_code == 200
-    except httpx.HTTPError:
+        with socket.create_connection(("127.0.0.1", port), timeout=HEALTH_TIMEOUT) as sock:
+            sock.sendall(request)
+            while b"\r\n" not in head and len(head) < 4096:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:  # refused, reset, or timed out
         return False
+    status = head.split(b"\r\n", 1)[0].split()
+    return len(status) >= 2 and status[0].startswith(b"HTTP/1.") and status[1] == b"200"
 
 
 def release_python() -> str:
