@@ -265,13 +265,16 @@ class AgentMetrics:
     """
 
     REFRESH = 2.0  # s between two renderings while scraped (Prometheus scrapes every 3 s)
+    # s between two rogue scans: each reads every process's /proc/PID/stat (thousands on a
+    # full host), and the rogue check holds for a minute anyway
+    ROGUE_SCAN = 10.0
     WAIT = 1.0  # s a scrape waits for the rendering of a change: half its 2 s timeout
 
     def __init__(self, scanner: RogueScanner | None = None, *,
                  idle_after: float = 60.0) -> None:
         self.source: Callable[[], HostSnapshot] | None = None
         self.heartbeat = 0.0  # read at every scrape: the "host silent" check's series
-        self.scanner = scanner or RogueScanner()
+        self.scanner = scanner or RogueScanner(every=self.ROGUE_SCAN)
         self.restarts: dict[str, int] = {}  # program -> unexpected exits since the start
         self.idle_after = idle_after
         self.live: Live | None = None

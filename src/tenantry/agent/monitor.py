@@ -58,6 +58,8 @@ class HostMonitoring:
         self._ports: exporters.MonitoringPorts | None = None
         self._db_seen: set[str] = set()  # clusters seen running since their platform started
         self._db_memory = dbusage.MemoryCache()
+        self._backups = backups.MetricsReader()
+        self._uids: dict[str, int | None] = {}  # Unix user -> uid (None: no such user yet)
         self._kept: tuple[object, ...] | None = None  # what the exporters were planned for
         self._kept_at = 0.0
         self._measured: DesiredHost | None = None  # what /metrics is made from
@@ -232,9 +234,10 @@ class HostMonitoring:
                                                    / "pg_wal") if p.id in running else None))
             for p in sorted(desired.platforms, key=lambda p: p.id)
             if p.id in self._db_seen | failed)
-        found = tuple(backups.metrics(self.paths.platform(p.id), p)
-                      for p in sorted(desired.platforms, key=lambda p: p.id)
-                      if p.backup is not None and not p.absent)
+        backed_up = sorted((p for p in desired.platforms if p.backup is not None and not p.absent),
+                           key=lambda p: p.id)
+        self._backups.keep_only({self.paths.platform(p.id) for p in backed_up})
+        found = tuple(self._backups.of(self.paths.platform(p.id), p) for p in backed_up)
         return HostSnapshot(slots=tuple(slot_processes(self.paths, desired.platforms, programs)),
                             databases=databases, backups=found, known=self._known(desired),
                             platforms=tuple((p.id, p.isv, f"{p.isv}/{p.name}")
@@ -250,11 +253,19 @@ class HostMonitoring:
         users = [u for p in desired.platforms if (u := converge.unix_user(p.id))]
         if unixusers.running_as_root():
             users += [SERVICE_USER, pgcluster.TEMPLATE_USER]
-        uids = set()
-        for user in users:
-            with contextlib.suppress(KeyError):
-                uids.add(pwd.getpwnam(user).pw_uid)
-        return Known(roots=frozenset(roots), uids=frozenset(uids))
+        # A user's uid does not change while it exists; looking each up at every refresh
+        # read /etc/passwd once per platform. One not there yet is looked up again.
+        self._uids = {u: uid if (uid := self._uids.get(u)) is not None else _uid(u)
+                      for u in users}
+        return Known(roots=frozenset(roots),
+                     uids=frozenset(uid for uid in self._uids.values() if uid is not None))
+
+
+def _uid(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
 
 
 def _der_and_expiry(pem: str) -> tuple[bytes, float]:

@@ -140,8 +140,10 @@ class RogueScanner:
     TOP = 5
 
     def __init__(self, proc: ProcSource | None = None, thresholds: Thresholds = Thresholds(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 every: float = MIN_INTERVAL) -> None:
         self.proc: ProcSource = proc or Proc()
+        self.every = max(every, MIN_INTERVAL)  # a scan sooner answers the last result
         self.thresholds = thresholds
         self._clock = clock
         self._lock = threading.Lock()
@@ -152,7 +154,7 @@ class RogueScanner:
     def scan(self, known: Known) -> RogueReport:
         with self._lock:
             now = self._clock()
-            if self._at is not None and now - self._at < MIN_INTERVAL:
+            if self._at is not None and now - self._at < self.every:
                 return self._last
             stats = self._read()
             over = self._over_thresholds(stats, now)
