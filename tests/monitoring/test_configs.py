@@ -67,6 +67,9 @@ def test_prometheus_config_shape(tmp_path: Path) -> None:
     assert (jobs["agent"]["scrape_interval"], jobs["agent"]["scrape_timeout"]) == ("3s", "2s")
     assert jobs["probe_proxy"]["scrape_interval"] == "3s"
     assert "scrape_interval" not in jobs["node"]
+    # the clusters' own series feed only checks that hold 30 s or more: asked less often
+    assert (jobs["postgres"]["scrape_interval"], jobs["postgres"]["scrape_timeout"]) == (
+        "15s", "10s")
     # platforms are probed by their agents (agent/prober.py), not by blackbox
     assert set(jobs) == {"node", "agent", "postgres", "probe_proxy"}
     sd = jobs["node"]["http_sd_configs"][0]
