@@ -41,7 +41,9 @@ SLOW_JOBS = {"postgres": ("15s", "10s")}
 # What a probe's answer brings that the checks read (catalog.py); blackbox's other series
 # (each phase's time, sizes) are read by nothing.
 PROBE_KEPT = {"probe_proxy": ("probe_success",)}
-PROBE_TIMEOUT = "2.5s"  # blackbox's own: half a second inside the 3 s scrape timeout
+# blackbox's own (the proxy's probe) and the agent's for its platforms (agent/prober.py): half
+# a second inside the 3 s scrape interval. Durations here are whole or decimal seconds ("Ns").
+PROBE_TIMEOUT = "2.5s"
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
