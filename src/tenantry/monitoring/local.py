@@ -9,6 +9,7 @@ bearer tokens (0600), `ports.json` (chosen once, free, kept across restarts) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -127,8 +128,14 @@ def write_rules(data_dir: Path, overrides: list[catalog.ThresholdOverride]) -> b
     """The rule file from the catalog and the overrides; True when it changed."""
     lay = layout(data_dir)
     lay.rules_dir.mkdir(parents=True, exist_ok=True)
-    return stack.write_if_changed(lay.rules_dir / RULES_FILE,
-                                  rules.render(catalog.catalog(), overrides))
+    return stack.write_if_changed(lay.rules_dir / RULES_FILE, _rules_text(tuple(overrides)))
+
+
+@functools.lru_cache(maxsize=4)
+def _rules_text(overrides: tuple[catalog.ThresholdOverride, ...]) -> str:
+    """The rule file's text: the worker keeps it in step every few seconds, and rendering the
+    whole catalog to YAML each time was a sixth of an idle worker's CPU."""
+    return rules.render(catalog.catalog(), list(overrides))
 
 
 def central_programs(data_dir: Path, ports_: stack.StackPorts) -> list[ProgramSpec]:

@@ -50,7 +50,11 @@ def _matchers(window: Maintenance) -> list[dict[str, Any]]:
 
 def sync_silences(session: Session, urls: local.StackUrls, now: dt.datetime) -> int:
     made = 0
-    windows = session.scalars(select(Maintenance).where(Maintenance.ends_at > now))
+    windows = [w for w in session.scalars(select(Maintenance).where(Maintenance.ends_at > now))
+               if (w.cancelled_at is None) == (w.silence_id is None)]  # to make, or to remove
+    if not windows:  # the usual case; a client (its TLS context) costs more than the query
+        session.commit()
+        return 0
     with httpx.Client(base_url=urls.alertmanager, timeout=TIMEOUT) as am:
         for w in windows:
             if w.cancelled_at is None and w.silence_id is None:
