@@ -613,7 +613,8 @@ Verdict (max PSS per platform ≤ {TARGET_MIB:g} MiB and all serving, and back a
         print(table_r)
         body += (f"\nThen `tenantry up` stopped with SIGTERM (what Ctrl-C does), started again "
                  f"and stopped again; every platform's `/health` through the ingress polled "
-                 f"in turn by 8 threads:\n\n{table_r}\n")
+                 f"by 4 threads, each platform at most every 0.5 s on a kept connection:"
+                 f"\n\n{table_r}\n")
     for part, top in profiles.items():
         lines = "\n".join(f"| {share:.1f} % | `{frame}` |" for frame, share in top)
         print(f"\n{part}:\n{lines}")
