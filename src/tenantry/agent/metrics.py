@@ -6,7 +6,8 @@ missing from postgres_exporter's series is "down", not "gone"), and rogue proces
 
 A scrape does no work of its own: while Prometheus scrapes, a background thread of
 `AgentMetrics` makes a `HostSnapshot` every `REFRESH` seconds (supervisord's view, clusters'
-memory and WAL space, backups), runs the rogue scan and renders the result; a scrape serves
+memory and WAL space, backups), takes the rogue scan's latest result (a scan every
+`ROGUE_SCAN` seconds) and renders them; a scrape serves
 the latest rendering plus the heartbeat, rendered then. So a scrape never waits on
 supervisord, /proc or the control plane, except after a change, for at most `WAIT`.
 """
