@@ -50,6 +50,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -74,17 +75,20 @@ from _common import (  # noqa: E402
 TARGET_MIB = 80.0
 
 
+def _stats() -> Iterator[tuple[int, str]]:
+    """(pid, /proc/PID/stat) of every process still there when read."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield int(proc.name), (proc / "stat").read_text()
+            except OSError:
+                continue
+
+
 def children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = defaultdict(list)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids[ppid].append(int(proc.name))
+    for pid, stat in _stats():
+        kids[int(stat.rsplit(")", 1)[1].split()[1])].append(pid)
     return kids
 
 
@@ -269,16 +273,9 @@ def _reaped_and_comm() -> dict[int, tuple[int, str]]:
     (one per connection) and a program's short-lived helpers end before a window does, and
     their time shows only there; kernel threads have no command line, only a comm."""
     out: dict[int, tuple[int, str]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    for pid, stat in _stats():
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(proc.name)] = (int(fields[13]) + int(fields[14]), comm)
+        out[pid] = (int(fields[13]) + int(fields[14]), stat[stat.index("(") + 1:stat.rindex(")")])
     return out
 
 
