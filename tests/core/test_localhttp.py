@@ -1,6 +1,6 @@
-"""Health probes and calls to the local monitoring share one HTTP client per process: a new
-client per call costs a TLS context (~35 ms of CPU), most of an idle agent's CPU at a probe
-per platform every few seconds."""
+"""Calls to local services (the monitoring programs, say) share one HTTP client per process:
+a new client per call costs a TLS context (~35 ms of CPU). (The agent's look at each app
+process does without a client at all: tests/agent/test_health_check.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tenantry.agent import converge
 from tenantry.core import localhttp
 
 
@@ -40,7 +39,7 @@ def app_port() -> Iterator[int]:
         server.server_close()
 
 
-def test_probes_make_one_client_and_keep_no_connection_open(
+def test_calls_make_one_client_and_keep_no_connection_open(
         app_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[int] = []
     init = httpx.Client.__init__
@@ -51,14 +50,17 @@ def test_probes_make_one_client_and_keep_no_connection_open(
 
     monkeypatch.setattr(httpx.Client, "__init__", counting)
     monkeypatch.setattr(localhttp, "_client", None)
-    probes = [threading.Thread(target=lambda: [converge._healthy(app_port, "/health")
-                                               for _ in range(10)]) for _ in range(4)]
-    for t in probes:
+    def status(path: str) -> int:
+        return localhttp.client().get(f"http://127.0.0.1:{app_port}{path}",
+                                      timeout=2).status_code
+
+    callers = [threading.Thread(target=lambda: [status("/health") for _ in range(10)])
+               for _ in range(4)]
+    for t in callers:
         t.start()
-    for t in probes:
+    for t in callers:
         t.join()
-    assert converge._healthy(app_port, "/health")
-    assert not converge._healthy(app_port, "/sick")
-    assert len(made) == 1, "one client for every probe, from every thread"
+    assert (status("/health"), status("/sick")) == (200, 503)
+    assert len(made) == 1, "one client for every call, from every thread"
     pool = localhttp.client()._transport._pool
     assert pool.connections == [], "an app's server keeps no idle connection for us"
