@@ -216,3 +216,36 @@ def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_i
             server.kill()
             server.wait()
         assert [get(two) for _ in range(6)] == [200] * 6
+
+
+def test_a_kept_admin_connection_closed_under_a_question_is_asked_again() -> None:
+    """Each config load replaces Caddy's admin server, which closes the connections it kept:
+    a question sent on one just then gets no answer. It is asked again on a new connection,
+    so the ingress is not called unreachable (or frozen) for it."""
+    import threading
+
+    body = b'{"admin": {}}'
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    served: list[str] = []
+
+    def serve(listener: socket.socket) -> None:
+        first, _ = listener.accept()  # answers once, keeps the connection, then drops the
+        first.recv(4096)              # next question on it unanswered
+        first.sendall(answer)
+        served.append("first")
+        first.recv(4096)
+        first.close()
+        served.append("dropped")
+        second, _ = listener.accept()
+        with second:
+            second.recv(4096)
+            second.sendall(answer)
+            served.append("second")
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        with ingress.CaddyAdmin(f"127.0.0.1:{listener.getsockname()[1]}") as admin:
+            assert admin.current() == {"admin": {}}
+            assert admin.current() == {"admin": {}}
+    assert served == ["first", "dropped", "second"]

@@ -159,9 +159,18 @@ class CaddyAdmin:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _ask(self, path: str, timeout: float = 10) -> httpx.Response:
+        """GET `path`, once more on a new connection when the kept one was closed under
+        the request: each config load replaces Caddy's admin server, which closes the
+        connections it kept (a GET just after a load failed so on a busy machine)."""
+        try:
+            return self._client.get(path, timeout=timeout)
+        except httpx.RemoteProtocolError:
+            return self._client.get(path, timeout=timeout)
+
     def _get(self) -> httpx.Response:
         try:
-            resp = self._client.get("/config/")
+            resp = self._ask("/config/")
         except httpx.HTTPError as exc:
             raise Unavailable(f"Caddy admin API not reachable: {exc}") from None
         if resp.status_code != 200:
@@ -171,7 +180,7 @@ class CaddyAdmin:
     def answers(self, timeout: float = 1.0) -> bool:
         """Caddy answers a small question within `timeout` seconds."""
         try:
-            return self._client.get("/config/admin", timeout=timeout).status_code == 200
+            return self._ask("/config/admin", timeout=timeout).status_code == 200
         except httpx.HTTPError:
             return False
 
