@@ -641,17 +641,24 @@ def metrics(platform_dir: Path, p: DesiredPlatform) -> BackupMetrics:
     return MetricsReader().of(platform_dir, p)
 
 
+RACY = 1.0  # s: a folder changed this recently may change again under the same mtime
+
+
+def _settled(mtime_ns: int, now: float) -> bool:
+    """Whether what was read of a folder with this mtime can be kept until the mtime moves:
+    not when it changed less than RACY s ago, since a change in the same clock tick leaves
+    the mtime as it was (git's "racy" rule for its index)."""
+    return now - mtime_ns / 1e9 >= RACY
+
+
 class MetricsReader:
     """`metrics` for every platform at every refresh of /metrics, reading only what moved.
 
     state.json is parsed again only when it was replaced (it is written whole, by a rename);
     a WAL queue folder is listed again only when its mtime moved (a segment's file keeps
-    its own mtime while it waits, so the lag is still counted to now). A folder changed less
-    than `RACY` s before it was listed is listed again next time: its mtime may not show a
-    change made in the same clock tick.
+    its own mtime while it waits, so the lag is still counted to now), and had settled
+    (`_settled`) when it was listed.
     """
-
-    RACY = 1.0
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -719,7 +726,7 @@ class MetricsReader:
                     with contextlib.suppress(OSError):
                         found.append(entry.stat().st_mtime)
         waiting = tuple(found)
-        if self._clock() - mtime / 1e9 >= self.RACY:
+        if _settled(mtime, self._clock()):
             self._queues[key] = (mtime, waiting)
         else:
             self._queues.pop(key, None)
@@ -954,12 +961,9 @@ class ArchiverCache:
     the cluster, for every platform every observation. The archiver's state moves only with
     pg_wal/archive_status: a segment ready (`X.ready` appears), archived (renamed `X.done`),
     or failing (only while some `X.ready` waits). So when no segment waits and the folder is
-    as it was at the last answer, that answer still holds. A folder changed less than
-    `RACY` s before the answer is not trusted: its mtime may not show a change made in the
-    same clock tick.
+    as it was at the last answer, that answer still holds, if the folder had settled
+    (`_settled`) when it was given.
     """
-
-    RACY = 1.0
 
     def __init__(self, ask: Callable[[pgcluster.ClusterSpec], Archiver | None] = archiver,
                  clock: Callable[[], float] = time.time) -> None:
@@ -980,7 +984,7 @@ class ArchiverCache:
         if answer is None:
             self._known.pop(spec.datadir, None)
             return None, None
-        if mtime is not None and not waiting and self._clock() - mtime / 1e9 >= self.RACY:
+        if mtime is not None and not waiting and _settled(mtime, self._clock()):
             self._known[spec.datadir] = (mtime, answer)
         else:
             self._known.pop(spec.datadir, None)
