@@ -161,18 +161,16 @@ CLK_TCK = 100  # os.sysconf("SC_CLK_TCK") on Linux
 def _cpu_ticks() -> dict[int, tuple[int, int, str]]:
     """pid -> (utime + stime in ticks, uid, what the process is)."""
     out: dict[int, tuple[int, int, str]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid, stat in _stats():
+        proc = Path(f"/proc/{pid}")
         try:
-            stat = (proc / "stat").read_text()
             argv = (proc / "cmdline").read_bytes().split(b"\0")
             uid = proc.stat().st_uid
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(proc.name)] = (int(fields[11]) + int(fields[12]), uid,
-                               " ".join(a.decode(errors="replace") for a in argv))
+        out[pid] = (int(fields[11]) + int(fields[12]), uid,
+                    " ".join(a.decode(errors="replace") for a in argv))
     return out
 
 
