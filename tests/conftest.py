@@ -266,6 +266,21 @@ def no_accounts_outlive_the_suite() -> Iterator[None]:
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
+@pytest.fixture
+def httpx_clients_made(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Client]:
+    """Every httpx.Client made while the test runs, in order (a client costs a TLS context,
+    ~35 ms of CPU: hot paths must not make one per call)."""
+    made: list[httpx.Client] = []
+    init = httpx.Client.__init__
+
+    def counting(self: httpx.Client, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "__init__", counting)
+    return made
+
+
 def csrf_of(html: str) -> str:
     found = _CSRF.search(html)
     assert found, "no CSRF token in the page"

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
@@ -49,20 +48,12 @@ def app() -> Iterator[int]:
         server.server_close()
 
 
-def test_a_200_is_healthy_and_anything_else_is_not(app: int,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[int] = []
-    init = httpx.Client.__init__
-
-    def counting(self: httpx.Client, *args: Any, **kwargs: Any) -> None:
-        made.append(1)
-        init(self, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "__init__", counting)
+def test_a_200_is_healthy_and_anything_else_is_not(
+        app: int, httpx_clients_made: list[httpx.Client]) -> None:
     assert converge._healthy(app, "/health?from=agent")
     assert App.paths[-1] == "/health?from=agent"  # the path went as it is
     assert not converge._healthy(app, "/broken")
-    assert made == [], "no HTTP client: its own work cost more than the app's answer"
+    assert httpx_clients_made == [], "no HTTP client: its own work cost more than the app's answer"
 
 
 def test_an_app_too_slow_to_answer_is_not_healthy_and_the_look_is_bounded(app: int) -> None:

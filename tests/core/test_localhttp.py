@@ -40,16 +40,10 @@ def app_port() -> Iterator[int]:
 
 
 def test_calls_make_one_client_and_keep_no_connection_open(
-        app_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[int] = []
-    init = httpx.Client.__init__
-
-    def counting(self: httpx.Client, *args: Any, **kwargs: Any) -> None:
-        made.append(1)
-        init(self, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "__init__", counting)
+        app_port: int, monkeypatch: pytest.MonkeyPatch,
+        httpx_clients_made: list[httpx.Client]) -> None:
     monkeypatch.setattr(localhttp, "_client", None)
+
     def status(path: str) -> int:
         return localhttp.client().get(f"http://127.0.0.1:{app_port}{path}",
                                       timeout=2).status_code
@@ -61,6 +55,6 @@ def test_calls_make_one_client_and_keep_no_connection_open(
     for t in callers:
         t.join()
     assert (status("/health"), status("/sick")) == (200, 503)
-    assert len(made) == 1, "one client for every call, from every thread"
+    assert len(httpx_clients_made) == 1, "one client for every call, from every thread"
     pool = localhttp.client()._transport._pool
     assert pool.connections == [], "an app's server keeps no idle connection for us"
