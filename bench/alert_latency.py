@@ -356,7 +356,7 @@ class Baseline:
             alertmanager=f"127.0.0.1:{self.alertmanager_port}", control_plane=cp.url,
             token_file=str(local.layout(cp.data_dir).sd_token_file),
             blackbox=f"127.0.0.1:{blackbox}", rule_files=(str(self.root / "rules.yml"),),
-            interval=self.SCRAPE, evaluation_interval=self.SCRAPE, fast_jobs={}))
+            interval=self.SCRAPE, evaluation_interval=self.SCRAPE, job_timing={}))
         config["global"]["scrape_timeout"] = self.TIMEOUT  # Prometheus's default
         (self.root / "prometheus.yml").write_text(
             yaml.safe_dump(config, sort_keys=False, width=1000))

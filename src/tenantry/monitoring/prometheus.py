@@ -92,7 +92,7 @@ class PrometheusInputs:
     interval: str = "5s"
     evaluation_interval: str = "1s"
     # (interval, timeout) of the jobs that do not scrape at `interval`
-    fast_jobs: dict[str, tuple[str, str]] = field(
+    job_timing: dict[str, tuple[str, str]] = field(
         default_factory=lambda: FAST_JOBS | SLOW_JOBS)
     external_labels: dict[str, str] = field(default_factory=dict)
 
@@ -109,8 +109,8 @@ def prometheus_config(inputs: PrometheusInputs) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     for job in SD_JOBS:
         scrape: dict[str, Any] = {"job_name": job, "http_sd_configs": _sd(inputs, job)}
-        if job in inputs.fast_jobs:
-            scrape["scrape_interval"], scrape["scrape_timeout"] = inputs.fast_jobs[job]
+        if job in inputs.job_timing:
+            scrape["scrape_interval"], scrape["scrape_timeout"] = inputs.job_timing[job]
         module = PROBE_MODULES.get(job)
         if module is not None:
             scrape |= {
