@@ -91,7 +91,7 @@ from tests.monitoring.servers import Mailbox, smtp_server  # noqa: E402
 from tests.monitoring.test_monitoring_live import app_pids  # noqa: E402
 
 from tenantry.core.pgserver import ControlPlaneDatabase  # noqa: E402
-from tenantry.monitoring import local  # noqa: E402
+from tenantry.monitoring import catalog, local  # noqa: E402
 from tenantry.monitoring import prometheus as prom  # noqa: E402
 from tenantry.monitoring.models import Flap  # noqa: E402
 from tenantry.monitoring.stack import binary, wait_ready  # noqa: E402
@@ -438,6 +438,39 @@ def check_values(url: str, check: str) -> dict[str, float]:
     return {(m["metric"].get("platform") or
              f"{m['metric'].get('host')}/{m['metric'].get('job')}"): float(m["value"][1])
             for m in result}
+
+
+DB_SIGNALS = (  # what db_up is made of (monitoring/catalog.py), each on its own
+    ("the agent: running", catalog.RUNNING),
+    ("the exporter: answered", f'{catalog.EXPECTED} * 0 + on(host) group_left() '
+                               'max by(host) (up{job="postgres"})'),
+    ("the exporter: has the cluster", f'{catalog.EXPECTED} * on(server) group_left() '
+                                      'max by(server) (pg_static{job="postgres"})'),
+)
+
+
+def db_signals(url: str, platform: str, start: int, end: int) -> list[str]:
+    """How each part of db_up changed over a failed db trial, as the rules saw it (1 s
+    steps): `01:07:13 the agent: running 0 -> 1`, `-` for no series."""
+    lines = []
+    for name, expr in DB_SIGNALS:
+        try:
+            r = httpx.get(f"{url}/api/v1/query_range", timeout=10, params={
+                "query": expr, "start": start, "end": end, "step": "1s"})
+            series = [s for s in r.json()["data"]["result"]
+                      if s["metric"].get("platform") == platform]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            lines.append(f"{name}: not asked ({type(exc).__name__})")
+            continue
+        values = {float(t): v for s in series for t, v in s.get("values", [])}
+        last: str | None = None
+        for t in range(start, end + 1):
+            now = values.get(float(t), "-")
+            if now != last:
+                lines.append(f"{iso(t)[11:19]} {name}: "
+                             + (now if last is None else f"{last} -> {now}"))
+                last = now
+    return lines
 
 
 class PendingWatch:
@@ -813,6 +846,9 @@ def measure(run: Run, trial: Trial, back: list[float]) -> None:
         trial.evidence = [f"{iso(a.at)[11:19]} {a.channel}: {a.subject[:160]}"
                           for a in inbox.all() if a.recipient in (kind.email, kind.phone)
                           and t0 - 5 <= a.at <= trial.t_end]
+        if kind.name == "db":
+            trial.evidence += db_signals(run.watch.url, target.name, int(t0) - 5,
+                                         int(trial.t_end) + 1)
     b = trial.breakdown
     if back and kind.name == "db":
         b["repair → database ready"] = back[0] - t1
