@@ -175,6 +175,14 @@ UNIT_TESTS.append({
                    'isv="acme", platform="acme/p5"}', "values": "1x20"},
         {"series": 'tenantry_database_running{job="agent", host="h1", server="/run/e:5436", '
                    'isv="acme", platform="acme/p5"}', "values": "0x4 1x15"},
+        # cluster f stopped at 25 s; the exporter's last scrape still has it: the agent's word
+        # wins
+        {"series": 'tenantry_database_expected{job="agent", host="h1", server="/run/f:5437", '
+                   'isv="acme", platform="acme/p6"}', "values": "1x20"},
+        {"series": 'tenantry_database_running{job="agent", host="h1", server="/run/f:5437", '
+                   'isv="acme", platform="acme/p6"}', "values": "1x4 0x15"},
+        {"series": 'pg_static{job="postgres", host="h1", server="/run/f:5437", version="15"}',
+         "values": "1x20"},
         # host h2's exporter does not answer (restarting for a new DSN, say): its expected
         # cluster is not called down
         {"series": 'tenantry_database_expected{job="agent", host="h2", server="/run/c:5434", '
@@ -198,6 +206,9 @@ UNIT_TESTS.append({
             {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
                             "platform": "acme/p2", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}},
+            {"exp_labels": {"host": "h1", "server": "/run/f:5437", "isv": "acme",
+                            "platform": "acme/p6", "check": "db_up", "kind": "database",
+                            "level": "overloaded", "scope": "default"}},
             {"exp_labels": {"host": "h2", "server": "/run/d:5435", "isv": "acme",
                             "platform": "acme/p4", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}}]},
@@ -207,6 +218,9 @@ UNIT_TESTS.append({
                             "level": "overloaded", "scope": "default"}},
             {"exp_labels": {"host": "h1", "server": "/run/e:5436", "isv": "acme",
                             "platform": "acme/p5", "check": "db_up", "kind": "database",
+                            "level": "overloaded", "scope": "default"}},
+            {"exp_labels": {"host": "h1", "server": "/run/f:5437", "isv": "acme",
+                            "platform": "acme/p6", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}},
             {"exp_labels": {"host": "h2", "server": "/run/d:5435", "isv": "acme",
                             "platform": "acme/p4", "check": "db_up", "kind": "database",

@@ -145,12 +145,14 @@ CHECKS: tuple[Check, ...] = (
     # Down: expected, and absent from an exporter that answered (an exporter restarting to
     # take a new cluster's DSN, or not answering, says nothing about the databases).
     # Down, from the agent first: its cluster's program is not running (the exporter drops a
-    # stopped cluster's DSN and restarts, which would leave a gap and restart the hold).
+    # stopped cluster's DSN and restarts, which would leave a gap and restart the hold). It
+    # comes first: the exporter's last scrape, up to 15 s old, still holds the cluster's
+    # series, and `or` keeps the left side's value.
     # Absent from an exporter that answered counts only once the cluster has run long enough
     # to be in it (SETTLED): a cluster back from a fault is not told down a second time.
     Check("db_up", TargetKind.DATABASE,
-          f"({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
-          f" or ({RUNNING} == 0)"
+          f"({RUNNING} == 0)"
+          f" or ({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
           f" or ({EXPECTED} * 0 and on(host) (up{{job=\"postgres\"}} == 1) and on(server)"
           f" {SETTLED})",
           False, None, 1, 1, 5, "", "database down", urgent=True),
