@@ -9,6 +9,7 @@ because `up` waits on conditions, not on the usual timing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,6 +101,10 @@ def interrupt(cp: ControlPlaneProcess, *, group: bool = True,
     assert left_running(cp.data_dir) == []
     stop_log = cp.log.read_text()[before:]
     assert "restarting it" not in stop_log, stop_log
+    # the stop says how long it took, and where the time went
+    assert re.search(r"tenantry: stopped in [0-9.]+ s \(worker [0-9.]+ s, api [0-9.]+ s, "
+                     r"the agent and its services [0-9.]+ s, .*the last sweep [0-9.]+ s\)",
+                     stop_log), stop_log
     time.sleep(3)
     assert left_running(cp.data_dir) == []
 

@@ -532,12 +532,18 @@ files = {self.programs}/*.conf
         # program is a group here): with hundreds of programs that took a minute. They are
         # told to stop at once instead, the apps and the rest before the databases, then
         # supervisord itself.
-        deadline = time.monotonic() + timeout
+        begun = time.monotonic()
+        deadline = begun + timeout
+        took = []
         with contextlib.suppress(Unavailable):
             programs = [str(i["group"]) for i in self._call("getAllProcessInfo")]
             first = [n for n in programs if not n.endswith(_LAST)]
-            for wave in (first, [n for n in programs if n.endswith(_LAST)]):
+            for what, wave in (("apps and the rest", first),
+                               ("databases", [n for n in programs if n.endswith(_LAST)])):
+                t = time.monotonic()
                 self._stop_at_once(wave, deadline)
+                took.append(f"{len(wave)} {what} {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
         self._call("shutdown")
         deadline = time.monotonic() + timeout
         while _pid_alive(pid):
@@ -545,3 +551,6 @@ files = {self.programs}/*.conf
                 os.kill(pid, signal.SIGKILL)
                 raise Unavailable(f"supervisord pid {pid} did not exit in {timeout}s; killed")
             time.sleep(0.05)
+        log.info("supervisord stopped in %.1f s: %s, then itself %.1f s",
+                 time.monotonic() - begun, ", ".join(took) or "no programs",
+                 time.monotonic() - t)
