@@ -312,14 +312,16 @@ def idle_cpu(data_dir: Path, seconds: float) -> tuple[float, dict[str, float]]:
     return (b1 - b0) / max(1, t1 - t0), shown
 
 
-def timed_restart(cp: Any, hosts: list[str]) -> dict[str, float]:
-    """SIGTERM (Ctrl-C's stop), start again until every platform serves, SIGTERM again."""
+def timed_restart(cp: Any, hosts: list[str]) -> tuple[dict[str, float], list[str]]:
+    """SIGTERM (Ctrl-C's stop), start again until every platform serves, SIGTERM again; with
+    the line each stop said about where its time went."""
     from startup import all_serving, spawn, wait_api
 
+    said = []
     t = time.monotonic()
-    cp.stop(timeout=300)
+    said.append(_stop_said(cp))
     first_stop = time.monotonic() - t
-    print(f"stopped in {first_stop:.1f} s; starting again", flush=True)
+    print(f"stopped in {first_stop:.1f} s; starting again\n  {said[-1]}", flush=True)
     t0 = spawn(cp)
     api = wait_api(cp, timeout=300) - t0
     last, _ = all_serving(cp, hosts, timeout=600)
@@ -327,10 +329,23 @@ def timed_restart(cp: Any, hosts: list[str]) -> dict[str, float]:
           flush=True)
     time.sleep(1)
     t = time.monotonic()
+    said.append(_stop_said(cp))
+    again = time.monotonic() - t
+    print(f"stopped again in {again:.1f} s\n  {said[-1]}", flush=True)
+    return ({"stop (SIGTERM) → exited": first_stop, "start → API /health 200": api,
+             f"start → all {len(hosts)} platforms serving": last - t0,
+             "stop again (SIGTERM) → exited": again}, said)
+
+
+def _stop_said(cp: Any) -> str:
+    """Stop `up` and return its own account of the stop (`tenantry: stopped in ...`)."""
+    before = cp.log.stat().st_size if cp.log.exists() else 0
     cp.stop(timeout=300)
-    return {"stop (SIGTERM) → exited": first_stop, "start → API /health 200": api,
-            f"start → all {len(hosts)} platforms serving": last - t0,
-            "stop again (SIGTERM) → exited": time.monotonic() - t}
+    with cp.log.open("rb") as f:
+        f.seek(before)
+        text = f.read().decode(errors="replace")
+    found = [line for line in text.splitlines() if line.startswith("tenantry: stopped in")]
+    return found[-1] if found else "(up said nothing of its stop)"
 
 
 def profile(data_dir: Path, seconds: float) -> dict[str, list[tuple[str, float]]]:
@@ -416,6 +431,7 @@ def main() -> int:
     cp = None
     notes: list[str] = []
     restart: dict[str, float] | None = None
+    stop_said: list[str] = []
     restart_failed = False
     profiles: dict[str, list[tuple[str, float]]] = {}
     try:
@@ -516,7 +532,7 @@ def main() -> int:
         profiles = profile(cp.data_dir, args.profile) if args.profile > 0 else {}
         if args.restart:
             try:
-                restart = timed_restart(cp, [rec["host"] for rec in created.values()])
+                restart, stop_said = timed_restart(cp, [rec["host"] for rec in created.values()])
             except Exception as exc:  # noqa: BLE001 - reported with the figures above
                 print(log_tail(cp), file=sys.stderr)
                 notes.append(f"the stop and start again failed: {type(exc).__name__}: {exc}")
@@ -609,7 +625,8 @@ Verdict (max PSS per platform ≤ {TARGET_MIB:g} MiB and all serving, and back a
         body += (f"\nThen `tenantry up` stopped with SIGTERM (what Ctrl-C does), started again "
                  f"and stopped again; every platform's `/health` through the ingress polled "
                  f"by 4 threads, each platform at most every 0.5 s on a kept connection:"
-                 f"\n\n{table_r}\n")
+                 f"\n\n{table_r}\n\nWhat `up` said of each stop:\n\n"
+                 + "".join(f"- `{line}`\n" for line in stop_said))
     for part, top in profiles.items():
         lines = "\n".join(f"| {share:.1f} % | `{frame}` |" for frame, share in top)
         print(f"\n{part}:\n{lines}")
