@@ -22,7 +22,7 @@ from tenantry.agent import converge, exporters, monitor, pgcluster, unixusers
 from tenantry.agent.dbusage import free_bytes, memory_budget
 from tenantry.agent.main import Agent, AgentOptions
 from tenantry.agent.monitor import HostMonitoring
-from tenantry.agent.services import ProgramStatus
+from tenantry.agent.services import ProgramSpec, ProgramStatus
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.agent.testing import FakeServiceManager
 from tenantry.core.errors import InvalidInput
@@ -157,6 +157,54 @@ def test_plan_puts_only_what_changed_and_removes_what_is_not_wanted(tmp_path: Pa
         "run postgres-exporter"], "a new DSN list: one restart"
     assert [a.description for a in exporters.plan(specs[:1], fake.observe(), fake)] == [
         "remove postgres-exporter"]
+    hold = {"postgres-exporter"}
+    assert exporters.plan(changed, fake.observe(), fake, hold=hold) == [], \
+        "a held exporter that runs keeps its DSN list"
+    fake.states["postgres-exporter"] = "EXITED"
+    assert [a.description for a in exporters.plan(changed, fake.observe(), fake, hold=hold)
+            ] == ["run postgres-exporter"], "one that stopped is not held"
+
+
+def test_a_new_dsn_list_waits_dsn_replan_after_the_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new DSN list restarts postgres_exporter, which then connects to every cluster
+    again; a host making platforms starts or restarts clusters several times a minute. A
+    list goes in at once when the last one went in DSN_REPLAN s ago or more, else when that
+    time is up, with whatever the clusters are then."""
+    fake = FakeServiceManager()
+    fake.ensure_started()
+    mon = HostMonitoring(converge.HostPaths(tmp_path), fake, host="127.0.0.1")
+    monkeypatch.setattr(monitor, "DSN_REPLAN", 1.0)
+    ps = [platform(f"p{i}", f"n{i}", 20000 + i) for i in range(1, 4)]
+
+    def clusters(*running: int) -> None:
+        for i in range(1, 4):
+            fake.specs.setdefault(f"p{i}-db", ProgramSpec(name=f"p{i}-db", command=("pg",)))
+            fake.states[f"p{i}-db"] = "RUNNING" if i in running else "STOPPED"
+
+    def dsns() -> int:
+        return fake.specs["postgres-exporter"].environment["DATA_SOURCE_NAME"].count("host=")
+
+    def puts() -> int:
+        return fake.calls.count(("put", "postgres-exporter"))
+
+    try:
+        clusters(1)
+        mon.keep(host(*ps))
+        assert (puts(), dsns()) == (1, 1), "the first list at once"
+        clusters(1, 2)
+        mon.keep(host(*ps))
+        clusters(1, 2, 3)
+        mon.keep(host(*ps))
+        assert (puts(), dsns()) == (1, 1), "the next ones wait"
+        time.sleep(1.0)
+        mon.keep(host(*ps))
+        assert (puts(), dsns()) == (2, 3), "then one restart takes all that changed"
+        time.sleep(1.0)
+        mon.keep(host(*ps))
+        assert puts() == 2, "nothing new: nothing to do"
+    finally:
+        mon.stop()
 
 
 def test_a_port_taken_while_its_exporter_was_down_is_chosen_anew() -> None:
@@ -322,7 +370,8 @@ def _exporter_servers(port: int) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_PG, reason="PostgreSQL or postgres_exporter not installed")
 def test_expected_databases_match_the_real_exporter(supervisor: SupervisordManager,
-                                                    short_tmp: Path) -> None:
+                                                    short_tmp: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent's `server` label is the exporter's, cluster by cluster; a cluster that
     stops loses its series at once (before the agent drops its DSN), and the agent still
     expects it while its platform should run: that is "database down"."""
@@ -332,6 +381,7 @@ def test_expected_databases_match_the_real_exporter(supervisor: SupervisordManag
     paths = converge.HostPaths(short_tmp / "agent")
     paths.prepare()
     mon = HostMonitoring(paths, supervisor, host="127.0.0.1")
+    monkeypatch.setattr(monitor, "DSN_REPLAN", 3.0)
     mon.start()
     try:
         with platform_clusters(paths, _no_fetch, supervisor, p1, p2):
@@ -374,8 +424,10 @@ def test_expected_databases_match_the_real_exporter(supervisor: SupervisordManag
             started = time.monotonic()
             assert gone not in _exporter_servers(port), "its series vanish"
             assert time.monotonic() - started < 10, "a dead DSN costs a second (or so, loaded)"
-            mon.keep(host(p1, p2))  # the agent drops its DSN but still expects it
-            assert gone in _expected(mon.metrics.text())
+            mon.keep(host(p1, p2))  # the agent still expects it; its DSN goes with the next
+            assert gone in _expected(mon.metrics.text())  # list, DSN_REPLAN after the last
+            time.sleep(monitor.DSN_REPLAN)
+            mon.keep(host(p1, p2))
             assert "postgres-exporter" in supervisor.observe()
             wait_for(lambda: _up(port), 10, "postgres_exporter with one DSN")
             assert set(_exporter_servers(port)) == {

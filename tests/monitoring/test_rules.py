@@ -159,50 +159,50 @@ UNIT_TESTS.append({
     "interval": "5s",
     "input_series": [
         {"series": f'tenantry_database_expected{{job="agent", {_A}, isv="acme", '
-                   'platform="acme/p1"}', "values": "1x20"},
+                   'platform="acme/p1"}', "values": "1x30"},
         {"series": f'tenantry_database_expected{{job="agent", {_B}, isv="acme", '
-                   'platform="acme/p2"}', "values": "1x20"},
+                   'platform="acme/p2"}', "values": "1x30"},
         {"series": f'tenantry_database_running{{job="agent", {_A}, isv="acme", '
-                   'platform="acme/p1"}', "values": "1x20"},
+                   'platform="acme/p1"}', "values": "1x30"},
         {"series": f'tenantry_database_running{{job="agent", {_B}, isv="acme", '
-                   'platform="acme/p2"}', "values": "1x20"},
-        {"series": f'pg_static{{job="postgres", {_A}, version="15"}}', "values": "1x20"},
+                   'platform="acme/p2"}', "values": "1x30"},
+        {"series": f'pg_static{{job="postgres", {_A}, version="15"}}', "values": "1x30"},
         {"series": f'pg_static{{job="postgres", {_B}, version="15"}}', "values": "1 stale"},
-        {"series": 'up{job="postgres", host="h1"}', "values": "1x20"},
+        {"series": 'up{job="postgres", host="h1"}', "values": "1x30"},
         # cluster e runs again from 25 s (back from a fault): not yet in its exporter, which
-        # is not told as down until it has run for EXPORTER_SETTLE (40 s)
+        # is not told as down until it has run for EXPORTER_SETTLE (60 s)
         {"series": 'tenantry_database_expected{job="agent", host="h1", server="/run/e:5436", '
-                   'isv="acme", platform="acme/p5"}', "values": "1x20"},
+                   'isv="acme", platform="acme/p5"}', "values": "1x30"},
         {"series": 'tenantry_database_running{job="agent", host="h1", server="/run/e:5436", '
-                   'isv="acme", platform="acme/p5"}', "values": "0x4 1x15"},
+                   'isv="acme", platform="acme/p5"}', "values": "0x4 1x25"},
         # cluster f stopped at 25 s; the exporter's last scrape still has it: the agent's word
         # wins
         {"series": 'tenantry_database_expected{job="agent", host="h1", server="/run/f:5437", '
-                   'isv="acme", platform="acme/p6"}', "values": "1x20"},
+                   'isv="acme", platform="acme/p6"}', "values": "1x30"},
         {"series": 'tenantry_database_running{job="agent", host="h1", server="/run/f:5437", '
-                   'isv="acme", platform="acme/p6"}', "values": "1x4 0x15"},
+                   'isv="acme", platform="acme/p6"}', "values": "1x4 0x25"},
         {"series": 'pg_static{job="postgres", host="h1", server="/run/f:5437", version="15"}',
-         "values": "1x20"},
+         "values": "1x30"},
         # host h2's exporter does not answer (restarting for a new DSN, say): its expected
         # cluster is not called down
         {"series": 'tenantry_database_expected{job="agent", host="h2", server="/run/c:5434", '
-                   'isv="acme", platform="acme/p3"}', "values": "1x20"},
-        {"series": 'up{job="postgres", host="h2"}', "values": "0x20"},
+                   'isv="acme", platform="acme/p3"}', "values": "1x30"},
+        {"series": 'up{job="postgres", host="h2"}', "values": "0x30"},
         {"series": 'tenantry_database_running{job="agent", host="h2", server="/run/c:5434", '
-                   'isv="acme", platform="acme/p3"}', "values": "1x20"},
+                   'isv="acme", platform="acme/p3"}', "values": "1x30"},
         # ... but one its agent says is not running is down, whatever the exporter does
         {"series": 'tenantry_database_expected{job="agent", host="h2", server="/run/d:5435", '
-                   'isv="acme", platform="acme/p4"}', "values": "1x20"},
+                   'isv="acme", platform="acme/p4"}', "values": "1x30"},
         {"series": 'tenantry_database_running{job="agent", host="h2", server="/run/d:5435", '
-                   'isv="acme", platform="acme/p4"}', "values": "0x20"},
-        {"series": f'pg_settings_max_connections{{job="postgres", {_A}}}', "values": "100x20"},
+                   'isv="acme", platform="acme/p4"}', "values": "0x30"},
+        {"series": f'pg_settings_max_connections{{job="postgres", {_A}}}', "values": "100x30"},
         {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
-                   'state="active"}', "values": "70x20"},
+                   'state="active"}', "values": "70x30"},
         {"series": f'pg_stat_activity_count{{job="postgres", {_A}, datname="app", '
-                   'state="idle"}', "values": "10x20"},
+                   'state="idle"}', "values": "10x30"},
     ],
     "alert_rule_test": [
-        {"eval_time": "60s", "alertname": "db_up_overloaded", "exp_alerts": [
+        {"eval_time": "70s", "alertname": "db_up_overloaded", "exp_alerts": [
             {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
                             "platform": "acme/p2", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}},
@@ -212,7 +212,7 @@ UNIT_TESTS.append({
             {"exp_labels": {"host": "h2", "server": "/run/d:5435", "isv": "acme",
                             "platform": "acme/p4", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}}]},
-        {"eval_time": "80s", "alertname": "db_up_overloaded", "exp_alerts": [
+        {"eval_time": "100s", "alertname": "db_up_overloaded", "exp_alerts": [
             {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
                             "platform": "acme/p2", "check": "db_up", "kind": "database",
                             "level": "overloaded", "scope": "default"}},

@@ -151,20 +151,28 @@ def _installed(program: str) -> bool:
 
 
 def plan(specs: Sequence[ProgramSpec], programs: Mapping[str, ProgramStatus],
-         services: ServiceManager) -> list[converge.Action]:
+         services: ServiceManager, *, hold: Collection[str] = ()) -> list[converge.Action]:
     """Put an exporter only when its spec changed (a new DSN list) or it stopped; remove
-    one no longer wanted. FATAL stays FATAL, as for platforms (see `taken_ports`)."""
+    one no longer wanted. FATAL stays FATAL, as for platforms (see `taken_ports`). One
+    named in `hold` that runs keeps its old spec for now (see DSN_REPLAN)."""
     actions = []
     for spec in specs:
         current = programs.get(spec.name)
-        if current is None or current.digest != spec.digest() or current.state in (
-                "STOPPED", "EXITED"):
+        if current is None or current.state in ("STOPPED", "EXITED") or (
+                current.digest != spec.digest() and not held(spec.name, programs, hold)):
             actions.append(converge.Action(f"run {spec.name}", partial(services.put, spec)))
     names = {spec.name for spec in specs}
     for name in sorted(PROGRAMS - names):
         if name in programs:
             actions.append(converge.Action(f"remove {name}", partial(services.remove, name)))
     return actions
+
+
+def held(name: str, programs: Mapping[str, ProgramStatus], hold: Collection[str]) -> bool:
+    """Whether a change of this exporter's spec waits: it is held and it runs."""
+    status = programs.get(name)
+    return name in hold and status is not None and status.state in (
+        "RUNNING", "STARTING", "BACKOFF")
 
 
 def taken_ports(ports: MonitoringPorts, programs: Mapping[str, ProgramStatus],

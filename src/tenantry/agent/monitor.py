@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pwd
 import time
@@ -34,6 +35,7 @@ from tenantry.agent.rogues import Known
 from tenantry.agent.services import ProgramStatus, ServiceManager
 from tenantry.core.errors import TenantryError
 from tenantry.core.pgserver import SERVICE_USER
+from tenantry.monitoring.prometheus import DSN_REPLAN
 from tenantry.platforms.contract import DesiredHost, DesiredPlatform
 
 log = logging.getLogger("tenantry.agent")
@@ -62,6 +64,7 @@ class HostMonitoring:
         self._uids: dict[str, int | None] = {}  # Unix user -> uid (None: no such user yet)
         self._kept: tuple[object, ...] | None = None  # what the exporters were planned for
         self._kept_at = 0.0
+        self._dsns_put_at = -math.inf  # when postgres_exporter last got a new DSN list
         self._measured: DesiredHost | None = None  # what /metrics is made from
 
     @property
@@ -113,12 +116,12 @@ class HostMonitoring:
 
     # ------------------------------------------------------------ each pass
 
-    def plan(self, desired: DesiredHost, programs: dict[str, ProgramStatus],
-             ) -> list[converge.Action]:
+    def plan(self, desired: DesiredHost, programs: dict[str, ProgramStatus], *,
+             hold: Collection[str] = ()) -> list[converge.Action]:
         clusters = exporters.running_clusters(desired.platforms, programs)
         specs = exporters.wanted(self.paths, self.ports(save=False),  # --plan writes nothing
                                  host=self.host, clusters=clusters)
-        return exporters.plan(specs, programs, self.services)
+        return exporters.plan(specs, programs, self.services, hold=hold)
 
     def keep(self, desired: DesiredHost) -> None:
         try:
@@ -146,11 +149,17 @@ class HostMonitoring:
         if seen == self._kept and time.monotonic() - self._kept_at < KEEP_VERIFY:
             return  # nothing changed that the exporters follow
         self._repick_taken_ports(programs)
-        for action in self.plan(desired, programs):
+        # A new DSN list waits until DSN_REPLAN s after the last one went in; meanwhile every
+        # pass plans again, so the held list goes in once that time is up.
+        hold = ({exporters.POSTGRES_EXPORTER}
+                if time.monotonic() - self._dsns_put_at < DSN_REPLAN else set())
+        for action in self.plan(desired, programs, hold=hold):
             log.info("%s", action.description)
             action.run()
+            if action.description == f"run {exporters.POSTGRES_EXPORTER}":
+                self._dsns_put_at = time.monotonic()
         programs = self.services.observe()
-        self._kept = _followed(desired, programs)
+        self._kept = None if hold else _followed(desired, programs)
         self._kept_at = time.monotonic()
         self.targets = exporters.targets(self.ports(), host=self._scrape_host(desired),
                                          agent_up=self._server is not None, programs=programs)

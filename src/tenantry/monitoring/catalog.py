@@ -21,7 +21,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from tenantry.core.errors import InvalidInput, invalid_input
-from tenantry.monitoring.prometheus import SLOW_JOBS
+from tenantry.monitoring.prometheus import DSN_REPLAN, SLOW_JOBS
 
 
 class TargetKind(StrEnum):
@@ -82,12 +82,12 @@ class Check:
 # and each database series gets its platform's labels from that join.
 EXPECTED = 'max by(server, isv, platform, host) (tenantry_database_expected{job="agent"})'
 RUNNING = 'max by(server, isv, platform, host) (tenantry_database_running{job="agent"})'
-# A cluster that starts (again) is added to its exporter's DSN list at the agent's next pass,
-# which restarts the exporter, and shows in Prometheus at the exporter's next scrape; one
-# scrape may race the restart. Until then "running and absent from the exporter" says nothing:
-# it counts once the agent has said running for this long without a break (and had said so
-# this long ago, so a cluster that just appeared waits too).
-EXPORTER_SETTLE = 2 * int(SLOW_JOBS["postgres"][0].removesuffix("s")) + 10  # s
+# A cluster that starts (again) is added to its exporter's DSN list within DSN_REPLAN s, which
+# restarts the exporter, and shows in Prometheus at the exporter's next scrape; one scrape may
+# race the restart. Until then "running and absent from the exporter" says nothing: it counts
+# once the agent has said running for this long without a break (and had said so this long
+# ago, so a cluster that just appeared waits too).
+EXPORTER_SETTLE = DSN_REPLAN + 2 * int(SLOW_JOBS["postgres"][0].removesuffix("s")) + 10  # s
 SETTLED = (f'max by(server) (min_over_time(tenantry_database_running{{job="agent"}}'
            f'[{EXPORTER_SETTLE}s]) == 1 and (tenantry_database_running{{job="agent"}}'
            f' offset {EXPORTER_SETTLE}s) == 1)')
@@ -152,7 +152,8 @@ CHECKS: tuple[Check, ...] = (
     # to be in it (SETTLED): a cluster back from a fault is not told down a second time.
     Check("db_up", TargetKind.DATABASE,
           f"({RUNNING} == 0)"
-          f" or ({EXPECTED} * on(server) group_left() max by(server) (pg_static{{job=\"postgres\"}}))"
+          f" or ({EXPECTED} * on(server) group_left()"
+          f" max by(server) (pg_static{{job=\"postgres\"}}))"
           f" or ({EXPECTED} * 0 and on(host) (up{{job=\"postgres\"}} == 1) and on(server)"
           f" {SETTLED})",
           False, None, 1, 1, 5, "", "database down", urgent=True),

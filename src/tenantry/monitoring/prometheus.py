@@ -38,6 +38,11 @@ FAST_JOBS = {"probe_proxy": ("3s", "3s"), "agent": ("3s", "2s")}
 # longer, and a cluster down is told by the agent (`tenantry_database_running`, every 3 s).
 # At 5 s these scrapes were half the idle clusters' CPU and most of Prometheus's intake.
 SLOW_JOBS = {"postgres": ("15s", "10s")}
+# The agent changes postgres_exporter's DSN list at most this often (seconds). Each change
+# restarts the exporter, which then connects to every cluster of the host again, and a host
+# creating platforms starts or restarts a cluster several times a minute (300 platforms made
+# four at a time: 585 restarts, each holding the agent's pass for 1.6 s).
+DSN_REPLAN = 20
 # What a probe's answer brings that the checks read (catalog.py); blackbox's other series
 # (each phase's time, sizes) are read by nothing.
 PROBE_KEPT = {"probe_proxy": ("probe_success",)}
