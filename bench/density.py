@@ -38,6 +38,7 @@ after the idle window and their busiest functions are listed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -337,15 +338,27 @@ def timed_restart(cp: Any, hosts: list[str]) -> tuple[dict[str, float], list[str
              "stop again (SIGTERM) → exited": again}, said)
 
 
+STOP_LINES = {  # what each log says of a stop's steps
+    "up": ("tenantry: stopped in",),
+    "agent": ("supervisord stopped in", "the agent's last steps:"),
+}
+
+
 def _stop_said(cp: Any) -> str:
-    """Stop `up` and return its own account of the stop (`tenantry: stopped in ...`)."""
-    before = cp.log.stat().st_size if cp.log.exists() else 0
+    """Stop `up` and return its own account of the stop (`tenantry: stopped in ...`), with
+    the agent's (how long supervisord's waves and its last steps took)."""
+    logs = {"up": cp.log, "agent": cp.data_dir / "logs" / "agent.log"}
+    before = {k: p.stat().st_size if p.exists() else 0 for k, p in logs.items()}
     cp.stop(timeout=300)
-    with cp.log.open("rb") as f:
-        f.seek(before)
-        text = f.read().decode(errors="replace")
-    found = [line for line in text.splitlines() if line.startswith("tenantry: stopped in")]
-    return found[-1] if found else "(up said nothing of its stop)"
+    said = []
+    for k, path in logs.items():
+        with contextlib.suppress(OSError), path.open("rb") as f:
+            f.seek(before[k])
+            text = f.read().decode(errors="replace")
+            said += [line.split(": ", 1)[1] if k == "agent" else line
+                     for line in text.splitlines()
+                     if any(m in line for m in STOP_LINES[k])]
+    return "; ".join(said) or "(up said nothing of its stop)"
 
 
 def profile(data_dir: Path, seconds: float) -> dict[str, list[tuple[str, float]]]:
