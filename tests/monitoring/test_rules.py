@@ -150,6 +150,13 @@ UNIT_TESTS: list[dict[str, Any]] = [
 ]
 
 
+def _db_down(host: str, server: str, platform: str) -> dict[str, Any]:
+    """db_up's alert for cluster `/run/SERVER` of platform acme/PLATFORM."""
+    return {"exp_labels": {"host": host, "server": f"/run/{server}", "isv": "acme",
+                           "platform": f"acme/{platform}", "check": "db_up",
+                           "kind": "database", "level": "overloaded", "scope": "default"}}
+
+
 _A = 'host="h1", server="/run/a:5432"'
 _B = 'host="h1", server="/run/b:5433"'
 UNIT_TESTS.append({
@@ -202,29 +209,12 @@ UNIT_TESTS.append({
                    'state="idle"}', "values": "10x30"},
     ],
     "alert_rule_test": [
-        {"eval_time": "70s", "alertname": "db_up_overloaded", "exp_alerts": [
-            {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
-                            "platform": "acme/p2", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}},
-            {"exp_labels": {"host": "h1", "server": "/run/f:5437", "isv": "acme",
-                            "platform": "acme/p6", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}},
-            {"exp_labels": {"host": "h2", "server": "/run/d:5435", "isv": "acme",
-                            "platform": "acme/p4", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}}]},
-        {"eval_time": "100s", "alertname": "db_up_overloaded", "exp_alerts": [
-            {"exp_labels": {"host": "h1", "server": "/run/b:5433", "isv": "acme",
-                            "platform": "acme/p2", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}},
-            {"exp_labels": {"host": "h1", "server": "/run/e:5436", "isv": "acme",
-                            "platform": "acme/p5", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}},
-            {"exp_labels": {"host": "h1", "server": "/run/f:5437", "isv": "acme",
-                            "platform": "acme/p6", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}},
-            {"exp_labels": {"host": "h2", "server": "/run/d:5435", "isv": "acme",
-                            "platform": "acme/p4", "check": "db_up", "kind": "database",
-                            "level": "overloaded", "scope": "default"}}]},
+        {"eval_time": "70s", "alertname": "db_up_overloaded",
+         "exp_alerts": [_db_down("h1", "b:5433", "p2"), _db_down("h1", "f:5437", "p6"),
+                        _db_down("h2", "d:5435", "p4")]},
+        {"eval_time": "100s", "alertname": "db_up_overloaded",
+         "exp_alerts": [_db_down("h1", "b:5433", "p2"), _db_down("h1", "e:5436", "p5"),
+                        _db_down("h1", "f:5437", "p6"), _db_down("h2", "d:5435", "p4")]},
         {"eval_time": "40s", "alertname": "connections_busy", "exp_alerts": [
             {"exp_labels": {"job": "postgres", "host": "h1", "server": "/run/a:5432",
                             "isv": "acme", "platform": "acme/p1", "check": "connections",
