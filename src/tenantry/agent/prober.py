@@ -41,18 +41,13 @@ from dataclasses import dataclass
 import h11
 
 from tenantry.agent.metrics import Family
-from tenantry.monitoring.prometheus import FAST_JOBS, PROBE_TIMEOUT
+from tenantry.monitoring.prometheus import FAST_JOBS, PROBE_TIMEOUT, seconds
 
 log = logging.getLogger("tenantry.agent")
 
 
-def _seconds(duration: str) -> float:
-    """A duration as prometheus.py writes them ("3s", "2.5s")."""
-    return float(duration.removesuffix("s"))
-
-
-INTERVAL = _seconds(FAST_JOBS["agent"][0])  # s: Prometheus scrapes the agent this often
-TIMEOUT = _seconds(PROBE_TIMEOUT)  # s: slower than this is as good as down to a user
+INTERVAL = seconds(FAST_JOBS["agent"][0])  # s: Prometheus scrapes the agent this often
+TIMEOUT = seconds(PROBE_TIMEOUT)  # s: slower than this is as good as down to a user
 LEAD = 0.1  # s: a timed-out probe's answer is in before the scrape
 SPREAD = INTERVAL - TIMEOUT - LEAD  # s over which the starts after a scrape are spread
 STALE = 2 * INTERVAL + TIMEOUT

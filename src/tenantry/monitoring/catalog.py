@@ -21,7 +21,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from tenantry.core.errors import InvalidInput, invalid_input
-from tenantry.monitoring.prometheus import DSN_REPLAN, SLOW_JOBS
+from tenantry.monitoring.prometheus import DSN_REPLAN, SLOW_JOBS, seconds
 
 
 class TargetKind(StrEnum):
@@ -87,7 +87,7 @@ RUNNING = 'max by(server, isv, platform, host) (tenantry_database_running{job="a
 # race the restart. Until then "running and absent from the exporter" says nothing: it counts
 # once the agent has said running for this long without a break (and had said so this long
 # ago, so a cluster that just appeared waits too).
-EXPORTER_SETTLE = DSN_REPLAN + 2 * int(SLOW_JOBS["postgres"][0].removesuffix("s")) + 10  # s
+EXPORTER_SETTLE = int(DSN_REPLAN + 2 * seconds(SLOW_JOBS["postgres"][0]) + 10)  # s
 SETTLED = (f'max by(server) (min_over_time(tenantry_database_running{{job="agent"}}'
            f'[{EXPORTER_SETTLE}s]) == 1 and (tenantry_database_running{{job="agent"}}'
            f' offset {EXPORTER_SETTLE}s) == 1)')

@@ -49,6 +49,13 @@ PROBE_KEPT = {"probe_proxy": ("probe_success",)}
 # blackbox's own (the proxy's probe) and the agent's for its platforms (agent/prober.py): half
 # a second inside the 3 s scrape interval. Durations here are whole or decimal seconds ("Ns").
 PROBE_TIMEOUT = "2.5s"
+
+
+def seconds(duration: str) -> float:
+    """A duration as this module writes them ("3s", "2.5s")."""
+    return float(duration.removesuffix("s"))
+
+
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
