@@ -44,6 +44,7 @@ from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.core import cgroup, delays, hang, leftovers
 from tenantry.core.errors import TenantryError, Unavailable
+from tenantry.core.steps import Steps
 from tenantry.platforms.contract import (
     DesiredHost,
     DesiredPlatform,
@@ -639,24 +640,21 @@ class Agent:
         """A clean stop leaves nothing of the data dir running but what is meant to go on:
         the services when they keep running. Backups cut short run again at the next
         start."""
-        took = []  # each step's seconds, logged at the end
-        t = time.monotonic()
+        steps = Steps()  # logged at the end
         if self.options.stop_services_on_exit:
             archivers = [x for x in leftovers.find(self.options.data_dir) if x.archiver]
             if leftovers.wait_gone([x.pid for x in archivers], ARCHIVER_GRACE):
                 log.warning("pgBackRest's archiver did not finish within %g s",
                             ARCHIVER_GRACE)
-            took.append(f"{len(archivers)} pgBackRest archivers {time.monotonic() - t:.1f} s")
-            t = time.monotonic()
+            steps.done(f"{len(archivers)} pgBackRest archivers")
         self.stop_leftovers("still running at the agent's stop",
                             services_live=not self.options.stop_services_on_exit,
                             spare_archivers=not self.options.stop_services_on_exit)
-        took.append(f"the sweep {time.monotonic() - t:.1f} s")
-        t = time.monotonic()
+        steps.done("the sweep")
         if not self.backups.join(30):
             log.warning("backup tasks still running after 30 s")
-        took.append(f"backup tasks {time.monotonic() - t:.1f} s")
-        log.info("the agent's last steps: %s", ", ".join(took))
+        steps.done("backup tasks")
+        log.info("the agent's last steps: %s", steps)
         if self.options.stop_services_on_exit and self.cgroup is not None:
             cgroup.remove(self.cgroup)  # empty now; one that is not stays, to be found
 

@@ -31,6 +31,7 @@ from tenantry.agent import logfiles, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core import cgroup as cgroups
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
+from tenantry.core.steps import Steps
 
 log = logging.getLogger(__name__)
 
@@ -532,18 +533,15 @@ files = {self.programs}/*.conf
         # program is a group here): with hundreds of programs that took a minute. They are
         # told to stop at once instead, the apps and the rest before the databases, then
         # supervisord itself.
-        begun = time.monotonic()
-        deadline = begun + timeout
-        took = []
+        steps = Steps()  # logged at the end
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(Unavailable):
             programs = [str(i["group"]) for i in self._call("getAllProcessInfo")]
             first = [n for n in programs if not n.endswith(_LAST)]
             for what, wave in (("apps and the rest", first),
                                ("databases", [n for n in programs if n.endswith(_LAST)])):
-                t = time.monotonic()
                 self._stop_at_once(wave, deadline)
-                took.append(f"{len(wave)} {what} {time.monotonic() - t:.1f} s")
-        t = time.monotonic()
+                steps.done(f"{len(wave)} {what}")
         self._call("shutdown")
         deadline = time.monotonic() + timeout
         while _pid_alive(pid):
@@ -551,6 +549,5 @@ files = {self.programs}/*.conf
                 os.kill(pid, signal.SIGKILL)
                 raise Unavailable(f"supervisord pid {pid} did not exit in {timeout}s; killed")
             time.sleep(0.05)
-        log.info("supervisord stopped in %.1f s: %s, then itself %.1f s",
-                 time.monotonic() - begun, ", ".join(took) or "no programs",
-                 time.monotonic() - t)
+        steps.done("then itself")
+        log.info("supervisord stopped in %.1f s: %s", steps.total(), steps)

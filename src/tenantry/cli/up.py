@@ -31,6 +31,7 @@ from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
 from tenantry.core.pgserver import ControlPlaneDatabase, pg_bin
 from tenantry.core.runtime import Runtime
+from tenantry.core.steps import Steps
 
 REQUIRED_BINARIES = {"caddy": "caddy", "supervisord": "supervisor"}
 LOCAL_HOST = "local"  # the name of the host `up`'s own agent enrolls as
@@ -553,25 +554,20 @@ class ControlPlane:
         alongside. A job the worker is running resumes from its recorded step at the next
         start, so the worker gets WORKER_GRACE, not a minute, to finish it."""
         self.stopping.set()
-        begun = time.monotonic()
-        took: dict[str, float] = {}  # each step's seconds, said at the end
-
-        def step(what: str) -> None:
-            took[what] = time.monotonic() - begun - sum(took.values())
-
+        steps = Steps()  # said at the end
         for child in self.monitoring:
             child.terminate()
         for name in ("worker", "api", "agent", *(c.name for c in self.monitoring)):
             for child in self.children:
                 if child.name == name:
                     child.stop(WORKER_GRACE if name == "worker" else 60)
-            step("the agent and its services" if name == "agent" else name)
+            steps.done("the agent and its services" if name == "agent" else name)
         if self.settings.database_url is None:
             try:
                 ControlPlaneDatabase(self.data_dir).stop()
             except TenantryError as exc:  # said, and what is left is stopped below
                 self.say(f"tenantry: {exc}")
-            step("the store")
+            steps.done("the store")
         self.stop_leftovers("still running after the stop", spare_services=False)
         # Something of the data dir may still be starting as the sweep looks (a supervisord
         # that was daemonizing when its agent died starts its programs a moment later): look
@@ -582,9 +578,8 @@ class ControlPlane:
                 self.stop_leftovers("started while the stop swept", spare_services=False)
         for group in cgroup.recorded(self.data_dir):  # the agent's, if it could not remove it
             cgroup.remove(group)
-        step("the last sweep")
-        self.say(f"tenantry: stopped in {time.monotonic() - begun:.1f} s ("
-                 + ", ".join(f"{what} {s:.1f} s" for what, s in took.items()) + ")")
+        steps.done("the last sweep")
+        self.say(f"tenantry: stopped in {steps.total():.1f} s ({steps})")
         self.running_marker.unlink(missing_ok=True)  # a clean stop (see up_exits)
         # The last look, broader than the sweep's: whatever still names the data dir is told
         # with its parent and start, so that a leftover of any kind identifies itself.
