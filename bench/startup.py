@@ -7,9 +7,14 @@ Prepares a data dir with an ISV, bodyshop 1.0.0 and N platforms (default 2), sto
 - until `GET /api/v1/health` answers 200 (portal/API up),
 - until every platform answers HTTPS 200 on /health through the ingress again,
 
-and stops it again with SIGTERM (also timed). Target: ≤ 10 s.
+and stops it again with SIGTERM (also timed), with who used the CPU during each start and
+what `up` and its agent said of each stop. Target: ≤ 10 s; ≤ 30 s for hundreds of platforms.
 
     .venv/bin/python bench/startup.py [--platforms 2] [--repeat 3]
+
+Preparing hundreds of platforms takes half an hour: `--keep` leaves the prepared data dir
+stopped, with its platforms' Unix accounts, and prints its root; `--reuse ROOT` measures
+starts on it again (and keeps it too). Remove one with `bench/startup.py --discard ROOT`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import http.client
+import json
 import shutil
 import socket
 import ssl
@@ -35,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     TENANTRY_CMD,
+    ControlPlaneProcess,
     append_report,
     create_platform,
     fmt,
@@ -170,54 +177,103 @@ def create_all(cp: Any, count: int, concurrency: int) -> list[str]:
         return list(pool.map(one, range(count)))
 
 
+PLANE = "bench.json"  # in a kept root: how to start its data dir again
+
+
+def keep_plane(cp: ControlPlaneProcess, root: Path, hosts: list[str]) -> None:
+    (root / PLANE).write_text(json.dumps({
+        "listen_port": cp.listen_port, "ingress_port": cp.ingress_port,
+        "port_range": list(cp.port_range), "hosts": hosts}))
+
+
+def kept_plane(root: Path) -> tuple[ControlPlaneProcess, list[str]]:
+    """The control plane of a root kept by `--keep`, not started, and its platforms' names."""
+    try:
+        kept = json.loads((root / PLANE).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--reuse {root}: not a root kept by --keep ({exc})") from None
+    cp = ControlPlaneProcess(data_dir=root / "data", listen_port=kept["listen_port"],
+                             ingress_port=kept["ingress_port"],
+                             port_range=tuple(kept["port_range"]))
+    return cp, list(kept["hosts"])
+
+
 def main() -> int:
+    from density import CpuWindow, _stop_said, cpu_table
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--platforms", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=1,
                     help="create jobs at a time while preparing the data dir")
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true",
+                    help="leave the prepared data dir, stopped, with its platforms' accounts")
+    ap.add_argument("--reuse", type=Path, metavar="ROOT",
+                    help="start a data dir kept by an earlier --keep instead of preparing one")
+    ap.add_argument("--discard", type=Path, metavar="ROOT",
+                    help="remove a kept data dir and its platforms' accounts, and exit")
     args = ap.parse_args()
+    if args.discard:
+        cp, _ = kept_plane(args.discard)
+        cp.cleanup()
+        shutil.rmtree(args.discard, ignore_errors=True)
+        print(f"removed {args.discard}")
+        return 0
 
     facts = machine_facts()
-    root = short_tmp("tnb-start-")
+    keep = args.keep or args.reuse is not None
     cp = None
     notes: list[str] = []
     runs: list[dict[str, float]] = []
+    said: list[str] = []
+    cpu: list[tuple[float, dict[str, float]]] = []
     try:
-        cp = start_plane(root)
-        others = other_tenantry_ups([cp.process.pid] if cp.process else [])
-        if others:
-            notes.append(f"{len(others)} other `tenantry up` process(es) were running on the "
-                         "machine at the same time (other people's work), sharing the CPUs")
-        setup_isv(cp, root)
-        hosts = create_all(cp, args.platforms, args.concurrency)
-        print(f"data dir {cp.data_dir} with {len(hosts)} platforms ready")
-        t = time.monotonic()
-        cp.stop()
-        print(f"stopped in {time.monotonic() - t:.2f} s")
+        if args.reuse:
+            root = args.reuse
+            cp, hosts = kept_plane(root)
+            args.platforms = len(hosts)
+            notes.append("the data dir was prepared by an earlier run (`--keep`) and reused")
+        else:
+            root = short_tmp("tnb-start-")
+            cp = start_plane(root)
+            setup_isv(cp, root)
+            hosts = create_all(cp, args.platforms, args.concurrency)
+            print(f"data dir {cp.data_dir} with {len(hosts)} platforms ready")
+            t = time.monotonic()
+            cp.stop()
+            print(f"stopped in {time.monotonic() - t:.2f} s")
+            if args.keep:
+                keep_plane(cp, root, hosts)
 
         for n in range(1, args.repeat + 1):
-            for h in hosts:  # nothing of the previous run may still answer
+            for h in hosts[:20]:  # nothing of the previous run may still answer
                 try:
                     cp.https(h, "/health")
                     notes.append(f"run {n}: {h} answered before start")
                 except httpx.HTTPError:
                     pass
+            window = CpuWindow(cp.data_dir)
             t0 = spawn(cp)
+            if n == 1:
+                others = other_tenantry_ups([cp.process.pid] if cp.process else [])
+                if others:
+                    notes.append(f"{len(others)} other `tenantry up` process(es) were running "
+                                 "on the machine at the same time, sharing the CPUs")
             t_api = wait_api(cp) - t0
-            t_all, stamps = all_serving(cp, hosts)
+            t_all, stamps = all_serving(cp, hosts, timeout=600)
+            cpu.append(window.close())
             t_all -= t0
             per = {h: s - t0 for h, s in stamps.items()}
             time.sleep(1)
             t = time.monotonic()
-            cp.stop()
+            said.append(_stop_said(cp))
             t_stop = time.monotonic() - t
             runs.append({"api": t_api, "all": t_all, "stop": t_stop,
                          "first": min(per.values())})
             print(f"run {n}: API health 200 after {t_api:.2f} s, all {len(hosts)} platforms "
-                  f"serving after {t_all:.2f} s (first {min(per.values()):.2f} s); "
-                  f"stop took {t_stop:.2f} s")
+                  f"serving after {t_all:.2f} s (first {min(per.values()):.2f} s), the "
+                  f"machine {100 * cpu[-1][0]:.0f} % busy; stop took {t_stop:.2f} s\n"
+                  f"  {said[-1]}", flush=True)
     except Exception:
         if cp is not None:
             print(log_tail(cp), file=sys.stderr)
@@ -225,8 +281,12 @@ def main() -> int:
     finally:
         if cp is not None:
             cp.stop()
-            cp.cleanup()
-        if not args.keep:
+            if not keep:
+                cp.cleanup()
+        if keep:
+            print(f"kept: {root} (`bench/startup.py --reuse {root}`; "
+                  f"`--discard {root}` removes it)")
+        else:
             shutil.rmtree(root, ignore_errors=True)
 
     target = TARGET if args.platforms <= 10 else TARGET_LARGE
@@ -257,6 +317,15 @@ ask each platform not yet serving at most every 0.5 s, on a connection kept for 
 last column is how long the SIGTERM stop took.
 
 {table}
+
+What `up` and its agent said of each stop:
+
+{chr(10).join(f"- run {i}: `{line}`" for i, line in enumerate(said, 1))}
+
+Who used the CPU from each start to the last platform serving (parts at 1 % of a core or
+more in any run):
+
+{cpu_table(cpu)}
 """
     if notes:
         body += "\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
