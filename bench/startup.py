@@ -235,7 +235,7 @@ def main() -> int:
             notes.append("the data dir was prepared by an earlier run (`--keep`) and reused")
         else:
             root = short_tmp("tnb-start-")
-            cp = start_plane(root)
+            cp = start_plane(root, platforms=args.platforms)
             setup_isv(cp, root)
             hosts = create_all(cp, args.platforms, args.concurrency)
             print(f"data dir {cp.data_dir} with {len(hosts)} platforms ready")
@@ -269,9 +269,10 @@ def main() -> int:
             said.append(_stop_said(cp))
             t_stop = time.monotonic() - t
             runs.append({"api": t_api, "all": t_all, "stop": t_stop,
-                         "first": min(per.values())})
+                         "first": min(per.values()), "half": statistics.median(per.values())})
             print(f"run {n}: API health 200 after {t_api:.2f} s, all {len(hosts)} platforms "
-                  f"serving after {t_all:.2f} s (first {min(per.values()):.2f} s), the "
+                  f"serving after {t_all:.2f} s (first {min(per.values()):.2f} s, half "
+                  f"{runs[-1]['half']:.2f} s), the "
                   f"machine {100 * cpu[-1][0]:.0f} % busy; stop took {t_stop:.2f} s\n"
                   f"  {said[-1]}", flush=True)
     except Exception:
@@ -296,16 +297,18 @@ def main() -> int:
     ok_api = med_api <= target
     ok_all = med_all <= target
     ok_stop = args.platforms <= 10 or med_stop <= target
-    rows = [[str(i), fmt(r["api"]), fmt(r["first"]), fmt(r["all"]), fmt(r["stop"])]
-            for i, r in enumerate(runs, 1)]
+    rows = [[str(i), fmt(r["api"]), fmt(r["first"]), fmt(r["half"]), fmt(r["all"]),
+             fmt(r["stop"])] for i, r in enumerate(runs, 1)]
     rows.append(["**median**", fmt(med_api),
-                 fmt(statistics.median(r["first"] for r in runs)), fmt(med_all),
+                 fmt(statistics.median(r["first"] for r in runs)),
+                 fmt(statistics.median(r["half"] for r in runs)), fmt(med_all),
                  fmt(statistics.median(r["stop"] for r in runs))])
-    rows.append([f"vs ≤ {target:g} s", "PASS" if ok_api else "FAIL", "",
+    rows.append([f"vs ≤ {target:g} s", "PASS" if ok_api else "FAIL", "", "",
                  "PASS" if ok_all else "FAIL",
                  "" if args.platforms <= 10 else "PASS" if ok_stop else "FAIL"])
     table = md_table(["run", "API /health 200 s", "first platform 200 s",
-                      f"all {args.platforms} platforms 200 s", "SIGTERM → exited s"], rows)
+                      "half the platforms 200 s", f"all {args.platforms} platforms 200 s",
+                      "SIGTERM → exited s"], rows)
     print()
     print(table)
     body = f"""

@@ -21,6 +21,7 @@ from tenantry.agent.services import ProgramSpec
 from tenantry.agent.supervisord import SupervisordManager
 from tenantry.agent.testing import FakeServiceManager
 from tenantry.core.errors import InvalidInput, Unavailable
+from tests.conftest import free_port
 
 Wait = Callable[..., None]
 
@@ -432,6 +433,64 @@ def test_a_shutdown_stops_the_programs_at_once_and_the_databases_last(
     assert max(terms) - min(terms) < 1.0, "told at once (one after another: 7 s and more)"
     assert float(told["p0-db"]["term"]) >= max(float(told[n]["exit"]) for n in apps) - 0.05, \
         "the database after the apps"
+
+
+def test_a_new_supervisord_starts_the_apps_a_window_at_a_time(
+    supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path
+) -> None:
+    """A host's start brings back hundreds of apps: all importing at once on two cores, each
+    took longer than alone, and supervisord and the agent, starved by them, asked for the
+    next ones ever more slowly. A program given a PORT now holds one of START_WINDOW places
+    until it listens there (or START_HOLD s: one that never listens does not stop the
+    rest); the databases, given none, start first and at once."""
+    monkeypatch.setattr(supervisord_module, "START_WINDOW", 2)
+    monkeypatch.setattr(supervisord_module, "START_HOLD", 2.0)
+    listen = ("import os, socket, sys, time; time.sleep(0.4); s = socket.socket(); "
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              "s.bind(('127.0.0.1', int(os.environ['PORT']))); t = time.time(); s.listen(); "
+              "open(sys.argv[1], 'w').write(repr(t)); time.sleep(3600)")
+    apps = {f"p{i}-a-web-0": free_port() for i in range(1, 7)}
+    never = "p0-a-web-0"  # given a PORT it never listens on (first in the order)
+    for name, port in apps.items():
+        supervisor.put(ProgramSpec(name=name, command=(sys.executable, "-c", listen,
+                                                       str(tmp_path / name)),
+                                   environment={"PORT": str(port)}))
+    supervisor.put(sleeper(never, env={"PORT": str(free_port())}))
+    for i in range(2):
+        supervisor.put(sleeper(f"p{i}-db"))
+    wait_for(lambda: all(s.state == "RUNNING" for s in supervisor.observe().values()),
+             what="all RUNNING")
+    supervisor.shutdown()
+    for name in apps:
+        (tmp_path / name).unlink()
+
+    fresh = SupervisordManager(supervisor.root)
+    asked: list[tuple[str, float]] = []
+    call = fresh._call
+
+    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "startProcess":
+            asked.append((args[0].split(":")[0], time.time()))
+        return call(method, *args, **kwargs)
+
+    monkeypatch.setattr(fresh, "_call", counting)
+    t0 = time.monotonic()
+    fresh.ensure_started()
+    took = time.monotonic() - t0
+    try:
+        order = [name for name, _ in asked]
+        assert sorted(order) == sorted([*apps, never, "p0-db", "p1-db"])
+        assert order[:2] == ["p0-db", "p1-db"], "the databases first, without waiting"
+        wait_for(lambda: all((tmp_path / n).exists() for n in apps), what="every app listens")
+        listened = {n: float((tmp_path / n).read_text()) for n in apps}
+        for name, when in asked:  # the places taken when each was asked for
+            held = [n for n, t in asked if t < when and n in {*apps, never}
+                    and (n == never and when - t < 2.0 or listened.get(n, 0) > when)]
+            assert len(held) < 2, f"{name} asked for while {held} were starting"
+        assert took < 10, f"the start took {took:.1f} s: held by the one that never listens"
+    finally:
+        fresh.shutdown()
 
 
 def test_a_supervisord_started_on_many_programs_answers_while_it_starts_them(

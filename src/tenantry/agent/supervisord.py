@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from tenantry.agent import logfiles, unixusers
+from tenantry.agent import logfiles, ports, unixusers
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core import cgroup as cgroups
 from tenantry.core.errors import InvalidInput, NotFound, Unavailable
@@ -47,6 +47,13 @@ _READS = frozenset({"getAllProcessInfo", "getProcessInfo", "getState", "getPID",
 # s a look may be reused while supervisord's log says nothing happened: the net under a
 # change it did not log.
 OBSERVE_NET = 30.0
+# A new supervisord's start of its programs: at most START_WINDOW of those given a PORT are
+# started and not listening on it yet (twice the cores: an app's start is mostly CPU), each
+# holding its place until it listens, or START_HOLD s at most (one that never listens, a
+# broken release, does not hold the others back for long).
+START_WINDOW = 2 * (os.cpu_count() or 1)
+START_HOLD = 10.0
+_PORT_RE = re.compile(r'(?:^environment=|,)PORT="(\d+)"', re.M)
 # supervisor.xmlrpc.Faults
 _BAD_NAME, _NOT_RUNNING, _ALREADY_STARTED, _ALREADY_ADDED = 10, 70, 60, 90
 _LAST = "-db"  # programs stopped last at a shutdown: the databases (tenantry.agent.converge)
@@ -350,14 +357,37 @@ files = {self.programs}/*.conf
         asks it: one request per program, the databases before the rest, so that it answers
         between two (on its own it started them all in one go and answered nothing for
         that long). No desired state is needed: a host whose control plane is away still
-        brings its platforms back."""
+        brings its platforms back.
+
+        The apps start START_WINDOW at a time: one given a PORT (tenantry.agent.converge's
+        web processes) holds its place until it listens there. Hundreds of apps importing
+        at once on two cores each took longer than alone, and supervisord and the agent,
+        starved by them, asked for the next ones ever more slowly."""
         names = [str(i["group"]) for i in self._call("getAllProcessInfo")]
+        starting: dict[str, tuple[int, float]] = {}  # name -> (its PORT, asked at)
         for name in sorted(names, key=lambda n: (not n.endswith(_LAST), n)):
+            port = self._ready_port(name)
+            while port is not None and len(starting) >= START_WINDOW:
+                time.sleep(0.02)
+                listening, now = ports.listening_ports(), time.monotonic()
+                starting = {n: (p, at) for n, (p, at) in starting.items()
+                            if p not in listening and now - at < START_HOLD}
             try:
                 self._call("startProcess", f"{name}:{name}", False,
                            ignore=(_ALREADY_STARTED, _BAD_NAME))
             except Unavailable as exc:  # that one's command fails: the agent tells it
                 log.warning("%s", exc)
+                continue
+            if port is not None:
+                starting[name] = (port, time.monotonic())
+
+    def _ready_port(self, name: str) -> int | None:
+        """The PORT a program's file gives it, where it will listen once started."""
+        try:
+            found = _PORT_RE.search((self.programs / f"{name}.conf").read_text())
+        except OSError:
+            return None
+        return int(found.group(1)) if found else None
 
     @staticmethod
     def _is_supervisord(pid: int) -> bool:
