@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -220,3 +222,34 @@ def test_an_agent_applies_a_change_to_the_document_it_holds_and_else_asks_for_al
     assert asked[-2]["since"] == "8" and "since" not in asked[-1]
     assert got is not None and got.generation == 9 and len(got.platforms) == 3
     assert got.platforms[1].running == whole.platforms[1].running
+
+
+def test_a_platforms_older_report_never_arrives_after_its_newer_one(agent: Agent) -> None:
+    """A pass's heartbeat carries a platform's report of the last generation while its
+    converge thread sends the new one: at once, the older could arrive last, the control
+    plane kept it, and the agent, having sent the newer, did not send it again (a creation
+    on a host of 230 platforms waited 180 s for a pgBackRest stanza its host had made).
+    Reports now go one at a time, each with the platform's latest."""
+    old, new = (HEALTHY.model_copy(update={"gen": g}) for g in (1, 2))
+    stored: dict[str, dict[str, object]] = {}
+    on_the_wire = threading.Event()
+
+    def plane(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["platforms"].get("p0", {}).get("gen") == 1 and not on_the_wire.is_set():
+            on_the_wire.set()
+            time.sleep(0.5)  # the older one slow on its way
+        stored.update(body["platforms"])
+        return httpx.Response(204)
+
+    creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
+    agent._client = ControlPlaneClient(creds, transport=httpx.MockTransport(plane))
+    agent._last_reports["p0"] = old
+    heartbeat = threading.Thread(target=agent._report, args=({"p0": old},))
+    heartbeat.start()
+    assert on_the_wire.wait(5)
+    agent._last_reports["p0"] = new  # as the converge thread does, then sends it
+    agent._report({"p0": new})
+    heartbeat.join()
+    assert stored["p0"]["gen"] == 2, "the control plane has the newer report"
+    assert agent._sent["p0"] == new
