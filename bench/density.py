@@ -359,7 +359,7 @@ def timed_restart(cp: Any, hosts: list[str]) -> Restart:
 
     said = []
     t = time.monotonic()
-    said.append(_stop_said(cp))
+    said.append(stop_said(cp))
     first_stop = time.monotonic() - t
     print(f"stopped in {first_stop:.1f} s; starting again\n  {said[-1]}", flush=True)
     window = CpuWindow(cp.data_dir)
@@ -371,7 +371,7 @@ def timed_restart(cp: Any, hosts: list[str]) -> Restart:
           f"machine {100 * busy:.0f} % busy meanwhile", flush=True)
     time.sleep(1)
     t = time.monotonic()
-    said.append(_stop_said(cp))
+    said.append(stop_said(cp))
     again = time.monotonic() - t
     print(f"stopped again in {again:.1f} s\n  {said[-1]}", flush=True)
     return Restart({"stop (SIGTERM) → exited": first_stop, "start → API /health 200": api,
@@ -385,7 +385,7 @@ STOP_LINES = {  # what each log says of a stop's steps
 }
 
 
-def _stop_said(cp: Any) -> str:
+def stop_said(cp: Any) -> str:
     """Stop `up` and return its own account of the stop (`tenantry: stopped in ...`), with
     the agent's (how long supervisord's waves and its last steps took)."""
     logs = {"up": cp.log, "agent": cp.data_dir / "logs" / "agent.log"}

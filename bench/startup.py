@@ -199,7 +199,7 @@ def kept_plane(root: Path) -> tuple[ControlPlaneProcess, list[str]]:
 
 
 def main() -> int:
-    from density import CpuWindow, _stop_said, cpu_table
+    from density import CpuWindow, cpu_table, stop_said
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--platforms", type=int, default=2)
@@ -267,7 +267,7 @@ def main() -> int:
             per = {h: s - t0 for h, s in stamps.items()}
             time.sleep(1)
             t = time.monotonic()
-            said.append(_stop_said(cp))
+            said.append(stop_said(cp))
             t_stop = time.monotonic() - t
             runs.append({"api": t_api, "all": t_all, "stop": t_stop,
                          "first": min(per.values()), "half": statistics.median(per.values())})
