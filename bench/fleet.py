@@ -4,10 +4,11 @@ A real `tenantry up` (its API, worker and store; monitoring off) on this machine
 simulated hosts (default 1,000) in this process. Each host enrolls through the API with a
 one-time token, like an agent, then behaves as an idle agent does (tenantry.agent.main):
 it long-polls `GET /agent/desired` with the generation it holds (`If-None-Match`, held
-25 s), fetches the whole document every 36-60 s, and posts a heartbeat carrying only the
-reports that changed (all of them every 36-60 s): at its next 2-second pass when it has
-one to send, else every 6 s. It converges instantly: every platform of a new document is
-reported at once as its desired state asks (database ready, releases built, release
+25 s), fetches the whole document every 180-300 s, and posts a heartbeat carrying only the
+reports that changed (all of them every 180-300 s): at its next 2-second pass when it has
+one to send, else at the pace the control plane's answer to its last heartbeat gave (6 s
+up to 300 hosts, longer in a larger fleet). It converges instantly: every platform of a
+new document is reported at once as its desired state asks (database ready, releases built, release
 commands run, slots healthy, route switched, backups taken), and an HTTPS listener on the
 host's own loopback address answers the control plane's probes with the certificate of
 each platform's route (SNI), as Caddy would.
@@ -71,10 +72,12 @@ from density import _cpu_ticks, _part  # noqa: E402
 from tests.conftest import ControlPlaneProcess, free_port  # noqa: E402
 
 from tenantry.agent import main as agent_main  # noqa: E402
+from tenantry.platforms.contract import PACE_HEADER, QUIET_HEARTBEAT_RANGE  # noqa: E402
 
 REGION = "sim"
 # as tenantry.agent.main: a pass every IDLE_WAIT s, a long poll held POLL_WAIT s, a heartbeat
-# at the next pass when it carries a report, else every QUIET_HEARTBEAT s; the whole
+# at the next pass when it carries a report, else at the quiet pace (QUIET_HEARTBEAT s, or
+# what the control plane's answer to the last heartbeat said, PACE_HEADER); the whole
 # document and every report at least every few minutes (DESIRED_REFRESH, FULL_REPORT), each
 # after a random 60-100 % of that (SPREAD)
 IDLE_WAIT, POLL_WAIT, QUIET_HEARTBEAT = agent_main.IDLE_WAIT, agent_main.POLL_WAIT, \
@@ -99,6 +102,7 @@ class Conn:
         self.auth = f"Authorization: Bearer {token}\r\n"
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.headers: dict[str, str] = {}  # the last answer's, by lower-case name
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       headers: str = "") -> tuple[int, bytes]:
@@ -124,9 +128,11 @@ class Conn:
             raise ConnectionResetError("closed by the server")
         status = int(first.split()[1])
         length, close = 0, False
+        self.headers = {}
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
             name = name.strip().lower()
+            self.headers[name] = value.strip()
             if name == "content-length":
                 length = int(value)
             elif name == "connection" and value.strip().lower() == "close":
@@ -189,7 +195,9 @@ class Fleet:
         self.lat: dict[str, list[float]] = defaultdict(list)
         self.lat_at: dict[str, list[float]] = defaultdict(list)  # when each call began
         self.errors: dict[str, int] = defaultdict(int)
+        self.first_said: dict[str, str] = {}  # an error's first answer, for the report
         self.deltas: dict[str, int] = defaultdict(int)  # documents sent as a change
+        self.paces: dict[int, int] = defaultdict(int)  # quiet pace told (s) → heartbeats
         self.waiting: dict[tuple[str, int], float] = {}  # (platform, gen) → when asked
         self.waiting_new: dict[str, float] = {}  # platform id → when its create was asked
         self.arrivals: dict[str, list[float]] = defaultdict(list)  # kind → seconds
@@ -202,6 +210,10 @@ class Fleet:
         self.routes: dict[str, tuple[str, str, str, bool]] = {}  # hostname → (pid, cert, key, ok)
         self.unwell_until: dict[str, float] = {}
         self.counting = False
+
+    def error(self, what: str, body: bytes) -> None:
+        self.errors[what] += 1
+        self.first_said.setdefault(what, body[:300].decode("utf-8", "replace"))
 
     def record(self, what: str, seconds: float) -> None:
         if self.counting:
@@ -272,6 +284,7 @@ class SimHost:
         self.report_at = 0.0
         self.report_every = FULL_EVERY
         self.beat_at = 0.0
+        self.quiet = QUIET_HEARTBEAT  # until the control plane says otherwise
 
     @staticmethod
     def _spread(last: float) -> tuple[float, float]:
@@ -314,7 +327,7 @@ class SimHost:
             self.fleet.record("long poll, nothing changed: time past its wait", took - POLL_WAIT)
             return
         if status != 200:
-            self.fleet.errors[f"desired: HTTP {status}"] += 1
+            self.fleet.error(f"desired: HTTP {status}", body)
             await asyncio.sleep(1)
             return
         if full:
@@ -369,7 +382,7 @@ class SimHost:
             ids = set(self.reports) if full else set(self.unsent)
             ids |= {pid for pid in self.reports
                     if self.fleet.unwell_until.get(pid, 0) > now}
-            if not ids and now - self.beat_at < QUIET_HEARTBEAT:
+            if not ids and now - self.beat_at < self.quiet:
                 continue  # nothing to say yet
             self.beat_at = now
             sent = set(self.unsent)
@@ -377,19 +390,25 @@ class SimHost:
                                "platforms": {pid: self.reports[pid] for pid in ids}}).encode()
             t0 = time.monotonic()
             try:
-                status, _ = await conn.request("POST", "/api/v1/agent/report", body,
+                status, said = await conn.request("POST", "/api/v1/agent/report", body,
                                                "Content-Type: application/json\r\n")
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 self.fleet.errors["report: connection"] += 1
                 continue
             self.fleet.record("heartbeat (report)", time.monotonic() - t0)
             if status == 204:
+                # as the agent: the quiet pace the control plane asks for, within the range
+                pace = conn.headers.get(PACE_HEADER.lower(), "")
+                low, high = QUIET_HEARTBEAT_RANGE
+                self.quiet = float(pace) if pace.isdigit() and low <= int(pace) <= high \
+                    else QUIET_HEARTBEAT
+                self.fleet.paces[int(self.quiet)] += 1
                 self.unsent -= sent
                 if full:
                     self.report_every = FULL_EVERY * random.uniform(*self._spread(self.report_at))
                     self.report_at = now
             else:
-                self.fleet.errors[f"report: HTTP {status}"] += 1
+                self.fleet.error(f"report: HTTP {status}", said)
 
 
 # ---------------------------------------------------------------- the hosts' ingress
@@ -799,8 +818,8 @@ One `tenantry up` (API, worker, store; monitoring off) and {args.hosts} simulate
 {args.platforms} platforms each ({args.hosts * args.platforms} platforms, seeded in the
 store), every host an idle agent's traffic (a long poll with `If-None-Match` held
 {POLL_WAIT:g} s, the whole document every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s, a
-heartbeat at the next {IDLE_WAIT:g} s pass when a report changed and else every
-{QUIET_HEARTBEAT:g} s, all reports every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s);
+heartbeat at the next {IDLE_WAIT:g} s pass when a report changed and else at the
+control plane's pace, all reports every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s);
 changes through the API at {args.rate:g}/s, a create, an upgrade or a platform failing, at
 random. Measured over {result['window']:.0f} s.
 
@@ -828,7 +847,10 @@ point's backup (s):
 
 Changes asked: {', '.join(f'{k} {v}' for k, v in sorted(result['changes'].items()))};
 {pending} not at their host by the end. Errors: {dict(fleet.errors) or 'none'}.
+{''.join(f"{k}, the first answer: {v!r}. " for k, v in fleet.first_said.items())}
 Desired states sent as a change to the one held: {dict(fleet.deltas) or 'none'}.
+Quiet heartbeat pace the control plane's answers gave (s → heartbeats, the whole run):
+{dict(sorted(fleet.paces.items())) or 'none'}.
 Jobs created in the window, by outcome (the hosts kept answering until they ended, up to
 2 min): {', '.join(f'{k} {v}' for k, v in sorted(result['jobs']['counts'].items()))}.
 """

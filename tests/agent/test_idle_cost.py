@@ -18,6 +18,7 @@ from tenantry.agent.client import ControlPlaneClient, Credentials
 from tenantry.agent.main import Agent, AgentOptions
 from tenantry.agent.testing import FakeServiceManager
 from tenantry.platforms.contract import (
+    PACE_HEADER,
     WIRE,
     DesiredHost,
     DesiredPlatform,
@@ -132,14 +133,16 @@ def test_an_idle_agent_asks_with_the_generation_it_holds_and_now_and_then_for_al
 
 
 class Plane:
-    """The control plane's report endpoint, recording what each heartbeat carried."""
+    """The control plane's report endpoint, recording what each heartbeat carried; its answer
+    names the quiet pace `pace` when one is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, pace: str | None = None) -> None:
         self.reports: list[dict[str, object]] = []
+        self.pace = pace
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.reports.append(json.loads(request.content))
-        return httpx.Response(204)
+        return httpx.Response(204, headers={PACE_HEADER: self.pace} if self.pace else {})
 
 
 def test_an_idle_host_heartbeats_seldom_and_news_goes_at_the_next_pass(agent: Agent) -> None:
@@ -177,6 +180,36 @@ def test_an_idle_host_heartbeats_seldom_and_news_goes_at_the_next_pass(agent: Ag
     assert passes(agent_main.IDLE_WAIT) == 1
     assert [e["program"] for e in plane.reports[-1]["process_exits"]] == ["p1-web-0"]
     assert passes(agent_main.IDLE_WAIT) == 0
+
+
+@pytest.mark.parametrize(("said", "pace"), [
+    (None, agent_main.QUIET_HEARTBEAT),  # a control plane that says nothing
+    ("20", 20.0),  # 1,000 hosts' pace
+    ("60", 60.0),
+    ("2", agent_main.QUIET_HEARTBEAT),  # faster than the agent's own: not taken
+    ("600", agent_main.QUIET_HEARTBEAT),  # slower than the range: not taken
+    ("soon", agent_main.QUIET_HEARTBEAT),
+])
+def test_an_idle_host_heartbeats_at_the_pace_the_control_plane_gives(
+        agent: Agent, said: str | None, pace: float) -> None:
+    """A large fleet's control plane asks its hosts for fewer quiet heartbeats; an agent
+    keeps to that pace within QUIET_HEARTBEAT_RANGE, and to its own outside it. News still
+    goes at the next pass."""
+    plane = Plane(said)
+    creds = Credentials(server="http://cp.test", host_id="h1", token="t")  # noqa: S106
+    agent._client = ControlPlaneClient(creds, transport=httpx.MockTransport(plane))
+    clock = 1000.0
+    agent._heartbeat({}, clock)
+    assert len(plane.reports) == 1
+    for _ in range(int(240 / agent_main.IDLE_WAIT)):
+        clock += agent_main.IDLE_WAIT
+        agent._heartbeat({}, clock)
+    quiet = len(plane.reports) - 1
+    assert 240 / pace - 1 <= quiet <= 240 / pace + 1, (said, quiet)
+
+    agent._ingress_error = "Caddy's admin API did not come up"  # news of the host
+    agent._heartbeat({}, clock + agent_main.IDLE_WAIT)
+    assert plane.reports[-1]["ingress_error"] == "Caddy's admin API did not come up"
 
 
 def test_an_agent_applies_a_change_to_the_document_it_holds_and_else_asks_for_all(

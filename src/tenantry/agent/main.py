@@ -46,6 +46,7 @@ from tenantry.core import cgroup, delays, hang, leftovers
 from tenantry.core.errors import TenantryError, Unavailable
 from tenantry.core.steps import Steps
 from tenantry.platforms.contract import (
+    QUIET_HEARTBEAT_RANGE,
     DesiredHost,
     DesiredPlatform,
     DiskReport,
@@ -59,8 +60,9 @@ log = logging.getLogger("tenantry.agent")
 
 IDLE_WAIT = 2.0  # s between two passes while everything is converged
 POLL_WAIT = 25.0  # s a long poll for the desired state is held (a change answers it at once)
-QUIET_HEARTBEAT = 6.0  # s between heartbeats with nothing new; news goes with the next pass
-# (the control plane calls a host offline after 20 s without one: hosts.OFFLINE_AFTER)
+QUIET_HEARTBEAT = 6.0  # s between heartbeats with nothing new; news goes with the next pass.
+# The control plane's answer to each heartbeat may make it longer: a large fleet's hosts
+# beat less often (contract.PACE_HEADER). It calls a host offline after three are missed.
 INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
 # Two nets under the generations: every change the control plane makes to a host's desired
 # state bumps its generation, and every report that differs from the last one sent goes at
@@ -197,6 +199,7 @@ class Agent:
         self._ingress_done: tuple[int, int | None] | None = None
         self._ingress_at = 0.0
         self._heartbeat_at = 0.0
+        self._quiet_heartbeat = QUIET_HEARTBEAT  # as the control plane last said
         self._full_report_at = 0.0
         self._full_report_every = FULL_REPORT
         self._fetched_at = -1e9  # when the whole desired state was last fetched
@@ -496,12 +499,14 @@ class Agent:
 
     def _heartbeat(self, platforms: dict[str, DesiredPlatform], now: float) -> None:
         """A pass's heartbeat: at most one every IDLE_WAIT s, and only with something to say
-        (a report, news of the host) or once QUIET_HEARTBEAT s went by without one."""
+        (a report, news of the host) or once the quiet pace (QUIET_HEARTBEAT s, or what the
+        control plane said) went by without one."""
         if now - self._heartbeat_at < IDLE_WAIT:
             return
         reports = self._heartbeat_reports(platforms, now)
         part = self._host_part()  # read once: for the news, and for the report it sends
-        if reports or now - self._heartbeat_at >= QUIET_HEARTBEAT or self._host_news(part):
+        if reports or now - self._heartbeat_at >= self._quiet_heartbeat or \
+                self._host_news(part):
             self._heartbeat_at = now
             self._report(reports, part)
 
@@ -568,11 +573,14 @@ class Agent:
             exits = self.exits.take()
             part = self._host_part() if part is None else part
             try:
-                self._client.report(HostReport(platforms=reports, agent_time=time.time(),
-                                               process_exits=exits, **part))
+                pace = self._client.report(HostReport(platforms=reports, agent_time=time.time(),
+                                                      process_exits=exits, **part))
             except BaseException:
                 self.exits.put_back(exits)
                 raise
+            low, high = QUIET_HEARTBEAT_RANGE
+            self._quiet_heartbeat = float(pace) if pace is not None and low <= pace <= high \
+                else QUIET_HEARTBEAT
             self._sent.update(reports)
             self._sent_ingress = self._ingress_error
             self._sent_host = part

@@ -26,7 +26,7 @@ from tenantry.core.ca import check_csr
 from tenantry.core.errors import InvalidInput, NotFound, Unauthenticated
 from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
-from tenantry.platforms.contract import WIRE, DesiredHost, HostReport
+from tenantry.platforms.contract import PACE_HEADER, WIRE, DesiredHost, HostReport
 from tenantry.platforms.generations import GenerationWatch
 from tenantry.platforms.models import Host
 from tenantry.platforms.schemas import EnrollRequest, EnrollResponse
@@ -145,9 +145,23 @@ async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, reque
 
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT)
-def report(host: HostDep, session: SessionDep, body: HostReport) -> None:
-    """What the agent observed; a report that does not validate answers 422 naming the field."""
+def report(host: HostDep, session: SessionDep, body: HostReport, request: Request,
+           response: Response) -> None:
+    """What the agent observed; a report that does not validate answers 422 naming the field.
+
+    The answer tells the agent how often to send a heartbeat with nothing new in it
+    (`Tenantry-Heartbeat-Interval`, seconds): the slower the larger the fleet (see
+    hosts.QUIET_BEATS)."""
     hosts.record_report(session=session, host=host, report=body)
+    response.headers[PACE_HEADER] = str(_pace(request).quiet(session))
+
+
+def _pace(request: Request) -> hosts.HeartbeatPace:
+    """The API process's one pace for quiet heartbeats."""
+    pace: hosts.HeartbeatPace | None = getattr(request.app.state, "heartbeat_pace", None)
+    if pace is None:
+        pace = request.app.state.heartbeat_pace = hosts.HeartbeatPace()
+    return pace
 
 
 @router.get("/bundles/{digest}")

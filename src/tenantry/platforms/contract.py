@@ -38,9 +38,16 @@ from tenantry.platforms.bundles import Manifest
 SlotName = Literal["a", "b"]  # a new release starts in the idle slot beside the serving one
 
 WIRE = {"reveal_secrets": True}  # serialization context of the document sent to the agent
+# The control plane's answer to a heartbeat names, in whole seconds, how long the agent
+# waits before a heartbeat with nothing new; an agent takes a value within the range and
+# keeps its own (the least) otherwise. The larger the fleet, the longer (hosts.QUIET_BEATS).
+PACE_HEADER = "Tenantry-Heartbeat-Interval"
+QUIET_HEARTBEAT_RANGE = (6, 60)
 # s the API keeps an agent's idle connection open; an agent lets its own go 10 s sooner, so
-# it never sends on one the server is closing, and reuses it between heartbeats
-KEEP_ALIVE = 30
+# it never sends on one the server is closing, and reuses it between heartbeats, the
+# quietest included (a new connection, with its TLS handshake, for every heartbeat of a
+# large fleet would cost the API more than the heartbeat)
+KEEP_ALIVE = QUIET_HEARTBEAT_RANGE[1] + 15
 
 
 def _secret_for(value: SecretStr, info: SerializationInfo) -> str:

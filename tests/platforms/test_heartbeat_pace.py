@@ -1,0 +1,79 @@
+"""A quiet heartbeat's pace is the control plane's to set: the larger the fleet, the slower,
+so that what its idle hosts cost the API stops growing at QUIET_BEATS calls a second; a host is
+called offline once three heartbeats at that pace are missed.
+
+At 1,000 hosts a heartbeat from each every 6 s was four fifths of the API's calls and kept it
+above a core (bench/fleet.py, docs/scaling.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import httpx
+from sqlalchemy import select
+
+from tenantry.api.app import create_app
+from tenantry.core.crypto import token_hash
+from tenantry.core.db import utcnow
+from tenantry.core.names import new_id
+from tenantry.platforms import hosts
+from tenantry.platforms.contract import PACE_HEADER, QUIET_HEARTBEAT_RANGE
+from tenantry.platforms.models import Host, Region
+from tests.conftest import store_runtime
+
+TOKEN = "tna_pace_beating"  # noqa: S105 - a test host's agent token
+
+
+def test_a_fleets_quiet_heartbeats_stay_under_the_rate_and_within_the_range() -> None:
+    assert hosts.quiet_heartbeat(1) == 6
+    assert hosts.quiet_heartbeat(300) == 6, "up to 300 hosts, the agent's own pace"
+    assert hosts.quiet_heartbeat(1000) == 20
+    assert hosts.quiet_heartbeat(1_000_000) == QUIET_HEARTBEAT_RANGE[1]
+    for fleet in (1, 299, 300, 301, 1000, 1001, 2999, 3000):
+        assert fleet / hosts.quiet_heartbeat(fleet) <= hosts.QUIET_BEATS
+    assert hosts.offline_after(6) == dt.timedelta(seconds=20), "as before, for a small fleet"
+    assert hosts.offline_after(20) > dt.timedelta(seconds=3 * 20)
+
+
+def _host(region: Region, name: str, seen_ago: float, token: str = "") -> Host:
+    return Host(id=new_id("h"), name=name, region=region, address="127.0.0.1",
+                ingress_port=443, port_min=20000, port_max=20100,
+                agent_token_hash=token_hash(token or new_id("tna")), state="online",
+                last_seen_at=utcnow() - dt.timedelta(seconds=seen_ago))
+
+
+def _offline(runtime: object, names: set[str]) -> set[str]:
+    with runtime.sessions() as session:  # type: ignore[attr-defined]
+        hosts.mark_offline_hosts(session=session)
+        return set(session.scalars(select(Host.name).where(Host.state == "offline",
+                                                           Host.name.in_(names))))
+
+
+def test_the_answer_to_a_heartbeat_gives_the_fleets_pace_and_offline_waits_for_it() -> None:
+    with store_runtime("tn-pace-") as runtime:
+        with runtime.sessions() as session:
+            region = Region(id=new_id("g"), name="r1")
+            session.add_all([region, _host(region, "late-a", 40),
+                             _host(region, "beating", 0, token=TOKEN)])
+            session.commit()
+        # a small fleet: 40 s without a heartbeat is offline (20 s at the 6 s pace)
+        assert _offline(runtime, {"late-a", "beating"}) == {"late-a"}
+
+        with runtime.sessions() as session:
+            region = session.scalars(select(Region)).one()
+            session.add_all([_host(region, f"idle-{i}", 0) for i in range(996)])
+            session.add_all([_host(region, "late-b", 40), _host(region, "gone", 70)])
+            session.commit()
+
+        async def beat() -> httpx.Response:
+            transport = httpx.ASGITransport(app=create_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                return await client.post("/api/v1/agent/report", json={},
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+
+        answer = asyncio.run(beat())
+        assert answer.status_code == 204, answer.text
+        assert answer.headers[PACE_HEADER] == "20", "1,000 hosts: one quiet beat each 20 s"
+        # at that pace 40 s is two heartbeats missed, not three: still online; 70 s is not
+        assert _offline(runtime, {"late-b", "gone"}) == {"gone"}
