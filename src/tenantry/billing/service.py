@@ -81,14 +81,17 @@ def sync_ledger(session: Session, now: dt.datetime | None = None) -> int:
             session.add(BilledPlatform(platform_id=pid, isv_id=isv_id, name=f"{isv}/{name}",
                                        created_at=created_at))
             changed += 1
+    # the ids of the ledger's live rows, and only the gone ones' rows: loading every live
+    # row as an object, every minute, was a sixth of the worker's time at 20,000 platforms
+    gone = [pid for pid in session.scalars(select(BilledPlatform.platform_id).where(
+        BilledPlatform.destroyed_at.is_(None))) if pid not in alive]
     for row in session.scalars(select(BilledPlatform).where(
-            BilledPlatform.destroyed_at.is_(None))):
-        if row.platform_id not in alive:
-            when = session.scalar(text(
-                "SELECT max(time) FROM events WHERE kind = 'DESTROYED' AND platform_id = :p"),
-                {"p": row.platform_id})
-            row.destroyed_at = when or now
-            changed += 1
+            BilledPlatform.platform_id.in_(gone))) if gone else ():
+        when = session.scalar(text(
+            "SELECT max(time) FROM events WHERE kind = 'DESTROYED' AND platform_id = :p"),
+            {"p": row.platform_id})
+        row.destroyed_at = when or now
+        changed += 1
     session.commit()
     return changed
 
