@@ -183,17 +183,31 @@ async def _prune_queue(app: procrastinate.App) -> None:
         await asyncio.sleep(3600.0)
 
 
-async def run_worker(runtime: Runtime, *, concurrency: int = 12) -> None:
+CONCURRENCY = 12  # jobs at a time
+
+
+def _periodic() -> tuple[Periodic, ...]:
+    return (jobs.PRUNE, *composition.periodic())
+
+
+def threads(concurrency: int = CONCURRENCY) -> int:
+    """The worker's threads, and so its store connections kept: procrastinate runs each job,
+    and `_repeat` each periodic task, on the loop's default executor, whose size is the
+    machine's cores + 4 by default: on 2 cores a job's slot beyond the 6th (fewer while
+    periodic work runs) only waited for a thread. A job mostly waits on a host's report, so
+    a thread for every slot and every periodic task costs little. A connection for each:
+    beyond the pool's kept ones, each session opened a PostgreSQL backend and closed it
+    after (a tenth of a core at 1,000 hosts, bench/fleet.py)."""
+    return concurrency + len(_periodic()) + 2
+
+
+async def run_worker(runtime: Runtime, *, concurrency: int = CONCURRENCY) -> None:
     app = make_app(runtime)
     logging.getLogger("procrastinate.worker").addFilter(_quiet_pauses)
     logging.getLogger(f"procrastinate.worker.{WORKER_NAME}").addFilter(_quiet_retakes)
-    periodic = (jobs.PRUNE, *composition.periodic())
-    # procrastinate runs each job, and `_repeat` each periodic task, on the loop's default
-    # executor, whose size is the machine's cores + 4: on 2 cores a job's slot beyond the
-    # 6th (fewer while periodic work runs) only waited for a thread. A job mostly waits on
-    # a host's report, so a thread for every slot and every periodic task costs little.
+    periodic = _periodic()
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
-        max_workers=concurrency + len(periodic) + 2, thread_name_prefix="tenantry-worker"))
+        max_workers=threads(concurrency), thread_name_prefix="tenantry-worker"))
     async with app.open_async():
         keepers = [asyncio.create_task(_requeue_stalled(app))]
         keepers += [asyncio.create_task(_repeat(task, runtime)) for task in periodic]
