@@ -38,10 +38,14 @@ class GenerationWatch:
 
     async def wait(self, host_id: str, generation: int, timeout: float) -> int:
         """The host's generation once it differs from `generation`, or after `timeout`
-        seconds whatever it is then."""
-        now = (await self._look({host_id: generation})).get(host_id, generation)
-        if now != generation or timeout <= 0 or self._closing():
-            return now
+        seconds whatever it is then.
+
+        A waiter does not look on its own: the watch's next look (within a POLL) answers one
+        that is behind already. A look of its own for each long poll was a thread and a
+        query per agent every POLL_WAIT s, and under load the thread came late: at 1,000
+        hosts a tenth of the long polls came back seconds after their wait."""
+        if timeout <= 0 or self._closing():
+            return (await self._look({host_id: generation})).get(host_id, generation)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         entry = (generation, future)
         self._waiters.setdefault(host_id, []).append(entry)
