@@ -290,6 +290,7 @@ def agent_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, lis
     monkeypatch.setattr(hosts, "desired_state",
                         lambda **kw: DesiredHost.model_validate(WIRE_DOC))
     monkeypatch.setattr(agent_api, "_generations", lambda runtime, ids: dict.fromkeys(ids, 7))
+    monkeypatch.setattr(hosts, "count_hosts", lambda session: 1)  # the heartbeat's pace
     app = FastAPI()
     errors.install(app)
     app.include_router(agent_api.router, prefix="/api/v1")

@@ -151,7 +151,8 @@ class ControlPlaneClient:
         params: dict[str, float | int] = {"generation": generation, "wait": wait}
         if held and generation > 0:
             params["since"] = generation
-        resp = self._http.get("/api/v1/agent/desired", headers=headers, params=params)
+        resp = self._http.get("/api/v1/agent/desired", headers=headers, params=params,
+                              timeout=max(60.0, wait + 30))  # held `wait` s, then built
         if held and resp.status_code == 304:
             return None
         _raise_for(resp)

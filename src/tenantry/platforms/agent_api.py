@@ -33,6 +33,7 @@ from tenantry.platforms.schemas import EnrollRequest, EnrollResponse
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_WAIT = 60  # s a long poll may ask to be held (the agent asks 55)
 
 
 @declares(AGENT)
@@ -110,7 +111,7 @@ def _etag(generation: int) -> str:
                                             "still the host's (after the wait)"}})
 async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, request: Request,
                   generation: Annotated[int, Query(ge=0)] = 0,
-                  wait: Annotated[float, Query(ge=0, le=30)] = 0,
+                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
                   since: Annotated[int | None, Query(ge=1)] = None) -> Response:
     """The host's desired state; with `wait`, held until it differs from `generation`.
 
@@ -128,7 +129,7 @@ async def desired(host: HostDep, session: SessionDep, runtime: RuntimeDep, reque
     (FastAPI's own serialization would mask them).
     """
     host_id = host.id
-    session.close()  # its connection goes back to the pool: a long poll may hold 30 s
+    session.close()  # its connection goes back to the pool: a long poll may hold a minute
     now = await _watch(request, runtime).wait(host_id, generation, wait)
     if now == generation and request.headers.get("if-none-match") == _etag(generation):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED,
