@@ -72,7 +72,7 @@ from density import _cpu_ticks, _part  # noqa: E402
 from tests.conftest import ControlPlaneProcess, free_port  # noqa: E402
 
 from tenantry.agent import main as agent_main  # noqa: E402
-from tenantry.platforms.contract import PACE_HEADER, QUIET_HEARTBEAT_RANGE  # noqa: E402
+from tenantry.platforms.contract import PACE_HEADER, quiet_pace  # noqa: E402
 
 REGION = "sim"
 # as tenantry.agent.main: a pass every IDLE_WAIT s, a long poll held POLL_WAIT s, a heartbeat
@@ -398,10 +398,8 @@ class SimHost:
             self.fleet.record("heartbeat (report)", time.monotonic() - t0)
             if status == 204:
                 # as the agent: the quiet pace the control plane asks for, within the range
-                pace = conn.headers.get(PACE_HEADER.lower(), "")
-                low, high = QUIET_HEARTBEAT_RANGE
-                self.quiet = float(pace) if pace.isdigit() and low <= int(pace) <= high \
-                    else QUIET_HEARTBEAT
+                pace = quiet_pace(conn.headers.get(PACE_HEADER.lower()))
+                self.quiet = float(pace or QUIET_HEARTBEAT)
                 self.fleet.paces[int(self.quiet)] += 1
                 self.unsent -= sent
                 if full:

@@ -18,7 +18,13 @@ from cryptography.x509.oid import NameOID
 
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, NotAllowed, Unavailable
-from tenantry.platforms.contract import KEEP_ALIVE, PACE_HEADER, DesiredHost, HostReport
+from tenantry.platforms.contract import (
+    KEEP_ALIVE,
+    PACE_HEADER,
+    DesiredHost,
+    HostReport,
+    quiet_pace,
+)
 
 
 @dataclass(frozen=True)
@@ -160,12 +166,12 @@ class ControlPlaneClient:
 
     def report(self, report: HostReport) -> int | None:
         """Send a heartbeat; the seconds the control plane asks between two quiet ones (its
-        `Tenantry-Heartbeat-Interval`), or None when it did not say or said nonsense."""
+        `Tenantry-Heartbeat-Interval`), or None when it did not say, or said nonsense or a
+        pace out of QUIET_HEARTBEAT_RANGE."""
         resp = self._http.post("/api/v1/agent/report", content=report.model_dump_json(),
                                headers={"Content-Type": "application/json"})
         _raise_for(resp)
-        pace = resp.headers.get(PACE_HEADER, "")
-        return int(pace) if pace.isdigit() else None
+        return quiet_pace(resp.headers.get(PACE_HEADER))
 
     def ssh_config(self) -> dict[str, Any]:
         resp = self._http.get("/api/v1/ssh/agent/config")

@@ -63,7 +63,8 @@ POLL_WAIT = 55.0  # s a long poll for the desired state is held (a change answer
 # as long as the idle timeout of a load balancer between agent and API allows (60 s is
 # common): each poll that ends with nothing new is a call the API serves for nothing, 40 a
 # second at 1,000 hosts with 25 s
-QUIET_HEARTBEAT = 6.0  # s between heartbeats with nothing new; news goes with the next pass.
+QUIET_HEARTBEAT = float(QUIET_HEARTBEAT_RANGE[0])  # s between heartbeats with nothing new
+# (6); news goes with the next pass.
 # The control plane's answer to each heartbeat may make it longer: a large fleet's hosts
 # beat less often (contract.PACE_HEADER). It calls a host offline after three are missed.
 INGRESS_VERIFY = 30.0  # s: Caddy's config is compared with the routes at least this often
@@ -581,9 +582,7 @@ class Agent:
             except BaseException:
                 self.exits.put_back(exits)
                 raise
-            low, high = QUIET_HEARTBEAT_RANGE
-            self._quiet_heartbeat = float(pace) if pace is not None and low <= pace <= high \
-                else QUIET_HEARTBEAT
+            self._quiet_heartbeat = float(pace or QUIET_HEARTBEAT)
             self._sent.update(reports)
             self._sent_ingress = self._ingress_error
             self._sent_host = part

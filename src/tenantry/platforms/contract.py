@@ -43,6 +43,14 @@ WIRE = {"reveal_secrets": True}  # serialization context of the document sent to
 # keeps its own (the least) otherwise. The larger the fleet, the longer (hosts.QUIET_BEATS).
 PACE_HEADER = "Tenantry-Heartbeat-Interval"
 QUIET_HEARTBEAT_RANGE = (6, 60)
+
+
+def quiet_pace(said: str | None) -> int | None:
+    """The pace a heartbeat's answer names (its PACE_HEADER), when that is whole seconds
+    within QUIET_HEARTBEAT_RANGE; None when it names none, or nonsense."""
+    low, high = QUIET_HEARTBEAT_RANGE
+    return int(said) if said and said.isdigit() and low <= int(said) <= high else None
+
 # s the API keeps an agent's idle connection open; an agent lets its own go 10 s sooner, so
 # it never sends on one the server is closing, and reuses it between heartbeats, the
 # quietest included (a new connection, with its TLS handshake, for every heartbeat of a
