@@ -4,14 +4,14 @@ A real `tenantry up` (its API, worker and store; monitoring off) on this machine
 simulated hosts (default 1,000) in this process. Each host enrolls through the API with a
 one-time token, like an agent, then behaves as an idle agent does (tenantry.agent.main):
 it long-polls `GET /agent/desired` with the generation it holds (`If-None-Match`, held
-25 s), fetches the whole document every 180-300 s, and posts a heartbeat carrying only the
+55 s), fetches the whole document every 180-300 s, and posts a heartbeat carrying only the
 reports that changed (all of them every 180-300 s): at its next 2-second pass when it has
 one to send, else at the pace the control plane's answer to its last heartbeat gave (6 s
 up to 300 hosts, longer in a larger fleet). It converges instantly: every platform of a
-new document is reported at once as its desired state asks (database ready, releases built, release
-commands run, slots healthy, route switched, backups taken), and an HTTPS listener on the
-host's own loopback address answers the control plane's probes with the certificate of
-each platform's route (SNI), as Caddy would.
+new document is reported at once as its desired state asks (database ready, releases
+built, release commands run, slots healthy, route switched, backups taken), and an HTTPS
+listener on the host's own loopback address answers the control plane's probes with the
+certificate of each platform's route (SNI), as Caddy would.
 
 The hosts' platforms (default 20 each) are written straight into the store, copies of one
 platform created for real on the local host, each with its own name, hostname, certificate
