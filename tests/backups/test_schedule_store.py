@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, select, text
 
 from tenantry.backups import jobs as backup_jobs
+from tenantry.core.jobs import ROUTINE
 from tenantry.core.models import Job
 from tenantry.platforms.contract import BackupReport, PlatformReport
 from tenantry.platforms.models import Host, Platform
@@ -93,6 +94,11 @@ def test_what_is_due_starts_at_most_per_host_at_a_time(fleet: Any) -> None:
     backup_jobs.run_schedule(fleet)
     started = _started(fleet)
     assert started == {"p1": "full", "p2": "full", "p6": "verify"}, started
+    with fleet.sessions() as session:  # upkeep: a job a person asks for goes before them
+        priorities = set(session.scalars(text(
+            "SELECT priority FROM procrastinate_jobs WHERE (args->>'job_id')::bigint IN"
+            " (SELECT id FROM jobs WHERE state = 'queued')")))
+    assert priorities == {ROUTINE}, priorities
     backup_jobs.run_schedule(fleet)  # h1 still has two running: p3 waits
     assert _started(fleet) == started
 

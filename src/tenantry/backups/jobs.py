@@ -541,7 +541,7 @@ def run_schedule(runtime: Runtime) -> None:
                     now - previous[2] < RETRY_AFTER:
                 continue
             create_job(session, kind=BACKUP, isv_id=isv_id, platform_id=platform_id,
-                       params=params)
+                       params=params, priority=jobs.ROUTINE)
             session.commit()
             backing_up[host_id] = backing_up.get(host_id, 0) + 1
 

@@ -1,0 +1,131 @@
+"""A job a person waits on goes before scheduled upkeep, and a platform's jobs still run in
+the order they were queued.
+
+At 1,000 simulated hosts (bench/fleet.py) a platform's create waited seconds for a worker's
+slot behind the backup schedule's round of hundreds of jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from sqlalchemy import select, text
+
+from tenantry import app as composition
+from tenantry.cli.worker import run_worker
+from tenantry.core import jobs
+from tenantry.core.jobs import ASKED, ROUTINE, JobKind, StepContext, create_job
+from tenantry.core.models import Job
+from tenantry.core.runtime import Runtime
+from tests.conftest import store_runtime
+
+
+def _run_all(runtime: Runtime, ids: list[int]) -> list[str]:
+    """Run a one-slot worker until the jobs `ids` ended; their states."""
+
+    def states() -> list[str]:
+        with runtime.sessions() as session:
+            return list(session.scalars(select(Job.state).where(Job.id.in_(ids))))
+
+    async def run() -> list[str]:
+        worker = asyncio.create_task(run_worker(runtime, concurrency=1))
+        deadline = time.monotonic() + 90
+        try:
+            now = await asyncio.to_thread(states)
+            while time.monotonic() < deadline and \
+                    not all(state in ("succeeded", "failed") for state in now):
+                await asyncio.sleep(0.2)
+                now = await asyncio.to_thread(states)
+            return now
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
+            await worker
+
+    try:
+        return asyncio.run(run())
+    finally:
+        jobs.stopping.clear()
+
+
+def _kind(order: list[str]) -> JobKind:
+    def note(ctx: StepContext) -> None:
+        order.append(str(ctx.params["name"]))
+        time.sleep(0.05)
+
+    return JobKind(name="test.note", steps=(("note", note),))
+
+
+def test_a_job_asked_for_runs_before_the_routine_ones_queued_before_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+    kind = _kind(order)
+    monkeypatch.setattr(composition, "job_kinds", lambda: {kind.name: kind})
+    monkeypatch.setattr(composition, "periodic", lambda: [])
+    with store_runtime("tn-prio-") as runtime:
+        with runtime.sessions() as session:
+            ids = [create_job(session, kind=kind, isv_id=None, platform_id=f"r{i}",
+                              params={"name": f"backup r{i}"}, priority=ROUTINE).id
+                   for i in range(12)]
+            ids.append(create_job(session, kind=kind, isv_id=None, platform_id="new",
+                                  params={"name": "create new"}).id)
+            session.commit()
+        ended = _run_all(runtime, ids)
+    assert ended == ["succeeded"] * 13, ended
+    assert order[0] == "create new", order
+    assert order[1:] == [f"backup r{i}" for i in range(12)], order  # the rest in turn
+
+
+def test_a_job_asked_for_behind_its_platforms_routine_one_takes_it_along(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+    kind = _kind(order)
+    monkeypatch.setattr(composition, "job_kinds", lambda: {kind.name: kind})
+    monkeypatch.setattr(composition, "periodic", lambda: [])
+    with store_runtime("tn-prio-") as runtime:
+        with runtime.sessions() as session:
+            ids = [create_job(session, kind=kind, isv_id=None, platform_id=platform,
+                              params={"name": name}, priority=ROUTINE).id
+                   for platform, name in [("p", "backup p"), ("r1", "backup r1"),
+                                          ("r2", "backup r2"), ("r3", "backup r3")]]
+            ids.append(create_job(session, kind=kind, isv_id=None, platform_id="p",
+                                  params={"name": "upgrade p"}).id)
+            session.commit()
+        ended = _run_all(runtime, ids)
+    assert ended == ["succeeded"] * 5, ended
+    # the upgrade goes after its platform's backup, never before, and both before the rest
+    assert order == ["backup p", "upgrade p", "backup r1", "backup r2", "backup r3"], order
+
+
+def test_two_transactions_queueing_for_one_platform_at_once_keep_its_order() -> None:
+    """The scheduler queues a backup while a person asks for an upgrade of the same platform:
+    the second waits for the first's commit, so it sees the backup and raises it too."""
+    kind = JobKind(name="test.nothing", steps=(("nothing", lambda _: None),))
+    with store_runtime("tn-prio-") as runtime:
+        first = runtime.sessions()
+        backup = create_job(first, kind=kind, isv_id=None, platform_id="p",
+                            priority=ROUTINE).id
+        asked: list[int] = []
+
+        def ask() -> None:
+            with runtime.sessions() as session:
+                asked.append(create_job(session, kind=kind, isv_id=None, platform_id="p").id)
+                session.commit()
+
+        other = threading.Thread(target=ask)
+        other.start()
+        other.join(1.0)
+        waited = other.is_alive()  # the scheduler's transaction is slow to commit, on purpose
+        first.commit()
+        first.close()
+        other.join(30)
+        with runtime.sessions() as session:
+            priorities = dict(session.execute(text(
+                "SELECT (args->>'job_id')::int, priority FROM procrastinate_jobs"
+                " WHERE lock = 'platform:p'")).all())
+    assert waited
+    assert priorities == {backup: ASKED, asked[0]: ASKED}, priorities
