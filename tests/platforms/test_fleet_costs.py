@@ -225,7 +225,7 @@ def test_a_heartbeat_writes_the_hosts_document_only_when_it_changed(store: Any) 
                 seen.clear()  # the route's authentication
                 record_report(session=session, host=host, report=HostReport.model_validate(
                     {"agent_time": at, "busy_ports": [5432], "disk": disk,
-                     "ingress_error": error}))
+                     "ingress_error": error}), pace=6)
         finally:
             stop()
         return seen
@@ -315,7 +315,8 @@ def test_a_waiting_step_reads_its_platforms_documents_only_when_its_row_changed(
             with store.sessions() as session:
                 record_report(session=session, host=session.get(Host, "hw"),
                               report=HostReport.model_validate(
-                                  {"platforms": {"pw": {"gen": 2, "database": "ready"}}}))
+                                  {"platforms": {"pw": {"gen": 2, "database": "ready"}}}),
+                              pace=6)
             paused = False
 
     def wait(check: Any, timeout: float) -> None:

@@ -11,11 +11,12 @@ import asyncio
 import datetime as dt
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from tenantry.api.app import create_app
 from tenantry.core.crypto import token_hash
 from tenantry.core.db import utcnow
+from tenantry.core.models import Event
 from tenantry.core.names import new_id
 from tenantry.platforms import hosts
 from tenantry.platforms.contract import PACE_HEADER, QUIET_HEARTBEAT_RANGE
@@ -77,3 +78,49 @@ def test_the_answer_to_a_heartbeat_gives_the_fleets_pace_and_offline_waits_for_i
         assert answer.headers[PACE_HEADER] == "20", "1,000 hosts: one quiet beat each 20 s"
         # at that pace 40 s is two heartbeats missed, not three: still online; 70 s is not
         assert _offline(runtime, {"late-b", "gone"}) == {"gone"}
+
+
+def test_a_host_is_offline_by_the_pace_it_was_given_when_the_fleet_shrinks() -> None:
+    """A host given a slow pace keeps it until its next heartbeat: when most of the fleet
+    goes at once (and the fleet's pace with it), a quiet host is not called offline for
+    keeping the pace it was given."""
+    with store_runtime("tn-pace-") as runtime:
+        with runtime.sessions() as session:
+            region = Region(id=new_id("g"), name="r1")
+            session.add_all([region, _host(region, "beating", 0, token=TOKEN)])
+            session.add_all([_host(region, f"idle-{i}", 0) for i in range(999)])
+            session.commit()
+
+        async def beat() -> httpx.Response:
+            transport = httpx.ASGITransport(app=create_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                return await client.post("/api/v1/agent/report", json={},
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+
+        assert asyncio.run(beat()).headers[PACE_HEADER] == "20"
+        with runtime.sessions() as session:
+            assert session.scalars(select(Host.quiet_pace).where(Host.name == "beating")
+                                   ).one() == 20
+            # 900 hosts are removed; the rest is a small fleet, whose pace is 6 s
+            session.execute(delete(Host).where(Host.name.in_(
+                [f"idle-{i}" for i in range(900)])))
+            region = session.scalars(select(Region)).one()
+            told_six = _host(region, "told-six", 40)
+            told_six.quiet_pace = 6
+            session.add(told_six)
+            session.execute(update(Host).where(Host.name == "beating").values(
+                last_seen_at=utcnow() - dt.timedelta(seconds=40)))
+            session.commit()
+        assert hosts.quiet_heartbeat(101) == 6
+        # 40 s is two of its 20 s heartbeats missed; three of 6 s for the other
+        assert _offline(runtime, {"beating", "told-six"}) == {"told-six"}
+        with runtime.sessions() as session:
+            session.execute(update(Host).where(Host.name == "beating").values(
+                last_seen_at=utcnow() - dt.timedelta(seconds=63)))
+            session.commit()
+        assert _offline(runtime, {"beating"}) == {"beating"}
+        with runtime.sessions() as session:
+            told = session.scalars(select(Event.message).where(
+                Event.kind == "HOST_OFFLINE")).all()
+        assert sorted(told) == ["host beating has not reported for 62 s",
+                                "host told-six has not reported for 20 s"], told

@@ -317,7 +317,7 @@ def _report(runtime: Any, host_id: str, platform_id: str, **fields: Any) -> None
     with runtime.sessions() as session:
         host = session.get(Host, host_id)
         record_report(session=session, host=host, report=HostReport.model_validate(
-            {"platforms": {platform_id: fields}}))
+            {"platforms": {platform_id: fields}}), pace=6)
 
 
 @pytest.mark.slow
@@ -530,7 +530,8 @@ def test_a_report_wakes_the_job_that_waits_on_its_platform(store: Any) -> None:
         host = session.get(Host, "h6")
         from tenantry.platforms.contract import HostReport
         from tenantry.platforms.hosts import record_report
-        record_report(session=session, host=host, report=HostReport(desired_error="bad"))
+        record_report(session=session, host=host, report=HostReport(desired_error="bad"),
+                      pace=6)
     assert asleep() == {five: True, six: False}
 
     sleep_both()

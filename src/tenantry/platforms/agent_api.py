@@ -153,8 +153,9 @@ def report(host: HostDep, session: SessionDep, body: HostReport, request: Reques
     The answer tells the agent how often to send a heartbeat with nothing new in it
     (`Tenantry-Heartbeat-Interval`, seconds): the slower the larger the fleet (see
     hosts.QUIET_BEATS)."""
-    hosts.record_report(session=session, host=host, report=body)
-    response.headers[PACE_HEADER] = str(_pace(request).quiet(session))
+    pace = _pace(request).quiet(session)
+    hosts.record_report(session=session, host=host, report=body, pace=pace)
+    response.headers[PACE_HEADER] = str(pace)
 
 
 def _pace(request: Request) -> hosts.HeartbeatPace:

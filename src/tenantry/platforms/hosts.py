@@ -310,7 +310,7 @@ def desired_state(*, session: Session, host: Host, secrets: SecretBox,
 # the slow way, below) is replaced without being compared, and its disk reads as not low (at
 # worst a DISK_LOW told twice).
 _HEARTBEAT = text(
-    "UPDATE hosts AS h SET last_seen_at = :now, state = 'online',"
+    "UPDATE hosts AS h SET last_seen_at = :now, state = 'online', quiet_pace = :pace,"
     " observed = CASE WHEN was.nul THEN CAST(:doc AS json)"
     " WHEN CAST(h.observed AS jsonb) - 'agent_time' = CAST(:doc AS jsonb) - 'agent_time'"
     " THEN h.observed ELSE CAST(:doc AS json) END"
@@ -322,8 +322,9 @@ _HEARTBEAT = text(
     " ELSE CAST(was.held -> 'disk' ->> 'low' AS boolean) IS TRUE END")
 
 
-def record_report(*, session: Session, host: Host, report: HostReport) -> None:
-    """Store what the agent observed; a host that reports is online.
+def record_report(*, session: Session, host: Host, report: HostReport, pace: int) -> None:
+    """Store what the agent observed, and the pace of quiet heartbeats its answer gives;
+    a host that reports is online.
 
     The platforms' rows are written before the host's: a job holds its platform's row and
     then bumps its host's generation, and a heartbeat that took the host's row first (while
@@ -346,11 +347,12 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     jobs.wake(session, _platform_ids(session, host.id) if report.desired_error else reported)
     doc = report.model_dump_json(exclude={"platforms", "process_exits"})  # the host's part
     if "\\u0000" in doc:  # jsonb holds no NUL; such a document is written whole
-        was_state, was_low = _write_host_part(session, host, report)
+        was_state, was_low = _write_host_part(session, host, report, pace)
     else:
         was_state, was_low = session.execute(_HEARTBEAT, {"id": host.id, "now": utcnow(),
-                                                          "doc": doc}).one()
-        session.expire(host, ["state", "last_seen_at", "observed"])  # the row's are newer
+                                                          "doc": doc, "pace": pace}).one()
+        # the row's are newer
+        session.expire(host, ["state", "last_seen_at", "quiet_pace", "observed"])
     _tell_disk(session, host, was_low, report.disk)
     if was_state != "online":
         emit(session, "HOST_ONLINE", f"host {host.name} is back online", host_id=host.id)
@@ -359,10 +361,11 @@ def record_report(*, session: Session, host: Host, report: HostReport) -> None:
     session.commit()
 
 
-def _write_host_part(session: Session, host: Host, report: HostReport) -> tuple[str, bool]:
+def _write_host_part(session: Session, host: Host, report: HostReport,
+                     pace: int) -> tuple[str, bool]:
     """The host's row through the ORM, as the statement above writes it."""
     was_state, was = host.state, host.observed.disk
-    host.last_seen_at = utcnow()
+    host.last_seen_at, host.quiet_pace = utcnow(), pace
     host.state = "online"
     part = report.host_part()
     if part.model_copy(update={"agent_time": host.observed.agent_time}) != host.observed:
@@ -483,11 +486,15 @@ def record_exits(*, session: Session, host_name: str, exits: list[ProcessExit]) 
 
 
 def mark_offline_hosts(*, session: Session) -> None:
-    """Hosts not heard of for `offline_after` the fleet's pace are offline."""
-    after = offline_after(quiet_heartbeat(count_hosts(session)))
-    cutoff = utcnow() - after
+    """Hosts not heard of for `offline_after` the pace each was last given are offline (the
+    fleet's pace now for one not heard of since it was set: a fleet that shrank a lot gives
+    a faster one, which a host learns only at its next heartbeat)."""
+    fleets = quiet_heartbeat(count_hosts(session))
+    pace = func.coalesce(Host.quiet_pace, fleets)
+    cutoff = Host.last_seen_at + func.make_interval(0, 0, 0, 0, 0, 0, 3 * pace + 2)
     for host in session.scalars(select(Host).where(Host.state == "online",
-                                                   Host.last_seen_at < cutoff)):
+                                                   cutoff < utcnow())):
+        after = offline_after(host.quiet_pace or fleets)
         host.state = "offline"
         emit(session, "HOST_OFFLINE", f"host {host.name} has not reported for "
              f"{int(after.total_seconds())} s", host_id=host.id)

@@ -33,6 +33,9 @@ class Host(Base):
     agent_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(20), default="online")  # online offline
     last_seen_at: Mapped[dt.datetime | None]
+    # seconds between quiet heartbeats the answer to its last one gave (hosts.quiet_heartbeat);
+    # the offline check waits for three of them
+    quiet_pace: Mapped[int | None]
     observed: Mapped[HostObserved] = mapped_column(PydanticJSON(HostObserved),
                                                    default=lambda: HostObserved())
     generation: Mapped[int] = mapped_column(default=1)  # bumped when its desired state changes
