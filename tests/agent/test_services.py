@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -489,6 +490,45 @@ def test_a_new_supervisord_starts_the_apps_a_window_at_a_time(
                     and (n == never and when - t < 2.0 or listened.get(n, 0) > when)]
             assert len(held) < 2, f"{name} asked for while {held} were starting"
         assert took < 10, f"the start took {took:.1f} s: held by the one that never listens"
+    finally:
+        fresh.shutdown()
+
+
+def test_a_stop_asked_while_a_new_supervisord_starts_its_apps_starts_no_more(
+    supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop (Ctrl-C on `up`) during the start of a host's hundreds of apps waited for
+    every one to start, then stopped them all. Here each app is slow to start on purpose:
+    it never listens on its PORT, so each holds the one place for START_HOLD s."""
+    monkeypatch.setattr(supervisord_module, "START_WINDOW", 1)
+    monkeypatch.setattr(supervisord_module, "START_HOLD", 2.0)
+    apps = [f"p{i}-a-web-0" for i in range(6)]
+    for name in apps:
+        supervisor.put(sleeper(name, env={"PORT": str(free_port())}))
+    wait_for(lambda: all(s.state == "RUNNING" for s in supervisor.observe().values()),
+             what="all RUNNING")
+    supervisor.shutdown()
+
+    fresh = SupervisordManager(supervisor.root)
+    asked: list[str] = []
+    call = fresh._call
+
+    def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "startProcess":
+            asked.append(args[0].split(":")[0])
+        return call(method, *args, **kwargs)
+
+    monkeypatch.setattr(fresh, "_call", counting)
+    stopping = threading.Event()
+    threading.Timer(3.0, stopping.set).start()  # while the second app holds its place
+    t0 = time.monotonic()
+    try:
+        fresh.ensure_started(stopping)
+        took = time.monotonic() - t0
+        assert asked == apps[:2], asked  # without the stop: all six, after 10 s and more
+        assert took < 3.5, f"the start went on {took - 3:.1f} s after the stop was asked"
+        started = [n for n, s in fresh.observe().items() if s.state in ("STARTING", "RUNNING")]
+        assert sorted(started) == apps[:2], started
     finally:
         fresh.shutdown()
 

@@ -132,10 +132,10 @@ class _Serialized(ServiceManager):
         if self._shut:
             raise Unavailable("the agent is stopping: the service manager was shut down")
 
-    def ensure_started(self) -> None:
+    def ensure_started(self, stopping: threading.Event | None = None) -> None:
         with self._lock:
             self._open()
-            self._inner.ensure_started()
+            self._inner.ensure_started(stopping)
 
     def observe(self) -> dict[str, ProgramStatus]:
         with self._lock:
@@ -847,7 +847,7 @@ class Agent:
                                       sshd_log=self.options.sshd_log,
                                       ssh_port=self.options.ssh_port)
         if not self.stopping.is_set():  # asked to stop while it started: start nothing
-            self.services.ensure_started()
+            self.services.ensure_started(self.stopping)  # (nor the rest, asked meanwhile)
         if self.services.daemon_pid() is not None:
             threading.Thread(target=self._keep_services, name="keep-services",
                              daemon=True).start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,8 +90,10 @@ class ProgramStatus:
 
 class ServiceManager(ABC):
     @abstractmethod
-    def ensure_started(self) -> None:
-        """Start the manager daemon if it is not running; adopt a running one."""
+    def ensure_started(self, stopping: threading.Event | None = None) -> None:
+        """Start the manager daemon if it is not running; adopt a running one. A daemon
+        started anew starts the programs configured, no more of them once `stopping` is
+        set."""
 
     @abstractmethod
     def observe(self) -> dict[str, ProgramStatus]: ...

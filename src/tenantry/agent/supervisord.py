@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import xmlrpc.client
 from functools import partial
@@ -309,7 +310,7 @@ files = {self.programs}/*.conf
 
     # --- contract -------------------------------------------------------------------------
 
-    def ensure_started(self) -> None:
+    def ensure_started(self, stopping: threading.Event | None = None) -> None:
         for d in (self.root, self.programs, self.logs):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -350,9 +351,9 @@ files = {self.programs}/*.conf
                 + "\n"
                 + _tail(self.logs / "supervisord.log")
             )
-        self._start_configured()
+        self._start_configured(stopping or threading.Event())
 
-    def _start_configured(self) -> None:
+    def _start_configured(self, stopping: threading.Event) -> None:
         """A new supervisord starts every program configured in its files, as the agent
         asks it: one request per program, the databases before the rest, so that it answers
         between two (on its own it started them all in one go and answered nothing for
@@ -362,16 +363,22 @@ files = {self.programs}/*.conf
         The apps start START_WINDOW at a time: one given a PORT (tenantry.agent.converge's
         web processes) holds its place until it listens there. Hundreds of apps importing
         at once on two cores each took longer than alone, and supervisord and the agent,
-        starved by them, asked for the next ones ever more slowly."""
+        starved by them, asked for the next ones ever more slowly.
+
+        Once `stopping` is set it asks for no more: a stop during a long start (hundreds of
+        platforms) waited for every one to start, then stopped them all."""
         names = [str(i["group"]) for i in self._call("getAllProcessInfo")]
         starting: dict[str, tuple[int, float]] = {}  # name -> (its PORT, asked at)
-        for name in sorted(names, key=lambda n: (not n.endswith(_LAST), n)):
+        for asked, name in enumerate(sorted(names, key=lambda n: (not n.endswith(_LAST), n))):
             port = self._ready_port(name)
-            while port is not None and len(starting) >= START_WINDOW:
-                time.sleep(0.02)
+            while port is not None and len(starting) >= START_WINDOW \
+                    and not stopping.wait(0.02):
                 listening, now = ports.listening_ports(), time.monotonic()
                 starting = {n: (p, at) for n, (p, at) in starting.items()
                             if p not in listening and now - at < START_HOLD}
+            if stopping.is_set():
+                log.info("stopping: %d program(s) left not started", len(names) - asked)
+                return
             try:
                 self._call("startProcess", f"{name}:{name}", False,
                            ignore=(_ALREADY_STARTED, _BAD_NAME))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from tenantry.agent.services import ProgramSpec, ProgramStatus, ServiceManager
 from tenantry.core.errors import NotFound, Unavailable
 
@@ -24,7 +26,7 @@ class FakeServiceManager(ServiceManager):
         self.pids[name] = self._next_pid
         self.states[name] = "RUNNING"
 
-    def ensure_started(self) -> None:
+    def ensure_started(self, stopping: threading.Event | None = None) -> None:
         self.calls.append(("ensure_started", ""))
         self.running = True
 
