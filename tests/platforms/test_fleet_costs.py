@@ -341,3 +341,82 @@ def test_a_waiting_step_reads_its_platforms_documents_only_when_its_row_changed(
     with pytest.raises(jobs.StepFailed, match="timed out"):
         wait(lambda observed, desired: False, 0.5)
     assert polls > 10 and loads() == 1
+
+
+def _scans_of_all(runtime: Any, statements: list[tuple[str, Any]], table: str) -> list[str]:
+    """Those of `statements` whose plan reads the whole of `table`."""
+    def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from walk(child)
+
+    whole: list[str] = []
+    with runtime.engine.connect() as conn:
+        for statement, parameters in statements:
+            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH")):
+                continue
+            plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement,
+                                        parameters).scalar_one()[0]["Plan"]
+            if any(n.get("Node Type") == "Seq Scan" and n.get("Relation Name") == table
+                   for n in walk(plan)):
+                whole.append(" ".join(statement.split())[:160])
+        conn.rollback()
+    return whole
+
+
+def test_a_hosts_document_and_heartbeat_read_its_platforms_not_the_whole_table(
+        store: Any) -> None:
+    """At 1,000 hosts of 20 platforms, every document a host fetched read the whole
+    platforms table (130 MB) to find its own: most of the store's work (bench/fleet.py).
+    Here 3,000 platforms of 150 other hosts sit beside the host's own."""
+    from sqlalchemy import select, text
+
+    from tenantry.platforms.contract import HostReport
+    from tenantry.platforms.hosts import desired_state_of, record_report
+    from tenantry.platforms.models import Host
+
+    with store.sessions() as session:
+        session.execute(text(
+            "INSERT INTO hosts SELECT (jsonb_populate_record(NULL::hosts, to_jsonb(h)"
+            " || jsonb_build_object('id', 'hx' || n, 'name', 'hostx' || n,"
+            " 'agent_token_hash', md5(n::text) || md5(n::text)))).*"
+            " FROM hosts AS h, generate_series(0, 149) AS n WHERE h.id = 'h1'"))
+        session.execute(text(
+            "INSERT INTO platforms SELECT (jsonb_populate_record(NULL::platforms, to_jsonb(p)"
+            " || jsonb_build_object('id', 'x' || n, 'name', 'x' || n, 'observed', '{}'::jsonb,"
+            " 'host_id', 'hx' || n % 150))).*"
+            " FROM platforms AS p, generate_series(0, 2999) AS n WHERE p.id = 'p0'"))
+        session.commit()
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(text("ANALYZE platforms"))
+            conn.execute(text("ANALYZE hosts"))
+            conn.commit()
+        seen: list[tuple[str, Any]] = []
+
+        def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            seen.append((statement, parameters))
+
+        event.listen(store.engine, "before_cursor_execute", keep)
+        try:
+            with store.sessions() as session:  # (each in a transaction of its own)
+                whole = desired_state_of(session=session, host_id="h1", secrets=store.secrets)
+            with store.sessions() as session:
+                desired_state_of(session=session, host_id="h1", secrets=store.secrets,
+                                 since=whole.generation)
+            with store.sessions() as session:
+                host = session.scalars(select(Host).where(Host.id == "h1")).one()
+                mine = whole.platforms[0].id
+                record_report(session=session, host=host, pace=6,
+                              report=HostReport.model_validate(
+                                  {"platforms": {mine: {"gen": 1, "database": "ready"}}}))
+        finally:
+            event.remove(store.engine, "before_cursor_execute", keep)
+        assert len(whole.platforms) >= 2 and all(p.id.startswith("p") for p in whole.platforms)
+        assert any("platforms" in s for s, _ in seen)
+        assert _scans_of_all(store, seen, "platforms") == []
+    finally:
+        with store.sessions() as session:
+            session.execute(text("DELETE FROM platforms WHERE id LIKE 'x%'"))
+            session.execute(text("DELETE FROM hosts WHERE id LIKE 'hx%'"))
+            session.commit()
