@@ -52,20 +52,22 @@ def _run_all(runtime: Runtime, ids: list[int]) -> list[str]:
         jobs.stopping.clear()
 
 
-def _kind(order: list[str]) -> JobKind:
+def _noting(monkeypatch: pytest.MonkeyPatch, order: list[str]) -> JobKind:
+    """The one kind of job the worker knows: its step notes its `name` in `order`."""
     def note(ctx: StepContext) -> None:
         order.append(str(ctx.params["name"]))
         time.sleep(0.05)
 
-    return JobKind(name="test.note", steps=(("note", note),))
+    kind = JobKind(name="test.note", steps=(("note", note),))
+    monkeypatch.setattr(composition, "job_kinds", lambda: {kind.name: kind})
+    monkeypatch.setattr(composition, "periodic", lambda: [])
+    return kind
 
 
 def test_a_job_asked_for_runs_before_the_routine_ones_queued_before_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     order: list[str] = []
-    kind = _kind(order)
-    monkeypatch.setattr(composition, "job_kinds", lambda: {kind.name: kind})
-    monkeypatch.setattr(composition, "periodic", lambda: [])
+    kind = _noting(monkeypatch, order)
     with store_runtime("tn-prio-") as runtime:
         with runtime.sessions() as session:
             ids = [create_job(session, kind=kind, isv_id=None, platform_id=f"r{i}",
@@ -83,9 +85,7 @@ def test_a_job_asked_for_runs_before_the_routine_ones_queued_before_it(
 def test_a_job_asked_for_behind_its_platforms_routine_one_takes_it_along(
         monkeypatch: pytest.MonkeyPatch) -> None:
     order: list[str] = []
-    kind = _kind(order)
-    monkeypatch.setattr(composition, "job_kinds", lambda: {kind.name: kind})
-    monkeypatch.setattr(composition, "periodic", lambda: [])
+    kind = _noting(monkeypatch, order)
     with store_runtime("tn-prio-") as runtime:
         with runtime.sessions() as session:
             ids = [create_job(session, kind=kind, isv_id=None, platform_id=platform,

@@ -18,6 +18,7 @@ from tenantry.core.crypto import token_hash
 from tenantry.core.db import utcnow
 from tenantry.core.models import Event
 from tenantry.core.names import new_id
+from tenantry.core.runtime import Runtime
 from tenantry.platforms import hosts
 from tenantry.platforms.contract import PACE_HEADER, QUIET_HEARTBEAT_RANGE
 from tenantry.platforms.models import Host, Region
@@ -51,6 +52,18 @@ def _offline(runtime: object, names: set[str]) -> set[str]:
                                                            Host.name.in_(names))))
 
 
+def _beat(runtime: Runtime) -> httpx.Response:
+    """A quiet heartbeat of the host with the agent token TOKEN, through the real API app."""
+
+    async def beat() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post("/api/v1/agent/report", json={},
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+
+    return asyncio.run(beat())
+
+
 def test_the_answer_to_a_heartbeat_gives_the_fleets_pace_and_offline_waits_for_it() -> None:
     with store_runtime("tn-pace-") as runtime:
         with runtime.sessions() as session:
@@ -67,13 +80,7 @@ def test_the_answer_to_a_heartbeat_gives_the_fleets_pace_and_offline_waits_for_i
             session.add_all([_host(region, "late-b", 40), _host(region, "gone", 70)])
             session.commit()
 
-        async def beat() -> httpx.Response:
-            transport = httpx.ASGITransport(app=create_app(runtime))
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                return await client.post("/api/v1/agent/report", json={},
-                                         headers={"Authorization": f"Bearer {TOKEN}"})
-
-        answer = asyncio.run(beat())
+        answer = _beat(runtime)
         assert answer.status_code == 204, answer.text
         assert answer.headers[PACE_HEADER] == "20", "1,000 hosts: one quiet beat each 20 s"
         # at that pace 40 s is two heartbeats missed, not three: still online; 70 s is not
@@ -91,13 +98,7 @@ def test_a_host_is_offline_by_the_pace_it_was_given_when_the_fleet_shrinks() -> 
             session.add_all([_host(region, f"idle-{i}", 0) for i in range(999)])
             session.commit()
 
-        async def beat() -> httpx.Response:
-            transport = httpx.ASGITransport(app=create_app(runtime))
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                return await client.post("/api/v1/agent/report", json={},
-                                         headers={"Authorization": f"Bearer {TOKEN}"})
-
-        assert asyncio.run(beat()).headers[PACE_HEADER] == "20"
+        assert _beat(runtime).headers[PACE_HEADER] == "20"
         with runtime.sessions() as session:
             assert session.scalars(select(Host.quiet_pace).where(Host.name == "beating")
                                    ).one() == 20
