@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tenantry.agent import ingress
+from tenantry.agent import converge, ingress
 from tenantry.agent.supervisord import SupervisordManager
+from tests.conftest import ControlPlaneProcess
 
 HOST = "app.isv.localhost"
 
@@ -83,8 +84,10 @@ def test_render_config_is_deterministic_and_route_hides_key() -> None:
                       cert_pem=cert, key_pem=key)  # fmt: skip
     b = ingress.Route(hostname="b.isv.localhost", upstreams=("127.0.0.1:9003",),
                       cert_pem=cert, key_pem=key)  # fmt: skip
-    one = ingress.render_config(listen="127.0.0.1:8443", admin="unix//x/a.sock", routes=[a, b])
-    two = ingress.render_config(listen="127.0.0.1:8443", admin="unix//x/a.sock", routes=[b, a])
+    one = ingress.render_config(listen="127.0.0.1:8443", admin="unix//x/a.sock", routes=[a, b],
+                                storage_dir="/x/data")
+    two = ingress.render_config(listen="127.0.0.1:8443", admin="unix//x/a.sock", routes=[b, a],
+                                storage_dir="/x/data")
     assert one == two
     routes = one["apps"]["http"]["servers"]["ingress"]["routes"]
     assert [r["match"][0]["host"] for r in routes[:2]] == [[HOST], ["b.isv.localhost"]]
@@ -158,6 +161,7 @@ def test_caddy_routes_by_host_with_our_certificate(
                           cert_pem=cert, key_pem=key)  # fmt: skip
     config = ingress.render_config(
         listen=f"127.0.0.1:{port}", admin=admin, routes=[route],
+        storage_dir=str(ingress.storage_of(short_tmp / "caddy")),
         log_file=str(short_tmp / "caddy" / "caddy.log"),
     )
     admin_api.load(config)
@@ -200,7 +204,8 @@ def test_a_process_back_from_a_restart_is_served_at_once_and_a_dead_one_of_two_i
         ingress.Route(hostname=HOST, upstreams=(f"127.0.0.1:{restarting}",), cert_pem=cert,
                       key_pem=key),
         ingress.Route(hostname=two, upstreams=(f"127.0.0.1:{dead}", f"127.0.0.1:{upstream}"),
-                      cert_pem=cert, key_pem=key)]))
+                      cert_pem=cert, key_pem=key)],
+        storage_dir=str(ingress.storage_of(short_tmp / "caddy"))))
     ctx = ssl.create_default_context(cadata=ca_pem)
     with httpx.Client(verify=ctx, timeout=10) as client:
 
@@ -249,3 +254,29 @@ def test_a_kept_admin_connection_closed_under_a_question_is_asked_again() -> Non
             assert admin.current() == {"admin": {}}
             assert admin.current() == {"admin": {}}
     assert served == ["first", "dropped", "second"]
+
+
+@pytest.mark.slow
+def test_the_hosts_ingress_keeps_its_state_in_the_data_dir_not_beside_its_socket(
+    plane: ControlPlaneProcess,
+) -> None:
+    """The config the agent loads into Caddy told it to keep its state (its local CA's
+    private keys among it) beside the admin socket, in the agent's socket dir under /tmp:
+    outside the data dir, and left there after the data dir was gone (found in /tmp after
+    test runs). It is the ingress dir's `data/`, as Caddy's bootstrap config says."""
+    paths = converge.HostPaths(plane.data_dir / "agent")
+    admin = ingress.CaddyAdmin(paths.ingress_admin())
+    try:  # the host is online before its agent's first pass has loaded Caddy's config
+        deadline, loaded = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            loaded = admin.current() if admin.is_up() else None
+            if loaded is not None and "http" in loaded.get("apps", {}):
+                break  # the agent's, not Caddy's bootstrap config (which has no routes)
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    assert loaded is not None and "http" in loaded["apps"], loaded
+    assert loaded["storage"] == {"module": "file_system",
+                                 "root": str(paths.ingress.absolute() / "data")}
+    assert (paths.ingress / "data" / "pki" / "authorities" / "local").is_dir()
+    assert not (paths.sockets / "data").exists()

@@ -80,10 +80,13 @@ def render_config(
     listen: str,
     admin: str,
     routes: Sequence[Route],
+    storage_dir: str,
     log_file: str | None = None,
-    storage_dir: str | None = None,
 ) -> dict[str, Any]:
-    """The whole Caddy config. `storage_dir` defaults to `data/` beside a unix admin socket."""
+    """The whole Caddy config. `storage_dir`: where Caddy keeps its own state (its local
+    CA's keys among it), `storage_of` the program's root as in its bootstrap config. (It
+    was `data/` beside the admin socket, which the agent keeps under /tmp: the keys were
+    written outside the data dir, and outlived it.)"""
     hostnames = [r.hostname for r in routes]
     if len(set(hostnames)) != len(hostnames):
         raise InvalidInput("two routes for one hostname", field="hostname")
@@ -124,11 +127,7 @@ def render_config(
             "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
         },
     }
-    socket = _admin_socket(admin)
-    if storage_dir is None and socket is not None:
-        storage_dir = str(Path(socket).parent / "data")
-    if storage_dir is not None:
-        config["storage"] = {"module": "file_system", "root": storage_dir}
+    config["storage"] = {"module": "file_system", "root": storage_dir}
     if log_file is not None:
         config["logging"] = {
             "logs": {"default": {"writer": {"output": "file", "filename": log_file}}}
@@ -217,6 +216,11 @@ def caddy_bin() -> str:
     return found
 
 
+def storage_of(root: Path) -> Path:
+    """Where the Caddy run from `root` (`program_spec`) keeps its own state."""
+    return root.absolute() / "data"
+
+
 def program_spec(*, name: str, root: Path, admin: str, log_file: str | None) -> ProgramSpec:
     """Write the bootstrap config (admin endpoint only) under root; run Caddy from it."""
     root = root.absolute()
@@ -225,7 +229,7 @@ def program_spec(*, name: str, root: Path, admin: str, log_file: str | None) -> 
     os.chmod(root, 0o700)
     bootstrap = {
         "admin": {"listen": admin},
-        "storage": {"module": "file_system", "root": str(root / "data")},
+        "storage": {"module": "file_system", "root": str(storage_of(root))},
         "apps": {"pki": {"certificate_authorities": {"local": {"install_trust": False}}}},
     }
     path = root / "caddy-bootstrap.json"
@@ -236,7 +240,7 @@ def program_spec(*, name: str, root: Path, admin: str, log_file: str | None) -> 
         command=(caddy_bin(), "run", "--config", str(path), "--resume"),
         environment={
             "HOME": str(root / "home"),
-            "XDG_DATA_HOME": str(root / "data"),
+            "XDG_DATA_HOME": str(storage_of(root)),
             "XDG_CONFIG_HOME": str(root / "config"),
         },
         directory=str(root),

@@ -446,6 +446,7 @@ class Agent:
         config = ingress.render_config(
             listen=f"127.0.0.1:{desired.host.ingress_port}",
             admin=self.paths.ingress_admin(), routes=routes,
+            storage_dir=str(ingress.storage_of(self.paths.ingress)),
             log_file=str(self.paths.ingress / "access.log"))
         if self._caddy.current() != config:
             log.info("ingress: load %d route(s)", len(routes))
