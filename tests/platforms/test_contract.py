@@ -279,7 +279,7 @@ def agent_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, lis
     host = Host(id="h1", name="local", address="127.0.0.1", ingress_port=8443, generation=7)
     recorded: list[HostReport] = []
 
-    def record(*, session: object, host: Host, report: HostReport) -> None:
+    def record(*, session: object, host: Host, report: HostReport, pace: int) -> None:
         recorded.append(report)
 
     @contextlib.contextmanager
