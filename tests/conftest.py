@@ -209,6 +209,10 @@ class ControlPlaneProcess:
             for group in cgroup.recorded(self.data_dir):  # the host's cgroup, once empty
                 cgroup.remove(group)
             remove_platform_accounts(self.data_dir / "agent" / "platforms")
+        # the agent's sockets, under /tmp: a clean stop removes them, a killed agent not
+        from tenantry.agent.converge import HostPaths
+
+        shutil.rmtree(HostPaths(self.data_dir / "agent").sockets, ignore_errors=True)
         release_port_block(self.port_range)
 
 
