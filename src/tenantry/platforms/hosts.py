@@ -56,10 +56,13 @@ def quiet_heartbeat(hosts: int) -> int:
     return min(MAX_QUIET, max(MIN_QUIET, math.ceil(hosts / QUIET_BEATS)))
 
 
+MISSED, ON_ITS_WAY = 3, 2  # quiet heartbeats missed, and s for the one on its way
+
+
 def offline_after(quiet: int) -> dt.timedelta:
     """Without a heartbeat this long a host is offline: three quiet ones missed, and 2 s for
     the one on its way (20 s at the 6 s pace, 62 s at 1,000 hosts' 20 s)."""
-    return dt.timedelta(seconds=3 * quiet + 2)
+    return dt.timedelta(seconds=MISSED * quiet + ON_ITS_WAY)
 
 
 def count_hosts(session: Session) -> int:
@@ -491,7 +494,9 @@ def mark_offline_hosts(*, session: Session) -> None:
     a faster one, which a host learns only at its next heartbeat)."""
     fleets = quiet_heartbeat(count_hosts(session))
     pace = func.coalesce(Host.quiet_pace, fleets)
-    cutoff = Host.last_seen_at + func.make_interval(0, 0, 0, 0, 0, 0, 3 * pace + 2)
+    # `offline_after` of each host's pace, in the store
+    cutoff = Host.last_seen_at + func.make_interval(0, 0, 0, 0, 0, 0,
+                                                    MISSED * pace + ON_ITS_WAY)
     for host in session.scalars(select(Host).where(Host.state == "online",
                                                    cutoff < utcnow())):
         after = offline_after(host.quiet_pace or fleets)
