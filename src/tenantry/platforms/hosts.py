@@ -379,10 +379,8 @@ def _write_host_part(session: Session, host: Host, report: HostReport,
 
 # A platform that is `ready` turns `degraded` once what its agent reports has been wrong for
 # this long (a program supervisord is restarting is back within a second or two), and back
-# to `ready` with the first report where all is well. Kept per API process: a restarted API
-# waits the hold time again.
-DEGRADE_AFTER = 5.0
-_unwell_since: dict[str, float] = {}
+# to `ready` with the first report where all is well (`Platform.unwell_since`).
+DEGRADE_AFTER = dt.timedelta(seconds=5)
 
 
 def health_problems(p: Platform, observed: PlatformReport,
@@ -407,7 +405,7 @@ def health_problems(p: Platform, observed: PlatformReport,
 def _judge_health(session: Session, p: Platform, observed: PlatformReport,
                   ingress_error: str | None) -> None:
     if p.state not in ("ready", "degraded") or observed.gen < p.desired.gen:
-        _unwell_since.pop(p.id, None)
+        _well(p)
         return
     if observed.conflicts and p.desired.running and not _job_running(session, p):
         # A settled platform whose ports another program took while its own was down (a
@@ -415,21 +413,28 @@ def _judge_health(session: Session, p: Platform, observed: PlatformReport,
         move_taken_ports(session, p, observed.conflicts)
     problems = health_problems(p, observed, ingress_error)
     if not problems:
-        _unwell_since.pop(p.id, None)
+        _well(p)
         if p.state == "degraded":
             p.state, p.error = "ready", None
             emit(session, "PLATFORM_RECOVERED", f"platform {p.isv.name}/{p.name} serves again",
                  isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
         return
     reason = "; ".join(problems)[:1000]
-    since = _unwell_since.setdefault(p.id, time.monotonic())
-    if p.state == "ready" and time.monotonic() - since >= DEGRADE_AFTER:
+    now = utcnow()
+    if p.unwell_since is None:
+        p.unwell_since = now
+    if p.state == "ready" and now - p.unwell_since >= DEGRADE_AFTER:
         p.state, p.error = "degraded", reason
         emit(session, "PLATFORM_DEGRADED", f"platform {p.isv.name}/{p.name} is degraded: "
              f"{reason}",
              isv_id=p.isv_id, platform_id=p.id, host_id=p.host_id)
     elif p.state == "degraded" and p.error != reason:
         p.error = reason
+
+
+def _well(p: Platform) -> None:
+    if p.unwell_since is not None:  # written only when it changes
+        p.unwell_since = None
 
 
 def _gib(n: int) -> str:

@@ -149,6 +149,9 @@ class Platform(Base):
     observed: Mapped[PlatformReport | None] = mapped_column(PydanticJSON(PlatformReport),
                                                             nullable=False, default=lambda: None)
     error: Mapped[str | None] = mapped_column(Text)
+    # Since when what its agent reports has been wrong (hosts.DEGRADE_AFTER); None: well. In
+    # the store, not in an API process: each process of several sees some of the reports.
+    unwell_since: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
