@@ -116,3 +116,12 @@ def test_ctrl_c_stops_the_monitoring_programs_alongside_and_bounds_the_worker(
     assert not any(child.alive() for child in plane.children)
     monitoring = plane.monitoring[0].process
     assert monitoring is not None and monitoring.returncode == -15  # SIGTERM, not a kill
+
+
+@pytest.mark.parametrize("value", [0, 17, "two", -1])
+def test_api_processes_is_a_count_from_1_to_16(tmp_path: Path, value: object) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(data_dir=tmp_path, api_processes=value)
+    assert caught.value.field == "api_processes"
+    assert load_settings(data_dir=tmp_path, api_processes=4).api_processes == 4
+    assert load_settings(data_dir=tmp_path).api_processes == 1

@@ -39,7 +39,10 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
                                           "platforms.")] = False,
        agent_tls_listen: Annotated[str | None, typer.Option(
            help="Also serve agents over mutual TLS at HOST:PORT (client certificates from "
-                "tenantry's CA); expose this, not --listen, to other hosts.")] = None) -> None:
+                "tenantry's CA); expose this, not --listen, to other hosts.")] = None,
+       api_processes: Annotated[int | None, typer.Option(
+           help="API processes sharing --listen (default 1); see docs/scaling.md.")]
+       = None) -> None:
     """Run the control plane, a worker and a local host agent in the foreground (Ctrl-C stops).
 
     On a server, run it with systemd's deploy/systemd/tenantry.service (its watchdog too)."""
@@ -57,7 +60,8 @@ def up(data_dir: Annotated[Path | None, typer.Option(help="Where everything is k
         manager.status(line)
 
     settings = load_settings(data_dir=data_dir, listen=listen, ingress_port=ingress_port,
-                             port_range=port_range, agent_tls_listen=agent_tls_listen)
+                             port_range=port_range, agent_tls_listen=agent_tls_listen,
+                             api_processes=api_processes)
     plane = ControlPlane(settings=settings, say=say_and_tell)
     plane.preflight()
     plane.exits = ExitTeller(settings, LOCAL_HOST)
@@ -127,10 +131,17 @@ def say(line: str) -> None:
 @handle_errors
 def serve_api(data_dir: Annotated[Path, typer.Option()],
               listen: Annotated[str, typer.Option()] = "127.0.0.1:8080",
-              agent_tls_listen: Annotated[str | None, typer.Option()] = None) -> None:
-    """Internal: the API and portal server that `up` runs (and its agent TLS listener)."""
+              agent_tls_listen: Annotated[str | None, typer.Option()] = None,
+              listen_fd: Annotated[int | None, typer.Option()] = None,
+              agent_tls_fd: Annotated[int | None, typer.Option()] = None) -> None:
+    """Internal: the API and portal server that `up` runs (and its agent TLS listener).
+
+    `up` binds the listening sockets itself and hands them down (`--listen-fd`,
+    `--agent-tls-fd`): its API processes then share them, and a connection made while one
+    of them restarts waits in the socket's queue instead of being refused."""
     import asyncio
     import gc
+    import socket
 
     import uvicorn
     import uvloop
@@ -166,8 +177,12 @@ def serve_api(data_dir: Annotated[Path, typer.Option()],
             draining.set()
             super().handle_exit(sig, frame)
 
+    inherited = [socket.socket(fileno=fd) if fd is not None else None
+                 for fd in (listen_fd, agent_tls_fd)][:len(configs)]
+
     async def serve() -> None:
-        await asyncio.gather(*(Server(config).serve() for config in configs))
+        await asyncio.gather(*(Server(config).serve([sock] if sock else None)
+                               for config, sock in zip(configs, inherited, strict=True)))
 
     # What start-up made lives as long as the process: out of the collector's sight, a full
     # collection (which a request of 10,000 usage events triggers) walks only what requests

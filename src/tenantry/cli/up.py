@@ -29,7 +29,12 @@ from tenantry.core import cgroup, delays, hang, leftovers
 from tenantry.core.config import Settings, parse_listen
 from tenantry.core.crypto import write_private
 from tenantry.core.errors import InvalidInput, TenantryError, Unavailable
-from tenantry.core.pgserver import ControlPlaneDatabase, pg_bin
+from tenantry.core.pgserver import (
+    API_CONNECTIONS,
+    MAX_CONNECTIONS,
+    ControlPlaneDatabase,
+    pg_bin,
+)
 from tenantry.core.runtime import Runtime
 from tenantry.core.steps import Steps
 
@@ -82,13 +87,24 @@ def check_data_dir(path: Path) -> None:
 
 
 def check_port_free(host: str, port: int, field_name: str) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise InvalidInput(f"{host}:{port} is not free ({exc.strerror})",
-                               field=field_name) from None
+    listener(host, port, field_name, backlog=None).close()
+
+
+def listener(host: str, port: int, field_name: str, *, backlog: int | None = 2048
+             ) -> socket.socket:
+    """A socket bound to HOST:PORT (listening, unless `backlog` is None); a port taken is
+    refused naming the setting."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        if backlog is not None:
+            sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(f"{host}:{port} is not free ({exc.strerror})",
+                           field=field_name) from None
+    return sock
 
 
 @dataclass
@@ -100,6 +116,7 @@ class Child:
     # A file the child touches every second from a thread of its own (tenantry.cli.run);
     # None for programs that keep none (Prometheus and the like).
     heartbeat: Path | None = None
+    pass_fds: tuple[int, ...] = ()  # descriptors it inherits (the API's listening sockets)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -112,7 +129,7 @@ class Child:
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-                                        env=env)
+                                        env=env, pass_fds=self.pass_fds)
         log.close()
         self.started_at = time.monotonic()
 
@@ -188,6 +205,8 @@ class ControlPlane:
     agent_started_at: dt.datetime | None = None
     # Prometheus, Alertmanager and the blackbox prober (TENANTRY_MONITORING, on by default).
     monitoring: list[Child] = field(default_factory=list)
+    # The API's listening sockets (`listen`, then `agent_tls_listen`), bound by `preflight`.
+    listeners: list[socket.socket] = field(default_factory=list, repr=False)
     prometheus_url: str | None = None
     _lock_fd: int | None = field(default=None, repr=False)
     _store_failures: int = 0
@@ -215,6 +234,10 @@ class ControlPlane:
         host, port = parse_listen(self.settings.listen)
         return f"http://{host}:{port}"
 
+    @property
+    def store_connections(self) -> int:
+        return MAX_CONNECTIONS + API_CONNECTIONS * (self.settings.api_processes - 1)
+
     def preflight(self) -> None:
         check_data_dir(self.data_dir)
         self._lock_data_dir()
@@ -223,15 +246,16 @@ class ControlPlane:
             check_monitoring_binaries()
         self.stop_leftovers("left by an earlier run that did not stop cleanly",
                             spare_services=True)
+        # `up` holds the API's sockets from here to its end; its API processes share them.
         host, port = parse_listen(self.settings.listen)
-        check_port_free(host, port, "listen")
+        self.listeners = [listener(host, port, "listen")]
         if self.settings.agent_tls_listen:
             tls_host, tls_port = parse_listen(self.settings.agent_tls_listen,
                                               field="agent_tls_listen")
             if (tls_host, tls_port) == (host, port):
                 raise InvalidInput("agent_tls_listen must differ from listen",
                                    field="agent_tls_listen")
-            check_port_free(tls_host, tls_port, "agent_tls_listen")
+            self.listeners.append(listener(tls_host, tls_port, "agent_tls_listen"))
         if self._agent_services_pid() is None:
             check_port_free("127.0.0.1", self.settings.ingress_port, "ingress_port")
 
@@ -291,7 +315,7 @@ class ControlPlane:
         from tenantry.core.runtime import make_runtime
 
         if self.settings.database_url is None:
-            ControlPlaneDatabase(self.data_dir).start()
+            ControlPlaneDatabase(self.data_dir).start(self.store_connections)
         runtime = make_runtime(self.settings, pool_size=2)
         try:
             migrate.upgrade(runtime.engine)
@@ -357,10 +381,18 @@ class ControlPlane:
                  "--region", "local", "--name", LOCAL_HOST,
                  "--ingress-port", str(self.settings.ingress_port),
                  "--port-range", self.settings.port_range, "--stop-services-on-exit"]
+        fds = [sock.fileno() for sock in self.listeners]
+        fd_args = [arg for flag, fd in zip(("--listen-fd", "--agent-tls-fd"), fds, strict=False)
+                   for arg in (flag, str(fd))]
+        # Each API process accepts from the sockets `up` holds: a connection goes to one that
+        # is free, and waits in the queue while all of them (or the one) restart.
+        apis = [Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen,
+                                        *self._agent_tls_argv(), *fd_args), logs / "api.log",
+                      heartbeat=beats / ("api.beat" if n == 1 else f"api-{n}.beat"),
+                      pass_fds=tuple(fds))
+                for n in range(1, self.settings.api_processes + 1)]
         self.children = [
-            Child("api", self._argv("serve-api", *common, "--listen", self.settings.listen,
-                                    *self._agent_tls_argv()), logs / "api.log",
-                  heartbeat=beats / "api.beat"),
+            *apis,
             Child("worker", self._argv("serve-worker", *common), logs / "worker.log",
                   heartbeat=beats / "worker.beat"),
             # The one-time token goes through the environment: argv is world-readable.
@@ -373,12 +405,14 @@ class ControlPlane:
         # the API once it answers. One not enrolled yet enrolls through the API: it waits.
         enrolled = (self.data_dir / "agent" / "agent.json").exists()
         self.agent_started_at = dt.datetime.now(dt.UTC)
-        for child in self.children[:3] if enrolled else self.children[:2]:
-            child.start()
+        local_agent = self._child("agent")
+        for child in self.children:
+            if child is not local_agent or enrolled:
+                child.start()
         self.wait_api()
         if not enrolled:
             self.agent_started_at = dt.datetime.now(dt.UTC)
-            self.children[2].start()
+            local_agent.start()
         for child in self.monitoring:
             child.start()
             self.children.append(child)
@@ -512,7 +546,7 @@ class ControlPlane:
             if self.stopping.is_set():
                 return
         try:
-            db.start()
+            db.start(self.store_connections)
         except TenantryError as exc:
             self._store_failures += 1
             wait = min(2.0 ** self._store_failures, STORE_BACKOFF_MAX)
@@ -562,6 +596,9 @@ class ControlPlane:
                 if child.name == name:
                     child.stop(WORKER_GRACE if name == "worker" else 60)
             steps.done("the agent and its services" if name == "agent" else name)
+            if name == "api":
+                for sock in self.listeners:  # the port is free again once no API runs
+                    sock.close()
         if self.settings.database_url is None:
             try:
                 ControlPlaneDatabase(self.data_dir).stop()

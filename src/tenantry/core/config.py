@@ -34,6 +34,9 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "tenantry"
 
 
+MAX_API_PROCESSES = 16
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TENANTRY_", extra="ignore")
 
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     listen: str = "127.0.0.1:8080"
     agent_tls_listen: str | None = None  # agents over mutual TLS (see api.agent_tls)
+    # API processes `up` runs on `listen` (and `agent_tls_listen`), sharing its sockets: each
+    # has a GIL of its own. One serves a small fleet; docs/scaling.md says when to add more.
+    api_processes: int = 1
     ingress_port: int = 8443
     port_range: str = "20000-29999"  # ports the local host hands to platforms, MIN-MAX
     # How long `up` waits for each part it needs (the local agent online, say) before it
@@ -232,6 +238,13 @@ class Settings(BaseSettings):
     def _frozen_after(cls, value: float) -> float:
         if value != 0 and not 2 <= value <= 3600:
             raise ValueError("must be 0 (never) or a number of seconds between 2 and 3600")
+        return value
+
+    @field_validator("api_processes")
+    @classmethod
+    def _api_processes(cls, value: int) -> int:
+        if not 1 <= value <= MAX_API_PROCESSES:
+            raise ValueError(f"must be a whole number between 1 and {MAX_API_PROCESSES}")
         return value
 
     @field_validator("startup_timeout")

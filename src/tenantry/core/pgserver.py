@@ -19,6 +19,10 @@ from pathlib import Path
 from tenantry.core.errors import Unavailable
 
 SERVICE_USER = "tenantry"
+# The store's connections with one API process (its 40 kept and 10 more), the worker's and
+# the CLI's; `up` adds API_CONNECTIONS for each further API process.
+MAX_CONNECTIONS = 100
+API_CONNECTIONS = 50
 
 
 def pg_bin(name: str) -> str:
@@ -110,7 +114,7 @@ class ControlPlaneDatabase:
         (tmp / "postgresql.auto.conf").write_text(
             "listen_addresses = ''\n"
             f"unix_socket_directories = '{self.socket_dir}'\n"
-            "max_connections = 100\n"
+            f"max_connections = {MAX_CONNECTIONS}\n"
             "shared_buffers = 64MB\n"
             "fsync = on\n"
         )
@@ -163,8 +167,9 @@ class ControlPlaneDatabase:
                               capture_output=True)
         return done.returncode == 0
 
-    def start(self) -> None:
-        """Start the cluster, or adopt it when a killed `up` left it running."""
+    def start(self, max_connections: int = MAX_CONNECTIONS) -> None:
+        """Start the cluster, or adopt it when a killed `up` left it running (with the
+        connections it was started with)."""
         self.initialize()
         if self.is_running():
             return
@@ -178,7 +183,9 @@ class ControlPlaneDatabase:
             entry = pwd.getpwnam(self.user)
             os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
         _run(_as(self.user, [pg_bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.pgdata),
-                             "-l", str(self.log_file)]), "starting the control-plane PostgreSQL")
+                             "-l", str(self.log_file),
+                             "-o", f"-c max_connections={max_connections}"]),
+             "starting the control-plane PostgreSQL")
         subprocess.run(_as(self.user, [pg_bin("createdb"), "-h", str(self.socket_dir),
                                        "-U", "tenantry", "tenantry"]), capture_output=True)
 
