@@ -33,7 +33,8 @@ Declare one, from tenantry.api.deps (portal pages: tenantry.portal.web):
     PrincipalDep: the alias authenticates AND answers 403 to a role without the permission;
     portal pages: PageViewer, PageOperator, PageAdmin, PageAccount;
   - a route open to anyone: @router.get(..., dependencies=[Public]);
-  - a route for host agents: take the host as HostDep (tenantry.platforms.agent_api).
+  - a route for host agents: take the host as HostIdDep (its id), or as HostDep with a
+    session (tenantry.platforms.agent_api, tenantry.access.ssh.api).
 Declare what the service needs (the action it passes to scoped()/require()); row scoping
 stays in the service. Then add the route to REVIEWED in tests/api/test_permissions_declared.py
 (unless it is a GET declared "view") and regenerate docs/permissions.md:

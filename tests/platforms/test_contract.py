@@ -284,7 +284,7 @@ def agent_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, lis
 
     @contextlib.contextmanager
     def sessions() -> Iterator[SimpleNamespace]:
-        yield SimpleNamespace(get=lambda model, key: host, connection=lambda **kw: None)
+        yield SimpleNamespace(get=lambda model, key, **kw: host, connection=lambda **kw: None)
 
     monkeypatch.setattr(hosts, "record_report", record)
     monkeypatch.setattr(hosts, "desired_state",
@@ -294,7 +294,7 @@ def agent_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, lis
     app = FastAPI()
     errors.install(app)
     app.include_router(agent_api.router, prefix="/api/v1")
-    app.dependency_overrides[agent_api.get_host] = lambda: host
+    app.dependency_overrides[agent_api.get_host_id] = lambda: host.id
     app.dependency_overrides[get_session] = lambda: SimpleNamespace(close=lambda: None)
     app.dependency_overrides[get_runtime] = lambda: SimpleNamespace(sessions=sessions,
                                                                     secrets=None)

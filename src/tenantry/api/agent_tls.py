@@ -5,7 +5,7 @@ address, with a server certificate from tenantry's CA, and asks each client for 
 certificate from the same CA. An agent enrolls there with its one-time token and a CSR and
 gets a client certificate naming its host id; from then on every agent route on this
 listener needs that certificate *and* the host's token, and the two must name the same
-host (see platforms.agent_api.get_host). People's routes work there too, without one.
+host (see platforms.agent_api.get_host_id). People's routes work there too, without one.
 
 uvicorn does not hand the peer certificate to the app, so `PeerCertH11Protocol` puts the
 verified certificate (DER) into the request scope as `scope["extensions"]["tls"]`.

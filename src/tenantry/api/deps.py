@@ -10,7 +10,7 @@ Every route declares the permission it needs, by what it asks for:
 `operate` at all. Which rows the caller may touch is still decided once, in the services'
 query layer (`scoped`): another ISV's platform simply does not exist for them (404).
 Routes open to anyone say so with `dependencies=[Public]`; the agents' routes take a host
-(`HostDep`, declared "agent"). `route_permissions(app)` lists every route with its
+(`HostIdDep`, declared "agent"). `route_permissions(app)` lists every route with its
 declaration, for tests, docs/permissions.md and the `x-permission` of each OpenAPI operation.
 """
 
