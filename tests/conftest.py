@@ -267,6 +267,38 @@ def no_accounts_outlive_the_suite() -> Iterator[None]:
         print(f"\nconftest: removed {len(left)} platform accounts and cgroups the tests left")
 
 
+def _stale_socket_dir(path: Path) -> bool:
+    """An agent's socket dir (HostPaths.sockets) that nothing uses: it holds only empty dirs
+    and sockets that no process listens on."""
+    for entry in path.rglob("*"):
+        if entry.is_dir():
+            continue
+        if not entry.is_socket():
+            return False
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(entry))
+            except OSError:
+                continue
+            return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_socket_dirs_outlive_the_suite() -> Iterator[None]:
+    """The socket dirs under /tmp (`tnt-<tag>`) of the agents the tests ran: an agent removes
+    its own only when it stops every service on exit, and a test's agent often does not. One
+    that was there before the suite, or that something still listens in, is left alone."""
+    before = set(Path(tempfile.gettempdir()).glob("tnt-*"))
+    yield
+    left = [d for d in set(Path(tempfile.gettempdir()).glob("tnt-*")) - before
+            if d.is_dir() and _stale_socket_dir(d)]
+    for d in left:
+        shutil.rmtree(d, ignore_errors=True)
+    if left:
+        print(f"\nconftest: removed {len(left)} agents' socket dirs the tests left")
+
+
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
