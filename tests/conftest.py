@@ -268,10 +268,10 @@ def no_accounts_outlive_the_suite() -> Iterator[None]:
 
 
 def _stale_socket_dir(path: Path) -> bool:
-    """An agent's socket dir (HostPaths.sockets) that nothing uses: it holds only empty dirs
-    and sockets that no process listens on."""
+    """An agent's socket dir (HostPaths.sockets) that nothing uses: it holds only dirs,
+    sockets that no process listens on, and their lock files (PostgreSQL's)."""
     for entry in path.rglob("*"):
-        if entry.is_dir():
+        if entry.is_dir() or (entry.name.endswith(".lock") and entry.is_file()):
             continue
         if not entry.is_socket():
             return False
