@@ -745,6 +745,8 @@ def main() -> int:
     ap.add_argument("--platforms", type=int, default=20, help="per host")
     ap.add_argument("--rate", type=float, default=1.0, help="changes a second")
     ap.add_argument("--seconds", type=float, default=120.0, help="the measured window")
+    ap.add_argument("--api-processes", type=int, default=1,
+                    help="the control plane's API processes (up --api-processes)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--no-report", action="store_true", help="append nothing to the report")
     ap.add_argument("--keep", action="store_true")
@@ -757,7 +759,8 @@ def main() -> int:
     root = short_tmp("tnb-fleet-")
     cp = ControlPlaneProcess(data_dir=root / "data", listen_port=free_port(),
                              ingress_port=free_port(),
-                             extra_env={"TENANTRY_MONITORING": "false"})
+                             extra_env={"TENANTRY_MONITORING": "false",
+                                        "TENANTRY_API_PROCESSES": str(args.api_processes)})
     t0 = time.time()
     try:
         cp.start(timeout=180)
@@ -812,7 +815,8 @@ def main() -> int:
                                    f"{statistics.median(values):.2f}",
                                    f"{pct(values, 99):.2f}", f"{max(values):.2f}"])
     body = f"""
-One `tenantry up` (API, worker, store; monitoring off) and {args.hosts} simulated hosts of
+One `tenantry up` ({args.api_processes} API process(es), a worker, the store; monitoring off;
+`--api-processes {args.api_processes}`) and {args.hosts} simulated hosts of
 {args.platforms} platforms each ({args.hosts * args.platforms} platforms, seeded in the
 store), every host an idle agent's traffic (a long poll with `If-None-Match` held
 {POLL_WAIT:g} s, the whole document every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s, a
