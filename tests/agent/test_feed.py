@@ -40,7 +40,7 @@ class Plane:
 
 def test_the_feed_holds_its_poll_and_wakes_the_loop_with_a_change() -> None:
     plane, stopping = Plane(), threading.Event()
-    feed = DesiredFeed(plane.fetch, stopping, wait=25.0, backoff=lambda: 0.2).start()
+    feed = DesiredFeed(plane.fetch, stopping, wait=lambda: 25.0, backoff=lambda: 0.2).start()
     try:
         first = feed.next(5)
         assert first is not None and first.error is None and not first.refused
@@ -86,7 +86,7 @@ def test_a_refused_document_is_told_and_asked_for_again_after_a_pause() -> None:
         calls.append(time.monotonic())
         return None  # fetch_desired's answer to a document that does not validate
 
-    feed = DesiredFeed(refusing, stopping, wait=25.0, backoff=lambda: 0.4).start()
+    feed = DesiredFeed(refusing, stopping, wait=lambda: 25.0, backoff=lambda: 0.4).start()
     try:
         got = feed.next(5)
         assert got is not None and got.refused and feed.latest is None

@@ -2,7 +2,7 @@
 
 The agent's passes (health rechecks, heartbeats) run every IDLE_WAIT seconds; the long poll
 that brings a new desired state is held far longer (POLL_WAIT), so an idle host asks the
-control plane for its document about once in 25 s instead of on every pass. A new document
+control plane for its document about once a minute instead of on every pass. A new document
 answers the poll at once, and the loop waiting in `next` wakes with it.
 """
 
@@ -37,7 +37,7 @@ class DesiredFeed:
     (`latest`)."""
 
     def __init__(self, fetch: Callable[[int, float], DesiredHost | None],
-                 stopping: threading.Event, *, wait: float,
+                 stopping: threading.Event, *, wait: Callable[[], float],
                  backoff: Callable[[], float]) -> None:
         self._fetch, self._stopping, self._wait, self._backoff = fetch, stopping, wait, backoff
         self._ready = threading.Condition()
@@ -80,7 +80,7 @@ class DesiredFeed:
             else:
                 self._put(Fetched(refused=got is None), got)
                 if got is not None:
-                    generation, wait, delay = got.generation, self._wait, 0.5
+                    generation, wait, delay = got.generation, self._wait(), 0.5
                     continue
             # Refused or unreachable: ask again after a growing pause, and without waiting
             # on the control plane's side, so that its answer comes as soon as it can give it.

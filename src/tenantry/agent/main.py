@@ -80,6 +80,16 @@ FULL_REPORT = 300.0  # s: every platform's report is sent at least this often, c
 # start together (all of them, after the control plane's restart) soon no longer fetch their
 # whole documents and send their full reports in the same second.
 SPREAD = (0.6, 1.0)
+# The long poll's wait and the quiet heartbeat's pace are each a random 80-100 % of theirs,
+# drawn again each time, for the same reason: with fixed periods, agents that started
+# together stay in step for good, and ask the API in waves (at 1,000 hosts, bench/fleet.py,
+# a wave of 300-400 long polls ending within 5 s made them 0.2-0.3 s late at the median).
+JITTER = (0.8, 1.0)
+
+
+def jittered(period: float) -> float:
+    return period * random.uniform(*JITTER)
+
 RECHECK = 5.0  # a platform not well, or whose app asks for restarts, is observed this often
 RECHECK_IDLE = 30.0  # ... and a well one about this often (24-36 s, spread by its id); an
 # exit of one of its programs has it observed at once
@@ -204,6 +214,7 @@ class Agent:
         self._ingress_at = 0.0
         self._heartbeat_at = 0.0
         self._quiet_heartbeat = QUIET_HEARTBEAT  # as the control plane last said
+        self._quiet_for = QUIET_HEARTBEAT  # ... less a random part (JITTER), until the next
         self._full_report_at = 0.0
         self._full_report_every = FULL_REPORT
         self._fetched_at = -1e9  # when the whole desired state was last fetched
@@ -502,6 +513,10 @@ class Agent:
         return not busy and self._ingress_error is None and all(
             _settled(p, self._last_reports.get(pid)) for pid, p in platforms.items())
 
+    def poll_wait(self) -> float:
+        """How long the next long poll asks to be held (JITTER)."""
+        return jittered(POLL_WAIT)
+
     def _heartbeat(self, platforms: dict[str, DesiredPlatform], now: float) -> None:
         """A pass's heartbeat: at most one every IDLE_WAIT s, and only with something to say
         (a report, news of the host) or once the quiet pace (QUIET_HEARTBEAT s, or what the
@@ -510,7 +525,7 @@ class Agent:
             return
         reports = self._heartbeat_reports(platforms, now)
         part = self._host_part()  # read once: for the news, and for the report it sends
-        if reports or now - self._heartbeat_at >= self._quiet_heartbeat or \
+        if reports or now - self._heartbeat_at >= self._quiet_for or \
                 self._host_news(part):
             self._heartbeat_at = now
             self._report(reports, part)
@@ -584,6 +599,7 @@ class Agent:
                 self.exits.put_back(exits)
                 raise
             self._quiet_heartbeat = float(pace or QUIET_HEARTBEAT)
+            self._quiet_for = jittered(self._quiet_heartbeat)
             self._sent.update(reports)
             self._sent_ingress = self._ingress_error
             self._sent_host = part
@@ -860,7 +876,7 @@ class Agent:
             return 1.0 if time.monotonic() - started < 60 else 10.0
 
         feed = DesiredFeed(lambda g, w: self.fetch_desired(client, generation=g, wait=w),
-                           self.stopping, wait=POLL_WAIT, backoff=ceiling).start()
+                           self.stopping, wait=self.poll_wait, backoff=ceiling).start()
         settled, reachable, backoff = False, False, 0.5
         while not self.stopping.is_set():
             got = feed.next(IDLE_WAIT if settled else 0.25)
