@@ -4,10 +4,13 @@ A real `tenantry up` (its API, worker and store; monitoring off) on this machine
 simulated hosts (default 1,000) in this process. Each host enrolls through the API with a
 one-time token, like an agent, then behaves as an idle agent does (tenantry.agent.main):
 it long-polls `GET /agent/desired` with the generation it holds (`If-None-Match`, held
-55 s), fetches the whole document every 180-300 s, and posts a heartbeat carrying only the
-reports that changed (all of them every 180-300 s): at its next 2-second pass when it has
-one to send, else at the pace the control plane's answer to its last heartbeat gave (6 s
-up to 300 hosts, longer in a larger fleet). It converges instantly: every platform of a
+44-55 s, drawn each time), fetches the whole document every 180-300 s, and posts a
+heartbeat carrying only the reports that changed (all of them every 180-300 s): at its next
+2-second pass when it has one to send, else at 80-100 % of the pace the control plane's
+answer to its last heartbeat gave (6 s up to 300 hosts, longer in a larger fleet). The
+first of each of these periods puts the host anywhere in it, as in a fleet whose agents
+started at unrelated times (the agent's drawn periods bring agents that started together
+there within minutes). It converges instantly: every platform of a
 new document is reported at once as its desired state asks (database ready, releases
 built, release commands run, slots healthy, route switched, backups taken), and an HTTPS
 listener on the host's own loopback address answers the control plane's probes with the
@@ -285,6 +288,8 @@ class SimHost:
         self.report_every = FULL_EVERY
         self.beat_at = 0.0
         self.quiet = QUIET_HEARTBEAT  # until the control plane says otherwise
+        self.quiet_for = QUIET_HEARTBEAT  # the pace less a random part (the agent's JITTER)
+        self.polled = self.paced = False
 
     @staticmethod
     def _spread(last: float) -> tuple[float, float]:
@@ -309,14 +314,19 @@ class SimHost:
 
     async def _fetch(self, conn: Conn) -> None:
         full = time.monotonic() - self.full_at >= self.full_every
+        wait = 0.0
         t0 = time.monotonic()
         try:
             if full:
                 status, body = await conn.request("GET", "/api/v1/agent/desired?generation=0")
             else:
-                # as the agent: a change to the whole document it holds (`since`)
+                # as the agent: a change to the whole document it holds (`since`), held for
+                # a wait drawn each time; the first anywhere in the period
+                wait = round(agent_main.jittered(POLL_WAIT) if self.polled
+                             else random.uniform(1, POLL_WAIT), 3)
+                self.polled = True
                 status, body = await conn.request(
-                    "GET", f"/api/v1/agent/desired?generation={self.gen}&wait={POLL_WAIT:g}"
+                    "GET", f"/api/v1/agent/desired?generation={self.gen}&wait={wait:g}"
                     f"&since={self.gen}", headers=f'If-None-Match: "{self.gen}"\r\n')
         except (OSError, asyncio.IncompleteReadError, ValueError):
             self.fleet.errors["desired: connection"] += 1
@@ -324,7 +334,7 @@ class SimHost:
             return
         took = time.monotonic() - t0
         if status == 304:
-            self.fleet.record("long poll, nothing changed: time past its wait", took - POLL_WAIT)
+            self.fleet.record("long poll, nothing changed: time past its wait", took - wait)
             return
         if status != 200:
             self.fleet.error(f"desired: HTTP {status}", body)
@@ -382,7 +392,7 @@ class SimHost:
             ids = set(self.reports) if full else set(self.unsent)
             ids |= {pid for pid in self.reports
                     if self.fleet.unwell_until.get(pid, 0) > now}
-            if not ids and now - self.beat_at < self.quiet:
+            if not ids and now - self.beat_at < self.quiet_for:
                 continue  # nothing to say yet
             self.beat_at = now
             sent = set(self.unsent)
@@ -400,6 +410,10 @@ class SimHost:
                 # as the agent: the quiet pace the control plane asks for, within the range
                 pace = quiet_pace(conn.headers.get(PACE_HEADER.lower()))
                 self.quiet = float(pace or QUIET_HEARTBEAT)
+                # the next quiet one at the agent's drawn pace; the first anywhere in it
+                self.quiet_for = agent_main.jittered(self.quiet) if self.paced \
+                    else random.uniform(IDLE_WAIT, self.quiet)
+                self.paced = True
                 self.fleet.paces[int(self.quiet)] += 1
                 self.unsent -= sent
                 if full:
