@@ -89,7 +89,11 @@ FULL_EVERY, SPREAD = agent_main.DESIRED_REFRESH, agent_main.SPREAD
 WHOLE = (f"whole desired state (every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY * SPREAD[1]:g} "
          "s)")
 UNWELL_FOR = 10.0
-WARM_UP = 30.0  # s between the last host's first document and the measured window
+# s between the last host's first document and the measured window: longer than a long
+# poll, so that none measured began in the start's burst (1,000 whole documents and full
+# reports in a few seconds; with 30 s, the first polls began then and ended in the window,
+# 0.25 s late at the median, as their token's check had waited then)
+WARM_UP = POLL_WAIT + 5
 UPGRADE_TO = "bodyshop@1.1.0"
 PLANE_PARTS = ("API", "worker", "store PostgreSQL", "up, and the rest of the data dir")
 
