@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tenantry.platforms.contract import DatabaseSpec, DesiredState, PlatformReport
+from tests.platforms.test_fleet_costs import manifest
 
 REPO = Path(__file__).resolve().parents[2]
 PLATFORM = "p1"
@@ -35,10 +36,7 @@ def store() -> Iterator[Any]:
             isv = Isv(id="i1", name="isv1")
             app = App(id="a1", isv=isv, name="app1")
             release = Release(id="r1", app=app, version="1.0.0", digest="sha256:" + "1" * 64,
-                              manifest={"name": "app1", "version": "1.0.0",
-                                        "processes": {"web": ["x"]}, "health_path": "/health",
-                                        "release_command": None, "requirements": None,
-                                        "wheels": None})
+                              manifest=manifest("app1"))
             session.add_all([region, isv, app, release,
                              Host(id="h1", name="local", region=region, ingress_port=8443,
                                   agent_token_hash="f" * 64),

@@ -26,6 +26,13 @@ def store() -> Iterator[Any]:
         yield runtime
 
 
+def manifest(name: str) -> dict[str, Any]:
+    """A release's manifest as stored: one web process, nothing else."""
+    return {"name": name, "version": "1.0.0", "processes": {"web": ["x"]},
+            "health_path": "/health", "release_command": None, "requirements": None,
+            "wheels": None}
+
+
 def _statements(runtime: Any) -> tuple[list[str], Any]:
     seen: list[str] = []
 
@@ -73,9 +80,7 @@ def test_a_hosts_document_costs_the_same_queries_for_2_and_for_12_platforms(
             app = App(id=f"a{i}", isv=isv, name=f"app{i}")
             session.add_all([isv, app, Release(
                 id=f"r{i}", app=app, version="1.0.0", digest="sha256:" + str(i) * 64,
-                manifest={"name": f"app{i}", "version": "1.0.0", "processes": {"web": ["x"]},
-                          "health_path": "/health", "release_command": None,
-                          "requirements": None, "wheels": None}),
+                manifest=manifest(f"app{i}")),
                 *[Tenant(id=f"ti{i}{k}", isv=isv, name=f"tenant{k}") for k in (1, 2)]])
         session.commit()
 
@@ -288,10 +293,7 @@ def test_a_waiting_step_reads_its_platforms_documents_only_when_its_row_changed(
         isv = Isv(id="iw", name="waiting")
         app = App(id="aw", isv=isv, name="appw")
         release = Release(id="rw", app=app, version="1.0.0", digest="sha256:" + "7" * 64,
-                          manifest={"name": "appw", "version": "1.0.0",
-                                    "processes": {"web": ["x"]}, "health_path": "/health",
-                                    "release_command": None, "requirements": None,
-                                    "wheels": None})
+                          manifest=manifest("appw"))
         host = Host(id="hw", name="host-w", region=region, ingress_port=8443,
                     agent_token_hash="d" * 64)
         session.add_all([isv, app, release, host, Platform(
