@@ -213,8 +213,8 @@ class Agent:
         self._ingress_done: tuple[int, int | None] | None = None
         self._ingress_at = 0.0
         self._heartbeat_at = 0.0
-        self._quiet_heartbeat = QUIET_HEARTBEAT  # as the control plane last said
-        self._quiet_for = QUIET_HEARTBEAT  # ... less a random part (JITTER), until the next
+        # the quiet pace the control plane last said, less a random part (JITTER)
+        self._quiet_for = QUIET_HEARTBEAT
         self._full_report_at = 0.0
         self._full_report_every = FULL_REPORT
         self._fetched_at = -1e9  # when the whole desired state was last fetched
@@ -598,8 +598,7 @@ class Agent:
             except BaseException:
                 self.exits.put_back(exits)
                 raise
-            self._quiet_heartbeat = float(pace or QUIET_HEARTBEAT)
-            self._quiet_for = jittered(self._quiet_heartbeat)
+            self._quiet_for = jittered(float(pace or QUIET_HEARTBEAT))
             self._sent.update(reports)
             self._sent_ingress = self._ingress_error
             self._sent_host = part
