@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import text
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 
 from tenantry.api.agent_tls import client_common_name
@@ -70,11 +70,18 @@ async def get_host_id(request: Request, runtime: RuntimeDep) -> str:
 HostIdDep = Annotated[str, Depends(get_host_id)]
 
 
-def get_host(host_id: HostIdDep, session: SessionDep) -> Host:
-    """The calling host (see get_host_id) as a row of the route's session."""
+def _host_row(session: Session, host_id: str) -> Host:
+    """The host whose token get_host_id checked, as a row of `session` (its observed document
+    is read only if used)."""
     host = session.get(Host, host_id, options=[defer(Host.observed)])
     if host is None:  # deleted since its token was checked
         raise Unauthenticated("unknown agent token")
+    return host
+
+
+def get_host(host_id: HostIdDep, session: SessionDep) -> Host:
+    """The calling host (see get_host_id) as a row of the route's session."""
+    host = _host_row(session, host_id)
     release_connection(session)
     return host
 
@@ -176,9 +183,7 @@ async def report(host_id: HostIdDep, body: HostReport, request: Request,
 
     def record() -> int:
         with runtime.sessions() as session:
-            host = session.get(Host, host_id, options=[defer(Host.observed)])
-            if host is None:  # deleted since its token was checked
-                raise Unauthenticated("unknown agent token")
+            host = _host_row(session, host_id)
             pace = pace_of.quiet(session)
             hosts.record_report(session=session, host=host, report=body, pace=pace)
             return pace
