@@ -85,7 +85,8 @@ REGION = "sim"
 # after a random 60-100 % of that (SPREAD)
 IDLE_WAIT, POLL_WAIT, QUIET_HEARTBEAT = agent_main.IDLE_WAIT, agent_main.POLL_WAIT, \
     agent_main.QUIET_HEARTBEAT
-FULL_EVERY, SPREAD = agent_main.DESIRED_REFRESH, agent_main.SPREAD
+FULL_EVERY, SPREAD, JITTER = agent_main.DESIRED_REFRESH, agent_main.SPREAD, \
+    agent_main.JITTER
 WHOLE = (f"whole desired state (every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY * SPREAD[1]:g} "
          "s)")
 UNWELL_FOR = 10.0
@@ -837,9 +838,11 @@ One `tenantry up` ({args.api_processes} API process(es), a worker, the store; mo
 `--api-processes {args.api_processes}`) and {args.hosts} simulated hosts of
 {args.platforms} platforms each ({args.hosts * args.platforms} platforms, seeded in the
 store), every host an idle agent's traffic (a long poll with `If-None-Match` held
-{POLL_WAIT:g} s, the whole document every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s, a
-heartbeat at the next {IDLE_WAIT:g} s pass when a report changed and else at the
-control plane's pace, all reports every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s);
+{POLL_WAIT * JITTER[0]:g}-{POLL_WAIT:g} s, drawn each time, the whole document every
+{FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s, a heartbeat at the next {IDLE_WAIT:g} s pass
+when a report changed and else at {100 * JITTER[0]:g}-100 % of the control plane's pace,
+all reports every {FULL_EVERY * SPREAD[0]:g}-{FULL_EVERY:g} s; the first of each period
+anywhere in it);
 changes through the API at {args.rate:g}/s, a create, an upgrade or a platform failing, at
 random. Measured over {result['window']:.0f} s.
 
