@@ -136,3 +136,31 @@ def test_a_round_asks_the_store_the_same_whatever_the_fleet(fleet: Any) -> None:
         return len(seen)
 
     assert statements(3) == statements(30)
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_a_rounds_jobs_are_spread_over_the_round(fleet: Any, count: int) -> None:
+    """Started together, a round's jobs and their hosts' answers filled the control plane's
+    two cores for seconds every round at 1,000 simulated hosts (bench/fleet.py); a small
+    round's go a GAP apart, not a third of the round."""
+    with fleet.sessions() as session:
+        for n in range(count):
+            _host(session, n)
+        session.flush()
+        for n in range(count):
+            _platform(session, f"s{n}", f"h{n}")  # never backed up: each due a full
+        session.commit()
+    began = _now()
+    backup_jobs.run_schedule(fleet)
+    with fleet.sessions() as session:
+        starts = sorted(session.scalars(text(
+            "SELECT coalesce(scheduled_at, now()) FROM procrastinate_jobs"
+            " WHERE (args->>'job_id')::bigint IN (SELECT id FROM jobs WHERE state = 'queued')")))
+    assert len(starts) == count, starts
+    offsets = [(s - began).total_seconds() for s in starts]
+    gap = min(backup_jobs.ROUND / count, backup_jobs.GAP)
+    assert gap == (0.75 if count == 40 else 1.0)
+    assert offsets[0] < 1.0, offsets  # the first at once
+    for k, (before, after) in enumerate(zip(offsets, offsets[1:], strict=False)):
+        assert abs(after - before - gap) < 0.01, (k, offsets)  # evenly
+    assert offsets[-1] < backup_jobs.ROUND, offsets  # the last before the next round

@@ -8,6 +8,7 @@ slot behind the backup schedule's round of hundreds of jobs.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import threading
@@ -129,3 +130,31 @@ def test_two_transactions_queueing_for_one_platform_at_once_keep_its_order() -> 
                 " WHERE lock = 'platform:p'")).all())
     assert waited
     assert priorities == {backup: ASKED, asked[0]: ASKED}, priorities
+
+
+def test_a_job_asked_for_does_not_wait_for_its_platforms_routine_one_set_to_start_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backup schedule spreads a round's jobs over the round; an earlier job of the
+    platform's lock holds its later ones even before it is due (procrastinate's order), so
+    an upgrade asked for behind one set to start 2 minutes later would wait 2 minutes."""
+    order: list[str] = []
+    kind = _noting(monkeypatch, order)
+    with store_runtime("tn-prio-") as runtime:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+        with runtime.sessions() as session:
+            backup_p, backup_r = [
+                create_job(session, kind=kind, isv_id=None, platform_id=platform,
+                           params={"name": f"backup {platform}"}, priority=ROUTINE,
+                           start_at=later).id for platform in ("p", "r")]
+            upgrade = create_job(session, kind=kind, isv_id=None, platform_id="p",
+                                 params={"name": "upgrade p"}).id
+            session.commit()
+        ended = _run_all(runtime, [backup_p, upgrade])
+        with runtime.sessions() as session:
+            other = session.execute(text(
+                "SELECT j.state, p.scheduled_at FROM jobs AS j JOIN procrastinate_jobs AS p"
+                " ON (p.args->>'job_id')::bigint = j.id WHERE j.id = :id"),
+                {"id": backup_r}).one()
+    # the upgrade at once, after its platform's backup, which it made due
+    assert ended == ["succeeded"] * 2 and order == ["backup p", "upgrade p"], (ended, order)
+    assert tuple(other) == ("queued", later), other  # the other platform's keeps its time

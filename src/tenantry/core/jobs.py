@@ -192,17 +192,25 @@ _PLATFORM_LOCK = 7261012  # advisory lock class of `create_job`, keyed by the pl
 
 # A platform's jobs run in the order they were queued: procrastinate runs a job of a lock
 # only when no job of that lock is running, and none still to run has a higher priority or
-# the same one and an earlier id. So a job asked for behind its platform's routine ones
-# raises them to its own priority (they keep their order, and go with it) rather than pass
-# them.
-_INHERIT = text("UPDATE procrastinate_jobs SET priority = :priority WHERE lock = :lock"
-                " AND status IN ('todo', 'doing') AND priority < :priority")
+# the same one and an earlier id, even one not due yet. So a job asked for behind its
+# platform's routine ones raises them to its own priority (they keep their order, and go
+# with it) rather than pass them, and makes those set to start later due now: the backup
+# schedule spreads its round's jobs over the round, and an upgrade must not wait for that.
+_INHERIT = text("UPDATE procrastinate_jobs SET priority = greatest(priority, :priority),"
+                " scheduled_at = CASE WHEN status = 'todo' AND scheduled_at > now()"
+                " THEN now() ELSE scheduled_at END"
+                " WHERE lock = :lock AND status IN ('todo', 'doing')"
+                " AND (priority < :priority OR (status = 'todo' AND scheduled_at > now()))")
 
 
 def create_job(session: Session, *, kind: JobKind, isv_id: str | None, platform_id: str | None,
-               params: dict[str, object] | None = None, priority: int = ASKED) -> Job:
+               params: dict[str, object] | None = None, priority: int = ASKED,
+               start_at: dt.datetime | None = None) -> Job:
     """Record a job with its steps and queue it, inside the caller's transaction, with
-    `priority` (`ASKED`, or `ROUTINE` for scheduled work)."""
+    `priority` (`ASKED`, or `ROUTINE` for scheduled work), to start at once or, for
+    routine work, not before `start_at` (a job asked for later on the same platform makes
+    it due at once)."""
+    assert start_at is None or priority == ROUTINE, "a job asked for starts at once"
     job = Job(kind=kind.name, isv_id=isv_id, platform_id=platform_id, params=params or {},
               state="queued")
     job.steps = [JobStep(position=i, name=name) for i, (name, _) in enumerate(kind.steps)]
@@ -214,12 +222,14 @@ def create_job(session: Session, *, kind: JobKind, isv_id: str | None, platform_
         # moment by another transaction is seen by `_INHERIT`, not passed unseen
         session.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:lock))"),
                         {"k": _PLATFORM_LOCK, "lock": lock})
-        session.execute(_INHERIT, {"priority": priority, "lock": lock})
+        if priority > ROUTINE:
+            session.execute(_INHERIT, {"priority": priority, "lock": lock})
     session.execute(
         text("SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority, :lock,"
-             " NULL, CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1])"),
+             " NULL, CAST(:args AS jsonb), CAST(:start_at AS timestamptz))"
+             "::procrastinate_job_to_defer_v1])"),
         {"queue": QUEUE, "task": TASK, "priority": priority, "lock": lock,
-         "args": json.dumps({"job_id": job.id})},
+         "args": json.dumps({"job_id": job.id}), "start_at": start_at},
     )
     return job
 
