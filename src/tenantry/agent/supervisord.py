@@ -44,7 +44,11 @@ TO_LOG = 'f=$1; shift; exec "$@" >>"$f" 2>&1'
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 # The calls that change nothing supervisord runs; any other forgets the last look.
 _READS = frozenset({"getAllProcessInfo", "getProcessInfo", "getState", "getPID",
-                    "reloadConfig"})
+                    "reloadConfig", "tenantry.readProgram"})
+# Our namespace in supervisord (supervisor_plugin.py): the module's name there, and where its
+# copy goes under the service root.
+_PLUGIN = "tenantry_supervisor"
+_PLUGIN_DIR = "plugin"
 # s a look may be reused while supervisord's log says nothing happened: the net under a
 # change it did not log.
 OBSERVE_NET = 30.0
@@ -56,7 +60,7 @@ START_WINDOW = 2 * (os.cpu_count() or 1)
 START_HOLD = 10.0
 _PORT_RE = re.compile(r'(?:^environment=|,)PORT="(\d+)"', re.M)
 # supervisor.xmlrpc.Faults
-_BAD_NAME, _NOT_RUNNING, _ALREADY_STARTED, _ALREADY_ADDED = 10, 70, 60, 90
+_UNKNOWN_METHOD, _BAD_NAME, _NOT_RUNNING, _ALREADY_STARTED, _ALREADY_ADDED = 1, 10, 70, 60, 90
 _LAST = "-db"  # programs stopped last at a shutdown: the databases (tenantry.agent.converge)
 # configparser (as supervisord sets it up) cuts a value at whitespace followed by ; or #.
 _INLINE_COMMENT = re.compile(r"\s[;#]")
@@ -235,17 +239,19 @@ class SupervisordManager(ServiceManager):
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _rpc(self, timeout: float = 30) -> Any:
+    def _rpc(self, timeout: float = 30, namespace: str = "supervisor") -> Any:
         proxy = xmlrpc.client.ServerProxy(
             "http://localhost/RPC2", transport=_UnixTransport(str(self.sock), timeout)
         )
-        return proxy.supervisor
+        return getattr(proxy, namespace)
 
     def _call(self, method: str, *args: Any, ignore: tuple[int, ...] = ()) -> Any:
+        """supervisord's `method` (ours when named `tenantry.NAME`)."""
         if method not in _READS:
             self._seen = None
+        namespace, _, name = method.rpartition(".")
         try:
-            return getattr(self._rpc(), method)(*args)
+            return getattr(self._rpc(namespace=namespace or "supervisor"), name)(*args)
         except xmlrpc.client.Fault as exc:
             if exc.faultCode in ignore:
                 return None
@@ -282,7 +288,7 @@ class SupervisordManager(ServiceManager):
 
     def _write_main_conf(self) -> None:
         content = f"""\
-; written by tenantry; rewritten on every start
+; written by tenantry; rewritten at every start of supervisord
 [unix_http_server]
 file={self.sock}
 chmod=0700
@@ -300,6 +306,10 @@ umask=022
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
+[rpcinterface:tenantry]
+supervisor.rpcinterface_factory = {_PLUGIN}:make_tenantry_rpcinterface
+programs = {self.programs}
+
 [supervisorctl]
 serverurl=unix://{self.sock}
 
@@ -307,6 +317,12 @@ serverurl=unix://{self.sock}
 files = {self.programs}/*.conf
 """
         _write_private(self.conf, content)
+        plugin = self.root / _PLUGIN_DIR / f"{_PLUGIN}.py"
+        # (its source, not imported: supervisor is the system Python's, not ours)
+        code = Path(__file__).with_name("supervisor_plugin.py").read_text()
+        if not plugin.exists() or plugin.read_text() != code:
+            plugin.parent.mkdir(mode=0o700, exist_ok=True)
+            _write_private(plugin, code)
 
     # --- contract -------------------------------------------------------------------------
 
@@ -314,7 +330,9 @@ files = {self.programs}/*.conf
         for d in (self.root, self.programs, self.logs):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
-        self._write_main_conf()
+        # A running supervisord is adopted with the config file it was started with: it
+        # reads that file again at each reread, and one started by an older agent could not
+        # import a namespace a newer file names.
         if self._daemon_pid() is not None:
             return
         pid = self._pidfile_pid()
@@ -323,6 +341,7 @@ files = {self.programs}/*.conf
             if self._wait_up(5):
                 return
             raise Unavailable(f"supervisord pid {pid} runs but does not answer on {self.sock}")
+        self._write_main_conf()
         self.pidfile.unlink(missing_ok=True)
         self.sock.unlink(missing_ok=True)
         binary = shutil.which("supervisord") or "/usr/bin/supervisord"
@@ -337,7 +356,8 @@ files = {self.programs}/*.conf
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=_MINIMAL_ENV,
+                # our namespace's module (the plugin takes PYTHONPATH out again on import)
+                env={**_MINIMAL_ENV, "PYTHONPATH": str(self.root / _PLUGIN_DIR)},
                 cwd=self.root,
                 start_new_session=True,
                 preexec_fn=partial(cgroups.join, self.cgroup) if self.cgroup else None,
@@ -414,6 +434,23 @@ files = {self.programs}/*.conf
     def _reread(self) -> tuple[list[str], list[str], list[str]]:
         self._maybe_stale = True
         added, changed, removed = self._call("reloadConfig")[0]
+        return list(added), list(changed), list(removed)
+
+    def _reread_one(self, name: str) -> tuple[list[str], list[str], list[str]]:
+        """What a reread says of program `name`, from its file alone (supervisor_plugin.py):
+        a reread parses every program's file, and a put or remove on a full host then cost
+        supervisord as much as parsing 600 files. A supervisord started without our
+        namespace (by an older agent, adopted) is asked to reread everything instead."""
+        stale = self._maybe_stale
+        self._maybe_stale = True  # until the answer says what supervisord holds
+        found = self._call("tenantry.readProgram", name, ignore=(_UNKNOWN_METHOD,))
+        if found is None:
+            added, changed, removed = self._reread()
+            # This reread's only news was this program: the next look need not reread again.
+            self._maybe_stale = bool({*added, *changed, *removed} - {name})
+            return added, changed, removed
+        self._maybe_stale = stale  # the other programs are as they were before
+        added, changed, removed = found[0]
         return list(added), list(changed), list(removed)
 
     def _file_digest(self, name: str) -> str:
@@ -495,7 +532,7 @@ files = {self.programs}/*.conf
         self._seen = None  # its digest changes with the file
         _write_private(path, content)
         try:
-            added, changed, removed = self._reread()
+            added, changed, removed = self._reread_one(spec.name)
         except Unavailable:
             # One unreadable file would block every later reread: put the old one back.
             if previous is None:
@@ -512,10 +549,6 @@ files = {self.programs}/*.conf
         info = self._call("getProcessInfo", namespec)
         if info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
             self._call("startProcess", namespec, False, ignore=(_ALREADY_STARTED,))
-        # This reread's only news was this program, now loaded: the next look need not
-        # reread again (a creation puts three programs; on a host of 300 platforms each
-        # reread costs supervisord about half a second).
-        self._maybe_stale = bool({*added, *changed, *removed} - {spec.name})
 
     def log_files(self) -> list[Path]:
         """The log each configured program writes itself, from its file's second line."""
@@ -542,8 +575,7 @@ files = {self.programs}/*.conf
         if name in names:
             self._call("stopProcess", f"{name}:{name}", True, ignore=(_NOT_RUNNING,))
             self._call("removeProcessGroup", name, ignore=(_BAD_NAME,))
-        added, changed, removed = self._reread()  # forget the unlinked file's config too
-        self._maybe_stale = bool(added or changed or removed)
+        self._reread_one(name)  # forget the unlinked file's config too
 
     def _stop_at_once(self, names: list[str], deadline: float) -> None:
         """Tell every named program to stop without waiting for it (one request each: in a
