@@ -577,22 +577,44 @@ files = {self.programs}/*.conf
             self._call("removeProcessGroup", name, ignore=(_BAD_NAME,))
         self._reread_one(name)  # forget the unlinked file's config too
 
-    def _stop_at_once(self, names: list[str], deadline: float) -> None:
-        """Tell every named program to stop without waiting for it (one request each: in a
-        system.multicall supervisord waits for each before the next), then wait until none
-        runs; supervisord kills one that outlives its stopwaitsecs."""
+    def _stop_at_once(self, names: list[str], deadline: float) -> float:
+        """Tell every named program to stop without waiting for it, then wait until none
+        runs; supervisord kills one that outlives its stopwaitsecs. Returns the seconds the
+        telling took.
+
+        One request for them all (`system.multicall` of stopProcess with wait false: each
+        returns at once, so supervisord signals them all in one turn of its loop). One
+        request each made the stop's length grow with the programs: each waited for a turn
+        of supervisord's loop, which the programs already ending kept busy."""
         if not names:
-            return
-        for name in names:
-            self._call("stopProcess", f"{name}:{name}", False, ignore=(_NOT_RUNNING, _BAD_NAME))
+            return 0.0
+        began = time.monotonic()
+        self._seen = None
+        calls = [{"methodName": "supervisor.stopProcess", "params": [f"{n}:{n}", False]}
+                 for n in names]
+        try:
+            results = self._rpc(namespace="system").multicall(calls)
+        except xmlrpc.client.Fault as exc:
+            raise Unavailable(f"supervisord: multicall: {exc.faultString}") from None
+        except OSError as exc:
+            raise Unavailable(f"supervisord at {self.sock} is not reachable: {exc}") from None
+        for name, result in zip(names, results, strict=False):
+            if isinstance(result, dict) and result.get("faultCode") not in (
+                    _NOT_RUNNING, _BAD_NAME):
+                log.warning("supervisord: stop %s: %s", name, result.get("faultString"))
+        told = time.monotonic() - began
         wanted = set(names)
         while time.monotonic() < deadline:
+            look = time.monotonic()
             states = {str(i["group"]): str(i["statename"])
                       for i in self._call("getAllProcessInfo") if str(i["group"]) in wanted}
             if not any(s in ("RUNNING", "STARTING", "STOPPING", "BACKOFF")
                        for s in states.values()):
-                return
-            time.sleep(0.1)
+                break
+            # A look costs supervisord a moment per program (0.1 s at 600): asked at most a
+            # third of the time, so that it spends the rest reaping what ends.
+            time.sleep(max(0.1, 2 * (time.monotonic() - look)))
+        return told
 
     def shutdown(self, timeout: float = 60) -> None:
         pid = self._daemon_pid()
@@ -609,8 +631,8 @@ files = {self.programs}/*.conf
             first = [n for n in programs if not n.endswith(_LAST)]
             for what, wave in (("apps and the rest", first),
                                ("databases", [n for n in programs if n.endswith(_LAST)])):
-                self._stop_at_once(wave, deadline)
-                steps.done(f"{len(wave)} {what}")
+                told = self._stop_at_once(wave, deadline)
+                steps.done(f"{len(wave)} {what} (told in {told:.1f} s)")
         self._call("shutdown")
         deadline = time.monotonic() + timeout
         while _pid_alive(pid):
