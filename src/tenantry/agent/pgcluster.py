@@ -327,8 +327,15 @@ def _configure(spec: ClusterSpec) -> None:
 
 def program_spec(spec: ClusterSpec, *, name: str, log_file: str | None) -> ProgramSpec:
     if log_file and spec.datadir.is_dir():
-        # Remembered so that wait_ready can show the log tail of a cluster that fails.
-        (spec.datadir / _LOGPATH).write_text(log_file + "\n")
+        # Remembered so that wait_ready can show the log tail of a cluster that fails;
+        # written when it changes only (every look at a platform asks for its spec).
+        remembered = spec.datadir / _LOGPATH
+        try:
+            known: str | None = remembered.read_text()
+        except OSError:
+            known = None
+        if known != log_file + "\n":
+            remembered.write_text(log_file + "\n")
     settings = restart_digest(spec)
     return ProgramSpec(
         name=name,
