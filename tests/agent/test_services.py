@@ -279,7 +279,9 @@ def test_a_look_asks_supervisord_only_when_its_log_says_something_changed(
     os.kill(before.pid or 0, signal.SIGKILL)  # not through supervisord: only its log knows
     wait_for(lambda: supervisor.observe()["app-0"].pid not in (None, before.pid),
              timeout=10, what="app-0 seen restarted under a new pid")
-    assert "getAllProcessInfo" in calls
+    # its log lines named app-0 alone: it alone was asked for, not every program
+    assert "system.multicall" in calls and "getAllProcessInfo" not in calls
+    assert supervisor.observe()["app-1"].pid is not None
 
     # the net: a look older than OBSERVE_NET is taken again even with a quiet log
     calls.clear()
@@ -287,6 +289,40 @@ def test_a_look_asks_supervisord_only_when_its_log_says_something_changed(
     supervisor.observe()
     supervisor.observe()
     assert calls.count("getAllProcessInfo") == 2
+
+
+@pytest.mark.slow
+def test_a_look_after_a_change_asks_for_the_changed_programs_alone(
+    supervisor: SupervisordManager, wait_for: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work proportional to the change: a creation on a host of 300 platforms looks at the
+    programs several times, and each whole look is 600 programs (0.1 s of supervisord, and
+    as much of the agent's parsing). After a put, a start, a stop or a remove, and after log
+    lines that name programs, only those are asked; a line the agent cannot read, and the
+    net (OBSERVE_NET), still ask for every program."""
+    for i in range(12):
+        supervisor.put(sleeper(f"app-{i}"))
+    wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(12)), what="RUNNING")
+    time.sleep(1.5)  # past the log lines that follow a start
+    supervisor.observe()
+    calls = count_calls(supervisor, monkeypatch)
+
+    supervisor.put(sleeper("new"))
+    wait_for(lambda: running(supervisor, "new"), what="new RUNNING")
+    supervisor.stop("app-3")
+    assert supervisor.observe()["app-3"].state == "STOPPED"
+    supervisor.remove("app-4")
+    seen = supervisor.observe()
+    assert "app-4" not in seen and seen["new"].digest == sleeper("new").digest()
+    assert len(seen) == 12 and all(seen[f"app-{i}"].state == "RUNNING"
+                                   for i in range(12) if i not in (3, 4))
+    assert "getAllProcessInfo" not in calls and "system.multicall" in calls
+
+    # a line that is not a program's change of state: every program is asked for
+    with (supervisor.logs / "supervisord.log").open("a") as f:
+        f.write("2026-12-05 10:00:00,000 INFO something else happened\n")
+    assert supervisor.observe()["app-5"].state == "RUNNING"
+    assert calls.count("getAllProcessInfo") == 1
 
 
 def _wakeups(pid: int) -> int:

@@ -42,9 +42,10 @@ SH = "/bin/sh"
 # The shell's script: the log file is its first argument, the program's argv the rest.
 TO_LOG = 'f=$1; shift; exec "$@" >>"$f" 2>&1'
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
-# The calls that change nothing supervisord runs; any other forgets the last look.
+# The calls that change nothing supervisord runs; any other forgets the last look, or the
+# state of the program it names. (A multicall that changes something forgets it itself.)
 _READS = frozenset({"getAllProcessInfo", "getProcessInfo", "getState", "getPID",
-                    "reloadConfig", "tenantry.readProgram"})
+                    "reloadConfig", "tenantry.readProgram", "system.multicall"})
 # Our namespace in supervisord (supervisor_plugin.py): the module's name there, and where its
 # copy goes under the service root.
 _PLUGIN = "tenantry_supervisor"
@@ -52,6 +53,20 @@ _PLUGIN_DIR = "plugin"
 # s a look may be reused while supervisord's log says nothing happened: the net under a
 # change it did not log.
 OBSERVE_NET = 30.0
+# What supervisord logs of a program's change of state (supervisor/process.py), each line
+# naming it: a look after such lines asks for those programs alone (`_named_in_log`).
+_STATE_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ (?:"
+    r"spawned: '(?P<spawned>[^']+)' with pid \d+"
+    r"|success: (?P<success>\S+) entered RUNNING state,.*"
+    r"|exited: (?P<exited>\S+) \(.*\)"
+    r"|stopped: (?P<stopped>\S+) \(.*\)"
+    r"|gave up: (?P<gave_up>\S+) entered FATAL state,.*"
+    r"|waiting for (?P<waiting>\S+) to stop"
+    r"|killing '(?P<killing>[^']+)' \(\d+\) with signal \w+"
+    r")$")
+# More programs named than this since the last look: asking for all is as cheap.
+NAMED_MAX = 40
 # A new supervisord's start of its programs: at most START_WINDOW of those given a PORT are
 # started and not listening on it yet (twice the cores: an app's start is mostly CPU), each
 # holding its place until it listens, or START_HOLD s at most (one that never listens, a
@@ -236,6 +251,8 @@ class SupervisordManager(ServiceManager):
         # The last look: supervisord's log mark before it, when, and what it saw.
         self._seen: tuple[tuple[int, int, int | None], float, dict[str, ProgramStatus]] | \
             None = None
+        # Programs this manager changed since the last look (put, start, stop, remove).
+        self._touched: set[str] = set()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -248,7 +265,12 @@ class SupervisordManager(ServiceManager):
     def _call(self, method: str, *args: Any, ignore: tuple[int, ...] = ()) -> Any:
         """supervisord's `method` (ours when named `tenantry.NAME`)."""
         if method not in _READS:
-            self._seen = None
+            program = str(args[0]).split(":", 1)[0] if args and isinstance(args[0], str) \
+                else ""
+            if program:  # the next look asks for it
+                self._touched.add(program)
+            else:  # supervisord as a whole (shutdown)
+                self._seen = None
         namespace, _, name = method.rpartition(".")
         try:
             return getattr(self._rpc(namespace=namespace or "supervisor"), name)(*args)
@@ -478,16 +500,53 @@ files = {self.programs}/*.conf
             return None
         return st.st_ino, st.st_size, self._pidfile_pid()
 
+    def _named_in_log(self, since: tuple[int, int, int | None],
+                      now: tuple[int, int, int | None]) -> tuple[set[str], int] | None:
+        """The programs supervisord's log names between two marks, and where the last whole
+        line ends; None when it cannot tell (another supervisord, a rotated log, a line
+        that is not a program's change of state, or too many)."""
+        if since[0] != now[0] or since[2] != now[2] or now[1] < since[1]:
+            return None
+        try:
+            with (self.logs / "supervisord.log").open("rb") as f:
+                f.seek(since[1])
+                chunk = f.read(now[1] - since[1])
+        except OSError:
+            return None
+        end = chunk.rfind(b"\n") + 1  # a line still being written is read at the next look
+        names: set[str] = set()
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            found = _STATE_LINE.match(line)
+            if found is None:
+                return None
+            names.update(v for v in found.groupdict().values() if v)
+            if len(names) > NAMED_MAX:
+                return None
+        return names, since[1] + end
+
     def observe(self) -> dict[str, ProgramStatus]:
-        """Every program's state. Asked of supervisord only when its log moved since the
-        last look (or OBSERVE_NET went by, or a change was made): getAllProcessInfo costs
-        supervisord, and the agent's XML parsing, a moment per program, and an agent asks
-        every pass (300 platforms: 600 programs every 2 s, most of an idle host's cost)."""
+        """Every program's state. Asked of supervisord only as it changes: getAllProcessInfo
+        costs supervisord, and the agent's XML parsing, a moment per program (0.1 s for 600),
+        and an agent looks every pass and several times in each creation.
+
+        - Nothing new in supervisord's log since the last look, and nothing changed by this
+          manager: the last look.
+        - The new lines name programs whose state changed (spawned, running, exited,
+          stopped, gave up), or this manager changed some: those programs alone are asked.
+        - Else, or once OBSERVE_NET went by since the last whole look (the net under a change
+          supervisord did not log): every program."""
         mark = self._log_mark()
         seen = self._seen
-        if (seen is not None and mark is not None and seen[0] == mark
-                and not self._maybe_stale and time.monotonic() - seen[1] < OBSERVE_NET):
-            return dict(seen[2])
+        if (seen is not None and mark is not None and not self._maybe_stale
+                and time.monotonic() - seen[1] < OBSERVE_NET):
+            if seen[0] == mark and not self._touched:
+                return dict(seen[2])
+            named = self._named_in_log(seen[0], mark)
+            if named is not None and len(named[0] | self._touched) <= NAMED_MAX:
+                return self._observe_some(named[0] | self._touched, seen,
+                                          (mark[0], named[1], mark[2]))
+        self._seen = None  # until this look has its answer
+        self._touched.clear()
         added: list[str] = []
         stale: set[str] = set()
         if self._maybe_stale:
@@ -510,6 +569,34 @@ files = {self.programs}/*.conf
             self._seen = (mark, time.monotonic(), result)
         return dict(result)
 
+    def _observe_some(self, names: set[str],
+                      seen: tuple[tuple[int, int, int | None], float, dict[str, ProgramStatus]],
+                      mark: tuple[int, int, int | None]) -> dict[str, ProgramStatus]:
+        """The last look with `names` asked again (one request for them all); a name
+        supervisord no longer knows is dropped. The whole look's time is kept: OBSERVE_NET
+        counts from it."""
+        self._seen = None  # until this look has its answer
+        self._touched.clear()
+        ordered = sorted(names)
+        calls = [{"methodName": "supervisor.getProcessInfo", "params": [f"{n}:{n}"]}
+                 for n in ordered]
+        answers = self._call("system.multicall", calls)
+        result = dict(seen[2])
+        for name, info in zip(ordered, answers, strict=True):
+            if isinstance(info, dict) and "faultCode" in info:
+                if info["faultCode"] != _BAD_NAME:
+                    raise Unavailable(f"supervisord: getProcessInfo {name}: "
+                                      f"{info.get('faultString')}")
+                result.pop(name, None)
+                continue
+            info = info[0] if isinstance(info, list) else info
+            result[name] = ProgramStatus(name=name, digest=self._file_digest(name),
+                                         state=str(info["statename"]),
+                                         pid=int(info["pid"]) or None)
+        result = dict(sorted(result.items()))
+        self._seen = (mark, seen[1], result)
+        return dict(result)
+
     def put(self, spec: ProgramSpec) -> None:
         as_root = unixusers.running_as_root()
         content = render_program(spec, default_log=self.logs / f"{spec.name}.log",
@@ -529,7 +616,7 @@ files = {self.programs}/*.conf
                     self._call("startProcess", namespec, False, ignore=(_ALREADY_STARTED,))
                 return
         self._digests.pop(spec.name, None)
-        self._seen = None  # its digest changes with the file
+        self._touched.add(spec.name)  # its digest changes with the file
         _write_private(path, content)
         try:
             added, changed, removed = self._reread_one(spec.name)
@@ -570,9 +657,8 @@ files = {self.programs}/*.conf
     def remove(self, name: str) -> None:
         (self.programs / f"{name}.conf").unlink(missing_ok=True)
         self._digests.pop(name, None)
-        self._seen = None
-        names = {str(i["group"]) for i in self._call("getAllProcessInfo")}
-        if name in names:
+        self._touched.add(name)
+        if self._call("getProcessInfo", f"{name}:{name}", ignore=(_BAD_NAME,)) is not None:
             self._call("stopProcess", f"{name}:{name}", True, ignore=(_NOT_RUNNING,))
             self._call("removeProcessGroup", name, ignore=(_BAD_NAME,))
         self._reread_one(name)  # forget the unlinked file's config too
@@ -592,12 +678,7 @@ files = {self.programs}/*.conf
         self._seen = None
         calls = [{"methodName": "supervisor.stopProcess", "params": [f"{n}:{n}", False]}
                  for n in names]
-        try:
-            results = self._rpc(namespace="system").multicall(calls)
-        except xmlrpc.client.Fault as exc:
-            raise Unavailable(f"supervisord: multicall: {exc.faultString}") from None
-        except OSError as exc:
-            raise Unavailable(f"supervisord at {self.sock} is not reachable: {exc}") from None
+        results = self._call("system.multicall", calls)
         for name, result in zip(names, results, strict=False):
             if isinstance(result, dict) and result.get("faultCode") not in (
                     _NOT_RUNNING, _BAD_NAME):
