@@ -693,8 +693,9 @@ files = {self.programs}/*.conf
                        for s in states.values()):
                 break
             # A look costs supervisord a moment per program (0.1 s at 600): asked at most a
-            # third of the time, so that it spends the rest reaping what ends.
-            time.sleep(max(0.1, 2 * (time.monotonic() - look)))
+            # third of the time, so that it spends the rest reaping what ends; but a look
+            # slowed by that reaping must not make the wait outlast it (1 s at most).
+            time.sleep(min(1.0, max(0.1, 2 * (time.monotonic() - look))))
         return told
 
     def shutdown(self, timeout: float = 60) -> None:
