@@ -65,6 +65,18 @@ def count_calls(m: SupervisordManager, monkeypatch: pytest.MonkeyPatch) -> list[
     return calls
 
 
+def settled_with_calls(m: SupervisordManager, n: int, wait_for: Wait,
+                       monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`n` programs app-0... running and looked at once their start's log lines are written;
+    the XML-RPC methods `m` calls from then on."""
+    for i in range(n):
+        m.put(sleeper(f"app-{i}"))
+    wait_for(lambda: all(running(m, f"app-{i}") for i in range(n)), what="RUNNING")
+    time.sleep(1.5)  # past the log lines that follow a start
+    m.observe()
+    return count_calls(m, monkeypatch)
+
+
 def running(m: SupervisordManager, name: str) -> bool:
     st = m.observe().get(name)
     return st is not None and st.state == "RUNNING" and st.pid is not None
@@ -265,12 +277,7 @@ def test_a_look_asks_supervisord_only_when_its_log_says_something_changed(
     looks every pass: an idle host of 300 platforms asked about 600 programs every 2 s. A
     look is asked again only when supervisord's log moved (it logs every change of state),
     so a program killed behind everyone's back is still seen at the next look."""
-    for i in range(2):
-        supervisor.put(sleeper(f"app-{i}"))
-    wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(2)), what="RUNNING")
-    time.sleep(1.5)  # past the log lines that follow a start
-    supervisor.observe()
-    calls = count_calls(supervisor, monkeypatch)
+    calls = settled_with_calls(supervisor, 2, wait_for, monkeypatch)
     before = supervisor.observe()["app-0"]
     for _ in range(20):
         supervisor.observe()
@@ -300,12 +307,7 @@ def test_a_look_after_a_change_asks_for_the_changed_programs_alone(
     as much of the agent's parsing). After a put, a start, a stop or a remove, and after log
     lines that name programs, only those are asked; a line the agent cannot read, and the
     net (OBSERVE_NET), still ask for every program."""
-    for i in range(12):
-        supervisor.put(sleeper(f"app-{i}"))
-    wait_for(lambda: all(running(supervisor, f"app-{i}") for i in range(12)), what="RUNNING")
-    time.sleep(1.5)  # past the log lines that follow a start
-    supervisor.observe()
-    calls = count_calls(supervisor, monkeypatch)
+    calls = settled_with_calls(supervisor, 12, wait_for, monkeypatch)
 
     supervisor.put(sleeper("new"))
     wait_for(lambda: running(supervisor, "new"), what="new RUNNING")
