@@ -35,6 +35,7 @@ from psycopg import sql
 from tenantry.agent import unixusers
 from tenantry.agent.services import ProgramSpec
 from tenantry.core.errors import InvalidInput, Unavailable
+from tenantry.monitoring import stack
 
 log = logging.getLogger(__name__)
 
@@ -329,13 +330,7 @@ def program_spec(spec: ClusterSpec, *, name: str, log_file: str | None) -> Progr
     if log_file and spec.datadir.is_dir():
         # Remembered so that wait_ready can show the log tail of a cluster that fails;
         # written when it changes only (every look at a platform asks for its spec).
-        remembered = spec.datadir / _LOGPATH
-        try:
-            known: str | None = remembered.read_text()
-        except OSError:
-            known = None
-        if known != log_file + "\n":
-            remembered.write_text(log_file + "\n")
+        stack.write_if_changed(spec.datadir / _LOGPATH, log_file + "\n")
     settings = restart_digest(spec)
     return ProgramSpec(
         name=name,

@@ -341,10 +341,8 @@ files = {self.programs}/*.conf
         _write_private(self.conf, content)
         plugin = self.root / _PLUGIN_DIR / f"{_PLUGIN}.py"
         # (its source, not imported: supervisor is the system Python's, not ours)
-        code = Path(__file__).with_name("supervisor_plugin.py").read_text()
-        if not plugin.exists() or plugin.read_text() != code:
-            plugin.parent.mkdir(mode=0o700, exist_ok=True)
-            _write_private(plugin, code)
+        plugin.parent.mkdir(mode=0o700, exist_ok=True)
+        _write_private(plugin, Path(__file__).with_name("supervisor_plugin.py").read_text())
 
     # --- contract -------------------------------------------------------------------------
 
@@ -542,9 +540,8 @@ files = {self.programs}/*.conf
             if seen[0] == mark and not self._touched:
                 return dict(seen[2])
             named = self._named_in_log(seen[0], mark)
-            if named is not None and len(named[0] | self._touched) <= NAMED_MAX:
-                return self._observe_some(named[0] | self._touched, seen,
-                                          (mark[0], named[1], mark[2]))
+            if named is not None and len(asked := named[0] | self._touched) <= NAMED_MAX:
+                return self._observe_some(asked, seen, (mark[0], named[1], mark[2]))
         self._seen = None  # until this look has its answer
         self._touched.clear()
         added: list[str] = []
@@ -556,18 +553,19 @@ files = {self.programs}/*.conf
         result: dict[str, ProgramStatus] = {}
         for info in cast(list[dict[str, Any]], self._call("getAllProcessInfo")):
             name = str(info["group"])
-            result[name] = ProgramStatus(
-                name=name,
-                digest="" if name in stale else self._file_digest(name),
-                state=str(info["statename"]),
-                pid=int(info["pid"]) or None,
-            )
+            result[name] = self._status(name, info, stale=name in stale)
         for name in added:  # configured on disk, not loaded (a crash between two steps)
             result[name] = ProgramStatus(name=name, digest="", state="STOPPED", pid=None)
         result = dict(sorted(result.items()))
         if mark is not None:
             self._seen = (mark, time.monotonic(), result)
         return dict(result)
+
+    def _status(self, name: str, info: dict[str, Any], *, stale: bool = False) -> ProgramStatus:
+        """A program as supervisord's process info tells it; a stale one's digest is empty
+        (its file and what supervisord loaded differ: the convergence puts it again)."""
+        return ProgramStatus(name=name, digest="" if stale else self._file_digest(name),
+                             state=str(info["statename"]), pid=int(info["pid"]) or None)
 
     def _observe_some(self, names: set[str],
                       seen: tuple[tuple[int, int, int | None], float, dict[str, ProgramStatus]],
@@ -589,10 +587,7 @@ files = {self.programs}/*.conf
                                       f"{info.get('faultString')}")
                 result.pop(name, None)
                 continue
-            info = info[0] if isinstance(info, list) else info
-            result[name] = ProgramStatus(name=name, digest=self._file_digest(name),
-                                         state=str(info["statename"]),
-                                         pid=int(info["pid"]) or None)
+            result[name] = self._status(name, info)
         result = dict(sorted(result.items()))
         self._seen = (mark, seen[1], result)
         return dict(result)
