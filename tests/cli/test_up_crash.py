@@ -63,6 +63,17 @@ def serving_from_a_new_supervisor(cp: ControlPlaneProcess, old: int, old_tree: s
     return took
 
 
+def told_ended(cp: ControlPlaneProcess, pid: int) -> None:
+    """The end of supervisord `pid` is a PROCESS_RESTARTED event on the local host."""
+    def told() -> bool:
+        return any(e["kind"] == "PROCESS_RESTARTED"
+                   and e["message"].startswith("supervisord on host local ended unexpectedly")
+                   and f"(pid {pid} gone)" in e["message"]
+                   for e in cp.cli_json("events", "--limit", "1000"))
+
+    wait_until(told, 30, f"the end of supervisord pid {pid} told", every=0.5)
+
+
 def demo_serving(cp: ControlPlaneProcess) -> ControlPlaneProcess:
     readme_up(cp)
     wait_until(lambda: all(curl_health(cp, f"{t}.bms.localhost") for t in DEMO_PLATFORMS),
@@ -86,6 +97,7 @@ def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
     os.kill(old, signal.SIGKILL)
     serving_from_a_new_supervisor(cp, old, tree, "supervisord killed: serving from a new one")
     assert "the service manager (supervisord) is gone" in agent_log.read_text()
+    told_ended(cp, old)  # seen by the agent that watched it
 
     # the agent and supervisord together
     old = supervisord_pid(cp)
@@ -96,6 +108,7 @@ def test_killed_supervisor_and_agent_heal_and_a_stop_leaves_nothing(
     serving_from_a_new_supervisor(cp, old, tree,
                                   "agent and supervisord killed: serving from a new one")
     assert "left by an earlier run; stopping them" in agent_log.read_text()
+    told_ended(cp, old)  # no agent saw it end: the next one found its pid file
 
     interrupt(cp)  # Ctrl-C: nothing of the data dir is left
 

@@ -19,6 +19,8 @@ from tests.service_manager import NotifyManager
 
 pytestmark = pytest.mark.slow
 
+SERVICES_DELAY = 10  # s the restarted agent waits before it adopts supervisord
+
 
 @pytest.mark.timeout(300)
 def test_a_frozen_up_is_ended_and_started_again_and_each_restart_is_an_event() -> None:
@@ -48,6 +50,10 @@ def test_a_frozen_up_is_ended_and_started_again_and_each_restart_is_an_event() -
             assert "Fatal Python error: Aborted" in log, log[-3000:]  # and its threads' stacks
 
             manager.restarted()
+            # The new agent is slow to adopt supervisord, so that the kill below lands before
+            # it watches: a death no agent saw is told too (its pid file names it).
+            cp.extra_env["TENANTRY_TEST_DELAYS"] = f"agent.services={SERVICES_DELAY}"
+            restarted_at = time.monotonic()
             cp.start()  # as Restart=always does
             wait_until(manager.ready.is_set, 60, "READY=1 from the new up")
             # only `up` was ended (KillMode=process): the new one adopted the running store
@@ -56,7 +62,7 @@ def test_a_frozen_up_is_ended_and_started_again_and_each_restart_is_an_event() -
 
             # Every restart is a PROCESS_RESTARTED event on the local host: `up`'s own
             # (told by the next `up`), an API process `up` restarted, and the supervisord
-            # the agent started again.
+            # the agent started again, though it died before the agent adopted it.
             assert cp.process is not None
             api = next(c for c in children_of(cp.process.pid)
                        if b"serve-api" in Path(f"/proc/{c}/cmdline").read_bytes())
@@ -64,6 +70,8 @@ def test_a_frozen_up_is_ended_and_started_again_and_each_restart_is_an_event() -
             services = int((cp.data_dir / "agent" / "services" / "supervisord.pid")
                            .read_text())
             os.kill(services, signal.SIGKILL)
+            # (the agent started after restarted_at: it still holds)
+            assert time.monotonic() - restarted_at < SERVICES_DELAY
 
             def told() -> list[str]:
                 try:

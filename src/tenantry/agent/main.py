@@ -184,6 +184,12 @@ class _Serialized(ServiceManager):
     def daemon_pid(self) -> int | None:
         return self._inner.daemon_pid()
 
+    def has_daemon(self) -> bool:
+        return self._inner.has_daemon()
+
+    def ended_unwatched(self) -> int | None:
+        return self._inner.ended_unwatched()
+
     def responds(self, timeout: float = 2.0) -> bool:
         return self._inner.responds(timeout)  # not behind the lock: a change may hang on it
 
@@ -712,12 +718,8 @@ class Agent:
                 continue
             log.error("the service manager (supervisord) is gone; stopping what it left "
                       "and starting it again")
-            if ran is not None:
-                # told as its programs' exits are (it is no child of ours: how it ended is
-                # not known; one the agent killed for being frozen said so in its log)
-                self.exits.put_back([ProcessExit(program="supervisord",
-                                                 how=f"pid {ran} gone", at=time.time())])
-                ran = None
+            self._tell_services_ended(ran)
+            ran = None
             try:
                 self.stop_leftovers("left by the service manager that died",
                                     services_live=False, spare_own=True)
@@ -729,6 +731,17 @@ class Agent:
                 continue
             self._checked.clear()  # every platform is looked at in the next pass
             log.warning("the service manager runs again (pid %s)", self.services.daemon_pid())
+
+    def _tell_services_ended(self, ran: int | None) -> None:
+        """Tell the end of the service manager, as its programs' exits are told: the one
+        this agent saw run as `ran`, or one that died while no agent watched it (between
+        two agents, or before this one adopted it), which its pid file names. It is no child
+        of ours: how it ended is not known; one the agent killed for being frozen said so in
+        its log."""
+        pid = ran if ran is not None else self.services.ended_unwatched()
+        if pid is not None:
+            self.exits.put_back([ProcessExit(program="supervisord", how=f"pid {pid} gone",
+                                             at=time.time())])
 
     def _rotate_logs(self) -> None:
         """Each minute: the logs programs write themselves, rotated when grown large."""
@@ -862,11 +875,13 @@ class Agent:
                                       sshd_pid_file=self.options.sshd_pid_file,
                                       sshd_log=self.options.sshd_log,
                                       ssh_port=self.options.ssh_port)
+        delays.delay("agent.services", self.stopping)
         if not self.stopping.is_set():  # asked to stop while it started: start nothing
+            self._tell_services_ended(None)  # (starting it again forgets the pid file)
             self.services.ensure_started(self.stopping)  # (nor the rest, asked meanwhile)
-        if self.services.daemon_pid() is not None:
-            threading.Thread(target=self._keep_services, name="keep-services",
-                             daemon=True).start()
+            if self.services.has_daemon():  # even if it already died again: this sees to it
+                threading.Thread(target=self._keep_services, name="keep-services",
+                                 daemon=True).start()
         started = time.monotonic()
 
         def ceiling() -> float:

@@ -127,6 +127,17 @@ class ServiceManager(ABC):
         None when it is not running or the manager has no process of its own."""
         return None
 
+    def has_daemon(self) -> bool:
+        """The manager runs as a daemon of its own, which the agent watches and starts again
+        when it dies."""
+        return False
+
+    def ended_unwatched(self) -> int | None:
+        """The pid of a manager daemon that ended without a clean stop and that no one has
+        told of yet (its pid file names a process gone); None otherwise. Starting the daemon
+        again forgets it."""
+        return None
+
     def responds(self, timeout: float = 2.0) -> bool:
         """The manager daemon answers a question within `timeout` seconds (a daemon that
         runs but does not, stopped or wedged, starts and stops nothing)."""

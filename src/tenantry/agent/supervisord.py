@@ -302,6 +302,16 @@ class SupervisordManager(ServiceManager):
         return pid if pid is not None and _pid_alive(pid) and self._is_supervisord(pid) \
             else None
 
+    def has_daemon(self) -> bool:
+        return True
+
+    def ended_unwatched(self) -> int | None:
+        # supervisord removes its pid file when it ends cleanly; ensure_started removes one
+        # left by a killed daemon before it starts the next
+        pid = self._pidfile_pid()
+        return pid if pid is not None and not (_pid_alive(pid) and self._is_supervisord(pid)) \
+            else None
+
     def _pidfile_pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())

@@ -20,6 +20,7 @@ POINTS = {
     "api.start": "the API process, before it listens",
     "worker.start": "the job worker, before it takes jobs",
     "agent.enroll": "the host agent, before it enrolls with the control plane",
+    "agent.services": "the host agent, before it starts or adopts its service manager",
     "up.store_restart": "`up`, before it starts its crashed PostgreSQL again",
 }
 
