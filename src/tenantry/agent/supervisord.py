@@ -299,8 +299,7 @@ class SupervisordManager(ServiceManager):
 
     def daemon_pid(self) -> int | None:
         pid = self._pidfile_pid()
-        return pid if pid is not None and _pid_alive(pid) and self._is_supervisord(pid) \
-            else None
+        return pid if pid is not None and self._runs(pid) else None
 
     def has_daemon(self) -> bool:
         return True
@@ -309,8 +308,7 @@ class SupervisordManager(ServiceManager):
         # supervisord removes its pid file when it ends cleanly; ensure_started removes one
         # left by a killed daemon before it starts the next
         pid = self._pidfile_pid()
-        return pid if pid is not None and not (_pid_alive(pid) and self._is_supervisord(pid)) \
-            else None
+        return pid if pid is not None and not self._runs(pid) else None
 
     def _pidfile_pid(self) -> int | None:
         try:
@@ -366,7 +364,7 @@ files = {self.programs}/*.conf
         if self._daemon_pid() is not None:
             return
         pid = self._pidfile_pid()
-        if pid is not None and _pid_alive(pid) and self._is_supervisord(pid):
+        if pid is not None and self._runs(pid):
             # Possibly still starting up: give it a moment to open its socket.
             if self._wait_up(5):
                 return
@@ -447,7 +445,10 @@ files = {self.programs}/*.conf
         return int(found.group(1)) if found else None
 
     @staticmethod
-    def _is_supervisord(pid: int) -> bool:
+    def _runs(pid: int) -> bool:
+        """`pid` is a live supervisord (not a zombie, nor a process that reused its pid)."""
+        if not _pid_alive(pid):
+            return False
         try:
             return b"supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
