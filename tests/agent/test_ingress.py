@@ -22,6 +22,7 @@ from tenantry.agent.supervisord import SupervisordManager
 from tests.conftest import ControlPlaneProcess
 
 HOST = "app.isv.localhost"
+HOST2 = "other.isv.localhost"
 
 
 def _name(cn: str) -> x509.Name:
@@ -155,16 +156,28 @@ def test_caddy_routes_by_host_with_our_certificate(
     upstream: int,
 ) -> None:
     ca_pem, cert, key = make_ca_and_leaf(HOST)
+    _, cert2, key2 = make_ca_and_leaf(HOST2)
     admin, admin_api = caddy
     port = free_port()
+    site2 = short_tmp / "site2"
+    site2.mkdir()
+    (site2 / "index.html").write_text("hello from the other\n")
+    upstream2 = free_port()
+    other = _serve(upstream2, site2)
     route = ingress.Route(hostname=HOST, upstreams=(f"127.0.0.1:{upstream}",),
                           cert_pem=cert, key_pem=key)  # fmt: skip
+    route2 = ingress.Route(hostname=HOST2, upstreams=(f"127.0.0.1:{upstream2}",),
+                           cert_pem=cert2, key_pem=key2)  # fmt: skip
     config = ingress.render_config(
-        listen=f"127.0.0.1:{port}", admin=admin, routes=[route],
+        listen=f"127.0.0.1:{port}", admin=admin, routes=[route, route2],
         storage_dir=str(ingress.storage_of(short_tmp / "caddy")),
         log_file=str(short_tmp / "caddy" / "caddy.log"),
     )
-    admin_api.load(config)
+    try:
+        admin_api.load(config)
+    except BaseException:
+        other.kill()
+        raise
     assert admin_api.current() == config
 
     ctx = ssl.create_default_context(cadata=ca_pem)
@@ -177,9 +190,18 @@ def test_caddy_routes_by_host_with_our_certificate(
                 extensions={"sni_hostname": HOST},
             )
 
-        ok = get(HOST)
-        assert ok.status_code == 200 and ok.text == "hello from upstream\n"
-        assert get("nobody.isv.localhost").status_code == 404
+        try:
+            ok = get(HOST)
+            assert ok.status_code == 200 and ok.text == "hello from upstream\n"
+            assert get("nobody.isv.localhost").status_code == 404
+            # By Host, whatever name the connection was opened under (the agent's prober
+            # shares its kept connections among a host's platforms on this)
+            other_route = get(HOST2)
+            assert other_route.status_code == 200
+            assert other_route.text == "hello from the other\n"
+        finally:
+            other.kill()
+            other.wait()
 
     bad = dict(config, apps={"http": {"servers": {"x": {"listen": ["not an address"]}}}})
     with pytest.raises(Exception, match="Caddy rejected"):

@@ -1,9 +1,10 @@
 """The agent's probes of its platforms (agent/prober.py) against a real TLS server on loopback
-that plays the ingress: kept connections, the pinned certificate, hangs, timing after the
-scrapes, and what is reported when."""
+that plays the ingress: kept connections shared by the platforms, the pinned certificate,
+hangs, timing after the scrapes, and what is reported when."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -33,17 +34,25 @@ def _cert(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 class Ingress:
-    """HTTPS/1.1 with keep-alive; counts connections, notes each request's arrival."""
+    """HTTPS/1.1 with keep-alive, one certificate whatever the name; counts connections,
+    notes each one's SNI and each request's arrival."""
 
     def __init__(self, cert: Path, key: Path) -> None:
         self.status = 200
         self.hang = threading.Event()  # set: requests get no answer
         self.drop = False  # close each connection after its answer, unannounced
         self.connections = 0
+        self.names: list[str] = []  # the SNI of each TLS handshake
         self.arrivals: list[tuple[float, str, str]] = []  # (monotonic, Host, path)
+        self.open: list[socket.socket] = []
         outer = self
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
+
+        def sni(_obj: Any, name: str | None, _ctx: Any) -> None:
+            outer.names.append(name or "")
+
+        ctx.sni_callback = sni
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -53,6 +62,7 @@ class Ingress:
 
             def setup(self) -> None:
                 outer.connections += 1
+                outer.open.append(self.request)
                 super().setup()
 
             def do_GET(self) -> None:  # noqa: N802
@@ -76,6 +86,13 @@ class Ingress:
         self.address = ("127.0.0.1", int(self.server.server_address[1]))
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def load(self) -> None:
+        """What a Caddy load does to the kept connections: closes every one."""
+        for sock in self.open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -93,10 +110,11 @@ def ingress(certs: dict[str, tuple[Path, Path]]) -> Iterator[Ingress]:
     server.close()
 
 
-def _target(cert: Path, path: str = "/health") -> ProbeTarget:
+def _target(cert: Path, path: str = "/health", name: str = "p1") -> ProbeTarget:
     c = x509.load_pem_x509_certificate(cert.read_bytes())
-    return ProbeTarget(platform_id="p1", isv="acme", platform="acme/p1", hostname=NAME,
-                       path=path, cert_der=c.public_bytes(Encoding.DER),
+    hostname = NAME if name == "p1" else f"{name}.acme.localhost"
+    return ProbeTarget(platform_id=name, isv="acme", platform=f"acme/{name}",
+                       hostname=hostname, path=path, cert_der=c.public_bytes(Encoding.DER),
                        not_after=c.not_valid_after_utc.timestamp())
 
 
@@ -228,3 +246,49 @@ def test_a_kept_connection_the_ingress_closed_is_asked_again_on_a_new_one(
             seen.append(result.ok)
     assert len(ingress.arrivals) >= 6 and ingress.connections == len(ingress.arrivals)
     assert seen and all(seen), [r for r in seen]
+
+
+def test_platforms_share_kept_connections_so_a_load_costs_a_handful_of_handshakes(
+        ingress: Ingress, prober: Prober, certs: dict[str, tuple[Path, Path]]) -> None:
+    """Each new platform makes Caddy load its config, which closes every kept connection.
+    With a connection per platform the next round made a handshake for each (at 300, about
+    a CPU-second landing on the platform being made); shared, only the few in use at once."""
+    targets = [_target(certs["right"][0], name=f"p{i}") for i in range(30)]
+    hosts = {t.hostname for t in targets}
+    prober.use(ingress.address, targets)
+
+    def asked_each(times: int, since: int = 0) -> bool:
+        hosts_asked = [host for _, host, _ in ingress.arrivals[since:]]
+        return all(hosts_asked.count(h) >= times for h in hosts)
+
+    _scrape_until(prober, lambda: asked_each(3))
+    # each name's certificate checked once, on a connection opened under it; kept since
+    assert sorted(ingress.names) == sorted(hosts)
+    assert ingress.connections == len(hosts)
+    assert all(r.ok for r in prober.results().values()), prober.results()
+
+    for _ in range(2):
+        before, asked = ingress.connections, len(ingress.arrivals)
+        ingress.load()
+        _scrape_until(prober, lambda: asked_each(2, since=asked))  # noqa: B023
+        assert ingress.connections - before <= 10, ingress.connections - before
+        assert all(r.ok for r in prober.results().values()), prober.results()
+
+
+def test_each_name_is_pinned_again_on_its_own_connection_and_a_wrong_one_fails_alone(
+        ingress: Ingress, certs: dict[str, tuple[Path, Path]]) -> None:
+    prober = Prober(interval=0.6, timeout=0.3, spread=0.2, stale=1.5, idle_after=2.0,
+                    pin_every=1.5)
+    try:
+        right = [_target(certs["right"][0], name=f"p{i}") for i in range(4)]
+        wrong = _target(certs["other"][0], name="p9")  # Caddy serves another under its name
+        prober.use(ingress.address, [*right, wrong])
+        _scrape_until(prober, lambda: all(ingress.names.count(t.hostname) >= 3
+                                          for t in right))
+        results = prober.results()
+        assert all(results[t.platform_id].ok for t in right), results
+        assert not results["p9"].ok and "another certificate" in results["p9"].error
+        # the failing name never got a kept connection to ask on in its stead
+        assert not any(host == wrong.hostname for _, host, _ in ingress.arrivals)
+    finally:
+        prober.close()

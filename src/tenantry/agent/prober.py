@@ -4,13 +4,25 @@ the platform's users reach it, and /metrics tells what it found.
 Why here and not blackbox_exporter: blackbox made a new TLS connection for every probe, so a
 probe every 3 s cost the machine about 7.5 ms of CPU (blackbox's handshake, Caddy's, a new
 upstream request, Prometheus's scrape of blackbox); on a 2-core host of 100 idle platforms
-that was 40 % of all its idle CPU. Here each platform's connection to Caddy stays open
-between probes, so a probe is one request on it.
+that was 40 % of all its idle CPU. Here connections to Caddy stay open between probes, so a
+probe is one request on a kept connection.
 
-- **What a probe checks**: HTTPS to the local Caddy under the platform's name (SNI and Host),
-  Caddy serving exactly the certificate the control plane issued for it (pinned: its bytes,
-  not a chain), and a 2xx answer to the release's health path within `TIMEOUT`. A probe that
-  times out or fails closes its connection; the next opens a new one.
+- **What a probe checks**: HTTPS to the local Caddy with the platform's name as Host, and a
+  2xx answer to the release's health path within `TIMEOUT`; and that Caddy serves exactly
+  the certificate the control plane issued for the name (pinned: its bytes, not a chain),
+  on a connection opened with the name as SNI.
+- **Connections are shared** (`_Pool`): a probe takes any kept connection, whichever name
+  opened it, since Caddy routes a request by its Host. Each Caddy load (every new platform
+  on the host) closes every kept connection; with one connection per platform, the next
+  round of probes made a TLS handshake for each of them, about 0.6-1.0 CPU-s at 300
+  platforms, landing on the next platform being made. Shared, a load costs as many
+  handshakes as probes were in flight at once, a handful.
+- **The certificate is pinned** on a connection of the platform's own: at its first probe,
+  after its certificate changed, whenever a probe of it has to open a new connection anyway,
+  and at the latest every `PIN_EVERY` s (each name at its own phase, so that the pins of a
+  host's platforms do not come at once). A certificate that is not the one issued fails the
+  probe, and the next probe pins again. A probe that times out or fails closes its
+  connection.
 - **When**: every `INTERVAL`, timed by the scrapes. Prometheus scrapes /metrics every
   `INTERVAL` at a steady phase; a probe starts just after a scrape, so that even one that
   hangs has its answer (its timeout) before the next scrape. A hung platform is then told as
@@ -52,6 +64,8 @@ LEAD = 0.1  # s: a timed-out probe's answer is in before the scrape
 SPREAD = INTERVAL - TIMEOUT - LEAD  # s over which the starts after a scrape are spread
 STALE = 2 * INTERVAL + TIMEOUT
 ARM_AFTER = 30.0  # s of the web processes running that arm a platform that never answered
+PIN_EVERY = 300.0  # s: each name's certificate is checked again at least this often
+KEEP = 32  # idle connections kept at most (the probes in flight at once are fewer)
 USER_AGENT = "tenantry-agent-probe"
 
 
@@ -88,12 +102,13 @@ class _Unanswered(EOFError):
 class Prober:
     def __init__(self, *, interval: float = INTERVAL, timeout: float = TIMEOUT,
                  spread: float = SPREAD, stale: float = STALE, idle_after: float = 60.0,
-                 ) -> None:
+                 pin_every: float = PIN_EVERY) -> None:
         self.interval = interval
         self.timeout = timeout
         self.spread = spread
         self.stale = stale
         self.idle_after = idle_after
+        self.pin_every = pin_every
         self._lock = threading.Lock()
         self._address: tuple[str, int] | None = None
         self._targets: dict[str, ProbeTarget] = {}
@@ -105,6 +120,8 @@ class Prober:
         self._thread: threading.Thread | None = None
         self._tasks: dict[str, tuple[ProbeTarget, asyncio.Task[None]]] = {}
         self._awake: asyncio.Event | None = None
+        self._pool: _Pool | None = None  # on the loop
+        self._pinned: dict[str, tuple[bytes, float]] = {}  # on the loop: id -> (cert, when)
         self._closed = False
         # Pinned, not verified by a chain: Caddy must serve the very certificate issued for
         # the name, which says more than "some certificate our CA signed".
@@ -236,17 +253,26 @@ class Prober:
             if wanted.get(pid) != target:
                 task.cancel()
                 del self._tasks[pid]
+        for pid in set(self._pinned) - set(wanted):
+            del self._pinned[pid]
+        if self._pool is not None and self._pool.address != address:
+            self._pool.close()
+            self._pool = None
         if address is None:
             return
+        if self._pool is None:
+            self._pool = _Pool(address, self._tls)
         for pid, target in wanted.items():
             if pid not in self._tasks:
-                task = asyncio.get_running_loop().create_task(self._watch(address, target))
+                task = asyncio.get_running_loop().create_task(self._watch(target))
                 self._tasks[pid] = (target, task)
 
     def _stop_all(self) -> None:
         for _, task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
+        if self._pool is not None:
+            self._pool.close()
         loop = asyncio.get_running_loop()
         loop.call_later(0.1, loop.stop)  # the cancelled tasks close their connections
 
@@ -266,49 +292,42 @@ class Prober:
             start += self.interval
         return start
 
-    async def _watch(self, address: tuple[str, int], target: ProbeTarget) -> None:
-        conn: _Connection | None = None
+    async def _watch(self, target: ProbeTarget) -> None:
         last = -math.inf
-        try:
-            while True:
-                assert self._awake is not None
-                if time.monotonic() - self._scraped_at >= self.idle_after:
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                    self._awake.clear()
-                    await self._awake.wait()
-                    last = -math.inf
-                start = self._next_start(target, last)
-                await asyncio.sleep(max(0.0, start - time.monotonic()))
-                last = time.monotonic()
-                result, conn = await self._probe(address, target, conn)
-                with self._lock:
-                    if self._targets.get(target.platform_id) == target:
-                        self._results[target.platform_id] = result
-                        if result.ok:
-                            self._armed.add(target.platform_id)
-        finally:
-            if conn is not None:
-                conn.close()
+        while True:
+            assert self._awake is not None
+            if time.monotonic() - self._scraped_at >= self.idle_after:
+                if self._pool is not None:
+                    self._pool.close()  # nobody asks: keep nothing open
+                self._awake.clear()
+                await self._awake.wait()
+                last = -math.inf
+            start = self._next_start(target, last)
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            last = time.monotonic()
+            result = await self._probe(target)
+            with self._lock:
+                if self._targets.get(target.platform_id) == target:
+                    self._results[target.platform_id] = result
+                    if result.ok:
+                        self._armed.add(target.platform_id)
 
-    async def _probe(self, address: tuple[str, int], target: ProbeTarget,
-                     conn: _Connection | None) -> tuple[ProbeResult, _Connection | None]:
+    def _pin_due(self, target: ProbeTarget, now: float) -> bool:
+        """Whether this probe must check the certificate Caddy serves under the name."""
+        pinned = self._pinned.get(target.platform_id)
+        if pinned is None or pinned[0] != target.cert_der:
+            return True
+        # 0.75-1.25 of pin_every by the name: pins made at once (an agent's start) drift
+        # apart instead of all coming again together.
+        phase = 0.75 + 0.5 * (zlib.crc32(target.hostname.encode()) % 1000) / 1000
+        return now - pinned[1] >= self.pin_every * phase
+
+    async def _probe(self, target: ProbeTarget) -> ProbeResult:
         started = time.monotonic()
         error = ""
         try:
             async with asyncio.timeout(self.timeout):
-                if conn is not None:
-                    try:
-                        status = await conn.get(target.path, target.hostname)
-                    except _Unanswered:
-                        # Closed while kept (Caddy closes its idle connections when it loads
-                        # a new config): as any HTTP client, ask again on a new one.
-                        conn.close()
-                        conn = None
-                if conn is None:
-                    conn = await _Connection.open(address, target, self._tls)
-                    status = await conn.get(target.path, target.hostname)
+                status = await self._ask(target, started)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except TimeoutError:
@@ -316,16 +335,78 @@ class Prober:
         except (OSError, EOFError, ssl.SSLError, h11.ProtocolError, _Refused) as exc:
             error = str(exc) or type(exc).__name__
         ended = time.monotonic()
-        if conn is not None and (error or not conn.reusable):
+        return ProbeResult(ok=not error, duration=ended - started, ended=ended, error=error)
+
+    async def _ask(self, target: ProbeTarget, now: float) -> int:
+        """The health path's status, on a kept connection when the name's pin is not due,
+        else (or when none is kept) on a new one opened under the name. The connection goes
+        back to the pool when it can carry another request, and is closed otherwise."""
+        pool = self._pool
+        assert pool is not None
+        conn = None if self._pin_due(target, now) else pool.take()
+        try:
+            while conn is not None:
+                try:
+                    status = await conn.get(target.path, target.hostname)
+                    break
+                except _Unanswered:
+                    # Closed while kept (Caddy closes its idle connections when it loads a
+                    # new config): as any HTTP client, ask again on another.
+                    conn.close()
+                    conn = pool.take()
+            if conn is None:
+                conn = await pool.open(target)
+                self._pinned[target.platform_id] = (target.cert_der, time.monotonic())
+                status = await conn.get(target.path, target.hostname)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if 200 <= status < 300 and conn.reusable:
+            pool.give(conn)
+        else:
             conn.close()
-            conn = None
-        return ProbeResult(ok=not error, duration=ended - started, ended=ended,
-                           error=error), conn
+        return status
+
+
+class _Pool:
+    """Kept connections to the ingress at `address`, any of them good for any platform:
+    Caddy routes a request by its Host, whichever name the connection was opened under."""
+
+    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext, keep: int = KEEP) -> None:
+        self.address = address
+        self._tls = tls
+        self._keep = keep
+        self._idle: list[_Connection] = []  # the last given back on top
+
+    def take(self) -> _Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.alive:
+                return conn
+            conn.close()
+        return None
+
+    def give(self, conn: _Connection) -> None:
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def open(self, target: ProbeTarget) -> _Connection:
+        """A new connection under the target's name, refused unless Caddy serves it the
+        certificate issued for the name."""
+        return await _Connection.open(self.address, target, self._tls)
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
 
 
 class _Connection:
-    """One kept-open HTTPS/1.1 connection to the ingress for one platform (h11 speaks the
-    protocol: lengths, chunks, keep-alive)."""
+    """One kept-open HTTPS/1.1 connection to the ingress (h11 speaks the protocol: lengths,
+    chunks, keep-alive)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -343,6 +424,12 @@ class _Connection:
             writer.close()
             raise _Refused(f"the ingress serves another certificate for {target.hostname}")
         return cls(reader, writer)
+
+    @property
+    def alive(self) -> bool:
+        """Not known to be closed: the ingress's close, once read, ends a kept connection
+        without a request spent on it."""
+        return not self.reader.at_eof() and not self.writer.is_closing()
 
     @property
     def reusable(self) -> bool:
