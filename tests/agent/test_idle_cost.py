@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -318,3 +319,33 @@ def test_a_platforms_older_report_never_arrives_after_its_newer_one(agent: Agent
     heartbeat.join()
     assert stored["p0"]["gen"] == 2, "the control plane has the newer report"
     assert agent._sent["p0"] == new
+
+
+def test_a_heartbeat_read_while_converge_threads_add_reports_does_not_end_the_agent(
+        agent: Agent) -> None:
+    """Each platform's converge thread (and the backup runner) adds its report while the
+    pass reads them all for its heartbeat. Reading the dict itself then raised 'dictionary
+    changed size during iteration' and ended the agent (a host being filled, at 150)."""
+    wanted = platforms(300)
+    agent._last_reports = dict.fromkeys(list(wanted)[:150], HEALTHY)
+    stop = threading.Event()
+
+    def converge_threads() -> None:
+        new = list(wanted)[150:]
+        while not stop.is_set():
+            for pid in new:  # new platforms' first reports ...
+                agent._last_reports[pid] = HEALTHY
+            for pid in new:  # ... (taken out, to be added again)
+                agent._last_reports.pop(pid)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns within one pass's reading
+    adder = threading.Thread(target=converge_threads)
+    adder.start()
+    try:
+        for k in range(3000):
+            agent._heartbeat_reports(wanted, 1000.0 + k)
+    finally:
+        stop.set()
+        adder.join()
+        sys.setswitchinterval(interval)

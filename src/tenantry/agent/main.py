@@ -549,7 +549,10 @@ class Agent:
             self._full_report_every = FULL_REPORT * random.uniform(*SPREAD)
         # an ingress error is every platform's problem, and so is its end
         full = full or self._ingress_error is not None or self._sent_ingress is not None
-        return {pid: r for pid, r in self._last_reports.items() if pid in platforms and (
+        # A copy (one step under the GIL): the converge threads and the backup runner add
+        # reports meanwhile, and iterating the dict itself then ends the agent.
+        last = dict(self._last_reports)
+        return {pid: r for pid, r in last.items() if pid in platforms and (
             full or self._sent.get(pid) != r or not _well(platforms[pid], r))}
 
     def _converge_and_report(self, p: DesiredPlatform, fx: converge.Effects) -> None:
@@ -649,11 +652,18 @@ class Agent:
             log.info("removed Unix accounts of platforms whose data dir is gone: %s",
                      ", ".join(gone))
         self.monitoring.start()
+        asked = True
         try:
             self._run()
+        except Exception:
+            # Not a stop anybody asked for: the platforms go on under their supervisord, for
+            # the next agent to adopt (`up` starts one), whatever --stop-services-on-exit.
+            log.critical("the agent ends on an error; the platforms keep running")
+            asked = False
+            raise
         finally:
             self.monitoring.stop()
-            self._stop_at_exit()
+            self._stop_at_exit(asked=asked)
 
     # ------------------------------------------------------------ processes left behind
 
@@ -676,26 +686,27 @@ class Agent:
             log.warning("%s", line)
         return lines
 
-    def _stop_at_exit(self) -> None:
+    def _stop_at_exit(self, *, asked: bool) -> None:
         """A clean stop leaves nothing of the data dir running but what is meant to go on:
-        the services when they keep running. Backups cut short run again at the next
-        start."""
+        the services when they keep running (always, when the agent ends on an error: an
+        agent's bug must not stop every platform of its host). Backups cut short run again
+        at the next start."""
         steps = Steps()  # logged at the end
-        if self.options.stop_services_on_exit:
+        stop_services = asked and self.options.stop_services_on_exit
+        if stop_services:
             archivers = [x for x in leftovers.find(self.options.data_dir) if x.archiver]
             if leftovers.wait_gone([x.pid for x in archivers], ARCHIVER_GRACE):
                 log.warning("pgBackRest's archiver did not finish within %g s",
                             ARCHIVER_GRACE)
             steps.done(f"{len(archivers)} pgBackRest archivers")
         self.stop_leftovers("still running at the agent's stop",
-                            services_live=not self.options.stop_services_on_exit,
-                            spare_archivers=not self.options.stop_services_on_exit)
+                            services_live=not stop_services, spare_archivers=not stop_services)
         steps.done("the sweep")
         if not self.backups.join(30):
             log.warning("backup tasks still running after 30 s")
         steps.done("backup tasks")
         log.info("the agent's last steps: %s", steps)
-        if self.options.stop_services_on_exit and self.cgroup is not None:
+        if stop_services and self.cgroup is not None:
             cgroup.remove(self.cgroup)  # empty now; one that is not stays, to be found
 
     def _keep_services(self) -> None:
