@@ -83,6 +83,16 @@ class _Requeuer(procrastinate.manager.JobManager):
                  rechecks: dict[int, Callable[[], bool]]) -> None:
         super().__init__(connector)
         self.runtime, self.rechecks = runtime, rechecks
+        self.own_workers: set[int] = set()  # procrastinate's ids of this process's workers
+
+    async def register_worker(self) -> int:
+        worker_id = await super().register_worker()
+        self.own_workers.add(worker_id)
+        return worker_id
+
+    async def unregister_worker(self, worker_id: int) -> None:
+        self.own_workers.discard(worker_id)
+        await super().unregister_worker(worker_id)
 
     async def retry_job(self, job: procrastinate.jobs.Job,
                         retry_at: dt.datetime | None = None, priority: int | None = None,
@@ -147,14 +157,25 @@ async def _repeat(task: Periodic, runtime: Runtime) -> None:
 async def _requeue_stalled(app: procrastinate.App) -> None:
     """A worker that was killed leaves its jobs in `doing`; its heartbeat stops, so after
     STALLED_AFTER seconds the job is handed to a live worker, which resumes it from its
-    recorded step."""
+    recorded step.
+
+    This process's own worker runs on this very event loop: while this runs, so does it,
+    however late its heartbeat. A machine that stalled for seconds (280 platforms being
+    made on 2 cores) made this process's heartbeat late, and it handed its own running jobs
+    back to the queue: each then ran twice at once. Its heartbeat is therefore brought up
+    to date before each look, and its jobs are never handed back here."""
+    manager = app.job_manager
+    own = manager.own_workers if isinstance(manager, _Requeuer) else set()
     while True:
         try:
-            for job in await app.job_manager.get_stalled_jobs(
-                    seconds_since_heartbeat=STALLED_AFTER):
+            for worker_id in list(own):
+                await manager.update_heartbeat(worker_id)
+            for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER):
+                if job.worker_id in own:
+                    continue
                 log.warning("requeueing job %s left by a dead worker", job.id)
-                await app.job_manager.retry_job(job)
-            await app.job_manager.prune_stalled_workers(STALLED_AFTER)
+                await manager.retry_job(job)
+            await manager.prune_stalled_workers(STALLED_AFTER)
         except Exception:
             log.exception("requeueing stalled jobs failed; trying again")
         await asyncio.sleep(2.0)
