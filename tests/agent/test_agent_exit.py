@@ -83,3 +83,19 @@ def test_a_stop_that_was_asked_for_stops_them(
     agent.run()
     wait_until(lambda: not any(alive(pid) for pid in tree), 30,
                "the daemon and its child stopped")
+
+
+def test_an_error_on_the_way_of_an_asked_stop_still_stops_them(
+        tmp_path: Path, tree: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """supervisord that does not exit in time, say: the stop was asked for all the same."""
+    agent = _agent(tmp_path, tree[0])
+
+    def stop_then_fail() -> None:
+        agent.stopping.set()
+        raise RuntimeError("supervisord did not exit in 60 s; killed")
+
+    monkeypatch.setattr(agent, "_run", stop_then_fail)
+    with pytest.raises(RuntimeError, match="did not exit"):
+        agent.run()
+    wait_until(lambda: not any(alive(pid) for pid in tree), 30,
+               "the daemon and its child stopped")

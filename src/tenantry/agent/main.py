@@ -652,18 +652,19 @@ class Agent:
             log.info("removed Unix accounts of platforms whose data dir is gone: %s",
                      ", ".join(gone))
         self.monitoring.start()
-        asked = True
         try:
             self._run()
         except Exception:
-            # Not a stop anybody asked for: the platforms go on under their supervisord, for
-            # the next agent to adopt (`up` starts one), whatever --stop-services-on-exit.
-            log.critical("the agent ends on an error; the platforms keep running")
-            asked = False
+            if not self.stopping.is_set():
+                # Not a stop anybody asked for: the platforms go on under their supervisord,
+                # for the next agent to adopt (`up` starts one), whatever
+                # --stop-services-on-exit. (An error on the way of an asked stop still
+                # stops them.)
+                log.critical("the agent ends on an error; the platforms keep running")
             raise
         finally:
             self.monitoring.stop()
-            self._stop_at_exit(asked=asked)
+            self._stop_at_exit(asked=self.stopping.is_set())
 
     # ------------------------------------------------------------ processes left behind
 
