@@ -16,14 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 TENANTRY = [sys.executable, "-m", "tenantry.cli.run"]
 
@@ -386,6 +387,36 @@ def store_runtime(prefix: str) -> Iterator[Any]:
     finally:
         db.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def beside_worker(runtime: Any, body: Callable[[], Awaitable[T]], *, concurrency: int) -> T:
+    """`body`'s result, awaited while a real job worker (`run_worker`) runs in this process;
+    the worker is then stopped as `up` stops it (SIGTERM to this process, which the worker
+    handles), whatever `body` did. `body` starts once the worker's handler is in place: a
+    SIGTERM before that would end the test run."""
+    import asyncio
+
+    from tenantry.cli.worker import run_worker
+    from tenantry.core import jobs
+
+    async def run() -> T:
+        before = signal.getsignal(signal.SIGTERM)
+        worker = asyncio.create_task(run_worker(runtime, concurrency=concurrency))
+        try:
+            deadline = time.monotonic() + 30
+            while signal.getsignal(signal.SIGTERM) == before and not worker.done():
+                assert time.monotonic() < deadline, "the worker did not take SIGTERM"
+                await asyncio.sleep(0.05)
+            return await body()
+        finally:
+            if not worker.done():
+                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
+            await worker
+
+    try:
+        return asyncio.run(run())
+    finally:
+        jobs.stopping.clear()
 
 
 @contextlib.contextmanager

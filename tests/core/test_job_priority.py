@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import signal
 import threading
 import time
 
@@ -18,12 +16,10 @@ import pytest
 from sqlalchemy import select, text
 
 from tenantry import app as composition
-from tenantry.cli.worker import run_worker
-from tenantry.core import jobs
 from tenantry.core.jobs import ASKED, ROUTINE, JobKind, StepContext, create_job
 from tenantry.core.models import Job
 from tenantry.core.runtime import Runtime
-from tests.conftest import store_runtime
+from tests.conftest import beside_worker, store_runtime
 
 
 def _run_all(runtime: Runtime, ids: list[int]) -> list[str]:
@@ -34,23 +30,15 @@ def _run_all(runtime: Runtime, ids: list[int]) -> list[str]:
             return list(session.scalars(select(Job.state).where(Job.id.in_(ids))))
 
     async def run() -> list[str]:
-        worker = asyncio.create_task(run_worker(runtime, concurrency=1))
         deadline = time.monotonic() + 90
-        try:
+        now = await asyncio.to_thread(states)
+        while time.monotonic() < deadline and \
+                not all(state in ("succeeded", "failed") for state in now):
+            await asyncio.sleep(0.2)
             now = await asyncio.to_thread(states)
-            while time.monotonic() < deadline and \
-                    not all(state in ("succeeded", "failed") for state in now):
-                await asyncio.sleep(0.2)
-                now = await asyncio.to_thread(states)
-            return now
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
-            await worker
+        return now
 
-    try:
-        return asyncio.run(run())
-    finally:
-        jobs.stopping.clear()
+    return beside_worker(runtime, run, concurrency=1)
 
 
 def _noting(monkeypatch: pytest.MonkeyPatch, order: list[str]) -> JobKind:

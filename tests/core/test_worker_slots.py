@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
 import time
 
@@ -16,11 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from tenantry import app as composition
-from tenantry.cli.worker import run_worker
-from tenantry.core import jobs
 from tenantry.core.jobs import JobKind, StepContext, create_job
 from tenantry.core.models import Job
-from tests.conftest import store_runtime
+from tests.conftest import beside_worker, store_runtime
 
 
 def test_every_slot_of_the_worker_runs_a_job_at_the_same_time(
@@ -47,21 +44,13 @@ def test_every_slot_of_the_worker_runs_a_job_at_the_same_time(
                 return list(session.scalars(select(Job.state).where(Job.id.in_(ids))))
 
         async def run() -> list[str]:
-            worker = asyncio.create_task(run_worker(runtime, concurrency=slots))
             deadline = time.monotonic() + 90
-            try:
-                while time.monotonic() < deadline:
-                    now = await asyncio.to_thread(states)
-                    if all(state in ("succeeded", "failed") for state in now):
-                        return now
-                    await asyncio.sleep(0.3)
-                return now
-            finally:
-                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
-                await worker
+            while time.monotonic() < deadline:
+                now = await asyncio.to_thread(states)
+                if all(state in ("succeeded", "failed") for state in now):
+                    return now
+                await asyncio.sleep(0.3)
+            return now
 
-        try:
-            ended = asyncio.run(run())
-        finally:
-            jobs.stopping.clear()
+        ended = beside_worker(runtime, run, concurrency=slots)
     assert ended == ["succeeded"] * slots, ended

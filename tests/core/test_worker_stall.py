@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import threading
 import time
 
@@ -18,11 +16,9 @@ from sqlalchemy import select, text
 
 from tenantry import app as composition
 from tenantry.cli import worker as worker_module
-from tenantry.cli.worker import run_worker
-from tenantry.core import jobs
 from tenantry.core.jobs import JobKind, StepContext, create_job
 from tenantry.core.models import Job
-from tests.conftest import store_runtime
+from tests.conftest import beside_worker, store_runtime
 
 
 def test_a_live_worker_whose_heartbeat_is_late_keeps_its_running_job(
@@ -56,7 +52,6 @@ def test_a_live_worker_whose_heartbeat_is_late_keeps_its_running_job(
                 session.commit()
 
         async def run() -> str:
-            worker = asyncio.create_task(run_worker(runtime, concurrency=2))
             try:
                 deadline = time.monotonic() + 30
                 while not runs and time.monotonic() < deadline:
@@ -73,13 +68,8 @@ def test_a_live_worker_whose_heartbeat_is_late_keeps_its_running_job(
                 return now
             finally:
                 release.set()
-                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
-                await worker
 
-        try:
-            ended = asyncio.run(run())
-        finally:
-            jobs.stopping.clear()
+        ended = beside_worker(runtime, run, concurrency=2)
 
     assert ended == "succeeded"
     assert len(runs) == 1, f"the job ran {len(runs)} times"

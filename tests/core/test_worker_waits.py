@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from tenantry import app as composition
-from tenantry.cli.worker import run_worker
 from tenantry.core import jobs
 from tenantry.core.db import utcnow
 from tenantry.core.jobs import JobKind, StepContext, create_job
 from tenantry.core.models import Job, JobStep
-from tests.conftest import store_runtime
+from tests.conftest import beside_worker, store_runtime
 
 
 def test_a_waiting_job_gives_its_slot_back_and_keeps_its_place(
@@ -72,24 +69,15 @@ def test_a_waiting_job_gives_its_slot_back_and_keeps_its_place(
             return now
 
         async def run() -> tuple[dict[int, str], list[str], dict[int, str]]:
-            worker = asyncio.create_task(run_worker(runtime, concurrency=1))
-            await asyncio.sleep(0.5)  # the worker's signal handlers are in place
-            try:
-                # b runs in the slot a gave back; c waits for a, its platform's earlier job
-                meanwhile = await until(lambda s: s[b] == "succeeded" and len(runs) >= 3)
-                seen = list(order)
-                over.set()
-                ended = await until(lambda s: all(v in ("succeeded", "failed")
-                                                  for v in s.values()))
-                return meanwhile, seen, ended
-            finally:
-                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
-                await worker
+            # b runs in the slot a gave back; c waits for a, its platform's earlier job
+            meanwhile = await until(lambda s: s[b] == "succeeded" and len(runs) >= 3)
+            seen = list(order)
+            over.set()
+            ended = await until(lambda s: all(v in ("succeeded", "failed")
+                                              for v in s.values()))
+            return meanwhile, seen, ended
 
-        try:
-            meanwhile, seen, ended = asyncio.run(run())
-        finally:
-            jobs.stopping.clear()
+        meanwhile, seen, ended = beside_worker(runtime, run, concurrency=1)
         with runtime.sessions() as session:
             step = session.scalars(select(JobStep).where(JobStep.job_id == a)).one()
             first_wait, step_started = step.waiting_since, step.started_at
@@ -150,30 +138,21 @@ def test_a_waiting_job_goes_on_when_woken_not_at_its_timer(
             return done()
 
         async def run() -> tuple[bool, int, bool, float]:
-            worker = asyncio.create_task(run_worker(runtime, concurrency=2))
-            await asyncio.sleep(0.5)  # the worker's signal handlers are in place
-            try:
-                again = await until(lambda: len(runs) >= 2, 20)  # the look after requeue
-                await asyncio.sleep(1.0)
-                asleep = len(runs)  # the second run saw no change: it sleeps its minute
-                over.set()
-                woken_at = time.monotonic()
+            again = await until(lambda: len(runs) >= 2, 20)  # the look after requeue
+            await asyncio.sleep(1.0)
+            asleep = len(runs)  # the second run saw no change: it sleeps its minute
+            over.set()
+            woken_at = time.monotonic()
 
-                def wake() -> None:
-                    with runtime.sessions() as session:
-                        jobs.wake(session, ["p1", "p2"])
-                        session.commit()
+            def wake() -> None:
+                with runtime.sessions() as session:
+                    jobs.wake(session, ["p1", "p2"])
+                    session.commit()
 
-                await asyncio.to_thread(wake)
-                done = await until(lambda: state() == "succeeded", 20)
-                return again, asleep, done, runs[-1] - woken_at
-            finally:
-                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own stop
-                await worker
+            await asyncio.to_thread(wake)
+            done = await until(lambda: state() == "succeeded", 20)
+            return again, asleep, done, runs[-1] - woken_at
 
-        try:
-            again, asleep, done, took = asyncio.run(run())
-        finally:
-            jobs.stopping.clear()
+        again, asleep, done, took = beside_worker(runtime, run, concurrency=2)
     assert again and asleep == 2 and done, (again, asleep, done, runs)
     assert runs[1] - runs[0] < 10 and took < 10, runs  # not at the 60 s timer, nor the poll
