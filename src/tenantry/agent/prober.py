@@ -277,7 +277,7 @@ class Prober:
         loop.call_later(0.1, loop.stop)  # the cancelled tasks close their connections
 
     def _offset(self, target: ProbeTarget) -> float:
-        return (zlib.crc32(target.hostname.encode()) % 1000) / 1000 * self.spread
+        return _phase(target) * self.spread
 
     def _next_start(self, target: ProbeTarget, last: float) -> float:
         """Monotonic time of the next probe: just after the next scrape, or, with no recent
@@ -319,8 +319,7 @@ class Prober:
             return True
         # 0.75-1.25 of pin_every by the name: pins made at once (an agent's start) drift
         # apart instead of all coming again together.
-        phase = 0.75 + 0.5 * (zlib.crc32(target.hostname.encode()) % 1000) / 1000
-        return now - pinned[1] >= self.pin_every * phase
+        return now - pinned[1] >= self.pin_every * (0.75 + 0.5 * _phase(target))
 
     async def _probe(self, target: ProbeTarget) -> ProbeResult:
         started = time.monotonic()
@@ -367,6 +366,11 @@ class Prober:
         else:
             conn.close()
         return status
+
+
+def _phase(target: ProbeTarget) -> float:
+    """0-1, fixed by the name: where in a spread this platform's work falls."""
+    return (zlib.crc32(target.hostname.encode()) % 1000) / 1000
 
 
 class _Pool:
