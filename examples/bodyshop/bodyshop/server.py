@@ -73,6 +73,11 @@ class _Sent(Exception):
 class Handler(BaseHTTPRequestHandler):
     server_version = f"bodyshop/{VERSION}"
     protocol_version = "HTTP/1.1"
+    # The ingress keeps its connection to the app. A response goes out as two writes (the
+    # headers, then the body); with Nagle's algorithm the body waited for the ingress to
+    # acknowledge the headers, which Linux delays up to 40 ms, so every request but the
+    # first on a kept connection took 44 ms instead of 2.
+    disable_nagle_algorithm = True
     db: Database  # set on the class by main()
 
     # --- plumbing ---------------------------------------------------------------------------
