@@ -7,16 +7,19 @@ the CLI through `python -m tenantry.cli.run`, HTTPS through the ingress with SNI
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform as pyplatform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,6 +166,27 @@ def start_plane(root: Path, timeout: float = 120, env: dict[str, str] | None = N
     return cp
 
 
+@contextlib.contextmanager
+def running_plane(root: Path, **start: Any) -> Iterator[ControlPlaneProcess]:
+    """A started `tenantry up` under `root` (`start_plane`'s arguments). On the way out it
+    is stopped and `root` removed; if the body failed, the end of its logs is printed
+    first."""
+    try:
+        cp = start_plane(root, **start)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        yield cp
+    except BaseException:
+        print(log_tail(cp), file=sys.stderr)
+        raise
+    finally:
+        cp.stop(timeout=300)
+        cp.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def setup_isv(cp: ControlPlaneProcess, root: Path) -> None:
     bundle = build_bodyshop("1.0.0", root)
     cp.cli("isv", "create", ISV)
@@ -207,6 +231,45 @@ def wait_https(cp: ControlPlaneProcess, host: str, timeout: float = 180,
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(interval)
     raise TimeoutError(f"{host}: no HTTPS 200 on /health within {timeout:.0f} s ({last})")
+
+
+def create_many(cp: ControlPlaneProcess, count: int, concurrency: int,
+                prefix: str) -> list[dict[str, Any]]:
+    """`count` platforms named PREFIX000..., `concurrency` at a time, each waited for until it
+    serves and its create job succeeded; their `create_platform` records. The first failure
+    stops the rest from starting, and all failures are raised together."""
+    queue = [f"{prefix}{i:03d}" for i in range(count)]
+    made: list[dict[str, Any]] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not queue or failures:
+                    return
+                name = queue.pop(0)
+            try:
+                rec = create_platform(cp, name)
+                wait_https(cp, rec["host"], timeout=300)
+                state = wait_job(cp, rec["job_id"], timeout=300)["state"]
+                if state != "succeeded":
+                    raise RuntimeError(f"create job {state}")
+                with lock:
+                    made.append(rec)
+                print(f"  {name} ({rec['id']}) serving [{len(made)}/{count}]", flush=True)
+            except Exception as exc:  # noqa: BLE001 - raised below with the others
+                with lock:
+                    failures.append(f"{name}: {exc}")
+
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if failures:
+        raise RuntimeError("platforms not created: " + "; ".join(failures))
+    return made
 
 
 def job(cp: ControlPlaneProcess, job_id: int) -> dict[str, Any]:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,16 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     append_report,
-    create_platform,
-    log_tail,
+    create_many,
     machine_facts,
     md_table,
     pct,
+    running_plane,
     setup_isv,
     short_tmp,
-    start_plane,
-    wait_https,
-    wait_job,
 )
 from density import CpuWindow, idle_cpu  # noqa: E402
 
@@ -53,37 +48,6 @@ from tenantry.agent.prober import INTERVAL  # noqa: E402
 TARGET_PLATFORMS = 300
 TARGET_SHARE = 0.10  # of all the machine's cores
 PLATFORMS = "platforms (PostgreSQL + app)"
-
-
-def make(cp: Any, count: int, concurrency: int = 4) -> list[dict[str, Any]]:
-    """`count` platforms, `concurrency` at a time, each until it serves and its job ended."""
-    queue = [f"b{i:03d}" for i in range(count)]
-    made: list[dict[str, Any]] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                name = queue.pop(0)
-            rec = create_platform(cp, name)
-            wait_https(cp, rec["host"], timeout=300)
-            state = wait_job(cp, rec["job_id"], timeout=300)["state"]
-            if state != "succeeded":
-                raise RuntimeError(f"{name}: its create job {state}")
-            with lock:
-                made.append(rec)
-            print(f"{name} serving  [{len(made)}/{count}]", flush=True)
-
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if len(made) != count:
-        raise RuntimeError(f"only {len(made)} of {count} platforms were made")
-    return made
 
 
 def asked(cp: Any, host: str, requests: int,
@@ -129,29 +93,18 @@ def main() -> int:
     facts = machine_facts()
     cores = os.cpu_count() or 1
     root = short_tmp("tnb-budget-")
-    cp = None
-    try:
-        cp = start_plane(root, platforms=args.count)
+    with running_plane(root, platforms=args.count) as cp:
         setup_isv(cp, root)
         time.sleep(args.settle)
         print(f"no platform: measuring {args.window:.0f} s ...", flush=True)
         empty_busy, empty = idle_cpu(cp.data_dir, args.window)
-        made = make(cp, args.count)
+        made = create_many(cp, args.count, 4, "b")
         print(f"{args.count} made; idle {args.settle:.0f} s, then {args.window:.0f} s ...",
               flush=True)
         time.sleep(args.settle)
         full_busy, full = idle_cpu(cp.data_dir, args.window)
         print(f"{args.requests} requests at {args.rate:g}/s ...", flush=True)
         probed, probe_s, took = asked(cp, made[0]["host"], args.requests, args.rate)
-    except Exception:
-        if cp is not None:
-            print(log_tail(cp), file=sys.stderr)
-        raise
-    finally:
-        if cp is not None:
-            cp.stop(timeout=300)
-            cp.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
     # in cores (1.0 = one core busy); busy shares are of all the cores
     fixed = empty_busy * cores

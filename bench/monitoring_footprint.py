@@ -37,11 +37,9 @@ import argparse
 import json
 import os
 import pwd
-import shutil
 import signal
 import statistics
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -57,16 +55,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     ControlPlaneProcess,
     append_report,
-    create_platform,
-    log_tail,
+    create_many,
     machine_facts,
     md_table,
     other_tenantry_ups,
+    running_plane,
     setup_isv,
     short_tmp,
-    start_plane,
-    wait_https,
-    wait_job,
 )
 
 CORES_TARGET = 2  # the issue's machine
@@ -427,42 +422,6 @@ def disk_usage(path: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------- platforms
 
 
-def create_platforms(cp: ControlPlaneProcess, count: int, concurrency: int) -> list[str]:
-    """Create and wait for `count` platforms (as bench/density.py does); failures raise."""
-    queue = [f"m{i:03d}" for i in range(count)]
-    ids: list[str] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not queue or failures:
-                    return
-                name = queue.pop(0)
-            try:
-                rec = create_platform(cp, name)
-                wait_https(cp, rec["host"], timeout=300)
-                state = wait_job(cp, rec["job_id"], timeout=300)["state"]
-                if state != "succeeded":
-                    raise RuntimeError(f"create job {state}")
-                with lock:
-                    ids.append(rec["id"])
-                print(f"  {name} ({rec['id']}) serving [{len(ids)}/{count}]", flush=True)
-            except Exception as exc:  # noqa: BLE001 - raised below with the others
-                with lock:
-                    failures.append(f"{name}: {exc}")
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if failures:
-        raise RuntimeError("platforms not created: " + "; ".join(failures))
-    return ids
-
-
 def metrics_scan_cost(scans: int = 20) -> tuple[float, int]:
     """CPU seconds of one rogue scan (what each scrape of the agent's /metrics does besides
     rendering a snapshot), run in this process over the same /proc, and the number of
@@ -717,11 +676,9 @@ def main() -> int:
 
     facts = machine_facts()
     root = short_tmp("tnb-monf-")
-    cp = None
     notes: list[str] = []
     base = quiet = None
-    try:
-        cp = start_plane(root)
+    with running_plane(root) as cp:
         assert cp.process is not None
         others = other_tenantry_ups([cp.process.pid])
         if others:
@@ -742,7 +699,7 @@ def main() -> int:
         print(f"creating {args.platforms} platforms, {args.concurrency} at a time ...",
               flush=True)
         t0 = time.monotonic()
-        create_platforms(cp, args.platforms, args.concurrency)
+        create_many(cp, args.platforms, args.concurrency, "m")
         print(f"created in {time.monotonic() - t0:.0f} s", flush=True)
         main_phase = run_phase(cp, where, args.platforms, args.seconds, args.settle)
         if args.quiet > 0:
@@ -753,15 +710,6 @@ def main() -> int:
                 quiet = measure(where, Window("quiet", args.platforms), args.quiet)
         load1 = os.getloadavg()
         notes.append(f"load average (1 min) {load0[0]:.2f} at start, {load1[0]:.2f} at end")
-    except BaseException:
-        if cp is not None:
-            print(log_tail(cp), file=sys.stderr)
-        raise
-    finally:
-        if cp is not None:
-            cp.stop(timeout=300)
-            cp.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
     missing = [g for g in STACK if not main_phase.window.pids.get(g)]
     if missing:
