@@ -271,10 +271,12 @@ def test_a_kept_admin_connection_closed_under_a_question_is_asked_again() -> Non
             served.append("second")
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        server = threading.Thread(target=serve, args=(listener,), daemon=True)
+        server.start()
         with ingress.CaddyAdmin(f"127.0.0.1:{listener.getsockname()[1]}") as admin:
             assert admin.current() == {"admin": {}}
             assert admin.current() == {"admin": {}}
+        server.join(timeout=10)  # it notes "second" after sending the answer the client read
     assert served == ["first", "dropped", "second"]
 
 
