@@ -48,6 +48,8 @@ from tenantry.agent.prober import INTERVAL  # noqa: E402
 TARGET_PLATFORMS = 300
 TARGET_SHARE = 0.10  # of all the machine's cores
 PLATFORMS = "platforms (PostgreSQL + app)"
+# CpuWindow's parts that are not tenantry's processes
+OUTSIDE = ("kernel thread", "interrupts", "other processes")
 
 
 def asked(cp: Any, host: str, requests: int,
@@ -114,10 +116,9 @@ def main() -> int:
     per_request = {part: (probed.get(part, 0.0) - full.get(part, 0.0)) * probe_s / args.requests
                    for part in (PLATFORMS, "Caddy")}
     probe = sum(per_request.values())  # CPU-seconds of one request
-    outside = [k for k in full if k.startswith(("kernel thread", "kernel threads",
-                                                "interrupts", "other processes"))]
+    # cores, one platform: each part's growth from step 1 to step 2
     grew = {k: (full.get(k, 0.0) - empty.get(k, 0.0)) / args.count for k in {*full, *empty}}
-    ours = sum(v for k, v in grew.items() if k not in outside)  # cores, one platform
+    ours = sum(v for k, v in grew.items() if not k.startswith(OUTSIDE))
     probes_each = probe / INTERVAL  # cores, one platform's probes
 
     parts = sorted({k for d in (empty, full) for k, v in d.items() if v >= 0.005},
@@ -128,7 +129,7 @@ def main() -> int:
         [["the machine, % of all its cores", f"{100 * empty_busy:.1f} %",
           f"{100 * full_busy:.1f} %", ""]]
         + [[k, f"{100 * empty.get(k, 0.0):.2f} %", f"{100 * full.get(k, 0.0):.2f} %",
-            f"{100 * (full.get(k, 0.0) - empty.get(k, 0.0)) / args.count:.3f} %"]
+            f"{100 * grew[k]:.3f} %"]
            for k in parts])
     request = md_table(
         ["one request to a platform's health path, through the ingress", "ms"],
